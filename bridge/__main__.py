@@ -1,0 +1,43 @@
+"""``python -m bridge COMMAND ...``: the bridge's command line.
+
+Commands are imported lazily so ``--help`` and a bad command name answer without loading torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module relative to this package, one-line help)
+COMMANDS = {
+    "train": (".train.cli", "train Gaussian splats from a COLMAP model"),
+    "sfm": (".sfm", "structure-from-motion: a COLMAP model from a folder of photos or a video"),
+    "render": (".render", "render splats from cameras (RGBA + depth EXR passes)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m bridge COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "file conversion: python -m bridge.formats --help"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(COMMANDS[name][0], __package__)
+    except ModuleNotFoundError as exc:
+        print(f"error: the '{name}' command is not available: {exc}", file=sys.stderr)
+        return 2
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""The messages between Blender (or any client) and a bridge process. Standard library only.
+
+Events go from the bridge to the client as JSON lines on the bridge's *original* stdout. At start-up
+the bridge calls :func:`claim_stdout`, which keeps that pipe for events and points file descriptor 1
+(and ``sys.stdout``) at stderr, so stray prints from torch, gsplat, pycolmap or C code land in the log
+and cannot corrupt the channel. Each event carries ``"proto": "splatwork"`` and the protocol version;
+the decoder ignores any other line, so a line printed before the redirect is harmless too.
+
+Commands go from the client to the bridge as JSON lines on the bridge's stdin. When the client asks
+for it (``--ipc``), end of file on stdin means the client is gone: the bridge saves and exits, so no
+bridge outlives Blender.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, ClassVar
+
+PROTOCOL = "splatwork"
+VERSION = 1
+
+# Exit codes of ``python -m bridge ...``.
+EXIT_OK = 0  # finished, or stopped on request with results saved
+EXIT_FAILED = 1  # a runtime failure (an Error event says which)
+EXIT_BAD_INPUT = 2  # a bad job, bad arguments or bad input files
+
+# Stage names used by the bridge commands.
+STAGES = (
+    "starting",
+    "loading_images",
+    "compiling_cuda",
+    "training",
+    "evaluating",
+    "exporting",
+    "extracting_features",
+    "matching",
+    "mapping",
+    "undistorting",
+    "rendering",
+)
+
+COMMANDS = ("stop", "pause", "resume", "snapshot")
+
+
+@dataclass
+class Event:
+    type: ClassVar[str] = "event"
+
+
+@dataclass
+class Hello(Event):
+    """First event of every run."""
+
+    type: ClassVar[str] = "hello"
+    command: str  # train, sfm, render, ...
+    bridge_version: str
+    python: str
+    device: str = ""  # cuda:0, cpu, mps
+    backend: str = ""  # gsplat or torch
+    versions: dict[str, str] = field(default_factory=dict)  # torch, gsplat, pycolmap, ...
+    pid: int = 0
+    protocol_version: int = VERSION
+
+
+@dataclass
+class Stage(Event):
+    type: ClassVar[str] = "stage"
+    stage: str
+    message: str = ""
+
+
+@dataclass
+class Progress(Event):
+    """Progress of the current stage; fields a stage does not have stay None."""
+
+    type: ClassVar[str] = "progress"
+    step: int
+    total: int
+    stage: str = "training"
+    loss: float | None = None
+    psnr: float | None = None
+    num_splats: int | None = None
+    steps_per_sec: float | None = None
+    eta_sec: float | None = None
+    elapsed_sec: float | None = None
+    gpu_mem_mb: float | None = None
+    images_processed: int | None = None  # sfm
+    images_registered: int | None = None  # sfm
+    frame: int | None = None  # render
+
+
+@dataclass
+class Snapshot(Event):
+    """Files written during the run: a preview image and/or the splats so far (standard 3DGS PLY)."""
+
+    type: ClassVar[str] = "snapshot"
+    step: int
+    preview: str | None = None
+    ply: str | None = None
+
+
+@dataclass
+class EvalResult(Event):
+    type: ClassVar[str] = "eval"
+    step: int
+    images: list[dict[str, Any]]  # [{"name": ..., "psnr": ..., "ssim": ...}, ...]
+    mean_psnr: float
+    mean_ssim: float
+
+
+@dataclass
+class Log(Event):
+    type: ClassVar[str] = "log"
+    level: str  # info, warning
+    message: str
+
+
+@dataclass
+class Done(Event):
+    """Last event of a successful run. ``status`` is "completed" or "stopped" (stopped on request)."""
+
+    type: ClassVar[str] = "done"
+    status: str
+    outputs: dict[str, str] = field(default_factory=dict)  # role -> path, e.g. {"splats": ".../splats.ply"}
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Error(Event):
+    """Last event of a failed run."""
+
+    type: ClassVar[str] = "error"
+    kind: str  # bad_job, missing_input, bad_input, no_cuda, cuda_oom, empty_reconstruction, internal, ...
+    message: str
+    hint: str = ""
+    traceback: str = ""
+
+
+@dataclass
+class Unknown(Event):
+    """An event from a newer bridge that this client does not know; kept so nothing is silently lost."""
+
+    type: ClassVar[str] = "unknown"
+    name: str
+    data: dict[str, Any]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls for cls in (Hello, Stage, Progress, Snapshot, EvalResult, Log, Done, Error)
+}
+
+
+class BridgeError(RuntimeError):
+    """A failure raised inside the bridge that should end the run with an Error event."""
+
+    def __init__(self, kind: str, message: str, hint: str = "", exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_event(event: Event) -> str:
+    payload = {"proto": PROTOCOL, "v": VERSION, "type": event.type}
+    payload.update(dataclasses.asdict(event))
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    # numpy and torch scalars, paths
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot encode {type(value).__name__} in a protocol message")
+
+
+def decode_event(line: str | bytes) -> Event | None:
+    """The event on this line, or None when the line is not a protocol message (noise)."""
+    try:
+        payload = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict) or payload.get("proto") != PROTOCOL or "type" not in payload:
+        return None
+    name = payload.pop("type")
+    payload.pop("proto", None)
+    payload.pop("v", None)
+    cls = EVENT_TYPES.get(name)
+    if cls is None:
+        return Unknown(name=str(name), data=payload)
+    known = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in payload.items() if k in known})
+    except TypeError:
+        return Unknown(name=str(name), data=payload)
+
+
+def encode_command(cmd: str) -> str:
+    if cmd not in COMMANDS:
+        raise ValueError(f"unknown bridge command {cmd!r}; expected one of {', '.join(COMMANDS)}")
+    return json.dumps({"proto": PROTOCOL, "v": VERSION, "cmd": cmd}) + "\n"
+
+
+def decode_command(line: str | bytes) -> str | None:
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    text = text.strip()
+    if text in COMMANDS:  # a person typing at a terminal
+        return text
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(payload, dict) and payload.get("cmd") in COMMANDS:
+        return payload["cmd"]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Bridge side
+
+
+class EventWriter:
+    """Writes events to the channel; thread-safe, one flushed line per event."""
+
+    def __init__(self, stream: IO[str] | None):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        if self._stream is None:
+            return
+        line = encode_event(event)
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._stream = None  # the client is gone; keep working, the run still saves
+
+
+def claim_stdout() -> EventWriter:
+    """Keep the real stdout for events and send everything else printed to stderr."""
+    sys.stdout.flush()
+    channel_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    stream = os.fdopen(channel_fd, "w", encoding="utf-8", buffering=1, newline="\n")
+    return EventWriter(stream)
+
+
+class CommandReader:
+    """Reads commands from stdin on a daemon thread.
+
+    ``eof_means_stop``: the client is a program (``--ipc``) whose going away must stop the run.
+    """
+
+    def __init__(self, stream: IO[bytes] | None = None, eof_means_stop: bool = False):
+        self.commands: queue.Queue[str] = queue.Queue()
+        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._eof_means_stop = eof_means_stop
+        self._thread = threading.Thread(target=self._run, name="bridge-commands", daemon=True)
+
+    def start(self) -> CommandReader:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for line in self._stream:
+                cmd = decode_command(line)
+                if cmd is not None:
+                    self.commands.put(cmd)
+        except (OSError, ValueError):
+            pass
+        if self._eof_means_stop:
+            self.commands.put("stop")
+
+    def poll(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.commands.get_nowait())
+            except queue.Empty:
+                return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Client side (used by the add-on and the tests; no bpy here)
+
+
+class BridgeProcess:
+    """A running bridge subprocess: events arrive on a queue from a reader thread.
+
+    ``argv`` is a list (never a shell string). The bridge's stderr goes to ``log_path``. The client
+    polls :meth:`events` from its own loop (Blender: a ``bpy.app.timers`` callback), so nothing blocks.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        log_path: str,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.events_queue: queue.Queue[Event] = queue.Queue()
+        self.last_error: Error | None = None
+        self.done: Done | None = None
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        self._log = open(log_path, "ab")
+        kwargs: dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
+        else:
+            kwargs["start_new_session"] = True  # Ctrl-C in Blender's terminal goes to Blender only
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=cwd,
+            env=env,
+            **kwargs,
+        )
+        self._reader = threading.Thread(target=self._read, name="bridge-events", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            event = decode_event(raw)
+            if event is None:
+                continue
+            if isinstance(event, Error):
+                self.last_error = event
+            elif isinstance(event, Done):
+                self.done = event
+            self.events_queue.put(event)
+
+    def events(self) -> list[Event]:
+        """Events received since the last call (never blocks)."""
+        out = []
+        while True:
+            try:
+                out.append(self.events_queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def send(self, cmd: str) -> bool:
+        """Send a command; False when the bridge is no longer listening."""
+        line = encode_command(cmd).encode()
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def finished(self) -> bool:
+        """The process has exited and every event it wrote has been read."""
+        return self.proc.poll() is not None and not self._reader.is_alive()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def stop(self, grace: float = 30.0) -> int:
+        """Ask the bridge to save and exit; kill it if it has not exited after ``grace`` seconds."""
+        self.send("stop")
+        self._close_stdin()
+        try:
+            return self.wait(grace)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait()
+        self._reader.join(timeout=5)
+        self._close_stdin()
+        return code
+
+    def _close_stdin(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._close_stdin()
+        self._log.close()
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+def run_to_end(
+    process: BridgeProcess, on_event=None, poll_interval: float = 0.05, timeout: float | None = None
+) -> int:
+    """Block until the bridge exits, passing each event to ``on_event`` (headless runs and tests)."""
+    start = time.monotonic()
+    while True:
+        for event in process.events():
+            if on_event is not None:
+                on_event(event)
+        if process.finished():
+            for event in process.events():
+                if on_event is not None:
+                    on_event(event)
+            return process.wait()
+        if timeout is not None and time.monotonic() - start > timeout:
+            process.kill()
+            raise TimeoutError(f"bridge did not finish within {timeout} s: {process.argv}")
+        time.sleep(poll_interval)

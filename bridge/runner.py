@@ -1,0 +1,124 @@
+"""What every bridge command shares: the event channel, the command reader, errors and exit codes.
+
+A command is a function ``run(ctx, args) -> Done``. :func:`run_command` claims stdout for events
+(or, at a terminal, prints readable progress to stderr instead), starts the stdin command reader,
+turns a :class:`~.protocol.BridgeError` into an Error event plus its exit code, and any other
+exception into an ``internal`` error with the traceback.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import traceback
+from collections.abc import Callable
+
+from . import __version__, protocol
+from .protocol import BridgeError, CommandReader, Done, Event, EventWriter
+
+
+class RunContext:
+    def __init__(self, command: str, events: EventWriter, commands: CommandReader, human: bool):
+        self.command = command
+        self.events = events
+        self.commands = commands
+        self.human = human  # print readable progress to stderr
+
+    def emit(self, event: Event) -> None:
+        self.events.emit(event)
+        if self.human:
+            line = _human_line(event)
+            if line:
+                print(line, file=sys.stderr, flush=True)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit(protocol.Log(level=level, message=message))
+
+    def hello(self, device: str = "", backend: str = "", versions: dict[str, str] | None = None) -> None:
+        self.emit(
+            protocol.Hello(
+                command=self.command,
+                bridge_version=__version__,
+                python=platform.python_version(),
+                device=device,
+                backend=backend,
+                versions=versions or {},
+                pid=os.getpid(),
+            )
+        )
+
+
+def _human_line(event: Event) -> str:
+    if isinstance(event, protocol.Progress):
+        parts = [f"[{event.stage}] {event.step}/{event.total}"]
+        for label, value, fmt in (
+            ("loss", event.loss, "{:.4f}"),
+            ("psnr", event.psnr, "{:.2f}"),
+            ("splats", event.num_splats, "{}"),
+            ("it/s", event.steps_per_sec, "{:.2f}"),
+            ("eta", event.eta_sec, "{:.0f}s"),
+            ("registered", event.images_registered, "{}"),
+        ):
+            if value is not None:
+                parts.append(f"{label} " + fmt.format(value))
+        return "  ".join(parts)
+    if isinstance(event, protocol.Stage):
+        return f"== {event.stage} {event.message}".rstrip()
+    if isinstance(event, protocol.Log):
+        return f"{event.level}: {event.message}"
+    if isinstance(event, protocol.EvalResult):
+        return f"eval @ {event.step}: PSNR {event.mean_psnr:.2f} dB, SSIM {event.mean_ssim:.4f}"
+    if isinstance(event, protocol.Done):
+        return f"done ({event.status}): " + ", ".join(f"{k}={v}" for k, v in event.outputs.items())
+    if isinstance(event, protocol.Error):
+        hint = f"\nhint: {event.hint}" if event.hint else ""
+        return f"error ({event.kind}): {event.message}{hint}"
+    return ""
+
+
+def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool) -> int:
+    """Run one bridge command with the protocol around it and return the process exit code.
+
+    ``ipc``: a program drives this run: events on stdout, and end of file on stdin stops the run.
+    """
+    if ipc or not sys.stdout.isatty():
+        events = protocol.claim_stdout()
+        human = not ipc and sys.stderr.isatty()
+    else:
+        events = EventWriter(None)
+        human = True
+    commands = CommandReader(eof_means_stop=ipc)
+    if ipc or sys.stdin.isatty():
+        commands.start()
+    ctx = RunContext(command, events, commands, human)
+    try:
+        done = run(ctx)
+    except BridgeError as exc:
+        ctx.emit(protocol.Error(kind=exc.kind, message=exc.message, hint=exc.hint))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        ctx.emit(protocol.Error(kind="interrupted", message="interrupted"))
+        return 130
+    except MemoryError as exc:
+        ctx.emit(
+            protocol.Error(
+                kind="out_of_memory",
+                message=f"out of memory: {exc}",
+                hint="Lower the resolution (downscale) or the splat cap.",
+                traceback=traceback.format_exc(),
+            )
+        )
+        return protocol.EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never die silently
+        ctx.emit(
+            protocol.Error(
+                kind="internal",
+                message=f"{type(exc).__name__}: {exc}",
+                hint="This is a bug in Splatwork; the traceback is in the log.",
+                traceback=traceback.format_exc(),
+            )
+        )
+        traceback.print_exc()
+        return protocol.EXIT_FAILED
+    ctx.emit(done)
+    return protocol.EXIT_OK

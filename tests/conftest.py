@@ -1,0 +1,167 @@
+"""Test harness: a real Blender (the bpy module) with throwaway user folders and the built extension.
+
+Blender reads its user folders once, when bpy is first imported, so they are pointed at a temporary
+folder here, before anything imports bpy. The real user's preferences and extensions are never
+touched.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+_BLENDER_HOME = tempfile.mkdtemp(prefix="splatwork-test-blender-")
+atexit.register(shutil.rmtree, _BLENDER_HOME, ignore_errors=True)
+for _var in ("BLENDER_USER_RESOURCES", "BLENDER_USER_CONFIG", "BLENDER_USER_SCRIPTS",
+             "BLENDER_USER_EXTENSIONS", "BLENDER_USER_DATAFILES"):
+    os.environ.pop(_var, None)
+os.environ["BLENDER_USER_RESOURCES"] = _BLENDER_HOME
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import bpy  # noqa: E402  (after the environment above)
+
+EXTENSION_MODULE = "bl_ext.user_default.splatwork"
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = _cuda_available()
+    skip_gpu = pytest.mark.skip(reason=f"needs a CUDA GPU: {cuda[1]}")
+    for item in items:
+        if "gpu" in item.keywords and not cuda[0]:
+            item.add_marker(skip_gpu)
+
+
+_cuda_cache: tuple[bool, str] | None = None
+
+
+def _cuda_available() -> tuple[bool, str]:
+    """Asked in a subprocess, so the test process never loads CUDA next to Blender."""
+    global _cuda_cache
+    if _cuda_cache is None:
+        code = "import torch,sys; ok=torch.cuda.is_available(); print(ok); sys.exit(0)"
+        try:
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            ok = out.stdout.strip() == "True"
+            _cuda_cache = (ok, "CUDA is available" if ok else "torch.cuda.is_available() is False here")
+        except (OSError, subprocess.SubprocessError) as exc:
+            _cuda_cache = (False, f"could not ask torch: {exc}")
+    return _cuda_cache
+
+
+def shared_data(*parts: str) -> Path:
+    """A path in ../shared/data, or a skip (with the reason) where that folder is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data not found: {path} (../shared/data is absent on a fresh clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory) -> Path:
+    """The extension built by Blender's own builder (tools/build_extension.py), for this platform."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_extension
+
+    build_extension.fetch_wheels(ROOT / "wheels")
+    build_extension.check_manifest_wheels(ROOT / "wheels")
+    zips = build_extension.build(tmp_path_factory.mktemp("dist"))
+    platform_tag = {"linux": "linux_x64", "win32": "windows_x64", "darwin": "macos_arm64"}[sys.platform]
+    (zip_path,) = [z for z in zips if platform_tag in z.name]
+    return zip_path
+
+
+def install_extension(zip_path: Path):
+    """Install and enable the zip the way Blender's "Install from Disk" does; returns the module."""
+    import importlib
+
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(zip_path), repo="user_default", enable_on_install=True
+    )
+    assert result == {"FINISHED"}, result
+    assert EXTENSION_MODULE in bpy.context.preferences.addons, "the extension did not enable"
+    return importlib.import_module(EXTENSION_MODULE)
+
+
+@pytest.fixture(scope="session")
+def splatwork(extension_zip):
+    """The built-and-installed extension, enabled; yields its root module."""
+    module = install_extension(extension_zip)
+    yield module
+
+
+@pytest.fixture
+def blender():
+    """A clean Blender: factory startup file, empty scene (add-on preferences stay as they are)."""
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    yield bpy
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+
+
+@pytest.fixture
+def blender_with_splatwork(splatwork, blender):
+    """A clean Blender with the extension enabled."""
+    if EXTENSION_MODULE not in bpy.context.preferences.addons:
+        bpy.ops.preferences.addon_enable(module=EXTENSION_MODULE)
+    return bpy
+
+
+def render_cycles(
+    scene=None,
+    samples: int = 8,
+    resolution: tuple[int, int] | None = None,
+    path: Path | None = None,
+) -> np.ndarray:
+    """Render ``scene`` with Cycles on the CPU and return its pixels, (H, W, 4) float32, top row first.
+
+    The image goes through the scene's colour management (view transform "Standard" unless the
+    scene says otherwise), so values are display-referred sRGB in [0, 1].
+    """
+    scene = scene or bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = samples
+    scene.cycles.use_denoising = False
+    if resolution is not None:
+        scene.render.resolution_x, scene.render.resolution_y = resolution
+        scene.render.resolution_percentage = 100
+    return render_to_array(scene, path)
+
+
+def render_to_array(scene, path: Path | None = None) -> np.ndarray:
+    """Render ``scene`` with its current engine to an 8-bit PNG and read it back: (H, W, 4) floats in [0, 1]."""
+    tmpdir = None
+    if path is None:
+        tmpdir = tempfile.mkdtemp(prefix="splatwork-render-")
+        path = Path(tmpdir) / "render.png"
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGBA"
+    scene.render.image_settings.color_depth = "8"
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True, scene=scene.name)
+    try:
+        with Image.open(path) as img:
+            pixels = np.asarray(img.convert("RGBA") if img.mode != "RGBA" else img)
+            pixels = pixels.astype(np.float32) / (65535.0 if pixels.dtype == np.uint16 else 255.0)
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return pixels
+
+
+@pytest.fixture
+def render():
+    """The Cycles CPU render helper as a fixture: ``render(scene=None, samples=8, resolution=None)``."""
+    return render_cycles
