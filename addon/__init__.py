@@ -10,7 +10,18 @@ import importlib
 
 import bpy
 
-_MODULE_NAMES: tuple[str, ...] = ()
+_MODULE_NAMES: tuple[str, ...] = (
+    "preferences",  # add-on preferences: bridge interpreter, training environment
+    "jobs",  # bridge subprocesses driven from Blender (timers, queue, cleanup)
+    "splats",  # splat import, point cloud, geometry-nodes preview, File > Import, drag and drop
+    "colmap",  # COLMAP camera import/export, camera activation
+    "synthetic",  # the built-in synthetic scene
+    "training",  # train operator and panel
+    "reconstruct",  # structure-from-motion operator
+    "render_passes",  # splat render passes for compositing
+    "export",  # export edited splats
+    "cli",  # blender --command splatwork
+)
 _modules: list = []
 _timers: list = []
 
