@@ -1,0 +1,70 @@
+"""Bridge jobs driven from Blender: real `python -m bridge` subprocesses, events applied by the timer pump."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import bpy
+import pytest
+from conftest import EXTENSION_MODULE
+
+
+def _pump_until(jobs, job, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while job.running:
+        assert time.monotonic() < deadline, f"{job.name} still running after {timeout} s"
+        jobs.pump()
+        time.sleep(0.05)
+
+
+def test_bridge_root_and_python(blender_with_splatwork, splatwork):
+    jobs = splatwork.addon.jobs
+    root = Path(jobs.bridge_root())
+    assert (root / "bridge" / "__main__.py").is_file()
+    assert (root / "blender_manifest.toml").is_file(), "bridge_root is the installed extension's root"
+    # The bpy module runs inside a venv that has torch, so that interpreter is the one detected.
+    assert jobs.bridge_python() == sys.executable
+
+
+def test_a_failing_bridge_gives_one_clean_report_in_the_ui_path(blender_with_splatwork, splatwork, tmp_path):
+    jobs = splatwork.addon.jobs
+    seen, finished = [], []
+    job = jobs.start_job("probe", ["no-such-command"], lambda j, e: seen.append(e), finished.append,
+                         block=False, log_path=str(tmp_path / "probe.log"))
+    assert job.running and jobs.get_job("probe") is job and job in jobs.running_jobs()
+    assert bpy.app.timers.is_registered(jobs.pump)
+    _pump_until(jobs, job)
+    assert finished == [job] and job.state == "failed" and job.exit_code == 2
+    assert job.error.kind == "crashed" and "code 2" in job.error.message
+    # The bridge's own words reach the report through the log tail, and the log path is named.
+    assert "unknown command" in job.error.message
+    assert str(tmp_path / "probe.log") in job.message()
+    assert jobs.pump() is None, "the timer stops once nothing runs"
+    assert bpy.ops.splatwork.open_job_log(name="probe") == {"FINISHED"}
+    assert any("unknown command" in t.as_string() for t in bpy.data.texts)
+
+
+def test_blocking_start_runs_to_the_end_and_calls_back_once(blender_with_splatwork, splatwork, tmp_path):
+    jobs = splatwork.addon.jobs
+    finished = []
+    job = jobs.start_job("probe", ["no-such-command"], on_finish=finished.append, log_path=str(tmp_path / "l.log"))
+    assert bpy.app.background and not job.running and finished == [job]
+    assert job.state == "failed"
+    with pytest.raises(OSError):
+        os.kill(job.pid, 0)
+
+
+def test_start_errors_are_job_errors_with_hints(blender_with_splatwork, splatwork, tmp_path):
+    jobs = splatwork.addon.jobs
+    with pytest.raises(jobs.JobError, match="does not exist") as info:
+        jobs.start_job("probe", ["train"], python=str(tmp_path / "missing-python"))
+    assert "preferences" in info.value.hint
+    prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
+    prefs.python_path = str(tmp_path / "nothing-here")
+    try:
+        with pytest.raises(jobs.JobError, match="nothing-here"):
+            jobs.start_job("probe", ["train"])
+    finally:
+        prefs.python_path = ""
