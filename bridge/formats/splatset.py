@@ -29,7 +29,8 @@ class SplatSet:
 
     means      (N, 3)    world-space centres
     scales     (N, 3)    natural-log standard deviations along the local axes
-    quats      (N, 4)    unit rotations, w x y z
+    quats      (N, 4)    rotations, w x y z: unit from the lossy formats, as stored from PLY (trainers
+                         write them unnormalised; every renderer normalises), so normalise before use
     opacities  (N,)      opacity logits (sigmoid gives alpha)
     sh_dc      (N, 3)    degree-0 SH coefficients (colour = 0.5 + SH_C0 * sh_dc)
     sh_rest    (N, K, 3) higher SH bands, K in {0, 3, 8, 15}, coefficient-major then RGB
@@ -108,6 +109,17 @@ class SplatSet:
     def colors(self) -> np.ndarray:
         """Degree-0 colour in [0, 1] (display-referred sRGB, as the trainers treat it)."""
         return np.clip(0.5 + SH_C0 * self.sh_dc, 0.0, 1.0)
+
+    def nonfinite(self) -> str:
+        """Where NaN or Inf values are ("" when there are none): the first offending splat per array."""
+        found = []
+        for name in ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest"):
+            values = getattr(self, name).reshape(len(self), -1)
+            ok = np.isfinite(values).all(axis=1)
+            if not ok.all():
+                bad = np.flatnonzero(~ok)
+                found.append(f"{name} of {len(bad)} splat(s), first #{bad[0]}")
+        return "; ".join(found)
 
     def alphas(self) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.opacities))

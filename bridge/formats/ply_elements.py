@@ -1,0 +1,191 @@
+"""The PLY container: header, elements as numpy structured arrays, and writing them back.
+
+Both splat PLY flavours (standard 3DGS and SuperSplat compressed) sit on this. The header is parsed
+here rather than by plyfile so every count is checked against the bytes really in the file before
+anything is allocated: a header claiming 10^12 vertices fails at once instead of asking for
+terabytes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import FormatError, warn
+
+# PLY scalar type names (both spellings) -> numpy type without byte order.
+PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}
+# numpy type -> the name we write (the classic names every PLY reader knows).
+PLY_NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
+             "f4": "float", "f8": "double"}
+FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
+
+MAX_HEADER_BYTES = 1 << 20  # real headers are a few KB; this bounds reading a non-PLY file
+
+
+@dataclass
+class Element:
+    name: str
+    count: int
+    properties: list[tuple[str, str]] = field(default_factory=list)  # (name, numpy type like "f4")
+
+    def dtype(self, byte_order: str) -> np.dtype:
+        return np.dtype([(name, byte_order + kind) for name, kind in self.properties])
+
+
+@dataclass
+class Header:
+    format: str
+    elements: list[Element]
+    data_offset: int  # bytes from the start of the file to the first element's data
+    comments: list[str] = field(default_factory=list)
+
+    @property
+    def byte_order(self) -> str | None:
+        return FORMATS[self.format]
+
+    def element(self, name: str) -> Element | None:
+        return next((e for e in self.elements if e.name == name), None)
+
+
+def read_header(path: str | os.PathLike, head: bytes) -> Header:
+    """Parse the header at the start of ``head`` (the file's first bytes)."""
+    if not (head.startswith(b"ply\n") or head.startswith(b"ply\r\n")):
+        raise FormatError(path, "not a PLY file (it does not start with 'ply')")
+    end = head.find(b"end_header")
+    if end < 0:
+        raise FormatError(path, "PLY header has no 'end_header' line (file truncated or not a PLY file)")
+    line_end = head.find(b"\n", end)
+    if line_end < 0:
+        raise FormatError(path, "PLY header ends without a newline after 'end_header' (file truncated)")
+    try:
+        text = head[:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError(path, "PLY header contains non-ASCII bytes") from None
+
+    fmt = None
+    elements: list[Element] = []
+    comments: list[str] = []
+    for number, raw in enumerate(text.splitlines()[1:], start=2):
+        words = raw.split()
+        if not words:
+            continue
+        keyword = words[0]
+        if keyword in ("comment", "obj_info"):
+            comments.append(raw.partition(" ")[2])
+        elif keyword == "format":
+            if len(words) != 3 or words[1] not in FORMATS:
+                raise FormatError(path, f"PLY header line {number}: unknown format {raw.strip()!r}")
+            fmt = words[1]
+        elif keyword == "element":
+            if len(words) != 3 or not words[2].isdigit():
+                raise FormatError(path, f"PLY header line {number}: bad element line {raw.strip()!r}")
+            elements.append(Element(words[1], int(words[2])))
+        elif keyword == "property":
+            if not elements:
+                raise FormatError(path, f"PLY header line {number}: property before any element")
+            if words[1:2] == ["list"]:
+                raise FormatError(
+                    path, f"PLY element '{elements[-1].name}' has a list property ({raw.strip()!r}); "
+                    "splat files have none")
+            if len(words) != 3 or words[1] not in PLY_TYPES:
+                raise FormatError(path, f"PLY header line {number}: unknown property type in {raw.strip()!r}")
+            if any(name == words[2] for name, _ in elements[-1].properties):
+                raise FormatError(path, f"PLY element '{elements[-1].name}' has property '{words[2]}' twice")
+            elements[-1].properties.append((words[2], PLY_TYPES[words[1]]))
+        else:
+            raise FormatError(path, f"PLY header line {number}: unknown keyword {keyword!r}")
+    if fmt is None:
+        raise FormatError(path, "PLY header has no 'format' line")
+    return Header(fmt, elements, line_end + 1, comments)
+
+
+def read_elements(path: str | os.PathLike, names: set[str] | None = None) -> tuple[Header, dict[str, np.ndarray]]:
+    """The header and the elements named in ``names`` (all when None) as structured arrays.
+
+    Binary data is read with ``np.fromfile`` at the element's offset (no Python loop over rows);
+    every size is checked against the file's real size first.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(MAX_HEADER_BYTES)
+    except OSError as exc:
+        raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    header = read_header(path, head)
+    if header.byte_order is None:
+        return header, _read_ascii(path, header, names)
+
+    offset = header.data_offset
+    arrays = {}
+    for element in header.elements:
+        dtype = element.dtype(header.byte_order)
+        available = size - offset
+        if element.count > available // max(dtype.itemsize, 1):
+            raise FormatError(
+                path, f"truncated: the header declares {element.count:,} '{element.name}' rows "
+                f"({element.count * dtype.itemsize:,} bytes) but only {max(available, 0):,} bytes follow")
+        if names is None or element.name in names:
+            arrays[element.name] = np.fromfile(path, dtype=dtype, count=element.count, offset=offset)
+        offset += element.count * dtype.itemsize
+    if offset < size:
+        warn(path, f"{size - offset} unexpected byte(s) after the last PLY element were ignored")
+    return header, arrays
+
+
+def _read_ascii(path, header: Header, names: set[str] | None) -> dict[str, np.ndarray]:
+    with open(path, "rb") as f:
+        f.seek(header.data_offset)
+        body = f.read()
+    # Each value takes at least two bytes (a digit and a separator): bound the counts before parsing.
+    wanted = sum(e.count * len(e.properties) for e in header.elements)
+    if wanted > (len(body) + 1) // 2:
+        raise FormatError(path, f"truncated: the header declares {wanted:,} values but the ASCII body "
+                          f"has room for at most {(len(body) + 1) // 2:,}")
+    tokens = body.split()
+    if len(tokens) < wanted:
+        raise FormatError(path, f"truncated: the header declares {wanted:,} values but the file has {len(tokens):,}")
+    if len(tokens) > wanted:
+        warn(path, f"{len(tokens) - wanted} unexpected value(s) after the last PLY element were ignored")
+    try:
+        values = np.array(tokens[:wanted], dtype=np.float64)
+    except ValueError:
+        raise FormatError(path, "the ASCII PLY body contains a value that is not a number") from None
+    arrays, start = {}, 0
+    for element in header.elements:
+        width = len(element.properties)
+        block = values[start:start + element.count * width].reshape(element.count, width)
+        start += element.count * width
+        if names is None or element.name in names:
+            out = np.empty(element.count, element.dtype("="))
+            for column, (name, _) in enumerate(element.properties):
+                out[name] = block[:, column]
+            arrays[element.name] = out
+    return arrays
+
+
+def header_bytes(elements: list[tuple[str, int, np.dtype]], comments: list[str] = ()) -> bytes:
+    """A binary little-endian PLY header for ``(name, count, structured dtype)`` elements."""
+    lines = ["ply", "format binary_little_endian 1.0"]
+    lines += [f"comment {c}" for c in comments]
+    for name, count, dtype in elements:
+        lines.append(f"element {name} {count}")
+        for prop in dtype.names:
+            kind = dtype.fields[prop][0]
+            lines.append(f"property {PLY_NAMES[kind.kind + str(kind.itemsize)]} {prop}")
+    lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def ply_type_for(path, name: str, values: np.ndarray) -> str:
+    """The numpy type (as in ``PLY_TYPES``) an extra property is written as."""
+    kind = "u1" if values.dtype == np.bool_ else values.dtype.kind + str(values.dtype.itemsize)
+    if kind not in PLY_NAMES:
+        raise FormatError(path, f"extra property '{name}' has dtype {values.dtype}, which PLY cannot store")
+    return kind
