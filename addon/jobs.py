@@ -38,7 +38,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from pathlib import Path
 import bpy
 
 from ..bridge import protocol
-from . import register_timer
+from . import preferences, register_timer
 
 _PUMP_INTERVAL = 0.1  # seconds between event polls while a job runs in the UI
 _PRINT_INTERVAL = 2.0  # seconds between progress lines when blocking in the background
@@ -278,8 +277,7 @@ def start_job(
     if not os.path.isfile(python):
         raise JobError(f"the bridge Python '{python}' does not exist", "Fix 'Bridge Python' in the preferences.")
     if log_path is None:
-        folder = Path(tempfile.gettempdir()) / "splatwork-logs"
-        log_path = str(folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+        log_path = os.path.join(preferences.log_dir(), f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
     argv = [python, "-m", "bridge", *[str(a) for a in bridge_args], "--ipc"]
     try:
         job = Job(name, argv, log_path, on_event, on_finish)
@@ -352,8 +350,6 @@ def _bridge_env() -> dict[str, str]:
 
 def bridge_python() -> str | None:
     """The interpreter that runs the bridge: the preference if set, else :func:`detect_python`."""
-    from . import preferences
-
     chosen = preferences.bridge_python_setting()
     if chosen:
         return chosen
@@ -368,8 +364,6 @@ def detect_python(refresh: bool = False) -> str | None:
     Blender's own (true for the bpy module in a venv), then python3 on PATH."""
     if _detected and not refresh:
         return _detected[0]
-    from . import preferences
-
     found = None
     managed = preferences.managed_python()
     if managed and os.path.isfile(managed):

@@ -1,15 +1,57 @@
-"""Add-on preferences: which Python runs the bridge, and installing / checking that environment.
+"""Add-on preferences: which Python runs the bridge, installing that environment, and checking it.
 
 ``bridge_python_setting()`` is the interpreter the artist chose ("" when automatic) and
 ``managed_python()`` the one "Install training environment" makes; ``jobs.bridge_python()`` picks.
+``install_steps(env_dir, cuda)`` is the exact list of argument lists the installer runs, and
+``start_task(kind, steps)`` runs such steps in the background (one at a time, output streamed into
+``TASKS[kind]``, a timer applying it on the main thread); ``check_environment()`` starts the check.
 """
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import bpy
 
+from . import register_timer
+
 ADDON_ID = __package__.rpartition(".")[0]  # the extension's module: the preferences' bl_idname
+
+# What the bridge imports, pinned as in the project's lock file.
+TORCH = "torch==2.13.0"
+BRIDGE_PACKAGES = ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "numpy==1.26.4",
+                   "pytorch-msssim==1.0.0", "pillow==11.3.0")
+TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+# Runs in the bridge interpreter: what is installed and whether CUDA works, as one JSON line.
+CHECK_CODE = """
+import importlib, json, platform, sys
+info = {"python": platform.python_version(), "executable": sys.executable, "packages": {}}
+for name in ("torch", "gsplat", "pycolmap", "plyfile", "numpy", "pytorch_msssim", "PIL"):
+    try:
+        info["packages"][name] = getattr(importlib.import_module(name), "__version__", "installed")
+    except Exception as exc:
+        info["packages"][name] = None
+try:
+    import torch
+    info["cuda"] = bool(torch.cuda.is_available())
+    info["device"] = torch.cuda.get_device_name(0) if info["cuda"] else ""
+    info["cuda_version"] = torch.version.cuda or ""
+except Exception as exc:
+    info["cuda"], info["device"], info["cuda_error"] = False, "", str(exc)
+print("SPLATWORK-CHECK " + json.dumps(info))
+"""
 
 
 def prefs():
@@ -32,11 +74,270 @@ def managed_env_dir(create: bool = False) -> str | None:
         return None
 
 
-def managed_python() -> str | None:
-    env = managed_env_dir()
+def log_dir() -> str:
+    """Where bridge jobs and installs write their logs: kept across sessions, so "Open Log" still works."""
+    try:
+        return bpy.utils.extension_path_user(ADDON_ID, path="logs", create=True)
+    except ValueError:
+        return os.path.join(tempfile.gettempdir(), "splatwork-logs")
+
+
+def managed_python(env_dir: str | None = None) -> str | None:
+    env = env_dir or managed_env_dir()
     if not env:
         return None
     return os.path.join(env, "Scripts", "python.exe") if os.name == "nt" else os.path.join(env, "bin", "python")
+
+
+def nvidia_gpu_present() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def install_steps(env_dir: str, cuda: bool, base_python: str | None = None) -> list[list[str]]:
+    """The installer's commands: a venv, a pip that streams progress, torch, then the rest."""
+    python = managed_python(env_dir)
+    pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "raw"]
+    torch_index = TORCH_CUDA_INDEX if cuda else TORCH_CPU_INDEX
+    torch_step = [*pip, TORCH]
+    if cuda or sys.platform != "darwin":  # macOS wheels come from PyPI; elsewhere the index picks the build
+        torch_step += ["--index-url", torch_index]
+    return [
+        [base_python or sys.executable, "-m", "venv", env_dir],
+        # pip learnt the machine-readable "raw" progress bar in 24.1; the venv's bundled pip may be older.
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "pip>=24.1"],
+        torch_step,
+        [*pip, *BRIDGE_PACKAGES],
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Background tasks: a sequence of commands, output streamed to the UI
+
+
+class Task:
+    """Runs argument lists one after another; a reader thread queues output lines."""
+
+    def __init__(self, kind: str, steps: list[list[str]], log_path: str, on_finish=None):
+        self.kind = kind
+        self.steps = steps
+        self.log_path = log_path
+        self.on_finish = on_finish
+        self.step = 0
+        self.lines: list[str] = []  # the last lines of output, for the UI
+        self.status = "starting"
+        self.fraction = 0.0
+        self.state = "running"  # running, completed, failed, cancelled
+        self.error = ""
+        self.exit_code: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._reader: threading.Thread | None = None
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "a", encoding="utf-8")
+        self._start_step()
+
+    def _start_step(self) -> None:
+        argv = self.steps[self.step]
+        self._log.write(f"$ {' '.join(argv)}\n")
+        self._log.flush()
+        self.status = f"step {self.step + 1} of {len(self.steps)}: {Path(argv[0]).name} {' '.join(argv[1:4])}"
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=_task_env())
+        except OSError as exc:
+            self._end("failed", f"could not run {argv[0]}: {exc}")
+            return
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            self._queue.put(raw.decode("utf-8", "replace").rstrip())
+
+    def update(self) -> None:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._log.write(line + "\n")
+            progress = re.match(r"Progress (\d+) of (\d+)", line)
+            if progress:
+                done, total = int(progress.group(1)), int(progress.group(2))
+                self.fraction = (self.step + done / max(total, 1)) / len(self.steps)
+                continue
+            if line.strip():
+                self.lines = [*self.lines[-7:], line]
+                if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
+                    self.status = line[:120]
+        self._log.flush()
+        if self.state != "running" or self.proc is None or self.proc.poll() is None:
+            return
+        if self._reader is not None and self._reader.is_alive():
+            return  # output still draining
+        code = self.proc.returncode
+        if code != 0:
+            tail = next((line for line in reversed(self.lines) if "error" in line.lower()), "")
+            self._end("failed", f"'{' '.join(self.steps[self.step][:4])} ...' exited with code {code}. {tail}")
+            return
+        self.step += 1
+        self.fraction = self.step / len(self.steps)
+        if self.step == len(self.steps):
+            self._end("completed", "")
+        else:
+            self._start_step()
+
+    def cancel(self) -> None:
+        if self.state == "running" and self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.state == "running":
+            self._end("cancelled", "")
+
+    def _end(self, state: str, error: str) -> None:
+        self.state = state
+        self.error = error
+        self.exit_code = self.proc.returncode if self.proc is not None else None
+        self.status = {"completed": "done", "cancelled": "cancelled"}.get(state, "failed")
+        self._log.write(f"== {state} {error}\n")
+        self._log.close()
+        if self.on_finish is not None:
+            self.on_finish(self)
+
+
+def _task_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)  # Blender's Python home must not leak into the venv's interpreter
+    env.pop("PYTHONPATH", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+TASKS: dict[str, Task] = {}
+CHECK_RESULT: dict = {}  # the last environment check, as CHECK_CODE reports it (plus "error")
+
+
+def start_task(kind: str, steps: list[list[str]], on_finish=None, block: bool | None = None) -> Task:
+    current = TASKS.get(kind)
+    if current is not None and current.state == "running":
+        raise RuntimeError(f"the {kind} is already running")
+    task = Task(kind, steps, os.path.join(log_dir(), kind.replace(" ", "-") + ".log"), on_finish)
+    TASKS[kind] = task
+    if bpy.app.background if block is None else block:
+        while task.state == "running":
+            task.update()
+            time.sleep(0.05)
+    else:
+        register_timer(_pump_tasks, first_interval=0.1, persistent=True)
+    return task
+
+
+def _pump_tasks() -> float | None:
+    for task in TASKS.values():
+        if task.state == "running":
+            task.update()
+    if not bpy.app.background:
+        for window in bpy.context.window_manager.windows:
+            for area in window.screen.areas:
+                if area.type == "PREFERENCES":
+                    area.tag_redraw()
+    return 0.1 if any(t.state == "running" for t in TASKS.values()) else None
+
+
+def check_environment(python: str | None = None, block: bool | None = None) -> Task:
+    """Ask the bridge interpreter (in a subprocess) what it has; the answer lands in CHECK_RESULT."""
+    from . import jobs
+
+    python = python or jobs.bridge_python()
+    CHECK_RESULT.clear()
+    if not python:
+        CHECK_RESULT["error"] = "No Python with PyTorch is set up yet."
+        python = sys.executable
+
+    def finished(task: Task) -> None:
+        for line in task.lines:
+            if line.startswith("SPLATWORK-CHECK "):
+                CHECK_RESULT.update(json.loads(line.split(" ", 1)[1]))
+        if task.state == "failed":
+            CHECK_RESULT["error"] = task.error
+
+    return start_task("environment check", [[python, "-c", CHECK_CODE]], finished, block)
+
+
+def _install_finished(task: Task) -> None:
+    from . import jobs
+
+    if task.state == "completed":
+        p = prefs()
+        if p is not None and not p.python_path:
+            jobs.detect_python(refresh=True)
+        check_environment(managed_python(), block=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# UI
+
+
+class SPLATWORK_OT_install_environment(bpy.types.Operator):
+    """Create a Python environment for training and install PyTorch (the CUDA build when an NVIDIA GPU is
+    present), gsplat, pycolmap and plyfile into it. Downloads about 1-3 GB"""
+
+    bl_idname = "splatwork.install_environment"
+    bl_label = "Install Training Environment"
+
+    def execute(self, context):
+        env_dir = managed_env_dir(create=True)
+        if env_dir is None:
+            self.report({"ERROR"}, "Splatwork is not installed as an extension; cannot make its environment")
+            return {"CANCELLED"}
+        steps = install_steps(env_dir, cuda=nvidia_gpu_present())
+        try:
+            start_task("installation", steps, _install_finished)
+        except RuntimeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Installing the training environment into {env_dir}")
+        return {"FINISHED"}
+
+
+class SPLATWORK_OT_cancel_install(bpy.types.Operator):
+    """Stop installing the training environment"""
+
+    bl_idname = "splatwork.cancel_install"
+    bl_label = "Cancel Installation"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context):
+        task = TASKS.get("installation")
+        if task is not None:
+            task.cancel()
+        return {"FINISHED"}
+
+
+class SPLATWORK_OT_check_environment(bpy.types.Operator):
+    """Run the bridge Python and report which packages it has and whether CUDA works"""
+
+    bl_idname = "splatwork.check_environment"
+    bl_label = "Check Environment"
+
+    def execute(self, context):
+        try:
+            task = check_environment()
+        except RuntimeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if task.state == "failed":
+            self.report({"ERROR"}, f"Environment check failed: {task.error}")
+            return {"CANCELLED"}
+        return {"FINISHED"}
 
 
 class SplatworkPreferences(bpy.types.AddonPreferences):
@@ -53,19 +354,70 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
         from . import jobs
 
         layout = self.layout
-        layout.prop(self, "python_path")
-        detected = jobs.bridge_python()
-        layout.label(text=f"In use: {detected}" if detected else "No Python with PyTorch found")
+        col = layout.column()
+        col.prop(self, "python_path")
+        python = jobs.bridge_python()
+        if python:
+            col.label(text=f"In use: {python}", icon="CHECKMARK")
+        else:
+            box = col.box()
+            box.label(text="No Python with PyTorch found.", icon="ERROR")
+            box.label(text="Press 'Install Training Environment' (needs internet, 1-3 GB),")
+            box.label(text="or set Bridge Python to an interpreter that has torch and gsplat.")
+
+        task = TASKS.get("installation")
+        row = layout.row()
+        if task is not None and task.state == "running":
+            row.progress(factor=task.fraction, type="BAR", text=task.status)
+            row.operator("splatwork.cancel_install", text="", icon="X")
+            for line in task.lines[-3:]:
+                layout.label(text=line[:140])
+        else:
+            row.operator("splatwork.install_environment", icon="IMPORT")
+            row.operator("splatwork.check_environment", icon="VIEWZOOM")
+            if task is not None and task.state == "failed":
+                layout.label(text=f"Installation failed: {task.error}"[:200], icon="ERROR")
+                layout.operator("splatwork.open_job_log", text="Open Install Log").filepath = task.log_path
+
+        check = TASKS.get("environment check")
+        if check is not None and check.state == "running":
+            layout.label(text="Checking the environment ...", icon="SORTTIME")
+        elif CHECK_RESULT:
+            box = layout.box()
+            if CHECK_RESULT.get("error"):
+                box.label(text=CHECK_RESULT["error"][:200], icon="ERROR")
+            if "python" in CHECK_RESULT:
+                box.label(text=f"Python {CHECK_RESULT['python']}: {CHECK_RESULT.get('executable', '')}")
+            grid = box.grid_flow(columns=2, even_columns=True)
+            for name, version in CHECK_RESULT.get("packages", {}).items():
+                grid.label(text=name, icon="CHECKMARK" if version else "X")
+                grid.label(text=version or "missing")
+            if "cuda" in CHECK_RESULT:
+                if CHECK_RESULT["cuda"]:
+                    box.label(text=f"CUDA {CHECK_RESULT.get('cuda_version')}: {CHECK_RESULT['device']}",
+                              icon="CHECKMARK")
+                else:
+                    box.label(text="CUDA not available: training uses the slower CPU rasterizer", icon="INFO")
 
 
-_classes = (SplatworkPreferences,)
+_classes = (SPLATWORK_OT_install_environment, SPLATWORK_OT_cancel_install, SPLATWORK_OT_check_environment,
+            SplatworkPreferences)
+
+
+def _cancel_tasks() -> None:
+    for task in TASKS.values():
+        task.cancel()  # no pip keeps writing into an environment nobody watches
 
 
 def register() -> None:
     for cls in _classes:
         bpy.utils.register_class(cls)
+    atexit.register(_cancel_tasks)
 
 
 def unregister() -> None:
+    _cancel_tasks()
+    atexit.unregister(_cancel_tasks)
+    TASKS.clear()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

@@ -1,0 +1,60 @@
+"""Preferences: the installer's commands, a real (offline, failing) install run, a real environment check."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+
+def test_install_steps_are_argument_lists_with_the_right_torch_build(splatwork, tmp_path):
+    prefs = splatwork.addon.preferences
+    env = str(tmp_path / "env")
+    cpu = prefs.install_steps(env, cuda=False)
+    cuda = prefs.install_steps(env, cuda=True)
+    for steps in (cpu, cuda):
+        assert all(isinstance(step, list) and all(isinstance(a, str) for a in step) for step in steps)
+        assert steps[0] == [sys.executable, "-m", "venv", env]
+        python = prefs.managed_python(env)
+        assert all(step[:4] == [python, "-m", "pip", "install"] for step in steps[1:])
+        assert "--progress-bar" in steps[2] and "raw" in steps[2]
+        rest = steps[-1]
+        for package in ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3"):
+            assert package in rest
+    assert "torch==2.13.0" in cpu[2] and "torch==2.13.0" in cuda[2]
+    assert prefs.TORCH_CUDA_INDEX in cuda[2] and prefs.TORCH_CUDA_INDEX not in cpu[2]
+    if sys.platform != "darwin":
+        assert prefs.TORCH_CPU_INDEX in cpu[2]
+
+
+def test_a_failing_install_ends_cleanly_with_the_failing_step_named(splatwork, blender_with_splatwork, tmp_path,
+                                                                    monkeypatch):
+    """The real installer, with pip forbidden from reaching any index: the venv is made, pip fails fast."""
+    prefs = splatwork.addon.preferences
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    env = str(tmp_path / "env")
+    steps = prefs.install_steps(env, cuda=False)
+    task = prefs.start_task("installation", steps[:1] + steps[2:3], block=True)
+    assert os.path.isfile(prefs.managed_python(env)), "the venv step ran"
+    assert task.state == "failed" and task.step == 1
+    assert "exited with code" in task.error and "pip install" in task.error
+    with pytest.raises(OSError):
+        os.kill(task.proc.pid, 0)
+    log = open(task.log_path).read()
+    assert "-m venv" in log and "torch==2.13.0" in log
+
+
+def test_check_environment_reports_packages_and_cuda_without_blocking(splatwork, blender_with_splatwork):
+    prefs = splatwork.addon.preferences
+    task = prefs.check_environment(sys.executable, block=False)
+    deadline = time.monotonic() + 120
+    while task.state == "running":
+        assert time.monotonic() < deadline
+        prefs._pump_tasks()
+        time.sleep(0.05)
+    result = prefs.CHECK_RESULT
+    assert task.state == "completed", task.error
+    assert result["packages"]["torch"].startswith("2.13.0")
+    assert result["packages"]["gsplat"] == "1.5.3" and result["packages"]["plyfile"]
+    assert result["cuda"] in (True, False) and result["executable"]
