@@ -1,0 +1,276 @@
+"""Niantic ``.spz``: versions 1-3 (one gzip stream) and 4 (plain header + zstd attribute streams).
+
+Layout, per the spz reference (github.com/nianticlabs/spz): a header (magic "NGSP", version,
+count, SH degree, fractional bits, flags), then attribute blocks in this order: positions (24-bit
+signed fixed point; float16 in version 1), alphas (8-bit sigmoid), colours (8-bit, DC * 0.15 +
+0.5), log-scales (8-bit, (s + 10) * 16), rotations (version 2: x y z as 8 bits, w >= 0 implied;
+3 and 4: smallest-three, 2-bit index + 3 x (sign + 9 bits), components in x y z w order), SH rest
+(8-bit, coefficient-major then RGB). Version 4 compresses each block as its own zstd frame listed
+in a table of contents; 1-3 gzip the whole file.
+
+Axes: SPZ stores RUB (right, up, back; OpenGL), 3DGS PLY and SplatSet are RDF (right, down,
+forward). :func:`flip_yz` is the one place that converts, both ways (it is its own inverse).
+
+Lossy. Error bounds of a write-then-read, for values inside the ranges:
+- position: 2**-(f+1), with f = 12 fractional bits (0.12 mm at 1 unit = 1 m) unless the scene
+  needs fewer to fit in 24 bits (|x| < 2048 keeps 12);
+- log-scale: 1/32 within [-10, 5.9]; SH DC: 0.5/(255*0.15) = 0.0131 within [-3.3, 3.3];
+- alpha: 0.5/255; rotation components: 0.0015 (versions 3, 4), 0.008 (version 2), up to sign;
+- SH rest: 4.5/128 for band 1, 8.5/128 for bands 2-3, within [-1, 1].
+Writes version 3 by default (readable by every SPZ loader); ``version=4`` needs ``zstandard``.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from .atomic import atomic_write
+from .detect import SPZ_MAGIC
+from .errors import FormatError, warn
+from .quantize import from_smallest_three, logit, sigmoid, smallest_three, to_uint8, unit_quats
+from .splatset import SH_REST_COUNT, SplatSet
+
+COLOR_SCALE = 0.15
+SQRT1_2 = np.sqrt(0.5)
+LEGACY_HEADER = struct.Struct("<4sIIBBBB")      # magic, version, count, degree, fraction bits, flags, reserved
+V4_HEADER = struct.Struct("<4sIIBBBBI12s")      # ... flags, stream count, TOC offset, reserved
+FLAG_ANTIALIASED, FLAG_EXTENSIONS = 0x1, 0x2
+# No real file compresses better than this (the reference loader uses the same bound); it caps what a
+# header may claim before anything is allocated.
+MAX_COMPRESSION_RATIO = 1024
+MIN_BYTES_PER_SPLAT = 9
+
+# Sign of each SH rest coefficient (bands 1-3) under (x, y, z) -> (x, -y, -z), a 180 degree turn about x.
+FLIP_YZ_SH = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], np.float32)
+
+
+def flip_yz(splats: SplatSet) -> SplatSet:
+    """RUB <-> RDF: negate y and z of positions, the matching rotation of quaternions and SH."""
+    k = splats.sh_rest.shape[1]
+    return SplatSet(
+        means=splats.means * np.array([1, -1, -1], np.float32),
+        scales=splats.scales,
+        quats=splats.quats * np.array([1, 1, -1, -1], np.float32),
+        opacities=splats.opacities,
+        sh_dc=splats.sh_dc,
+        sh_rest=splats.sh_rest * FLIP_YZ_SH[:k, None],
+        extras=splats.extras,
+    )
+
+
+def _sizes(n: int, version: int, degree: int) -> list[int]:
+    """Byte sizes of the attribute blocks, in file order."""
+    return [n * (6 if version == 1 else 9), n, n * 3, n * 3, n * (4 if version >= 3 else 3),
+            n * SH_REST_COUNT[degree] * 3]
+
+
+def read(path: str | os.PathLike) -> SplatSet:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    if data.startswith(SPZ_MAGIC):
+        version, n, degree, bits, flags, blocks = _read_v4(path, data)
+    elif data.startswith(b"\x1f\x8b"):
+        version, n, degree, bits, flags, blocks = _read_gzip(path, data)
+    else:
+        raise FormatError(path, "not an SPZ file (neither NGSP nor gzip magic)")
+    if flags & FLAG_EXTENSIONS:
+        warn(path, "SPZ extensions were ignored (the data is read as the default RUB axes)")
+    return flip_yz(_decode(n, version, degree, bits, blocks))
+
+
+def _check_header(path, version: int, n: int, degree: int, bits: int, file_size: int) -> None:
+    if not 1 <= version <= 4:
+        raise FormatError(path, f"SPZ version {version} is not supported (1 to 4)")
+    if n == 0:
+        raise FormatError(path, "contains no splats")
+    if n > file_size * MAX_COMPRESSION_RATIO // MIN_BYTES_PER_SPLAT:
+        raise FormatError(path, f"the header claims {n:,} splats, more than a {file_size:,}-byte file can hold")
+    if degree not in SH_REST_COUNT:
+        raise FormatError(path, f"SPZ SH degree {degree} is not supported (0 to 3)")
+    if bits > 23:
+        raise FormatError(path, f"SPZ header has {bits} fractional bits; at most 23 fit in 24-bit positions")
+
+
+def _read_gzip(path, data: bytes):
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        head = inflater.decompress(data, LEGACY_HEADER.size)
+        if len(head) < LEGACY_HEADER.size:
+            raise FormatError(path, "truncated: the gzip stream ends inside the SPZ header")
+        magic, version, n, degree, bits, flags, _ = LEGACY_HEADER.unpack(head)
+        if magic != SPZ_MAGIC:
+            raise FormatError(path, "a gzip file that is not SPZ (no NGSP header inside)")
+        _check_header(path, version, n, degree, bits, len(data))
+        if version == 4:
+            raise FormatError(path, "SPZ version 4 must not be gzip-compressed")
+        sizes = _sizes(n, version, degree)
+        body = inflater.decompress(inflater.unconsumed_tail, sum(sizes))
+        while len(body) < sum(sizes) and inflater.unconsumed_tail:
+            body += inflater.decompress(inflater.unconsumed_tail, sum(sizes) - len(body))
+    except zlib.error as exc:
+        raise FormatError(path, f"corrupt gzip stream: {exc}") from None
+    if len(body) < sum(sizes):
+        raise FormatError(
+            path, f"truncated: {n:,} splats need {sum(sizes):,} bytes of data, the stream has {len(body):,}")
+    try:
+        extra = inflater.decompress(inflater.unconsumed_tail, 1)
+    except zlib.error:
+        extra = b"?"
+    if extra and not flags & FLAG_EXTENSIONS:
+        warn(path, "unexpected data after the SPZ attributes was ignored")
+    return version, n, degree, bits, flags, _split(body, sizes)
+
+
+def _split(body: bytes, sizes: list[int]) -> list[np.ndarray]:
+    blocks, start = [], 0
+    for size in sizes:
+        blocks.append(np.frombuffer(body, np.uint8, size, start))
+        start += size
+    return blocks
+
+
+def _read_v4(path, data: bytes):
+    if len(data) < V4_HEADER.size:
+        raise FormatError(path, "truncated: shorter than the 32-byte SPZ header")
+    magic, version, n, degree, bits, flags, streams, toc, _ = V4_HEADER.unpack_from(data)
+    if version != 4:
+        raise FormatError(path, f"an uncompressed NGSP header must be SPZ version 4, this one says {version}")
+    _check_header(path, version, n, degree, bits, len(data))
+    sizes = [s for s in _sizes(n, version, degree) if s]
+    if streams != len(sizes):
+        raise FormatError(
+            path, f"wrong count: SPZ lists {streams} streams, {len(sizes)} expected for SH degree {degree}")
+    if toc < V4_HEADER.size or toc + 16 * streams > len(data):
+        raise FormatError(path, "truncated: the SPZ table of contents lies outside the file")
+    table = np.frombuffer(data, "<u8", 2 * streams, toc).reshape(streams, 2)
+    offset = toc + 16 * streams
+    import zstandard
+
+    blocks = []
+    for i, ((packed, unpacked), size) in enumerate(zip(table.tolist(), sizes, strict=True)):
+        if unpacked != size:
+            raise FormatError(path, f"wrong count: SPZ stream {i} unpacks to {unpacked:,} bytes, {size:,} expected")
+        if packed > len(data) - offset:
+            raise FormatError(path, f"truncated: SPZ stream {i} runs past the end of the file")
+        try:
+            # Reading at most one byte more than expected bounds the allocation whatever the frame claims.
+            frame = memoryview(data)[offset:offset + packed]
+            with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+                raw = reader.read(size + 1)
+        except zstandard.ZstdError as exc:
+            raise FormatError(path, f"corrupt zstd stream {i}: {exc}") from None
+        if len(raw) != size:
+            raise FormatError(path, f"corrupt SPZ stream {i}: {len(raw):,} bytes unpacked, {size:,} expected")
+        blocks.append(np.frombuffer(raw, np.uint8))
+        offset += packed
+    if offset != len(data):
+        warn(path, f"{len(data) - offset} unexpected byte(s) after the SPZ streams were ignored")
+    if degree == 0:
+        blocks.append(np.zeros(0, np.uint8))
+    return version, n, degree, bits, flags, blocks
+
+
+def _decode(n: int, version: int, degree: int, bits: int, blocks: list[np.ndarray]) -> SplatSet:
+    positions, alphas, colors, scales, rotations, sh = blocks
+    f = np.float32
+    if version == 1:
+        means = positions.view("<f2").reshape(n, 3).astype(f)
+    else:
+        b = positions.reshape(n * 3, 3).astype(np.int32)
+        fixed = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        fixed -= (fixed & 0x800000) << 1  # sign-extend 24 bits
+        means = (fixed.reshape(n, 3) / float(1 << bits)).astype(f)
+    if version >= 3:
+        r = rotations.view("<u4").astype(np.uint32)
+        others = np.stack([(r >> s) & 0x3FF for s in (20, 10, 0)], axis=1)
+        values = SQRT1_2 * (others & 0x1FF) / 511.0 * np.where(others & 0x200, -1.0, 1.0)
+        xyzw = from_smallest_three((r >> 30).astype(np.intp), values)
+    else:
+        xyz = rotations.reshape(n, 3) / 127.5 - 1.0
+        w = np.sqrt(np.maximum(0.0, 1.0 - np.square(xyz).sum(axis=1)))
+        xyzw = unit_quats(np.concatenate([xyz, w[:, None]], axis=1))
+    k = SH_REST_COUNT[degree]
+    return SplatSet(
+        means=means,
+        scales=(scales.reshape(n, 3) / 16.0 - 10.0).astype(f),
+        quats=np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], f),
+        opacities=logit(alphas / 255.0).astype(f),
+        sh_dc=((colors.reshape(n, 3) / 255.0 - 0.5) / COLOR_SCALE).astype(f),
+        sh_rest=((sh.reshape(n, k, 3).astype(f) - 128.0) / 128.0).astype(f),
+    )
+
+
+def _fraction_bits(path, means: np.ndarray) -> int:
+    """12 fractional bits (the reference writer's choice) unless the scene is too large for them."""
+    extent = float(np.abs(means).max(initial=0.0))
+    bits = 12
+    while bits > 0 and extent * (1 << bits) >= (1 << 23) - 1:
+        bits -= 1
+    if extent * (1 << bits) >= (1 << 23) - 1:
+        raise FormatError(path, f"positions reach {extent:.0f}; SPZ's 24-bit positions stop at 8,388,607")
+    return bits
+
+
+def _quantize_sh(values: np.ndarray, bucket: int) -> np.ndarray:
+    q = np.rint(values.astype(np.float64) * 128.0) + 128.0
+    q = np.floor((q + bucket // 2) / bucket) * bucket
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def encode(splats: SplatSet, version: int, bits: int) -> list[bytes]:
+    """The attribute blocks (positions, alphas, colours, scales, rotations, SH) of ``splats`` in RUB."""
+    n, k = len(splats), splats.sh_rest.shape[1]
+    fixed = np.rint(splats.means.astype(np.float64) * (1 << bits)).astype("<i4").reshape(-1)
+    positions = fixed.view(np.uint8).reshape(-1, 4)[:, :3]
+    xyzw = unit_quats(splats.quats)[:, [1, 2, 3, 0]]
+    if version >= 3:
+        largest, others = smallest_three(xyzw)
+        mag = np.minimum(np.floor(511.0 * np.abs(others) / SQRT1_2 + 0.5), 511).astype(np.uint32)
+        field = mag | (np.where(others < 0, 1, 0).astype(np.uint32) << 9)
+        rotations = ((largest.astype(np.uint32) << 30) | (field[:, 0] << 20) | (field[:, 1] << 10)
+                     | field[:, 2]).astype("<u4").view(np.uint8)
+    else:
+        xyz = xyzw[:, :3] * np.where(xyzw[:, 3:] < 0, -1.0, 1.0)
+        rotations = to_uint8(xyz * 127.5 + 127.5)
+    sh = np.empty((n, k, 3), np.uint8)
+    sh[:, :3] = _quantize_sh(splats.sh_rest[:, :3], 8)   # band 1: 5 bits, as the reference writer
+    sh[:, 3:] = _quantize_sh(splats.sh_rest[:, 3:], 16)  # bands 2-3: 4 bits
+    return [
+        positions.tobytes(),
+        to_uint8(sigmoid(splats.opacities) * 255.0).tobytes(),
+        to_uint8(splats.sh_dc.astype(np.float64) * (COLOR_SCALE * 255.0) + 127.5).tobytes(),
+        to_uint8((splats.scales.astype(np.float64) + 10.0) * 16.0).tobytes(),
+        rotations.tobytes(),
+        sh.tobytes(),
+    ]
+
+
+def write(path: str | os.PathLike, splats: SplatSet, version: int = 3) -> None:
+    if version not in (2, 3, 4):
+        raise FormatError(path, f"SPZ version {version} cannot be written (2, 3 or 4)")
+    if splats.extras:
+        warn(path, f"SPZ cannot store extra properties; dropped {', '.join(splats.extras)}")
+    bits = _fraction_bits(path, splats.means)
+    n, degree = len(splats), splats.sh_degree
+    blocks = encode(flip_yz(splats), version, bits)
+    if version < 4:
+        header = LEGACY_HEADER.pack(SPZ_MAGIC, version, n, degree, bits, 0, 0)
+        payload = gzip.compress(header + b"".join(blocks), compresslevel=6, mtime=0)
+    else:
+        import zstandard
+
+        compressor = zstandard.ZstdCompressor(level=12)
+        blocks = [block for block in blocks if block]
+        frames = [compressor.compress(block) for block in blocks]
+        header = V4_HEADER.pack(SPZ_MAGIC, 4, n, degree, bits, 0, len(frames), V4_HEADER.size, bytes(12))
+        table = np.array([(len(fr), len(b)) for fr, b in zip(frames, blocks, strict=True)], "<u8")
+        payload = header + table.tobytes() + b"".join(frames)
+    with atomic_write(path) as f:
+        f.write(payload)
