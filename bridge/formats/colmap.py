@@ -1,0 +1,284 @@
+"""COLMAP sparse models (binary or text) to and from :class:`~.cameras.Reconstruction`, via pycolmap.
+
+pycolmap aborts the whole process (inside Blender: Blender itself) on some malformed binary files,
+for instance a truncated file or a count larger than the file. So every binary file is first walked
+here with reads bounded by its real size, and only a structurally sound model reaches pycolmap.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .cameras import CAMERA_MODELS, MODEL_NAMES_BY_ID, Camera, Reconstruction, View
+from .errors import FormatError
+
+MODEL_FILES = ("cameras", "images", "points3D")
+# COLMAP 3.12+ also writes these; older models lack them.
+RIG_FILES = ("rigs", "frames")
+
+_U64 = struct.Struct("<Q")
+_CAMERA = struct.Struct("<iiQQ")
+_IMAGE = struct.Struct("<I7dI")
+_POINT = struct.Struct("<Q3d3BdQ")
+_RIG = struct.Struct("<II")
+_FRAME = struct.Struct("<II7dI")
+_SENSOR = struct.Struct("<iI")
+_MAX_NAME = 4096
+
+
+def model_format(model_dir: str | os.PathLike) -> str:
+    """ "binary" or "text" (binary wins when both are complete, as in COLMAP); FormatError otherwise."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise FormatError(folder, "not a folder (expected a COLMAP sparse model such as sparse/0)")
+    for ext, name in ((".bin", "binary"), (".txt", "text")):
+        if all((folder / f"{stem}{ext}").is_file() for stem in MODEL_FILES):
+            return name
+    present = sorted(p.name for p in folder.iterdir() if p.stem in MODEL_FILES + RIG_FILES)
+    missing = [f"{stem}.bin/.txt" for stem in MODEL_FILES if not any(p.startswith(stem + ".") for p in present)]
+    detail = f"missing {', '.join(missing)}" if missing else f"has a mix of .bin and .txt files: {', '.join(present)}"
+    raise FormatError(folder, f"not a COLMAP model: {detail}")
+
+
+def find_models(folder: str | os.PathLike) -> list[Path]:
+    """The model folders at or under ``folder``: itself, ``sparse/N`` or ``N`` children, sorted."""
+    root = Path(folder)
+    candidates = [root]
+    for base in (root, root / "sparse"):
+        if base.is_dir():
+            candidates += sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name))
+    found = []
+    for path in candidates:
+        try:
+            model_format(path)
+        except FormatError:
+            continue
+        found.append(path)
+    return found
+
+
+def read_model(model_dir: str | os.PathLike) -> Reconstruction:
+    """A COLMAP model (binary or text). FormatError (naming the file and the problem) on bad input."""
+    import pycolmap
+
+    folder = Path(model_dir)
+    fmt = model_format(folder)
+    if fmt == "binary":
+        check_binary_model(folder)
+    rec = pycolmap.Reconstruction()
+    try:
+        (rec.read_binary if fmt == "binary" else rec.read_text)(str(folder))
+    except Exception as exc:  # noqa: BLE001 - pycolmap raises ValueError, IndexError, RuntimeError...
+        raise FormatError(folder, f"COLMAP {fmt} model cannot be read: {_short(exc)}") from exc
+    return _from_pycolmap(rec, folder)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _from_pycolmap(rec, folder: Path) -> Reconstruction:
+    cameras = {}
+    for cam_id, cam in rec.cameras.items():
+        name = cam.model.name
+        if name not in CAMERA_MODELS:
+            raise FormatError(folder, f"camera {cam_id} uses the unknown model {name}")
+        params = np.array(cam.params, dtype=np.float64)
+        if cam.width <= 0 or cam.height <= 0 or not np.all(np.isfinite(params)):
+            raise FormatError(folder, f"camera {cam_id} is invalid: {cam.width}x{cam.height}, params {params}")
+        cameras[int(cam_id)] = Camera(int(cam_id), name, int(cam.width), int(cam.height), params)
+    views = []
+    for image_id, image in rec.images.items():
+        if not image.has_pose:
+            continue
+        pose = image.cam_from_world()
+        R = np.array(pose.rotation.matrix(), dtype=np.float64)
+        t = np.array(pose.translation, dtype=np.float64)
+        if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
+            raise FormatError(folder, f"image {image.name} has a non-finite pose")
+        views.append(View(int(image_id), image.name, int(image.camera_id), R, t))
+    if not views:
+        raise FormatError(folder, "the model has no registered images")
+    n = rec.num_points3D()
+    points = np.empty((n, 3))
+    colors = np.empty((n, 3), np.uint8)
+    errors = np.empty(n)
+    tracks = np.empty(n, np.int64)
+    points3d = rec.points3D
+    # Sorted by id: pycolmap's map has no stable order, and writers number points in order.
+    for i, point_id in enumerate(sorted(rec.point3D_ids())):
+        point = points3d[point_id]
+        points[i] = point.xyz
+        colors[i] = point.color
+        errors[i] = point.error
+        tracks[i] = point.track.length()
+    return Reconstruction(cameras, views, points, colors, errors, tracks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structural check of binary files
+
+
+class _Reader:
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = path.read_bytes()
+        self.pos = 0
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FormatError(self.path, f"truncated or corrupt: {what} needs {n} bytes at offset {self.pos}, "
+                                         f"the file has {len(self.data)}")
+
+    def unpack(self, fmt: struct.Struct, what: str) -> tuple:
+        self.need(fmt.size, what)
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos += fmt.size
+        return values
+
+    def count(self, what: str, min_item_size: int) -> int:
+        (n,) = self.unpack(_U64, f"the number of {what}")
+        if n * min_item_size > len(self.data) - self.pos:
+            raise FormatError(self.path, f"corrupt: claims {n} {what}, more than the file can hold")
+        return n
+
+    def skip(self, n: int, what: str) -> None:
+        self.need(n, what)
+        self.pos += n
+
+
+def check_binary_model(folder: str | os.PathLike) -> None:
+    """Walk cameras/images/points3D(.bin) (and rigs/frames when present) within their sizes.
+
+    Checks every count against the bytes left, every camera model id, and every reference between
+    the files, so that pycolmap never reads past a buffer or follows a dangling id.
+    """
+    folder = Path(folder)
+    camera_ids = _check_cameras(_Reader(folder / "cameras.bin"))
+    image_points = _check_images(_Reader(folder / "images.bin"), camera_ids)
+    _check_points(_Reader(folder / "points3D.bin"), image_points)
+    if (folder / "rigs.bin").is_file():
+        _check_rigs(_Reader(folder / "rigs.bin"))
+    if (folder / "frames.bin").is_file():
+        _check_frames(_Reader(folder / "frames.bin"))
+
+
+def _check_cameras(r: _Reader) -> set[int]:
+    ids = set()
+    for _ in range(r.count("cameras", _CAMERA.size)):
+        cam_id, model_id, width, height = r.unpack(_CAMERA, "a camera")
+        name = MODEL_NAMES_BY_ID.get(model_id)
+        if name is None:
+            raise FormatError(r.path, f"corrupt: camera {cam_id} has unknown model id {model_id}")
+        if not (0 < width < 1 << 20 and 0 < height < 1 << 20):
+            raise FormatError(r.path, f"corrupt: camera {cam_id} has size {width}x{height}")
+        r.skip(8 * len(CAMERA_MODELS[name][1]), f"the parameters of camera {cam_id}")
+        ids.add(cam_id)
+    return ids
+
+
+def _check_images(r: _Reader, camera_ids: set[int]) -> dict[int, int]:
+    points2d = {}
+    for _ in range(r.count("images", _IMAGE.size + 1 + 8)):
+        values = r.unpack(_IMAGE, "an image")
+        image_id, camera_id = values[0], values[8]
+        end = r.data.find(b"\0", r.pos, r.pos + _MAX_NAME)
+        if end < 0:
+            raise FormatError(r.path, f"corrupt: the name of image {image_id} is not terminated")
+        r.pos = end + 1
+        if camera_id not in camera_ids:
+            raise FormatError(r.path, f"image {image_id} refers to camera {camera_id}, which cameras.bin lacks")
+        (n,) = r.unpack(_U64, f"the number of 2D points of image {image_id}")
+        if n > (len(r.data) - r.pos) // 24:
+            raise FormatError(r.path, f"corrupt: image {image_id} claims {n} 2D points, more than the file holds")
+        r.skip(24 * n, f"the 2D points of image {image_id}")
+        points2d[image_id] = n
+    return points2d
+
+
+def _check_points(r: _Reader, image_points: dict[int, int]) -> None:
+    ids = np.array(sorted(image_points), dtype=np.int64)
+    sizes = np.array([image_points[i] for i in ids], dtype=np.int64)
+    for _ in range(r.count("3D points", _POINT.size)):
+        values = r.unpack(_POINT, "a 3D point")
+        point_id, track_length = values[0], values[-1]
+        if track_length > (len(r.data) - r.pos) // 8:
+            raise FormatError(r.path, f"corrupt: point {point_id} claims a track of {track_length}")
+        if track_length:
+            track = np.frombuffer(r.data, dtype="<u4", count=2 * track_length, offset=r.pos).reshape(-1, 2)
+            where = np.searchsorted(ids, track[:, 0])
+            known = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == track[:, 0])
+            if not known.all() or np.any(track[:, 1] >= sizes[where]):
+                raise FormatError(r.path, f"point {point_id} has a track entry for an image or 2D point "
+                                          "that images.bin lacks")
+        r.pos += 8 * track_length
+
+
+def _check_rigs(r: _Reader) -> None:
+    for _ in range(r.count("rigs", _RIG.size)):
+        rig_id, n_sensors = r.unpack(_RIG, "a rig")
+        if n_sensors:
+            r.unpack(_SENSOR, f"the reference sensor of rig {rig_id}")
+            for _ in range(n_sensors - 1):
+                r.unpack(_SENSOR, f"a sensor of rig {rig_id}")
+                r.need(1, f"a sensor of rig {rig_id}")
+                has_pose = r.data[r.pos]
+                r.pos += 1
+                if has_pose:
+                    r.skip(56, f"a sensor pose of rig {rig_id}")
+
+
+def _check_frames(r: _Reader) -> None:
+    for _ in range(r.count("frames", _FRAME.size)):
+        values = r.unpack(_FRAME, "a frame")
+        r.skip(16 * values[-1], f"the data ids of frame {values[0]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_model(rec: Reconstruction, out_dir: str | os.PathLike, binary: bool = True) -> None:
+    """Write ``rec`` as a COLMAP model; each file lands atomically (temp + rename).
+
+    Files of the other format left in ``out_dir`` are removed, so a reader never sees a stale model.
+    Points are written without tracks (Reconstruction holds no 2D observations).
+    """
+    import pycolmap
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = pycolmap.Reconstruction()
+    for cam in rec.cameras.values():
+        model.add_camera_with_trivial_rig(
+            pycolmap.Camera(camera_id=cam.id, model=cam.model, width=cam.width, height=cam.height,
+                            params=list(cam.params))
+        )
+    for view in rec.views:
+        if view.camera_id not in rec.cameras:
+            raise ValueError(f"view {view.name} refers to camera {view.camera_id}, which the reconstruction lacks")
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(view.R), view.t)
+        model.add_image_with_trivial_frame(pycolmap.Image(name=view.name, camera_id=view.camera_id,
+                                                          image_id=view.id), pose)
+    empty = pycolmap.Track()
+    for xyz, color, error in zip(rec.points, rec.colors, rec.errors, strict=True):
+        point_id = model.add_point3D(xyz, empty, color)
+        model.points3D[point_id].error = float(error)
+    ext = ".bin" if binary else ".txt"
+    tmp = Path(tempfile.mkdtemp(prefix=".colmap-", dir=out))
+    try:
+        (model.write_binary if binary else model.write_text)(str(tmp))
+        for stem in MODEL_FILES + RIG_FILES:
+            if (tmp / f"{stem}{ext}").is_file():
+                os.replace(tmp / f"{stem}{ext}", out / f"{stem}{ext}")
+        stale = ".txt" if binary else ".bin"
+        for stem in MODEL_FILES + RIG_FILES:
+            (out / f"{stem}{stale}").unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
