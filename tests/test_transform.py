@@ -10,6 +10,7 @@ from bridge.formats import FormatError, SplatSet
 from bridge.formats.transform import (
     bake_transform,
     matrix_to_quat,
+    place_splats,
     quat_to_matrix,
     rotate_sh,
     sh_basis,
@@ -169,3 +170,18 @@ def test_non_uniform_scale_with_view_dependent_colour_is_refused_naming_the_file
 def test_bad_matrices_are_refused(matrix, problem):
     with pytest.raises(FormatError, match=problem):
         bake_transform(random_splats(np.random.default_rng(8), 4, 1), matrix)
+
+
+def test_placing_several_objects_merges_them_in_world_space():
+    rng = np.random.default_rng(9)
+    a, b = random_splats(rng, 5, 1), random_splats(rng, 7, 3)
+    del b.extras["label"]
+    ma, mb = affine(random_rotation(rng), (1, 0, 0)), affine(2.0 * np.eye(3), (0, 5, 0))
+    merged = place_splats([("a", a, ma), ("b", b, mb)])
+    assert len(merged) == 12 and merged.sh_degree == 3 and not merged.extras
+    np.testing.assert_allclose(merged.means[:5], bake_transform(a, ma).means)
+    np.testing.assert_allclose(merged.sh_rest[:5, :3], bake_transform(a, ma).sh_rest)
+    assert not merged.sh_rest[:5, 3:].any()
+    np.testing.assert_allclose(merged.scales[5:], b.scales + np.log(2.0), atol=1e-6)
+    with pytest.raises(FormatError, match="^b: .*non-uniform"):
+        place_splats([("a", a, ma), ("b", b, np.diag([1.0, 1.0, 3.0, 1.0]))])

@@ -241,3 +241,25 @@ def bake_transform(splats: SplatSet, matrix, path: str | os.PathLike | None = No
         sh_rest=np.ascontiguousarray(rest, f),
         extras={k: v.copy() for k, v in splats.extras.items()},
     )
+
+
+def place_splats(objects: list[tuple[str, SplatSet, np.ndarray]]) -> SplatSet:
+    """Several splat sets, each baked through its own 4x4 matrix, as one set in world space.
+
+    ``objects`` holds (label, splats, matrix); a transform that cannot be baked raises FormatError
+    with its label in place of a file name. Sets of lower SH degree are zero-padded to the highest;
+    extras survive only when every set has them, since a merged column must cover every splat.
+    """
+    if not objects:
+        raise FormatError(None, "there are no splats to place")
+    placed = [bake_transform(splats, matrix, label) for label, splats, matrix in objects]
+    if len(placed) == 1:
+        return placed[0]
+    degree = max(s.sh_degree for s in placed)
+    placed = [s.with_sh_degree(degree) for s in placed]
+    shared = set.intersection(*(set(s.extras) for s in placed))
+    return SplatSet(
+        *(np.concatenate([getattr(s, name) for s in placed])
+          for name in ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest")),
+        extras={k: np.concatenate([s.extras[k] for s in placed]) for k in sorted(shared)},
+    )
