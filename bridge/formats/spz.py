@@ -12,8 +12,8 @@ Axes: SPZ stores RUB (right, up, back; OpenGL), 3DGS PLY and SplatSet are RDF (r
 forward). :func:`flip_yz` is the one place that converts, both ways (it is its own inverse).
 
 Lossy. Error bounds of a write-then-read, for values inside the ranges:
-- position: 2**-(f+1), with f = 12 fractional bits (0.12 mm at 1 unit = 1 m) unless the scene
-  needs fewer to fit in 24 bits (|x| < 2048 keeps 12);
+- position: 2**-(f+1), f = the most fractional bits up to 16 that fit the scene in 24 bits
+  (f = 16 while |x| < 128: 0.008 mm at 1 unit = 1 m; 12, the reference writer's, while |x| < 2048);
 - log-scale: 1/32 within [-10, 5.9]; SH DC: 0.5/(255*0.15) = 0.0131 within [-3.3, 3.3];
 - alpha: 0.5/255; rotation components: 0.0015 (versions 3, 4), 0.008 (version 2), up to sign;
 - SH rest: 4.5/128 for band 1, 8.5/128 for bands 2-3, within [-1, 1].
@@ -43,6 +43,7 @@ FLAG_ANTIALIASED, FLAG_EXTENSIONS = 0x1, 0x2
 # header may claim before anything is allocated.
 MAX_COMPRESSION_RATIO = 1024
 MIN_BYTES_PER_SPLAT = 9
+MAX_FRACTION_BITS = 16
 
 # Sign of each SH rest coefficient (bands 1-3) under (x, y, z) -> (x, -y, -z), a 180 degree turn about x.
 FLIP_YZ_SH = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], np.float32)
@@ -94,8 +95,8 @@ def _check_header(path, version: int, n: int, degree: int, bits: int, file_size:
         raise FormatError(path, f"the header claims {n:,} splats, more than a {file_size:,}-byte file can hold")
     if degree not in SH_REST_COUNT:
         raise FormatError(path, f"SPZ SH degree {degree} is not supported (0 to 3)")
-    if bits > 23:
-        raise FormatError(path, f"SPZ header has {bits} fractional bits; at most 23 fit in 24-bit positions")
+    if bits > 24:
+        raise FormatError(path, f"SPZ header has {bits} fractional bits; at most 24 fit in 24-bit positions")
 
 
 def _read_gzip(path, data: bytes):
@@ -208,13 +209,18 @@ def _decode(n: int, version: int, degree: int, bits: int, blocks: list[np.ndarra
 
 
 def _fraction_bits(path, means: np.ndarray) -> int:
-    """12 fractional bits (the reference writer's choice) unless the scene is too large for them."""
+    """The most fractional bits (up to 16) that keep every coordinate inside 24 signed bits.
+
+    The reference writer always uses 12; a small scene gains precision from more, and every reader
+    takes the count from the header.
+    """
     extent = float(np.abs(means).max(initial=0.0))
-    bits = 12
-    while bits > 0 and extent * (1 << bits) >= (1 << 23) - 1:
+    limit = (1 << 23) - 1
+    if extent >= limit:
+        raise FormatError(path, f"positions reach {extent:.0f}; SPZ's 24-bit positions stop at {limit:,}")
+    bits = MAX_FRACTION_BITS
+    while bits > 0 and extent * (1 << bits) >= limit:
         bits -= 1
-    if extent * (1 << bits) >= (1 << 23) - 1:
-        raise FormatError(path, f"positions reach {extent:.0f}; SPZ's 24-bit positions stop at 8,388,607")
     return bits
 
 
