@@ -21,6 +21,7 @@ API (training, SfM and render passes all use it)::
     end_all_jobs(grace)              stops every job, kills what does not stop in time
     bridge_python() -> str | None    interpreter from the preferences, else detected (detect_python)
     bridge_root() -> str             the folder that holds bridge/ (the installed extension's root)
+    format_duration(seconds) -> str   "42s", "3m 05s", "1h 02m"
     status_line(job) -> str          "Training 120/500 · loss 0.0312 · PSNR 24.10 dB · ..." for UI and console
     operator splatwork.open_job_log(name)   opens a job's log in Blender's text editor
 
@@ -392,7 +393,7 @@ def _has_torch(python: str) -> bool:
 # Text for the UI and the console
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -418,7 +419,7 @@ def status_line(job: Job) -> str:
     if p.images_registered is not None:
         parts.append(f"{p.images_registered} registered")
     if p.eta_sec is not None:
-        parts.append(f"ETA {_duration(p.eta_sec)}")
+        parts.append(f"ETA {format_duration(p.eta_sec)}")
     return " · ".join(parts)
 
 

@@ -1,0 +1,234 @@
+"""One training run: where the data is, the bridge command, and applying its events to the scene."""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from ...bridge import formats, protocol
+from .. import jobs, preferences
+
+JOB_NAME = "train"
+PREVIEW_IMAGE = "Splatwork Training Preview"
+# Custom properties the COLMAP import leaves on its collection (see addon/colmap.py).
+MODEL_KEY = "splatwork_model_dir"
+IMAGES_KEY = "splatwork_images_dir"
+
+
+class TrainingError(Exception):
+    """Training cannot start; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}. {self.hint}" if self.hint else self.message
+
+
+# ---------------------------------------------------------------------------------------------
+# What to train on
+
+
+def _model_in(folder: str) -> str | None:
+    for candidate in (os.path.join(folder, "sparse", "0"), os.path.join(folder, "sparse"), folder):
+        if any(os.path.isfile(os.path.join(candidate, f"cameras.{ext}")) for ext in ("bin", "txt")):
+            return candidate
+    return None
+
+
+def dataset_paths(settings) -> tuple[str, str, str]:
+    """(model folder, images folder, dataset name) for the settings, or a TrainingError naming the problem."""
+    if settings.source == "COLLECTION":
+        coll = settings.collection
+        if coll is None:
+            raise TrainingError("no camera collection chosen",
+                                "Import a COLMAP reconstruction (File > Import > COLMAP) and pick its collection, "
+                                "or switch Dataset to Folder.")
+        model, images = coll.get(MODEL_KEY), coll.get(IMAGES_KEY)
+        if not model or not images:
+            raise TrainingError(f"collection '{coll.name}' was not made by Import COLMAP",
+                                "Pick the collection that Import COLMAP created, or switch Dataset to Folder.")
+        model, images, name = bpy.path.abspath(model), bpy.path.abspath(images), coll.name
+    else:
+        folder = bpy.path.abspath(settings.folder).rstrip("/\\")
+        if not settings.folder or not os.path.isdir(folder):
+            raise TrainingError(f"dataset folder '{folder}' not found" if settings.folder else "no dataset folder set",
+                                "Choose a folder holding sparse/0 (the COLMAP model) and images/.")
+        model = _model_in(folder)
+        if model is None:
+            raise TrainingError(f"{folder}: no COLMAP model (cameras.bin or cameras.txt) in sparse/0, sparse/ "
+                                "or the folder itself", "Run Reconstruct first, or choose the dataset's root folder.")
+        images, name = os.path.join(folder, "images"), os.path.basename(folder) or "dataset"
+    if not os.path.isdir(model):
+        raise TrainingError(f"COLMAP model folder '{model}' not found", "Was the dataset moved or deleted?")
+    if not os.path.isdir(images):
+        raise TrainingError(f"images folder '{images}' not found", "The photos must sit in images/ next to sparse/.")
+    return os.path.abspath(model), os.path.abspath(images), name
+
+
+def output_dir(settings, dataset_name: str) -> str:
+    if settings.output_dir:
+        return os.path.abspath(bpy.path.abspath(settings.output_dir))
+    safe = bpy.path.clean_name(dataset_name)
+    if bpy.data.filepath:
+        return os.path.abspath(bpy.path.abspath(f"//splatwork/{safe}"))
+    # An unsaved file has no folder of its own: keep runs where the add-on keeps its data.
+    return os.path.join(os.path.dirname(preferences.log_dir()), "runs", safe)
+
+
+def checkpoint_path(out: str) -> str:
+    return os.path.join(out, "checkpoints", "last.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def start_training(scene, resume: bool = False, block: bool | None = None) -> jobs.Job:
+    """Start (or resume) training with ``scene.splatwork_training``; blocks under --background."""
+    settings = scene.splatwork_training
+    model, images, name = dataset_paths(settings)
+    out = output_dir(settings, name)
+    if resume and not os.path.isfile(checkpoint_path(out)):
+        raise TrainingError(f"nothing to resume in {out}", "Start a new training run with Train.")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"cannot create the output folder {out}: {exc.strerror}",
+                            "Choose another Output.") from None
+    args = ["train", "--model", model, "--images", images, "--out", out, "--steps", settings.steps,
+            "--downscale", settings.downscale, "--sh-degree", settings.sh_degree,
+            "--snapshot-every", settings.snapshot_every, "--device", settings.device]
+    if resume:
+        args.append("--resume")
+    _reset_status(settings, out, name)
+    scene_name = scene.name
+    try:
+        return jobs.start_job(
+            JOB_NAME, args,
+            on_event=lambda job, event: _on_event(scene_name, event),
+            on_finish=lambda job: _on_finish(scene_name, job),
+            block=block, log_path=settings.log_path,
+        )
+    except jobs.JobError as exc:
+        settings.state, settings.message, settings.hint = "failed", exc.message, exc.hint
+        raise TrainingError(exc.message, exc.hint) from None
+
+
+def _reset_status(settings, out: str, name: str) -> None:
+    settings.state, settings.stage, settings.message, settings.hint = "running", "starting", "", ""
+    settings.step = settings.num_splats = 0
+    settings.total = settings.steps
+    settings.loss = settings.psnr = settings.eta_sec = settings.eval_psnr = settings.eval_ssim = 0.0
+    settings.run_dir = out
+    settings.log_path = os.path.join(out, "train.log")
+    settings.splats_path = ""
+    settings["dataset_name"] = name
+
+
+def _settings(scene_name: str):
+    scene = bpy.data.scenes.get(scene_name)
+    return scene.splatwork_training if scene is not None else None
+
+
+def _on_event(scene_name: str, event: protocol.Event) -> None:
+    settings = _settings(scene_name)
+    if settings is None:
+        return
+    if isinstance(event, protocol.Hello):
+        settings.device_used = f"{event.device} ({event.backend})" if event.backend else event.device
+    elif isinstance(event, protocol.Stage):
+        settings.stage = event.stage
+    elif isinstance(event, protocol.Progress):
+        settings.stage, settings.step, settings.total = event.stage, event.step, event.total
+        for name in ("loss", "psnr", "eta_sec"):
+            if getattr(event, name) is not None:
+                setattr(settings, name, getattr(event, name))
+        if event.num_splats is not None:
+            settings.num_splats = event.num_splats
+    elif isinstance(event, protocol.Snapshot):
+        if event.preview and os.path.isfile(event.preview):
+            show_preview(settings, event.preview)
+        if event.ply and os.path.isfile(event.ply):
+            show_splats(scene_name, event.ply, final=False)
+    elif isinstance(event, protocol.EvalResult):
+        settings.eval_psnr, settings.eval_ssim = event.mean_psnr, event.mean_ssim
+
+
+def _on_finish(scene_name: str, job: jobs.Job) -> None:
+    settings = _settings(scene_name)
+    if settings is None:
+        return
+    settings.state = job.state
+    if job.done is not None:
+        splats = job.done.outputs.get("splats", "")
+        settings.splats_path = splats
+        if splats and os.path.isfile(splats):
+            try:
+                show_splats(scene_name, splats, final=True)
+            except formats.FormatError as exc:
+                settings.state, settings.message = "failed", str(exc)
+                settings.hint = "The trainer wrote a file Splatwork cannot read; see the log."
+                return
+        metrics = job.done.metrics
+        if metrics.get("psnr") is not None:
+            settings.eval_psnr = metrics["psnr"]
+        if metrics.get("ssim") is not None:
+            settings.eval_ssim = metrics["ssim"]
+        if metrics.get("num_splats") is not None:
+            settings.num_splats = metrics["num_splats"]
+        if metrics.get("step") is not None:
+            settings.step = metrics["step"]
+    elif job.error is not None:
+        settings.message, settings.hint = job.error.message, job.error.hint
+    elif job.state == "killed":
+        settings.message = "training was ended before it could save"
+        settings.hint = "Resume continues from the last checkpoint."
+
+
+def show_preview(settings, path: str) -> None:
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(path)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = path
+        image.reload()
+    if image.preview is not None:
+        image.preview.reload()
+    settings.preview_path = path
+
+
+def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
+    """Read ``path`` into the run's splat object: created on the first snapshot, then updated in place."""
+    from .. import splats as splat_objects
+
+    scene = bpy.data.scenes[scene_name]
+    settings = scene.splatwork_training
+    data = formats.read_splats(path)
+    name = f"{settings.get('dataset_name', 'Splats')} Splats"
+    obj = settings.result_object
+    if obj is not None and obj.name in bpy.data.objects and splat_objects.is_splat_object(obj):
+        splat_objects.update_object_splats(obj, data)
+    else:
+        collection = settings.collection if settings.source == "COLLECTION" else None
+        with bpy.context.temp_override(scene=scene):
+            obj = splat_objects.splats_to_object(data, name + ("" if final else " (training)"), collection)
+        _line_up_with_cameras(obj, collection)
+        settings.result_object = obj
+    if final:
+        obj.name = name
+    return obj
+
+
+def _line_up_with_cameras(obj, collection) -> None:
+    """Splats are trained in the COLMAP world frame: give them whatever placed the imported cameras there."""
+    if collection is None:
+        return
+    matrix = collection.get("splatwork_world_matrix")
+    if matrix is not None:
+        from mathutils import Matrix
+
+        obj.matrix_world = Matrix([list(row) for row in matrix])
