@@ -10,7 +10,8 @@ Lossy. Error bounds of a write-then-read, for values inside the representable ra
 - position: half a step of the chunk's extent, extent/4094 on x and z, extent/2046 on y;
 - log-scale: the same fractions of the chunk's log-scale range (clamped to [-20, 20]);
 - SH DC: chunk colour range / 510 / SH_C0; alpha: 0.5/255 (opacity logits follow sigmoid's slope);
-- rotation: each component within 0.0015 of the normalised input (up to sign: q and -q are one rotation);
+- rotation: each component within 0.0025 of the normalised input (up to sign: q and -q are one rotation;
+  the three stored components within 0.0007, the rebuilt largest one within 0.0021);
 - SH rest: 1/64 for values in [-4, 4], clipped outside.
 The writer sorts splats in Morton order (as SuperSplat does) so chunks are spatially tight: the
 splats come back in that order, see :func:`morton_order`. Extras are not stored.

@@ -6,8 +6,8 @@ Same axes as 3DGS PLY.
 
 Lossy. Error bounds of a write-then-read: positions exact; log-scales within 1e-6 relative
 (float32 exp/log); SH DC within 0.5/255/SH_C0 (0.007) while the colour is in [0, 1], clipped
-outside; alpha within 0.5/255; each unit quaternion component within 0.005. SH rest bands and
-extras are dropped (with a FormatWarning when they hold anything).
+outside; alpha within 0.5/255; each unit quaternion component within 0.016 (8-bit steps,
+renormalised). SH rest bands and extras are dropped (with a FormatWarning when they hold anything).
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ Lossy. Error bounds of a write-then-read, for values inside the ranges:
 - position: 2**-(f+1), f = the most fractional bits up to 16 that fit the scene in 24 bits
   (f = 16 while |x| < 128: 0.008 mm at 1 unit = 1 m; 12, the reference writer's, while |x| < 2048);
 - log-scale: 1/32 within [-10, 5.9]; SH DC: 0.5/(255*0.15) = 0.0131 within [-3.3, 3.3];
-- alpha: 0.5/255; rotation components: 0.0015 (versions 3, 4), 0.008 (version 2), up to sign;
+- alpha: 0.5/255; rotation components (up to sign): 0.0025 in versions 3 and 4; version 2 stores
+  x y z within 0.004 and derives w, which loses precision as w nears 0 (up to 0.12);
 - SH rest: 4.5/128 for band 1, 8.5/128 for bands 2-3, within [-1, 1].
 Writes version 3 by default (readable by every SPZ loader); ``version=4`` needs ``zstandard``.
 """
