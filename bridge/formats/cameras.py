@@ -113,6 +113,38 @@ class Camera:
         return cls(id, "PINHOLE", width, height, np.array([fx, fy, cx, cy]))
 
 
+# Single-focal models and the two-focal model that extends each (same distortion, same order after
+# the pinhole part), used when a Blender camera's pixels stop being square.
+_TWO_FOCAL = {"SIMPLE_PINHOLE": "PINHOLE", "SIMPLE_RADIAL": "OPENCV", "RADIAL": "OPENCV",
+              "SIMPLE_FISHEYE": "FISHEYE", "SIMPLE_DIVISION": "DIVISION",
+              "SIMPLE_RADIAL_FISHEYE": "OPENCV_FISHEYE", "RADIAL_FISHEYE": "OPENCV_FISHEYE"}
+
+
+def with_pinhole(model: str, params, fx: float, fy: float, cx: float, cy: float, camera_id: int = 1,
+                 width: int = 0, height: int = 0) -> Camera:
+    """A camera of ``model`` (distortion from ``params`` kept) with a new pinhole part.
+
+    A single-focal model whose fx and fy now differ becomes its two-focal relative, so the aspect is
+    never silently dropped.
+    """
+    names = CAMERA_MODELS[model][1]
+    params = np.asarray(params, dtype=np.float64)
+    if names[0] == "f":
+        distortion = list(params[3:])
+        if abs(fx - fy) <= 1e-9 * max(abs(fx), abs(fy)):
+            return Camera(camera_id, model, width, height, np.array([fx, cx, cy, *distortion]))
+        if model not in _TWO_FOCAL:
+            raise ValueError(f"the {model} model cannot hold fx != fy")
+        model = _TWO_FOCAL[model]
+        extra = len(CAMERA_MODELS[model][1]) - 4 - len(distortion)
+        distortion = distortion + [0.0] * extra
+    elif names[:4] == ("fx", "fy", "cx", "cy"):
+        distortion = list(params[4:])
+    else:
+        raise ValueError(f"the {model} model has no pinhole part")
+    return Camera(camera_id, model, width, height, np.array([fx, fy, cx, cy, *distortion]))
+
+
 @dataclass
 class View:
     """A registered image; ``x_cam = R @ x_world + t`` (COLMAP: +z forward, +y down)."""
@@ -180,18 +212,26 @@ class BlenderIntrinsics:
 
 
 def intrinsics_to_blender(
-    fx: float, fy: float, cx: float, cy: float, width: int, height: int, sensor_mm: float = 36.0
+    fx: float, fy: float, cx: float, cy: float, width: int, height: int, sensor_mm: float = 36.0,
+    sensor_fit: str | None = None,
 ) -> BlenderIntrinsics:
     """Blender settings whose projection equals the pinhole (fx, fy, cx, cy) at width x height.
 
     Non-square pixels become a pixel aspect (ycor = aspect_y / aspect_x = fx / fy); the principal
-    point becomes the lens shift. The fitted sensor side is ``sensor_mm``.
+    point becomes the lens shift. The fitted sensor side is ``sensor_mm``. ``sensor_fit`` forces
+    "HORIZONTAL" or "VERTICAL" (an animated camera cannot switch fit between frames); by default
+    the longer side is fitted, as Blender's AUTO would.
     """
     if not (fx > 0 and fy > 0 and width > 0 and height > 0):
         raise ValueError(f"focal lengths and image size must be positive: fx={fx}, fy={fy}, {width}x{height}")
     ycor = fx / fy
     aspect_x, aspect_y = (1.0, ycor) if ycor >= 1.0 else (1.0 / ycor, 1.0)
-    horizontal = aspect_x * width >= aspect_y * height
+    if sensor_fit is None:
+        horizontal = aspect_x * width >= aspect_y * height
+    elif sensor_fit in ("HORIZONTAL", "VERTICAL"):
+        horizontal = sensor_fit == "HORIZONTAL"
+    else:
+        raise ValueError(f"sensor_fit must be HORIZONTAL or VERTICAL, not {sensor_fit!r}")
     viewfac = width if horizontal else ycor * height
     lens = fx * sensor_mm / viewfac
     # The other sensor side keeps the image's shape, so Blender's UI shows a consistent sensor.

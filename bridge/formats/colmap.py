@@ -282,3 +282,26 @@ def write_model(rec: Reconstruction, out_dir: str | os.PathLike, binary: bool = 
             (out / f"{stem}{stale}").unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def undistort(model_dir: str | os.PathLike, images_dir: str | os.PathLike, out_dir: str | os.PathLike,
+              image_names: list[str] | None = None) -> tuple[Path, Path]:
+    """Undistort a model's images with pycolmap so that a pinhole camera is exact.
+
+    Returns ``(model_dir, images_dir)`` of the result (``out_dir/sparse``, ``out_dir/images``), whose
+    cameras are PINHOLE. The input is checked first, so pycolmap never sees a corrupt model.
+    """
+    import pycolmap
+
+    model_dir, images_dir, out = Path(model_dir), Path(images_dir), Path(out_dir)
+    rec = read_model(model_dir)
+    names = image_names if image_names is not None else [v.name for v in rec.views]
+    missing = [n for n in names if not (images_dir / n).is_file()]
+    if missing:
+        raise FormatError(images_dir, f"{len(missing)} image(s) of the model are missing, e.g. {missing[0]}")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        pycolmap.undistort_images(str(out), str(model_dir), str(images_dir), image_names=list(names))
+    except Exception as exc:  # noqa: BLE001 - pycolmap's exception types vary by version
+        raise FormatError(model_dir, f"undistortion failed: {_short(exc)}") from exc
+    return out / "sparse", out / "images"
