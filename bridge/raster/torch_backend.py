@@ -33,7 +33,7 @@ def rasterize_torch(
     eps2d: float = 0.3,
     radius_clip: float = 0.0,
     absgrad: bool = False,
-    tile_size: int = 16,
+    tile_size: int = 8,
     budget: int = DEFAULT_BUDGET,
 ) -> tuple[Tensor, Tensor, dict]:
     n_cams, n = viewmats.shape[0], means.shape[0]
