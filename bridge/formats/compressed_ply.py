@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import FormatError, warn
-from .ply_elements import header_bytes, read_elements
+from .ply_elements import header_bytes, read_elements, warn_trailing
 from .quantize import from_smallest_three, logit, sigmoid, smallest_three, unit_quats, unorm
 from .splatset import SH_C0, SH_REST_COUNT, SplatSet
 
@@ -89,11 +89,13 @@ def read(path: str | os.PathLike) -> SplatSet:
         rest = ((unit - 0.5) * SH_RANGE).reshape(n, k, 3)
 
     f = np.float32
-    return SplatSet(
+    splats = SplatSet(
         means=means.astype(f), scales=scales.astype(f), quats=quats.astype(f),
         opacities=logit(rgba[:, 3]).astype(f), sh_dc=((color - 0.5) / SH_C0).astype(f),
         sh_rest=np.ascontiguousarray(rest, f),
     )
+    warn_trailing(path, header)
+    return splats
 
 
 def _require(path, element: str, rows: np.ndarray, names: list[str]) -> None:

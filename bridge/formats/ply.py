@@ -17,7 +17,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import FormatError
-from .ply_elements import header_bytes, ply_type_for, read_elements
+from .ply_elements import header_bytes, ply_type_for, read_elements, warn_trailing
 from .splatset import SH_REST_COUNT, SplatSet
 
 CORE = {
@@ -39,7 +39,9 @@ def read(path: str | os.PathLike) -> SplatSet:
     header, arrays = read_elements(path, {"vertex"})
     if "vertex" not in arrays:
         raise FormatError(path, "PLY file has no 'vertex' element")
-    return splats_from_vertices(path, arrays["vertex"])
+    splats = splats_from_vertices(path, arrays["vertex"])
+    warn_trailing(path, header)
+    return splats
 
 
 def splats_from_vertices(path, vertex: np.ndarray) -> SplatSet:

@@ -45,6 +45,7 @@ class Header:
     elements: list[Element]
     data_offset: int  # bytes from the start of the file to the first element's data
     comments: list[str] = field(default_factory=list)
+    trailing: str = ""  # what follows the last element, if anything (reported once the data is valid)
 
     @property
     def byte_order(self) -> str | None:
@@ -135,7 +136,7 @@ def read_elements(path: str | os.PathLike, names: set[str] | None = None) -> tup
             arrays[element.name] = np.fromfile(path, dtype=dtype, count=element.count, offset=offset)
         offset += element.count * dtype.itemsize
     if offset < size:
-        warn(path, f"{size - offset} unexpected byte(s) after the last PLY element were ignored")
+        header.trailing = f"{size - offset} unexpected byte(s) after the last PLY element were ignored"
     return header, arrays
 
 
@@ -152,7 +153,7 @@ def _read_ascii(path, header: Header, names: set[str] | None) -> dict[str, np.nd
     if len(tokens) < wanted:
         raise FormatError(path, f"truncated: the header declares {wanted:,} values but the file has {len(tokens):,}")
     if len(tokens) > wanted:
-        warn(path, f"{len(tokens) - wanted} unexpected value(s) after the last PLY element were ignored")
+        header.trailing = f"{len(tokens) - wanted} unexpected value(s) after the last PLY element were ignored"
     try:
         values = np.array(tokens[:wanted], dtype=np.float64)
     except ValueError:
@@ -168,6 +169,12 @@ def _read_ascii(path, header: Header, names: set[str] | None) -> dict[str, np.nd
                 out[name] = block[:, column]
             arrays[element.name] = out
     return arrays
+
+
+def warn_trailing(path, header: Header) -> None:
+    """Called by a reader once the data proved valid, so a broken file gets its error alone."""
+    if header.trailing:
+        warn(path, header.trailing)
 
 
 def header_bytes(elements: list[tuple[str, int, np.dtype]], comments: list[str] = ()) -> bytes:

@@ -1,0 +1,173 @@
+"""Bad input: one clear FormatError naming the file and the problem, never a crash, hang or huge allocation."""
+from __future__ import annotations
+
+import gzip
+import struct
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_formats import inria_columns, random_splats, write_ply_by_hand
+
+from bridge.formats import FormatError, SplatSet, read_splats, write_splats
+
+
+def _ply(tmp_path, splats=None, **changes) -> bytes:
+    """Bytes of a small valid binary PLY."""
+    path = tmp_path / "valid.ply"
+    write_ply_by_hand(path, inria_columns(splats or random_splats(8, 1)))
+    return path.read_bytes()
+
+
+def _written(tmp_path, fmt, n=8, **options) -> bytes:
+    path = tmp_path / f"valid.{fmt}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_splats(path, random_splats(n, 1), fmt=fmt, **options)
+    return path.read_bytes()
+
+
+def _v4_header(n: int) -> bytes:
+    return struct.pack("<4sIIBBBBI12s", b"NGSP", 4, n, 0, 12, 0, 5, 32, bytes(12))
+
+
+CASES = {
+    "truncated ply": (lambda t: _ply(t)[:-50], "truncated"),
+    "ply header claims 10^12 vertices": (
+        lambda t: _ply(t).replace(b"element vertex 8", b"element vertex 1000000000000"), "truncated"),
+    "ply header without end": (lambda t: _ply(t)[:200], "end_header"),
+    "ply missing rotation": (lambda t: _ply(t).replace(b"property float rot_3\n", b""), "missing properties rot_3"),
+    "ply unknown property type": (lambda t: _ply(t).replace(b"property float opacity", b"property quad opacity"),
+                                  "unknown property type"),
+    "ply odd f_rest count": (lambda t: _ply(t).replace(b"property float f_rest_8\n", b""), "f_rest"),
+    "ply zero splats": (lambda t: _ply(t).split(b"end_header\n")[0].replace(b"vertex 8", b"vertex 0")
+                        + b"end_header\n", "no splats"),
+    "ply with NaN": (lambda t: _ply(t, _with_nan()), "NaN"),
+    "ply list property": (lambda t: _ply(t).replace(b"property float x\n", b"property list uchar int x\n"),
+                          "list property"),
+    "jpeg renamed .ply": (lambda t: b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100), "JPEG"),
+    "empty file": (lambda t: b"", "empty"),
+    "compressed ply wrong chunk count": (
+        lambda t: _written(t, "compressed_ply", 300).replace(b"element chunk 2", b"element chunk 1"), "chunk"),
+    "compressed ply without chunk": (
+        lambda t: _written(t, "compressed_ply", 8).replace(b"element chunk", b"element chunky"),
+        "compressed PLY|missing properties"),
+    "spz gzip truncated": (lambda t: _written(t, "spz", 50, version=3)[:-30], "truncated|corrupt"),
+    "spz v4 truncated": (lambda t: _written(t, "spz", 50, version=4)[:-30], "truncated|corrupt"),
+    "spz v4 claims 10^9 splats": (lambda t: _v4_header(10**9) + bytes(100), "more than"),
+    "spz v4 wrong stream count": (lambda t: _written(t, "spz", 5, version=4)[:15] + b"\x09"
+                                  + _written(t, "spz", 5, version=4)[16:], "streams"),
+    "spz gzip with 4G splats": (lambda t: gzip.compress(struct.pack("<4sIIBBBB", b"NGSP", 3, 2**32 - 1, 0, 12, 0, 0)),
+                                "more than"),
+    "spz unknown version": (lambda t: gzip.compress(struct.pack("<4sIIBBBB", b"NGSP", 9, 1, 0, 12, 0, 0)),
+                            "version 9"),
+    "gzip that is not spz": (lambda t: gzip.compress(b"hello world" * 10), "not SPZ"),
+    ".splat of the wrong size": (lambda t: _written(t, "splat")[:-3], "unrecognised|32-byte"),
+}
+
+
+def _with_nan():
+    splats = random_splats(8, 1)
+    splats.means[3, 1] = np.nan
+    return splats
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_file_raises_one_clear_error(tmp_path, case):
+    make, problem = CASES[case]
+    suffix = ".splat" if case.startswith(".splat") else ".spz" if "spz" in case else ".ply"
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(make(tmp_path))
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match=problem) as info:
+            read_splats(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value)
+    assert peak < 8 * 1024 * 1024, f"reading a {path.stat().st_size}-byte bad file allocated {peak:,} bytes"
+
+
+def test_missing_file_is_a_format_error(tmp_path):
+    with pytest.raises(FormatError, match="cannot read"):
+        read_splats(tmp_path / "nope.ply")
+
+
+@pytest.mark.parametrize("fmt", ["ply", "compressed_ply", "splat", "spz"])
+def test_writers_refuse_nan_and_empty(tmp_path, fmt):
+    with pytest.raises(FormatError, match="NaN"):
+        write_splats(tmp_path / "x", _with_nan(), fmt=fmt)
+    with pytest.raises(FormatError, match="no splats"):
+        write_splats(tmp_path / "x", SplatSet.empty(0), fmt=fmt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_output_format_is_named(tmp_path):
+    with pytest.raises(FormatError, match="unknown splat format"):
+        write_splats(tmp_path / "x.obj", random_splats(3))
+
+
+# ---- fuzz: mutated real files through every reader ----------------------------------------------
+
+def _seed_files(tmp_path_factory) -> dict[str, bytes]:
+    folder = tmp_path_factory.mktemp("seeds")
+    seeds = {"ply": shared_data("splats", "three_points_trailing_byte.ply").read_bytes(),
+             "compressed_ply": shared_data("splats", "tiny_64.compressed.ply").read_bytes()}
+    small = read_splats(shared_data("splats", "tiny_64.compressed.ply")).subset(slice(0, 6))
+    for name, fmt, options in (("spz3", "spz", {"version": 3}), ("spz4", "spz", {"version": 4}),
+                               ("splat", "splat", {}), ("ascii", "ply", {})):
+        path = folder / f"seed.{name}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            write_splats(path, small.with_sh_degree(1), fmt=fmt, **options)
+        seeds[name] = path.read_bytes()
+    text = seeds.pop("ascii").split(b"end_header\n")[0].replace(b"binary_little_endian", b"ascii")
+    rows = np.asarray(inria_columns(small.with_sh_degree(1), normals=True)["x"])  # any column gives the count
+    seeds["ascii"] = text + b"end_header\n" + b"\n".join(b"0.5 " * 24 for _ in rows)
+    return seeds
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    return _seed_files(tmp_path_factory)
+
+
+MUTATION = st.lists(
+    st.tuples(st.sampled_from(["flip", "set", "cut", "insert", "delete"]), st.floats(0, 1), st.integers(0, 255)),
+    min_size=1, max_size=4)
+
+
+@pytest.mark.parametrize("seed", ["ply", "compressed_ply", "spz3", "spz4", "splat", "ascii"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=MUTATION)
+def test_mutated_files_load_or_raise_format_error(tmp_path, seeds, seed, mutations):
+    data = bytearray(seeds[seed])
+    for kind, where, value in mutations:
+        # Headers are where parsers go wrong: aim half the mutations at the first 600 bytes.
+        at = int(where * (min(len(data), 600) if value % 2 else len(data)))
+        at = min(at, max(len(data) - 1, 0))
+        if kind == "flip" and data:
+            data[at] ^= 1 << (value % 8)
+        elif kind == "set" and data:
+            data[at] = value
+        elif kind == "cut":
+            del data[at:]
+        elif kind == "insert":
+            data[at:at] = bytes([value]) * (1 + value % 7)
+        elif data:
+            del data[at:at + 1 + value % 16]
+    path = tmp_path / f"fuzz-{seed}.bin"
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            splats = read_splats(path)
+        except FormatError as exc:
+            assert str(path) in str(exc)
+            return
+    assert len(splats) > 0 and not splats.nonfinite()
