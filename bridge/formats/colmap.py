@@ -145,7 +145,8 @@ class _Reader:
     def count(self, what: str, min_item_size: int) -> int:
         (n,) = self.unpack(_U64, f"the number of {what}")
         if n * min_item_size > len(self.data) - self.pos:
-            raise FormatError(self.path, f"corrupt: claims {n} {what}, more than the file can hold")
+            raise FormatError(self.path, f"corrupt or truncated: claims {n} {what}, more than its "
+                                         f"{len(self.data)} bytes can hold")
         return n
 
     def skip(self, n: int, what: str) -> None:

@@ -1,0 +1,24 @@
+"""COLMAP cameras in Blender: import, per-camera render settings, export (COLMAP and transforms.json).
+
+Other parts use :func:`world_from_colmap` to place results trained in COLMAP's world next to the
+imported cameras, and :func:`cameras_to_reconstruction` to turn any Blender cameras into COLMAP ones.
+"""
+from __future__ import annotations
+
+from . import activate, exporting, import_ops, panel, props
+from .activate import activate_camera, apply_camera_settings
+from .exporting import cameras_to_reconstruction, world_from_colmap
+
+__all__ = ["activate_camera", "apply_camera_settings", "cameras_to_reconstruction", "world_from_colmap"]
+
+_MODULES = (props, activate, import_ops, exporting, panel)
+
+
+def register():
+    for module in _MODULES:
+        module.register()
+
+
+def unregister():
+    for module in reversed(_MODULES):
+        module.unregister()
