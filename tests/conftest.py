@@ -165,3 +165,11 @@ def render_to_array(scene, path: Path | None = None) -> np.ndarray:
 def render():
     """The Cycles CPU render helper as a fixture: ``render(scene=None, samples=8, resolution=None)``."""
     return render_cycles
+
+
+@pytest.fixture(scope="session")
+def synthetic_scene(splatwork, tmp_path_factory) -> Path:
+    """The built-in synthetic scene, rendered once per session: a folder with ``images/view_NNN.png``
+    (24 views, 96x72, Cycles) and ``sparse/0`` (binary COLMAP model with the exact poses and 3,000
+    surface points with their texel colours)."""
+    return splatwork.addon.synthetic.make_synthetic_scene(tmp_path_factory.mktemp("synthetic"))
