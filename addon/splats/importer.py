@@ -1,0 +1,50 @@
+"""Reading a splat file into a ready splat object: the one path every entry point uses."""
+from __future__ import annotations
+
+import os
+
+import bpy
+
+from ...bridge.formats import FormatError, read_splats
+from .pointcloud import splats_to_object
+from .preview_nodes import attach_preview
+
+EXTENSIONS = (".ply", ".spz", ".splat")
+
+# Splats overlap deeply: Cycles must see through hundreds of layers, and Russian roulette on
+# transparent bounces turns the faint far layers into fireflies.
+CYCLES_TRANSPARENT_BOUNCES = 1024
+CYCLES_MIN_TRANSPARENT_BOUNCES = 128
+
+
+def configure_render(scene) -> None:
+    """Raise the scene's Cycles transparency limits to what splats need (never lowers them)."""
+    cycles = getattr(scene, "cycles", None)
+    if cycles is None:
+        return
+    cycles.transparent_max_bounces = max(cycles.transparent_max_bounces, CYCLES_TRANSPARENT_BOUNCES)
+    cycles.min_transparent_bounces = max(cycles.min_transparent_bounces, CYCLES_MIN_TRANSPARENT_BOUNCES)
+
+
+def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = True, setup_render: bool = True):
+    """A splat object with the preview attached, or FormatError (file + problem); nothing is left
+    behind on failure, because the file is fully read and checked before any data-block exists."""
+    if not os.path.isfile(path):
+        raise FormatError(path, "no such file")
+    splats = read_splats(path)
+    name = os.path.splitext(os.path.basename(path))[0].removesuffix(".compressed")
+    obj = splats_to_object(splats, name, collection)
+    try:
+        # 3DGS scenes are usually y-down (COLMAP); turning the object, not the data, keeps them raw.
+        if z_up:
+            obj.rotation_euler = (-1.5707963267948966, 0.0, 0.0)
+        mod = attach_preview(obj)
+        mod[mod.node_group.interface.items_tree["SH Degree"].identifier] = min(sh_degree, splats.sh_degree)
+        if setup_render:
+            configure_render(bpy.context.scene)
+    except Exception:
+        data = obj.data
+        bpy.data.objects.remove(obj)
+        bpy.data.pointclouds.remove(data)
+        raise
+    return obj
