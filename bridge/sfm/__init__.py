@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..protocol import EXIT_BAD_INPUT
 from ..runner import run_command
-from .pipeline import QUALITY_SIZES, SfmOptions
+from .options import QUALITY_SIZES, SfmOptions
+from .pipeline import run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,19 +56,10 @@ def main(argv: list[str]) -> int:
         out=args.out, images=args.images, video=args.video, every=args.every, matcher=args.matcher,
         mapper=args.mapper, quality=args.quality, max_size=args.max_size, camera=args.camera,
         threads=args.threads, seed=args.seed, min_registered=args.min_registered)
-    left_running = []
-
-    def command(ctx):
-        from .pipeline import run
-
-        done, abandoned = run(ctx, opts)
-        left_running.append(abandoned)
-        return done
-
-    code = run_command("sfm", command, args.ipc)
-    if any(left_running):
-        # A stopped stage that pycolmap cannot cancel is still computing on its thread; its result
-        # is unwanted, and waiting for it would keep the client waiting. The Done event is out.
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    code = run_command("sfm", lambda ctx: run(ctx, opts), args.ipc)
+    # Leave without finalising the interpreter: the stdin command reader sits in a blocking read while
+    # the client keeps the pipe open (normal shutdown then aborts on stdin's lock, exit 134), and a
+    # stopped pycolmap stage that takes no cancel token may still be computing on its thread. Every
+    # event is flushed as it is written and every file is written atomically, so nothing is lost.
+    sys.stderr.flush()
+    os._exit(code)

@@ -8,6 +8,7 @@ undistorted images and the trainer all agree on one resolution.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ def prepare_photos(
             unreadable.append(f"{path.name} ({exc})")
             continue
         name = path.name if path.suffix.lower() in _KEPT_FORMATS else path.stem + ".png"
+        # COLMAP's pair lists separate names with spaces.
+        name = re.sub(r"\s+", "_", name)
         if name in names:
             raise _bad(f"{path} and {names[name]} would both become '{name}'",
                        "Rename one of them: each photo needs a unique name.")

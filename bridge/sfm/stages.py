@@ -1,17 +1,15 @@
 """Running one long pycolmap call while staying responsive: progress events and cancel.
 
 pycolmap's extraction, matching, mapping and undistortion block for minutes and report nothing to
-Python. Each runs on a worker thread (pycolmap releases the GIL) while this thread polls: the
-client's commands, so "stop" cancels through pycolmap's CancellationToken, and a cheap progress
-probe (rows in the COLMAP database, files written, mapper callbacks), emitted as Progress events.
+Python. Each call runs on a worker thread (pycolmap releases the GIL) while this thread polls the
+client's commands, so "stop" cancels through pycolmap's CancellationToken, and an optional cheap
+progress probe (files written so far). Mapper callbacks report from the worker thread directly.
 """
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .. import protocol
@@ -32,7 +30,6 @@ class StageRunner:
         self.ctx = ctx
         self.started = time.monotonic()
         self.stop_requested = False
-        self.abandoned_worker = False  # a stage that cannot be cancelled is still running
 
     def should_stop(self) -> bool:
         if "stop" in self.ctx.commands.poll():
@@ -57,8 +54,9 @@ class StageRunner:
             cancellable: bool = True) -> Any:
         """``work(token)`` on a worker thread; ``probe()`` every poll; Stopped when stopped.
 
-        ``cancellable=False`` is for a pycolmap call that takes no token: after a stop it gets
-        ``_ABANDON_AFTER`` seconds, then the run stops without it (the caller ends the process).
+        A stopped stage is abandoned (the run stops without it; the caller then ends the process)
+        at once when ``cancellable`` is False, because the call takes no token, or when it has not
+        returned ``_ABANDON_AFTER`` seconds after its token was cancelled.
         """
         import pycolmap
 
@@ -79,8 +77,7 @@ class StageRunner:
             if stop_at is None and self.should_stop():
                 token.cancel()
                 stop_at = time.monotonic()
-            if stop_at is not None and not cancellable and time.monotonic() - stop_at > _ABANDON_AFTER:
-                self.abandoned_worker = True
+            if stop_at is not None and (not cancellable or time.monotonic() - stop_at > _ABANDON_AFTER):
                 raise Stopped
             if probe is not None and worker.is_alive():
                 probe()
@@ -89,23 +86,6 @@ class StageRunner:
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value")
-
-
-def count_rows(database: Path, sql: str) -> int | None:
-    """A count from the COLMAP database while pycolmap writes to it, or None if it is busy.
-
-    COLMAP opens its database in WAL mode, so a read-only reader never blocks its writer.
-    """
-    if not database.exists():
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{database.as_posix()}?mode=ro", uri=True, timeout=0.05)
-        try:
-            return int(conn.execute(sql).fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
 
 
 class Throttle:
