@@ -32,8 +32,8 @@ class ImportOptions:
     frame_start: int = 1
 
 
-class _Created:
-    """Every data-block made so far, removed in reverse on failure."""
+class CreatedData:
+    """Every data-block made so far, so that all of them can be removed together (in reverse)."""
 
     def __init__(self):
         self.items: list = []
@@ -52,7 +52,8 @@ class _Created:
 
 
 _DATA_COLLECTIONS = {"Object": "objects", "Camera": "cameras", "Image": "images", "Collection": "collections",
-                     "Mesh": "meshes", "PointCloud": "pointclouds", "Material": "materials", "Action": "actions"}
+                     "Mesh": "meshes", "PointCloud": "pointclouds", "Material": "materials", "Action": "actions",
+                     "Scene": "scenes", "World": "worlds"}
 
 
 def check_images(rec: Reconstruction, images_dir: Path) -> dict[str, Path]:
@@ -84,7 +85,7 @@ def build_collection(rec: Reconstruction, name: str, scene, options: ImportOptio
         if view.camera_id not in rec.cameras:
             raise FormatError(model_dir, f"image {view.name} refers to camera {view.camera_id}, which the model lacks")
     paths = check_images(rec, options.images_dir) if options.images_dir is not None else {}
-    created = _Created()
+    created = CreatedData()
     try:
         collection = created.add(bpy.data.collections.new(name))
         world = np.eye(4) if options.world is None else np.asarray(options.world, dtype=np.float64)
