@@ -1,9 +1,142 @@
-"""Placeholder: filled in by the work on this area (see docs/DEVELOPING.md)."""
+"""Export edited splats: File > Export > Gaussian Splats and ``bpy.ops.splatwork.export_splats``.
+
+Writes the selected splat objects as they now are (edits included) into one file, with each
+object's world transform baked into means, rotations, scales and SH
+(``bridge.formats.transform.place_splats``), so the file shows in another tool what the scene shows.
+"""
+from __future__ import annotations
+
+import os
+
+import bpy
+import numpy as np
+from bpy_extras.io_utils import ExportHelper
+
+from ..bridge.formats import FormatError, write_splats
+from ..bridge.formats.detect import format_for_extension
+from ..bridge.formats.transform import place_splats
+from .splats.pointcloud import is_splat_object, object_to_splats
+
+# format -> (label, file extension, description)
+FORMATS = {
+    "ply": ("PLY", ".ply", "Standard 3DGS PLY: lossless, read by every splat tool"),
+    "compressed_ply": ("Compressed PLY", ".compressed.ply", "SuperSplat compressed PLY: about 4x smaller"),
+    "splat": (".splat", ".splat", "antimatter15 .splat: small, no view-dependent colour"),
+    "spz": ("SPZ", ".spz", "Niantic SPZ: about 10x smaller"),
+}
 
 
-def register():
-    pass
+def _strip_extension(path: str) -> str:
+    lower = path.lower()
+    for ext in sorted((e for _, e, _ in FORMATS.values()), key=len, reverse=True):
+        if lower.endswith(ext):
+            return path[: -len(ext)]
+    return path
 
 
-def unregister():
-    pass
+def objects_to_export(context, use_selection: bool) -> list:
+    if use_selection:
+        chosen = [o for o in context.selected_objects if is_splat_object(o)]
+        active = context.active_object
+        if not chosen and is_splat_object(active):
+            chosen = [active]
+        return chosen
+    return [o for o in context.view_layer.objects if is_splat_object(o)]
+
+
+def export_objects(objects, filepath: str, fmt: str, sh_degree: int | None, apply_transform: bool = True) -> int:
+    """Write ``objects`` to ``filepath``; returns the splat count. FormatError names file and problem."""
+    entries = []
+    for obj in objects:
+        splats = object_to_splats(obj, apply_transform=False)
+        if sh_degree is not None:
+            # Dropping bands first lets a non-uniform scale bake exactly when SH degree 0 is asked for.
+            splats = splats.with_sh_degree(min(sh_degree, splats.sh_degree))
+        matrix = np.array(obj.matrix_world, dtype=np.float64) if apply_transform else np.eye(4)
+        entries.append((f"{filepath} (object {obj.name!r})", splats, matrix))
+    merged = place_splats(entries)
+    write_splats(filepath, merged, fmt=fmt, sh_degree=sh_degree)
+    return len(merged)
+
+
+class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
+    """Export the selected splat objects, transform and edits baked in, as PLY, compressed PLY, .splat or SPZ"""
+
+    bl_idname = "splatwork.export_splats"
+    bl_label = "Export Gaussian Splats"
+    bl_options = {"REGISTER"}
+
+    filename_ext = ".ply"
+    filter_glob: bpy.props.StringProperty(default="*.ply;*.splat;*.spz", options={"HIDDEN"})
+    file_format: bpy.props.EnumProperty(
+        name="Format",
+        items=[("AUTO", "From File Name", "Pick the format from the file's extension")]
+        + [(key, label, text) for key, (label, _, text) in FORMATS.items()],
+        default="AUTO",
+    )
+    sh_degree: bpy.props.EnumProperty(
+        name="SH Degree",
+        description="View-dependent colour bands to write",
+        items=[("KEEP", "Keep", "Write the bands the splats have"),
+               ("0", "0 (no view-dependent colour)", "Smallest; also allows a non-uniform scale"),
+               ("1", "1", ""), ("2", "2", ""), ("3", "3", "")],
+        default="KEEP",
+    )
+    use_selection: bpy.props.BoolProperty(
+        name="Selected Only", description="Export the selected splat objects (off: every one in the view layer)",
+        default=True,
+    )
+    apply_transform: bpy.props.BoolProperty(
+        name="Apply Transform", description="Bake each object's world transform into its splats", default=True,
+    )
+
+    def check(self, context):
+        # Keep the file name's extension in step with the chosen format.
+        if self.file_format == "AUTO":
+            return False
+        wanted = FORMATS[self.file_format.lower()][1]
+        if self.filepath.lower().endswith(wanted):
+            return False
+        self.filepath = _strip_extension(self.filepath) + wanted
+        return True
+
+    def invoke(self, context, event):
+        objects = objects_to_export(context, True)
+        if objects and not self.filepath:
+            folder = os.path.dirname(bpy.data.filepath) if bpy.data.filepath else ""
+            self.filepath = os.path.join(folder, bpy.path.clean_name(objects[0].name) + self.filename_ext)
+        return ExportHelper.invoke(self, context, event)
+
+    def execute(self, context):
+        path = bpy.path.abspath(self.filepath)
+        fmt = self.file_format.lower() if self.file_format != "AUTO" else format_for_extension(path)
+        if fmt is None:
+            self.report({"ERROR"}, f"{path}: the file name does not say which splat format to write; "
+                        "end it in .ply, .compressed.ply, .splat or .spz, or choose a format")
+            return {"CANCELLED"}
+        objects = objects_to_export(context, self.use_selection)
+        if not objects:
+            self.report({"ERROR"}, "No splat object to export: select one (or turn off Selected Only)")
+            return {"CANCELLED"}
+        degree = None if self.sh_degree == "KEEP" else int(self.sh_degree)
+        try:
+            count = export_objects(objects, path, fmt, degree, self.apply_transform)
+        except (FormatError, OSError) as exc:
+            self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {count:,} splats from {len(objects)} object(s) to {path}")
+        return {"FINISHED"}
+
+
+def _menu_entry(self, context):
+    self.layout.operator(SPLATWORK_OT_export_splats.bl_idname, text="Gaussian Splats (.ply, .splat, .spz)")
+
+
+def register() -> None:
+    bpy.utils.register_class(SPLATWORK_OT_export_splats)
+    bpy.types.TOPBAR_MT_file_export.append(_menu_entry)
+
+
+def unregister() -> None:
+    bpy.types.TOPBAR_MT_file_export.remove(_menu_entry)
+    bpy.utils.unregister_class(SPLATWORK_OT_export_splats)
