@@ -143,6 +143,7 @@ def composite_camera(
     tile_size: int = 8,
     budget: int = DEFAULT_BUDGET,
     absgrad_sink: Tensor | None = None,
+    slice_splats: int = 128,
 ) -> tuple[Tensor, Tensor]:
     """Composite one camera's splats ([N, ...] inputs) into (colour [H, W, D], transmittance [H, W])."""
     device, dtype = means2d.device, means2d.dtype
@@ -150,14 +151,12 @@ def composite_camera(
     n_tiles, n_pix, n_feat = tiles_x * tiles_y, tile_size * tile_size, feats.shape[-1]
     tile_ids, splat_ids = bin_tiles(means2d, radii, depths, tile_size, tiles_x, tiles_y)
 
-    # Busiest tiles first, so each chunk pads its tiles to similar lengths and every depth slice
-    # is worked on by a prefix of this order.
+    # Busiest tiles first: neighbours in this order have similar list lengths, so chunks pad little.
     per_tile = torch.bincount(tile_ids, minlength=n_tiles)
     starts = torch.cumsum(per_tile, 0) - per_tile
     order = torch.argsort(per_tile, descending=True, stable=True)
     busy = order[per_tile[order] > 0]
     counts = per_tile[busy].tolist()
-    neg_counts = [-c for c in counts]  # ascending, for bisect
     starts_busy = starts[busy]
 
     # A padding splat (index N) with zero opacity is skipped by the alpha threshold.
@@ -177,35 +176,46 @@ def composite_camera(
     colour = means2d.new_zeros(n_busy, n_pix, n_feat)
     trans = means2d.new_ones(n_busy, n_pix)
     done = torch.zeros(n_busy, n_pix, dtype=torch.bool, device=device)
-    slice_len = max(1, budget // n_pix)
+    # Depth slices: between slices, tiles whose every pixel is finished drop out, which is where
+    # gsplat's early stop saves its work; in dense scenes most splats lie behind finished pixels.
+    slice_len = max(1, min(slice_splats, budget // n_pix))
     depth_start = 0
     while n_busy and counts[0] > depth_start:
-        active = sum(1 for c in counts if c > depth_start)
-        pieces_c, pieces_t, pieces_d = [], [], []
-        row = 0
-        while row < active:
-            k = min(slice_len, counts[row] - depth_start)
-            # Tiles padded to this chunk's longest list waste work; stopping at tiles with half as
-            # many splats bounds the waste at 50 %, for a few more (cheap) chunks.
-            similar = bisect.bisect_left(neg_counts, -(depth_start + k // 2), lo=row, hi=active) - row
-            rows = max(1, min(similar, budget // (n_pix * k)))
-            sel = slice(row, row + rows)
-            tiles = busy[sel]
-            pos = starts_busy[sel, None] + depth_start + torch.arange(k, device=device)
-            valid = pos < (starts_busy[sel] + per_tile[tiles])[:, None]
+        active = bisect.bisect_left([-c for c in counts], -depth_start)  # rows with splats left
+        unfinished = ~done[:active].all(dim=1)
+        live = torch.nonzero(unfinished).squeeze(1).tolist() if not bool(unfinished.all()) else range(active)
+        live = list(live)
+        if not live:
+            break
+        pieces_c, pieces_t, pieces_d, pieces_rows = [], [], [], []
+        i = 0
+        while i < len(live):
+            k = min(slice_len, counts[live[i]] - depth_start)
+            # Padding every tile to the chunk's longest list wastes work; ending the chunk at tiles
+            # with half as many splats bounds the waste at 50 %, for a few more (cheap) chunks.
+            j = i + 1
+            limit = min(len(live), i + max(1, budget // (n_pix * k)))
+            while j < limit and counts[live[j]] - depth_start > k // 2:
+                j += 1
+            rows = torch.tensor(live[i:j], device=device)
+            tiles = busy[rows]
+            pos = starts_busy[rows, None] + depth_start + torch.arange(k, device=device)
+            valid = pos < (starts_busy[rows] + per_tile[tiles])[:, None]
             gids = ids_p[torch.where(valid, pos, torch.full_like(pos, len(splat_ids)))]
             offset = means2d_p[gids] - tile_centres[tiles][:, None, :]
             sink = None if absgrad_sink is None else (absgrad_sink, gids)
             c, t, d = _Chunk.apply(
-                terms, offset, conics_p[gids], opac_p[gids], feats_p[gids], trans[sel], done[sel], sink
+                terms, offset, conics_p[gids], opac_p[gids], feats_p[gids], trans[rows], done[rows], sink
             )
             pieces_c.append(c)
             pieces_t.append(t)
             pieces_d.append(d)
-            row += rows
-        colour = torch.cat([colour[:active] + torch.cat(pieces_c), colour[active:]])
-        trans = torch.cat([torch.cat(pieces_t), trans[active:]])
-        done = torch.cat([torch.cat(pieces_d), done[active:]])
+            pieces_rows.append(rows)
+            i = j
+        rows = torch.cat(pieces_rows)
+        colour = colour.index_add(0, rows, torch.cat(pieces_c))
+        trans = trans.index_copy(0, rows, torch.cat(pieces_t))
+        done = done.index_copy(0, rows, torch.cat(pieces_d))
         depth_start += slice_len
 
     # Scatter the busy tiles back into the image; empty tiles stay transparent.
