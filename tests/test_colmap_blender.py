@@ -245,3 +245,34 @@ def test_bad_input_reports_and_creates_nothing(blender_with_splatwork, small_pro
 def test_activate_camera_rejects_unknown_names(blender_with_splatwork):
     with pytest.raises(RuntimeError, match="no camera object named 'nope'"):
         bpy.ops.splatwork.activate_camera(camera="nope")
+
+
+def test_undistort_option_makes_every_camera_an_exact_pinhole(blender_with_splatwork, small_project, tmp_path):
+    project, rec = small_project
+    out = tmp_path / "undistorted"
+    assert bpy.ops.splatwork.import_colmap(model_dir=str(project), undistort=True,
+                                           undistorted_dir=str(out)) == {"FINISHED"}
+    scene = bpy.context.scene
+    stills = [o for o in scene.splatwork_colmap.collection.objects
+              if o.type == "CAMERA" and "splatwork_frames" not in o.data]
+    assert {o.data.splatwork_colmap.model for o in stills} == {"PINHOLE"}
+    assert stills[0].data.background_images[0].image.filepath.startswith(str(out / "images"))
+    _check_projection(scene, out / "sparse", rec.points)
+
+
+def test_choosing_a_reconstruction_and_picking_cameras_from_the_panel_list(blender_with_splatwork, tmp_path):
+    rec = small_reconstruction()
+    colmap.write_model(rec, tmp_path / "sparse" / "0")
+    rec.views = rec.views[:3]
+    colmap.write_model(rec, tmp_path / "sparse" / "1")
+    assert bpy.ops.splatwork.import_colmap(model_dir=str(tmp_path), model="1", animated_camera=False) == {"FINISHED"}
+    scene = bpy.context.scene
+    state = scene.splatwork_colmap
+    names = [o.name for o in state.collection.objects]
+    assert sorted(n for n in names if n.endswith(".png")) == [v.name for v in rec.views]
+    for name, size in (("view_001.png", (40, 60)), ("view_002.png", (64, 48))):
+        state.camera_index = names.index(name)  # what clicking in the panel's list does
+        assert scene.camera.name == name
+        assert (scene.render.resolution_x, scene.render.resolution_y) == size
+    with pytest.raises(RuntimeError, match="has no model '7'; found 0, 1"):
+        bpy.ops.splatwork.import_colmap(model_dir=str(tmp_path), model="7")

@@ -92,8 +92,9 @@ def build_collection(rec: Reconstruction, name: str, scene, options: ImportOptio
         collection[WORLD_KEY] = world.reshape(-1).tolist()
         collection[MODEL_DIR_KEY] = str(model_dir)
         size = _display_size(rec)
+        images = _ImageCache(created)
         cameras = [_camera_object(rec, view, world, size, paths.get(view.name) if options.backgrounds else None,
-                                  collection, created) for view in rec.views]
+                                  collection, created, images) for view in rec.views]
         if options.points and len(rec.points):
             _points_object(rec, f"{name} points", world, collection, scene, created)
         if options.animated_camera and len(rec.views) > 1:
@@ -120,7 +121,25 @@ def _set_intrinsics(data, b) -> None:
     data.shift_x, data.shift_y = b.shift_x, b.shift_y
 
 
-def _camera_object(rec, view, world, size, image_path, collection, created):
+class _ImageCache:
+    """Images by absolute path: reuses those already in the file (``images.load(check_existing=True)``
+    scans every image on each call, quadratic over a thousand photos)."""
+
+    def __init__(self, created: CreatedData):
+        self.created = created
+        self.by_path = {Path(bpy.path.abspath(img.filepath)).resolve(): img
+                        for img in bpy.data.images if img.source == "FILE" and img.filepath}
+
+    def get(self, path: Path):
+        key = path.resolve()
+        image = self.by_path.get(key)
+        if image is None:
+            image = self.created.add(bpy.data.images.load(str(path), check_existing=False))
+            self.by_path[key] = image
+        return image
+
+
+def _camera_object(rec, view, world, size, image_path, collection, created, images):
     cam = rec.cameras[view.camera_id]
     b = intrinsics_to_blender(cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
     data = created.add(bpy.data.cameras.new(view.name))
@@ -133,12 +152,8 @@ def _camera_object(rec, view, world, size, image_path, collection, created):
     s.model, s.camera_id, s.image_id, s.image_name = cam.model, cam.id, view.id, view.name
     data[PARAMS_KEY] = cam.params.tolist()
     if image_path is not None:
-        existing = {img.name for img in bpy.data.images}
-        image = bpy.data.images.load(str(image_path), check_existing=True)
-        if image.name not in existing:
-            created.add(image)
         bg = data.background_images.new()
-        bg.image = image
+        bg.image = images.get(image_path)
         bg.frame_method = "STRETCH"  # the camera frame already has the image's exact shape
         bg.alpha = 1.0
         data.show_background_images = True

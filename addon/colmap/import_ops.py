@@ -13,7 +13,7 @@ from .activate import activate_camera
 from .build import ImportOptions, build_collection
 
 
-def resolve_model_dir(path: str | Path, which: str = "FIRST") -> Path:
+def resolve_model_dir(path: str | Path, which: str = "") -> Path:
     """The model folder: ``path`` itself, or its sparse/N child named ``which`` (default: the first)."""
     root = Path(bpy.path.abspath(str(path))) if str(path) else Path()
     if not str(path) or not root.exists():
@@ -22,7 +22,7 @@ def resolve_model_dir(path: str | Path, which: str = "FIRST") -> Path:
     models = colmap.find_models(root)
     if not models:
         return root  # model_format() names what is missing
-    if which and which != "FIRST":
+    if which:
         for model in models:
             if str(model) == which or model.name == which:
                 return model
@@ -38,21 +38,6 @@ def default_images_dir(model_dir: Path) -> Path | None:
     return None
 
 
-_model_items_cache: list = []  # Blender needs the enum strings kept alive
-
-
-def _model_items(self, _context):
-    _model_items_cache.clear()
-    _model_items_cache.append(("FIRST", "First", "The first model found (sparse/0)"))
-    try:
-        root = Path(bpy.path.abspath(self.model_dir))
-        for model in colmap.find_models(root) if self.model_dir and root.is_dir() else []:
-            _model_items_cache.append((str(model), str(model.relative_to(root)) or ".", str(model)))
-    except OSError:
-        pass
-    return _model_items_cache
-
-
 class SPLATWORK_OT_import_colmap(bpy.types.Operator):
     """Import a COLMAP sparse model: a camera per image, the sparse points and an animated camera"""
 
@@ -62,8 +47,8 @@ class SPLATWORK_OT_import_colmap(bpy.types.Operator):
 
     model_dir: StringProperty(name="Model", subtype="DIR_PATH",
                               description="A COLMAP sparse model folder (sparse/0) or the project folder")
-    model: EnumProperty(name="Reconstruction", items=_model_items,
-                        description="Which reconstruction of the project (sparse/0, sparse/1, ...)")
+    model: StringProperty(name="Reconstruction",
+                          description="Which reconstruction of a project folder: '1' for sparse/1; empty: the first")
     images_dir: StringProperty(name="Images", subtype="DIR_PATH",
                                description="The photos; empty: the images folder next to sparse/, if any")
     backgrounds: BoolProperty(name="Background Images", default=True,
@@ -89,6 +74,10 @@ class SPLATWORK_OT_import_colmap(bpy.types.Operator):
 
     def draw(self, _context):
         layout = self.layout
+        root = Path(bpy.path.abspath(self.model_dir)) if self.model_dir else None
+        found = colmap.find_models(root) if root is not None and root.is_dir() else []
+        if len(found) > 1:
+            layout.label(text="Found: " + ", ".join(str(m.relative_to(root)) for m in found))
         for name in ("model", "images_dir", "backgrounds", "points", "animated_camera", "undistort",
                      "undistorted_dir", "world"):
             layout.prop(self, name)
