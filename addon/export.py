@@ -7,12 +7,13 @@ object's world transform baked into means, rotations, scales and SH
 from __future__ import annotations
 
 import os
+import warnings
 
 import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper
 
-from ..bridge.formats import FormatError, write_splats
+from ..bridge.formats import FormatError, FormatWarning, write_splats
 from ..bridge.formats.detect import format_for_extension
 from ..bridge.formats.transform import place_splats
 from .splats.pointcloud import is_splat_object, object_to_splats
@@ -71,7 +72,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
     file_format: bpy.props.EnumProperty(
         name="Format",
         items=[("AUTO", "From File Name", "Pick the format from the file's extension")]
-        + [(key, label, text) for key, (label, _, text) in FORMATS.items()],
+        + [(key.upper(), label, text) for key, (label, _, text) in FORMATS.items()],
         default="AUTO",
     )
     sh_degree: bpy.props.EnumProperty(
@@ -120,10 +121,15 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
             return {"CANCELLED"}
         degree = None if self.sh_degree == "KEEP" else int(self.sh_degree)
         try:
-            count = export_objects(objects, path, fmt, degree, self.apply_transform)
+            # What a format drops (SH bands in .splat, extras) is worth telling the artist about.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", FormatWarning)
+                count = export_objects(objects, path, fmt, degree, self.apply_transform)
         except (FormatError, OSError) as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}
+        for warning in caught:
+            self.report({"WARNING"}, str(warning.message))
         self.report({"INFO"}, f"Exported {count:,} splats from {len(objects)} object(s) to {path}")
         return {"FINISHED"}
 
