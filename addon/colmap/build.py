@@ -18,6 +18,7 @@ from ...bridge.formats.errors import FormatError
 from .images import image_size
 from .props import FRAME_START_KEY, FRAMES_KEY, MODEL_DIR_KEY, PARAMS_KEY, POINTS_KEY, WORLD_KEY
 
+BLENDER_MAX_RESOLUTION = 65536
 # Blender's enum values for keyframe interpolation, as foreach_set wants them.
 _CONSTANT, _LINEAR = 0, 1
 
@@ -84,6 +85,12 @@ def build_collection(rec: Reconstruction, name: str, scene, options: ImportOptio
     for view in rec.views:
         if view.camera_id not in rec.cameras:
             raise FormatError(model_dir, f"image {view.name} refers to camera {view.camera_id}, which the model lacks")
+    for cam in rec.cameras.values():
+        if max(cam.width, cam.height) > BLENDER_MAX_RESOLUTION:
+            raise FormatError(model_dir, f"camera {cam.id} is {cam.width}x{cam.height}; Blender renders at most "
+                                         f"{BLENDER_MAX_RESOLUTION} px a side")
+        if cam.model == "EQUIRECTANGULAR":
+            raise FormatError(model_dir, f"camera {cam.id} is EQUIRECTANGULAR; only perspective models import")
     paths = check_images(rec, options.images_dir) if options.images_dir is not None else {}
     created = CreatedData()
     try:

@@ -7,7 +7,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ...bridge.formats import colmap
-from ...bridge.formats.cameras import up_and_centre_transform
+from ...bridge.formats.cameras import PINHOLE_MODELS, up_and_centre_transform
 from ...bridge.formats.errors import FormatError
 from .activate import activate_camera
 from .build import ImportOptions, build_collection
@@ -88,6 +88,13 @@ class SPLATWORK_OT_import_colmap(bpy.types.Operator):
         except (FormatError, OSError, ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, f"COLMAP import failed: {exc}")
             return {"CANCELLED"}
+        distorted = sorted({o.data.splatwork_colmap.model for o in collection.objects
+                            if o.type == "CAMERA" and o.data.splatwork_colmap.model not in PINHOLE_MODELS
+                            and o.data.splatwork_colmap.is_colmap})
+        if distorted:
+            # Blender's camera is a pinhole: say so rather than let the photos silently misalign.
+            self.report({"WARNING"}, f"{', '.join(distorted)} cameras have lens distortion that Blender's camera "
+                                     "does not model; enable Undistort Images for pixel-exact cameras")
         self.report({"INFO"}, f"Imported {collection.name}")
         return {"FINISHED"}
 

@@ -29,6 +29,7 @@ _RIG = struct.Struct("<II")
 _FRAME = struct.Struct("<II7dI")
 _SENSOR = struct.Struct("<iI")
 _MAX_NAME = 4096
+MAX_IMAGE_SIDE = 1 << 20  # pixels; anything larger is a corrupt file, not a photo
 
 
 def model_format(model_dir: str | os.PathLike) -> str:
@@ -90,7 +91,8 @@ def _from_pycolmap(rec, folder: Path) -> Reconstruction:
         if name not in CAMERA_MODELS:
             raise FormatError(folder, f"camera {cam_id} uses the unknown model {name}")
         params = np.array(cam.params, dtype=np.float64)
-        if cam.width <= 0 or cam.height <= 0 or not np.all(np.isfinite(params)):
+        sides_ok = 0 < cam.width <= MAX_IMAGE_SIDE and 0 < cam.height <= MAX_IMAGE_SIDE
+        if not sides_ok or not np.all(np.isfinite(params)):
             raise FormatError(folder, f"camera {cam_id} is invalid: {cam.width}x{cam.height}, params {params}")
         cameras[int(cam_id)] = Camera(int(cam_id), name, int(cam.width), int(cam.height), params)
     views = []
@@ -177,7 +179,7 @@ def _check_cameras(r: _Reader) -> set[int]:
         name = MODEL_NAMES_BY_ID.get(model_id)
         if name is None:
             raise FormatError(r.path, f"corrupt: camera {cam_id} has unknown model id {model_id}")
-        if not (0 < width < 1 << 20 and 0 < height < 1 << 20):
+        if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
             raise FormatError(r.path, f"corrupt: camera {cam_id} has size {width}x{height}")
         r.skip(8 * len(CAMERA_MODELS[name][1]), f"the parameters of camera {cam_id}")
         ids.add(cam_id)
