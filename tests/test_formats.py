@@ -235,3 +235,21 @@ def test_tiny_compressed_ply_with_sh():
     splats = read_splats(shared_data("splats", "tiny_64.compressed.ply"))
     assert (len(splats), splats.sh_degree) == (64, 3)
     assert np.isfinite(splats.sh_rest).all() and np.abs(splats.sh_rest).max() <= 4
+
+
+@pytest.mark.parametrize("fmt", ["ply", "compressed_ply"])
+def test_read_splats_hold_no_mapping_of_the_file(tmp_path, fmt):
+    """PLY data is memory-mapped while decoding; nothing returned may keep the file open (Windows)."""
+    path = tmp_path / "s.ply"
+    splats = random_splats(300, 2)
+    splats.extras["label"] = np.arange(300, dtype=np.uint8)
+    with pytest.warns(FormatWarning) if fmt == "compressed_ply" else _nothing():
+        write_splats(path, splats, fmt=fmt)
+    back = read_splats(path)
+    arrays = [back.means, back.scales, back.quats, back.opacities, back.sh_dc, back.sh_rest, *back.extras.values()]
+    for array in arrays:
+        base = array
+        while base is not None:
+            assert not isinstance(base, np.memmap)
+            base = base.base
+        assert array.flags.c_contiguous and array.flags.writeable

@@ -58,50 +58,58 @@ def splats_from_vertices(path, vertex: np.ndarray) -> SplatSet:
     if absent:
         raise FormatError(path, f"f_rest properties are not numbered 0..{n_rest - 1}: {absent[0]} is missing")
 
-    wanted = {group: list(props) for group, props in CORE.items()}
-    wanted["sh_rest"] = rest
-    core_names = {n for props in wanted.values() for n in props}
-    extras = [n for n in names if n not in core_names]
-    columns = _columns(vertex, [n for props in wanted.values() for n in props])
-    arrays, start = {}, 0
-    for group, props in wanted.items():
-        arrays[group] = columns[:, start:start + len(props)]
-        start += len(props)
-    n = len(vertex)
+    core_names = {n for props in CORE.values() for n in props} | set(rest)
+    table = _as_table(vertex)
+    arrays = {group: _gather(table, vertex, list(props)) for group, props in CORE.items()}
+    # Gathering the f_rest columns in SplatSet order (rest_names) transposes the file's channel-major
+    # layout in the same pass.
+    sh_rest = _gather(table, vertex, rest).reshape(len(vertex), k, 3)
     kept = {}
-    for name in extras:
+    for name in names:
+        if name in core_names:
+            continue
         values = vertex[name]
         # 3DGS trainers write all-zero normals; dropping them keeps a PLY -> SplatSet -> PLY trip exact.
         if name in NORMALS and not values.any():
             continue
-        kept[name] = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
+        kept[name] = values.astype(values.dtype.newbyteorder("="))  # a copy: ``vertex`` may be a file map
     return SplatSet(
-        means=np.ascontiguousarray(arrays["means"]),
-        scales=np.ascontiguousarray(arrays["scales"]),
-        quats=np.ascontiguousarray(arrays["quats"]),
-        opacities=np.ascontiguousarray(arrays["opacities"][:, 0]),
-        sh_dc=np.ascontiguousarray(arrays["sh_dc"]),
-        sh_rest=np.ascontiguousarray(arrays["sh_rest"]).reshape(n, k, 3),
+        means=arrays["means"],
+        scales=arrays["scales"],
+        quats=arrays["quats"],
+        opacities=arrays["opacities"][:, 0].copy(),
+        sh_dc=arrays["sh_dc"],
+        sh_rest=sh_rest,
         extras=kept,
     )
 
 
-def _columns(rows: np.ndarray, names: list[str]) -> np.ndarray:
-    """The named fields of a structured array as one (N, len(names)) float32 array.
+def _as_table(rows: np.ndarray) -> np.ndarray | None:
+    """The rows as a plain (N, properties) array when every property has one type, else None.
 
-    When every field shares one type (the usual case) the rows are viewed as a plain 2-D array and
-    gathered in one pass; going field by field would stride through the file once per property.
+    Reading whole rows and slicing column ranges out of this view is several times faster than
+    going field by field, which strides through the data once per property.
     """
     kinds = {rows.dtype.fields[n][0] for n in rows.dtype.names}
-    if len(kinds) == 1 and rows.dtype.itemsize == len(rows.dtype.names) * next(iter(kinds)).itemsize:
-        kind = next(iter(kinds))
-        flat = rows.view(kind).reshape(len(rows), len(rows.dtype.names))
-        index = [rows.dtype.names.index(n) for n in names]
-        return flat[:, index].astype(np.float32, copy=False)
-    out = np.empty((len(rows), len(names)), np.float32)
-    for i, name in enumerate(names):
-        out[:, i] = rows[name]
-    return out
+    kind = next(iter(kinds))
+    if len(kinds) != 1 or rows.dtype.itemsize != len(rows.dtype.names) * kind.itemsize:
+        return None
+    return rows.view(kind).reshape(len(rows), len(rows.dtype.names))
+
+
+def _gather(table: np.ndarray | None, rows: np.ndarray, names: list[str]) -> np.ndarray:
+    """The named properties as one C-contiguous (N, len(names)) float32 array."""
+    if table is None or not names:
+        out = np.empty((len(rows), len(names)), np.float32)
+        for i, name in enumerate(names):
+            out[:, i] = rows[name]
+        return out
+    index = [rows.dtype.names.index(n) for n in names]
+    if index == list(range(index[0], index[0] + len(index))):
+        block = table[:, index[0]:index[0] + len(index)]
+    else:
+        block = np.take(table, index, axis=1)  # several times faster than table[:, index] here
+    return np.array(block, np.float32, order="C")  # always a copy: ``rows`` may be a file map
 
 
 def write(path: str | os.PathLike, splats: SplatSet) -> None:
@@ -113,25 +121,19 @@ def write(path: str | os.PathLike, splats: SplatSet) -> None:
     fields += [(name, "<" + ply_type_for(path, name, splats.extras[name])) for name in others]
     dtype = np.dtype(fields)
 
-    block = np.empty((n, len(floats)), np.float32)
-    block[:, 0:3] = splats.means
-    for i, name in enumerate(NORMALS):
-        block[:, 3 + i] = splats.extras.get(name, 0.0)
-    block[:, 6:9] = splats.sh_dc
-    # SplatSet is (N, K, 3); the file wants channel-major f_rest_{c*K+k}.
-    block[:, 9:9 + 3 * k] = splats.sh_rest.transpose(0, 2, 1).reshape(n, 3 * k)
-    tail = 9 + 3 * k
-    block[:, tail] = splats.opacities
-    block[:, tail + 1:tail + 4] = splats.scales
-    block[:, tail + 4:tail + 8] = splats.quats
-    data = block.astype("<f4", copy=False)
+    normals = [splats.extras.get(name, np.zeros(n, np.float32))[:, None] for name in NORMALS]
+    # SplatSet is (N, K, 3); the file wants channel-major f_rest_{c*K+k}: one take() transposes.
+    channel_major = np.take(splats.sh_rest.reshape(n, 3 * k), [i * 3 + c for c in range(3) for i in range(k)], axis=1)
+    block = np.concatenate(
+        [splats.means, *normals, splats.sh_dc, channel_major, splats.opacities[:, None], splats.scales,
+         splats.quats], axis=1, dtype="<f4")
+    data = block
     if others:
-        rows = np.empty(n, dtype)
-        for i, name in enumerate(floats):
-            rows[name] = block[:, i]
+        data = np.empty(n, dtype)
+        # The float columns lead every row: copy them as bytes in one pass, then each extra field.
+        data.view(np.uint8).reshape(n, dtype.itemsize)[:, :block.shape[1] * 4] = block.view(np.uint8)
         for name in others:
-            rows[name] = splats.extras[name]
-        data = rows
+            data[name] = splats.extras[name]
     with atomic_write(path) as f:
         f.write(header_bytes([("vertex", n, dtype)]))
         data.tofile(f)
