@@ -303,8 +303,18 @@ def undistort(model_dir: str | os.PathLike, images_dir: str | os.PathLike, out_d
     if missing:
         raise FormatError(images_dir, f"{len(missing)} image(s) of the model are missing, e.g. {missing[0]}")
     out.mkdir(parents=True, exist_ok=True)
+    # pycolmap writes into a scratch folder; the result replaces out/ only when complete.
+    tmp = Path(tempfile.mkdtemp(prefix=".undistort-", dir=out))
     try:
-        pycolmap.undistort_images(str(out), str(model_dir), str(images_dir), image_names=list(names))
-    except Exception as exc:  # noqa: BLE001 - pycolmap's exception types vary by version
-        raise FormatError(model_dir, f"undistortion failed: {_short(exc)}") from exc
+        try:
+            pycolmap.undistort_images(str(tmp), str(model_dir), str(images_dir), image_names=list(names))
+        except Exception as exc:  # noqa: BLE001 - pycolmap's exception types vary by version
+            raise FormatError(model_dir, f"undistortion failed: {_short(exc)}") from exc
+        for part in tmp.iterdir():
+            target = out / part.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(part, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out / "sparse", out / "images"
