@@ -1,0 +1,288 @@
+"""The training loop: gsplat's example trainer (3DGS) with our protocol, commands and checkpoints.
+
+One step: render a training view, L1 + lambda * D-SSIM (plus MCMC's opacity and scale
+regularisers), Adam, then the gsplat strategy densifies / prunes / relocates. The commands read on
+stdin are handled between steps, so "stop" always leaves a checkpoint and an exported PLY.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from .. import protocol
+from ..formats import write_splats
+from ..formats.atomic import atomic_write
+from ..protocol import EXIT_BAD_INPUT, BridgeError
+from ..raster import rasterize
+from . import checkpoint, gaussians
+from .losses import photometric_loss, psnr, ssim
+
+SH_BAND_EVERY = 1000  # one more SH band every 1,000 steps, as in 3DGS
+MCMC_OPACITY_REG = 0.01  # gsplat's MCMC preset
+MCMC_SCALE_REG = 0.01
+SNAPSHOTS_KEPT = 2  # the client may still be reading the previous one
+
+
+class Trainer:
+    def __init__(self, ctx, job, dataset, device: torch.device, backend: str):
+        self.ctx, self.job, self.data, self.device, self.backend = ctx, job, dataset, device, backend
+        self.out = job.out
+        self.ckpt_path = checkpoint.checkpoint_path(job.out)
+        self.background = torch.tensor(job.background, dtype=torch.float32, device=device)
+        self.images = [torch.from_numpy(v.image).to(device) for v in dataset.train]
+        self.cameras = [self._camera(v) for v in dataset.train]
+        self.snapshots: collections.deque[str] = collections.deque()
+        self.stopped = False
+        self.train_seconds = 0.0
+        self._seed_everything(job.seed)
+
+        points, colors = gaussians.initial_splats(dataset, job, np.random.default_rng(job.seed))
+        self.params = gaussians.create_params(points, colors, job, np.random.default_rng(job.seed + 1), device)
+        self.optimizers = gaussians.create_optimizers(self.params, dataset.scene_scale)
+        self.scheduler = gaussians.means_scheduler(self.optimizers["means"], job.steps)
+        self.strategy, self.strategy_state = self._make_strategy()
+        self.strategy.check_sanity(self.params, self.optimizers)
+        self.start_step = 0
+        if job.resume:
+            self._resume()
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _camera(self, view):
+        return (torch.tensor(view.world_to_camera, dtype=torch.float32, device=self.device)[None],
+                torch.tensor(view.K, dtype=torch.float32, device=self.device)[None])
+
+    def _make_strategy(self):
+        from gsplat.strategy import DefaultStrategy, MCMCStrategy
+
+        if self.job.strategy == "mcmc":
+            if self.device.type != "cuda":
+                from . import mcmc
+
+                mcmc.install()
+            strategy = MCMCStrategy(cap_max=self.job.cap_max, **self.job.strategy_options)
+            return strategy, strategy.initialize_state()
+        strategy = DefaultStrategy(**self.job.strategy_options)
+        return strategy, strategy.initialize_state(scene_scale=self.data.scene_scale)
+
+    def _resume(self) -> None:
+        payload = checkpoint.load(self.ckpt_path, self.device)
+        saved = payload.get("job", {})
+        for name in ("model", "sh_degree", "strategy", "downscale"):
+            if name in saved and saved[name] != getattr(self.job, name):
+                raise BridgeError("bad_job", f"job field '{name}': {getattr(self.job, name)!r} differs from the "
+                                  f"checkpoint's {saved[name]!r} ({self.ckpt_path})",
+                                  hint="Resume with the job the run started with, or start a new run.",
+                                  exit_code=EXIT_BAD_INPUT)
+        self.start_step, self.strategy_state = checkpoint.restore(
+            payload, self.params, self.optimizers, self.scheduler)
+        self.ctx.log(f"resumed from {self.ckpt_path} at step {self.start_step}")
+
+    # ---- rendering -----------------------------------------------------------------------
+
+    def render(self, viewmat, K, width: int, height: int, sh_degree: int):
+        p = self.params
+        colors, alphas, info = rasterize(
+            means=p["means"], quats=p["quats"], scales=torch.exp(p["scales"]),
+            opacities=torch.sigmoid(p["opacities"]), colors=torch.cat([p["sh0"], p["shN"]], dim=1),
+            viewmats=viewmat, Ks=K, width=width, height=height, sh_degree=sh_degree,
+            backgrounds=self.background[None], absgrad=getattr(self.strategy, "absgrad", False),
+            rasterize_mode="antialiased" if self.job.antialiased else "classic",
+        )
+        return colors[0, ..., :3], info
+
+    @torch.no_grad()
+    def render_view(self, view) -> torch.Tensor:
+        viewmat, K = self._camera(view)
+        image, _ = self.render(viewmat, K, view.width, view.height, self.job.sh_degree)
+        return image.clamp(0.0, 1.0)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _view_index(self, step: int) -> int:
+        # A fresh shuffle each epoch, computed from (seed, epoch): a resumed run sees the same order.
+        n = len(self.images)
+        epoch, offset = divmod(step, n)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.job.seed * 100_003 + epoch))
+        return int(order[offset])
+
+    def train_step(self, step: int) -> tuple[float, float]:
+        idx = self._view_index(step)
+        target = self.images[idx].float() / 255.0
+        viewmat, K = self.cameras[idx]
+        height, width = target.shape[:2]
+        image, info = self.render(viewmat, K, width, height, min(step // SH_BAND_EVERY, self.job.sh_degree))
+        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
+        loss = photometric_loss(image, target, self.job.ssim_lambda)
+        if self.job.strategy == "mcmc":
+            loss = (loss + MCMC_OPACITY_REG * torch.sigmoid(self.params["opacities"]).mean()
+                    + MCMC_SCALE_REG * torch.exp(self.params["scales"]).mean())
+        loss.backward()
+        for opt in self.optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.job.strategy == "mcmc":
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
+                                             lr=self.scheduler.get_last_lr()[0])
+        else:
+            self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
+                                             packed=info.get("packed", False))
+        return float(loss.detach()), psnr(image.detach(), target)
+
+    def run(self) -> protocol.Done:
+        job, ctx = self.job, self.ctx
+        ctx.emit(protocol.Stage(stage="training", message=f"{len(self.images)} training views, "
+                                f"{len(self.data.test)} held out, {self.num_splats} initial splats"))
+        if self.device.type == "cuda":
+            # gsplat compiles its kernels on first use; say so, since that takes minutes.
+            ctx.emit(protocol.Stage(stage="compiling_cuda"))
+        step = self.start_step
+        # Rates use time spent in training steps only: pauses, snapshots and checkpoints do not count.
+        window_seconds, window_step = self.train_seconds, step
+        try:
+            while step < job.steps:
+                if not self._handle_commands(step):
+                    self.stopped = True
+                    break
+                t0 = time.perf_counter()
+                loss, train_psnr = self.train_step(step)
+                self.train_seconds += time.perf_counter() - t0
+                step += 1
+                if step == self.start_step + 1 and self.device.type == "cuda":
+                    ctx.emit(protocol.Stage(stage="training"))
+                if step % job.progress_every == 0 or step == job.steps:
+                    rate = (step - window_step) / max(self.train_seconds - window_seconds, 1e-9)
+                    window_seconds, window_step = self.train_seconds, step
+                    ctx.emit(protocol.Progress(
+                        step=step, total=job.steps, loss=loss, psnr=train_psnr, num_splats=self.num_splats,
+                        steps_per_sec=rate, eta_sec=(job.steps - step) / max(rate, 1e-9),
+                        elapsed_sec=self.train_seconds, gpu_mem_mb=self._gpu_mem_mb()))
+                if step % job.checkpoint_every == 0 and step < job.steps:
+                    self.save_checkpoint(step)
+                if job.snapshot_every and step % job.snapshot_every == 0 and step < job.steps:
+                    self.snapshot(step)
+                if step in job.eval_steps and step < job.steps:
+                    self.evaluate(step)
+                    ctx.emit(protocol.Stage(stage="training"))
+        except torch.OutOfMemoryError:
+            raise BridgeError(
+                "cuda_oom", f"out of GPU memory at step {step} with {self.num_splats} splats",
+                hint="Raise 'downscale', or use the 'mcmc' strategy with a lower 'cap_max'. "
+                     + (f"The checkpoint {self.ckpt_path} is intact: --resume continues from it."
+                        if os.path.exists(self.ckpt_path) else "")) from None
+        return self.finish(step)
+
+    def _handle_commands(self, step: int) -> bool:
+        """Applies stdin commands; False when the run must stop. Blocks while paused."""
+        paused = False
+        while True:
+            for cmd in self.ctx.commands.poll():
+                if cmd == "stop":
+                    return False
+                if cmd == "snapshot":
+                    self.snapshot(step)
+                elif cmd == "pause" and not paused:
+                    paused = True
+                    self.ctx.log(f"paused at step {step}")
+                elif cmd == "resume" and paused:
+                    paused = False
+                    self.ctx.log(f"resumed at step {step}")
+            if not paused:
+                return True
+            time.sleep(0.05)
+
+    # ---- outputs -------------------------------------------------------------------------
+
+    @property
+    def num_splats(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    def _gpu_mem_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+    def save_checkpoint(self, step: int) -> None:
+        checkpoint.save(self.ckpt_path, step=step, params=self.params, optimizers=self.optimizers,
+                        scheduler=self.scheduler, strategy_state=self.strategy_state, job=self.job.to_dict())
+        self.ctx.log(f"checkpoint at step {step}: {self.ckpt_path}")
+
+    def snapshot(self, step: int) -> None:
+        folder = os.path.join(self.out, "snapshots")
+        os.makedirs(folder, exist_ok=True)
+        preview = os.path.join(folder, f"preview_{step:06d}.png")
+        ply = os.path.join(folder, f"splats_{step:06d}.ply")
+        view = (self.data.test or self.data.train)[0]
+        write_png(preview, self.render_view(view))
+        write_splats(ply, gaussians.to_splats(self.params))
+        self.ctx.emit(protocol.Snapshot(step=step, preview=preview, ply=ply))
+        self.snapshots.extend([preview, ply])
+        while len(self.snapshots) > 2 * SNAPSHOTS_KEPT:
+            old = self.snapshots.popleft()
+            if old not in (preview, ply) and os.path.exists(old):
+                os.unlink(old)
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> protocol.EvalResult | None:
+        if not self.data.test:
+            return None
+        self.ctx.emit(protocol.Stage(stage="evaluating", message=f"{len(self.data.test)} held-out views"))
+        results = []
+        for view in self.data.test:
+            image = self.render_view(view)
+            target = torch.from_numpy(view.image).to(self.device).float() / 255.0
+            results.append({"name": view.name, "psnr": psnr(image, target), "ssim": float(ssim(image, target))})
+        event = protocol.EvalResult(step=step, images=results,
+                                    mean_psnr=float(np.mean([r["psnr"] for r in results])),
+                                    mean_ssim=float(np.mean([r["ssim"] for r in results])))
+        self.ctx.emit(event)
+        return event
+
+    def finish(self, step: int) -> protocol.Done:
+        status = "stopped" if self.stopped else "completed"
+        self.save_checkpoint(step)
+        result = None if self.stopped else self.evaluate(step)
+        self.ctx.emit(protocol.Stage(stage="exporting"))
+        splats_path = os.path.join(self.out, "splats.ply")
+        write_splats(splats_path, gaussians.to_splats(self.params))
+        metrics = {
+            "status": status,
+            "step": step,
+            "steps": self.job.steps,
+            "num_splats": self.num_splats,
+            "train_seconds": round(self.train_seconds, 3),
+            "device": str(self.device),
+            "backend": self.backend,
+            "undistorted": self.data.undistorted,
+            "psnr": result.mean_psnr if result else None,
+            "ssim": result.mean_ssim if result else None,
+            "eval": [dict(r) for r in result.images] if result else [],
+        }
+        metrics_path = os.path.join(self.out, "metrics.json")
+        with atomic_write(metrics_path) as fh:
+            fh.write(json.dumps(metrics, indent=2).encode())
+        return protocol.Done(
+            status=status,
+            outputs={"splats": splats_path, "metrics": metrics_path, "checkpoint": self.ckpt_path},
+            metrics={k: v for k, v in metrics.items() if k != "eval"})
+
+
+def write_png(path: str, image: torch.Tensor) -> None:
+    from PIL import Image
+
+    pixels = (image.detach().cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    with atomic_write(path) as fh:
+        Image.fromarray(pixels).save(fh, format="PNG")
