@@ -116,6 +116,16 @@ from conftest import ROOT  # noqa: E402,F401  (puts the project on sys.path)
 from bridge.raster import rasterize  # noqa: E402
 
 W, H = 16, 12
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: threads gain nothing, and on a busy machine OpenMP's waits cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 K = np.array([[18.0, 0, 7.5], [0, 17.0, 6.25], [0, 0, 1]])
 
 

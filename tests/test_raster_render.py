@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import shared_data
-from test_raster_reference import look_at, render
+from test_raster_reference import look_at, one_thread, render  # noqa: F401  (one_thread: autouse)
 
 from bridge.formats import SplatSet, read_splats
 from bridge.raster import render_splats
@@ -78,17 +78,19 @@ def test_real_trained_splats_agree_with_the_naive_reference():
     np.testing.assert_allclose(out["depth"], ref_depth, rtol=1e-4, atol=1e-4)
 
 
-def test_whole_real_model_renders_with_every_sh_degree():
+def test_whole_real_model_renders():
+    """All 15k splats of a trained model, ~1000 of them under some pixels: the dense path (many depth
+    slices, finished tiles dropping out) must still give a clean, sensible image."""
     dog = read_splats(shared_data("splats", "plush_dog.ply"))
-    K, w2c = _dog_camera(dog, 64, 48)
-    images = [render_splats(dog, K, w2c, 64, 48, sh_degree=d) for d in (0, 3)]
-    for out in images:
-        assert all(np.isfinite(v).all() for v in out.values())
-        assert 0.1 < (out["alpha"] > 0.5).mean() < 0.95, "the dog should fill part of the frame"
-    # View-dependent colour changes the image, a little.
-    diff = np.abs(images[0]["rgb"] - images[1]["rgb"]).mean()
-    assert 1e-4 < diff < 0.1
-    np.testing.assert_allclose(images[0]["alpha"], images[1]["alpha"])
+    K, w2c = _dog_camera(dog, 48, 36)
+    out = render_splats(dog, K, w2c, 48, 36)
+    assert all(np.isfinite(v).all() for v in out.values())
+    assert 0.1 < (out["alpha"] > 0.5).mean() < 0.95, "the dog should fill part of the frame"
+    assert out["rgb"].min() >= 0.0 and out["alpha"].max() <= 1.0
+    covered = out["alpha"] > 0.5
+    # Expected depth lies within the model's depth range wherever the model covers the pixel.
+    z = dog.means @ w2c[2, :3] + w2c[2, 3]
+    assert np.all((out["depth"][covered] > z.min()) & (out["depth"][covered] < z.max()))
 
 
 def test_blender_camera_and_splat_agree_on_where_a_point_is(blender, render):
