@@ -72,7 +72,7 @@ def splats_from_vertices(path, vertex: np.ndarray) -> SplatSet:
         # 3DGS trainers write all-zero normals; dropping them keeps a PLY -> SplatSet -> PLY trip exact.
         if name in NORMALS and not values.any():
             continue
-        kept[name] = values.astype(values.dtype.newbyteorder("="))  # a copy: ``vertex`` may be a file map
+        kept[name] = np.array(values, values.dtype.newbyteorder("="))  # a copy: ``vertex`` may map the file
     return SplatSet(
         means=arrays["means"],
         scales=arrays["scales"],

@@ -135,8 +135,9 @@ def read_elements(path: str | os.PathLike, names: set[str] | None = None) -> tup
                 path, f"truncated: the header declares {element.count:,} '{element.name}' rows "
                 f"({element.count * dtype.itemsize:,} bytes) but only {max(available, 0):,} bytes follow")
         if names is None or element.name in names:
-            arrays[element.name] = (np.memmap(path, dtype, "r", offset, (element.count,)) if element.count
-                                    else np.zeros(0, dtype))
+            # A plain ndarray view, so no copy made from it inherits the memmap subclass.
+            arrays[element.name] = (np.asarray(np.memmap(path, dtype, "r", offset, (element.count,)))
+                                    if element.count else np.zeros(0, dtype))
         offset += element.count * dtype.itemsize
     if offset < size:
         header.trailing = f"{size - offset} unexpected byte(s) after the last PLY element were ignored"
