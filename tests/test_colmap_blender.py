@@ -134,6 +134,8 @@ def test_import_export_round_trip(blender_with_splatwork, tmp_path, binary, worl
     back = pycolmap.Reconstruction(str(out))
     assert back.num_reg_images() == original.num_reg_images() == 40
     assert back.num_points3D() == original.num_points3D()
+    # The points went through Blender's float32 attributes (and the Z-up transform) and back.
+    np.testing.assert_allclose(colmap.read_model(out).points, colmap.read_model(statue).points, atol=1e-4)
     for image in original.images.values():
         other = back.find_image_with_name(image.name)
         cam, cam2 = image.camera, other.camera

@@ -59,14 +59,27 @@ class SPLATWORK_PT_colmap(bpy.types.Panel):
         row.operator("splatwork.export_transforms", text="transforms.json")
 
 
+def _import_menu(self, _context):
+    self.layout.operator("splatwork.import_colmap", text="COLMAP Model (Splatwork)")
+
+
+def _export_menu(self, _context):
+    self.layout.operator("splatwork.export_colmap", text="COLMAP Model (Splatwork)")
+    self.layout.operator("splatwork.export_transforms", text="Cameras as transforms.json (Splatwork)")
+
+
 _CLASSES = (SPLATWORK_UL_colmap_cameras, SPLATWORK_PT_colmap)
 
 
 def register():
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
+    bpy.types.TOPBAR_MT_file_import.append(_import_menu)
+    bpy.types.TOPBAR_MT_file_export.append(_export_menu)
 
 
 def unregister():
+    bpy.types.TOPBAR_MT_file_export.remove(_export_menu)
+    bpy.types.TOPBAR_MT_file_import.remove(_import_menu)
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)
