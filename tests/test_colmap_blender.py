@@ -276,5 +276,7 @@ def test_choosing_a_reconstruction_and_picking_cameras_from_the_panel_list(blend
         state.camera_index = names.index(name)  # what clicking in the panel's list does
         assert scene.camera.name == name
         assert (scene.render.resolution_x, scene.render.resolution_y) == size
+    scene.camera.data.splatwork_colmap.resolution_x = 80  # editing the active camera's own settings
+    assert scene.render.resolution_x == 80
     with pytest.raises(RuntimeError, match="has no model '7'; found 0, 1"):
         bpy.ops.splatwork.import_colmap(model_dir=str(tmp_path), model="7")

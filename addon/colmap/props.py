@@ -18,12 +18,23 @@ MODEL_DIR_KEY = "splatwork_colmap_model"  # collection: the model folder it was 
 POINTS_KEY = "splatwork_colmap_points"  # object: marks the sparse point cloud of an import
 
 
+def _settings_changed(self, context):
+    # Editing the active camera's own settings shows at once, as editing the scene's would.
+    scene = context.scene
+    if scene is not None and scene.camera is not None and scene.camera.data == self.id_data:
+        from .activate import apply_camera_settings
+
+        apply_camera_settings(scene, scene.camera)
+
+
 class SPLATWORK_PG_colmap_camera(bpy.types.PropertyGroup):
     is_colmap: BoolProperty(name="COLMAP Camera", description="This camera carries its own render settings")
-    resolution_x: IntProperty(name="Width", min=1, default=1920, subtype="PIXEL")
-    resolution_y: IntProperty(name="Height", min=1, default=1080, subtype="PIXEL")
-    pixel_aspect_x: FloatProperty(name="Pixel Aspect X", min=1.0, max=200.0, default=1.0)
-    pixel_aspect_y: FloatProperty(name="Pixel Aspect Y", min=1.0, max=200.0, default=1.0)
+    resolution_x: IntProperty(name="Width", min=1, max=65536, default=1920, subtype="PIXEL",
+                              update=_settings_changed)
+    resolution_y: IntProperty(name="Height", min=1, max=65536, default=1080, subtype="PIXEL",
+                              update=_settings_changed)
+    pixel_aspect_x: FloatProperty(name="Pixel Aspect X", min=1.0, max=200.0, default=1.0, update=_settings_changed)
+    pixel_aspect_y: FloatProperty(name="Pixel Aspect Y", min=1.0, max=200.0, default=1.0, update=_settings_changed)
     model: StringProperty(name="Model", description="COLMAP camera model")
     camera_id: IntProperty(name="Camera ID")
     image_id: IntProperty(name="Image ID")
