@@ -17,7 +17,7 @@ import sys
 from .. import protocol
 from ..protocol import EXIT_BAD_INPUT, BridgeError
 from ..runner import RunContext, run_command
-from .job import DEVICES, INITS, STRATEGIES, make_job, read_job_file
+from .job import DEVICES, INITS, STRATEGIES, bad_job, make_job, read_job_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,8 +139,7 @@ def train(ctx: RunContext, argv: list[str]) -> protocol.Done:
     try:
         os.makedirs(job.out, exist_ok=True)
     except OSError as exc:
-        raise BridgeError("bad_job", f"job field 'out': cannot create {job.out} ({exc.strerror})",
-                          exit_code=EXIT_BAD_INPUT) from None
+        raise bad_job("out", f"cannot create {job.out} ({exc.strerror})") from None
     return Trainer(ctx, job, dataset, device, backend).run()
 
 
@@ -149,4 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         build_parser().print_help()
         return 0
-    return run_command("train", lambda ctx: train(ctx, argv), ipc="--ipc" in argv)
+    code = run_command("train", lambda ctx: train(ctx, argv), ipc="--ipc" in argv)
+    # The stdin command reader is a daemon thread blocked in a read; letting the interpreter finalise
+    # around it can abort the process ("could not acquire lock for <stdin>") and lose the exit code.
+    # Every output is already on disk and every event flushed, so leave at once.
+    sys.stderr.flush()
+    os._exit(code)

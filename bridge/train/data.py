@@ -16,6 +16,7 @@ import numpy as np
 from ..formats import FormatError
 from ..formats.cameras import PINHOLE_MODELS
 from ..protocol import EXIT_BAD_INPUT, BridgeError
+from .job import bad_job
 
 
 @dataclass
@@ -68,13 +69,13 @@ def load_dataset(job, log=None) -> Dataset:
     try:
         rec = read_model(job.model)
     except FormatError as exc:
+        if "no registered images" in exc.problem:  # read_model's word for an empty reconstruction
+            raise BridgeError("empty_reconstruction", str(exc),
+                              hint="Run structure-from-motion again with more overlap between photos.",
+                              exit_code=EXIT_BAD_INPUT) from None
         raise BridgeError("bad_input", str(exc), hint="Re-export the model from COLMAP.",
                           exit_code=EXIT_BAD_INPUT) from None
-    views = sorted(rec.views, key=lambda v: v.name)
-    if not views:
-        raise BridgeError("empty_reconstruction", f"{job.model}: the reconstruction has no registered images",
-                          hint="Run structure-from-motion again with more overlap between photos.",
-                          exit_code=EXIT_BAD_INPUT)
+    views = rec.views  # sorted by name
     if job.init == "sfm" and len(rec.points) == 0:
         raise BridgeError("empty_reconstruction", f"{job.model}: the reconstruction has no 3D points",
                           hint="Set init to 'random' to start from random splats in the cameras' bounds.",
@@ -88,9 +89,8 @@ def load_dataset(job, log=None) -> Dataset:
                           exit_code=EXIT_BAD_INPUT)
     train_idx, test_idx = split_indices(len(views), job.test_every)
     if not train_idx:
-        raise BridgeError("bad_job", f"job field 'test_every': {job.test_every} leaves no training image "
-                          f"out of {len(views)}", hint="Use 0 (no held-out views) or a larger value.",
-                          exit_code=EXIT_BAD_INPUT)
+        raise bad_job("test_every", f"{job.test_every} leaves no training image out of {len(views)}",
+                      hint="Use 0 (no held-out views) or a larger value.")
     undistorted = any(_distorted(rec.cameras[v.camera_id]) for v in views)
     if undistorted and log is not None:
         models = sorted({rec.cameras[v.camera_id].model for v in views if _distorted(rec.cameras[v.camera_id])})

@@ -53,6 +53,7 @@ REQUIRED = tuple(name for name, f in FIELDS.items()
 
 
 def bad_job(name: str, problem: str, hint: str = "") -> BridgeError:
+    hint = hint or f"Fix \"{name}\" in the job file or the --{name.replace('_', '-')} flag."
     return BridgeError("bad_job", f"job field '{name}': {problem}", hint=hint, exit_code=EXIT_BAD_INPUT)
 
 
@@ -61,13 +62,15 @@ def read_job_file(path: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError:
-        raise BridgeError("missing_input", f"{path}: job file not found", exit_code=EXIT_BAD_INPUT) from None
+        raise BridgeError("missing_input", f"{path}: job file not found", hint="Check the --job path.",
+                          exit_code=EXIT_BAD_INPUT) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BridgeError("bad_job", f"{path}: not a readable JSON job file ({exc})",
+                          hint="A job file is one JSON object with the job's fields.",
                           exit_code=EXIT_BAD_INPUT) from None
     if not isinstance(data, dict):
         raise BridgeError("bad_job", f"{path}: a job file holds one JSON object, got {type(data).__name__}",
-                          exit_code=EXIT_BAD_INPUT)
+                          hint="Put the job's fields in one JSON object.", exit_code=EXIT_BAD_INPUT)
     return data
 
 

@@ -18,9 +18,10 @@ import torch
 from .. import protocol
 from ..formats import write_splats
 from ..formats.atomic import atomic_write
-from ..protocol import EXIT_BAD_INPUT, BridgeError
+from ..protocol import BridgeError
 from ..raster import rasterize
 from . import checkpoint, gaussians
+from .job import bad_job
 from .losses import photometric_loss, psnr, ssim
 
 SH_BAND_EVERY = 1000  # one more SH band every 1,000 steps, as in 3DGS
@@ -82,10 +83,9 @@ class Trainer:
         saved = payload.get("job", {})
         for name in ("model", "sh_degree", "strategy", "downscale"):
             if name in saved and saved[name] != getattr(self.job, name):
-                raise BridgeError("bad_job", f"job field '{name}': {getattr(self.job, name)!r} differs from the "
-                                  f"checkpoint's {saved[name]!r} ({self.ckpt_path})",
-                                  hint="Resume with the job the run started with, or start a new run.",
-                                  exit_code=EXIT_BAD_INPUT)
+                raise bad_job(name, f"{getattr(self.job, name)!r} differs from the checkpoint's "
+                              f"{saved[name]!r} ({self.ckpt_path})",
+                              hint="Resume with the job the run started with, or start a new run.")
         self.start_step, self.strategy_state = checkpoint.restore(
             payload, self.params, self.optimizers, self.scheduler)
         self.ctx.log(f"resumed from {self.ckpt_path} at step {self.start_step}")
