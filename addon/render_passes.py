@@ -24,6 +24,7 @@ import bpy
 import numpy as np
 
 from ..bridge.formats import FormatError, cameras, write_splats
+from ..bridge.formats.transform import check_transform
 from . import jobs
 from .splats.pointcloud import is_splat_object, object_to_splats
 
@@ -97,10 +98,11 @@ def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: P
     if not objects:
         raise RenderSetupError("no splat objects to render in this view layer "
                                "(objects hidden from renders are left out)")
-    entries = []
+    entries, splat_sets = [], []
     for i, obj in enumerate(objects):
         path = workdir / f"object_{i}.ply"  # standard PLY: lossless, so the bridge renders exactly these
-        write_splats(path, object_to_splats(obj, apply_transform=False), fmt="ply")
+        splat_sets.append(object_to_splats(obj, apply_transform=False))
+        write_splats(path, splat_sets[-1], fmt="ply")
         entries.append({"name": obj.name, "splats": str(path)})
     current = scene.frame_current
     frame_jobs = []
@@ -110,9 +112,11 @@ def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: P
             depsgraph = bpy.context.evaluated_depsgraph_get()
             entry = camera_at_current_frame(scene, depsgraph)
             entry["frame"] = frame
-            entry["object_matrices"] = [
-                np.array(o.evaluated_get(depsgraph).matrix_world, dtype=np.float64).tolist() for o in objects
-            ]
+            matrices = [np.array(o.evaluated_get(depsgraph).matrix_world, dtype=np.float64) for o in objects]
+            for obj, splats, matrix in zip(objects, splat_sets, matrices, strict=True):
+                # Refuse here, before a bridge starts, what the bridge would refuse at this frame.
+                check_transform(splats, matrix, f"frame {frame}, object {obj.name!r}")
+            entry["object_matrices"] = [m.tolist() for m in matrices]
             frame_jobs.append(entry)
     finally:
         scene.frame_set(current)

@@ -129,10 +129,11 @@ def render_frame(splats: list[SplatSet], names: list[str], frame: FrameJob, devi
     "depth": (H, W), "preview": straight sRGB RGBA uint8 (H, W, 4)}."""
     from .raster import render_splats
 
+    labels = [f"frame {frame.frame}, object {name!r}" for name in names]
     try:
-        scene = place_splats(list(zip(names, splats, frame.object_matrices, strict=True)))
+        scene = place_splats(list(zip(labels, splats, frame.object_matrices, strict=True)))
     except FormatError as exc:  # a transform the splats cannot take, e.g. a non-uniform scale
-        raise BridgeError("bad_input", f"frame {frame.frame}: {exc}", exit_code=protocol.EXIT_BAD_INPUT) from exc
+        raise BridgeError("bad_input", str(exc), exit_code=protocol.EXIT_BAD_INPUT) from exc
     # Blender clips by the distance along the view axis; gsplat culls whole splats by their centre's
     # camera z the same way, so a splat is drawn whole or not at all, as in training.
     z = scene.means.astype(np.float64) @ frame.world_to_camera[2, :3] + frame.world_to_camera[2, 3]
@@ -195,9 +196,9 @@ def frame_paths(job: RenderJob, frame: int) -> tuple[Path, Path]:
 
 
 def run(ctx: RunContext, args: argparse.Namespace) -> Done:
+    job = load_job(args.job)  # before torch loads: a bad job is refused in a moment
     import torch
 
-    job = load_job(args.job)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     ctx.hello(device=device, backend="gsplat" if device.startswith("cuda") else "torch",
               versions={"torch": torch.__version__})

@@ -233,11 +233,19 @@ def test_compositor_z_combines_the_passes_with_blenders_render(blender_with_spla
     set_camera(scene, intr, np.eye(4))
     scene.frame_start, scene.frame_end = 3, 4
     # A splat square at 3 m, half covered by a grey mesh plane at 2 m (left) and half over nothing.
-    splatwork.addon.splats.pointcloud.splats_to_object(_plane_of_splats(2.0, -3.0, 0.05), "Splats")
+    obj = splatwork.addon.splats.pointcloud.splats_to_object(_plane_of_splats(2.0, -3.0, 0.05), "Splats")
+    # Animated: half a metre to the right at frame 4 (5 pixels at 3 m with fx = 30).
+    obj.keyframe_insert("location", frame=3)
+    obj.location.x = 0.5
+    obj.keyframe_insert("location", frame=4)
     scene.splatwork_render.output_dir = str(tmp_path / "passes")
     assert bpy.ops.splatwork.render_passes(use_frame_range=True, composite=True) == {"FINISHED"}
     assert sorted(p.name for p in (tmp_path / "passes").iterdir()) == [
         "splats_0003.exr", "splats_0003.png", "splats_0004.exr", "splats_0004.png"]
+    frames = [read_exr(tmp_path / "passes" / f"splats_000{f}.exr")["Splats.Combined.A"] for f in (3, 4)]
+    centre_x = [(a * (np.arange(a.shape[1]) + 0.5)).sum() / a.sum() for a in frames]
+    assert centre_x[1] - centre_x[0] == pytest.approx(5.0, abs=0.1)
+    assert scene.frame_current == 1, "the operator puts the scene back on its frame"
     tree = scene.compositing_node_group
     assert tree is not None and tree.name == "Splatwork Composite"
     image_node = next(n for n in tree.nodes if n.bl_idname == "CompositorNodeImage")
@@ -285,3 +293,37 @@ def test_bad_setups_are_reported_not_raised(blender_with_splatwork, splatwork, t
     assert not list((tmp_path / "out").glob("*.exr"))
     with pytest.raises(RuntimeError, match="unsaved"):
         bpy.ops.splatwork.render_passes(output_dir="//passes", use_frame_range=False)
+
+
+def test_bridge_refuses_bad_jobs_with_exit_code_2(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from bridge import protocol
+    from bridge.formats import write_splats
+
+    def run(job: dict) -> tuple[int, protocol.Error]:
+        path = tmp_path / "job.json"
+        path.write_text(json.dumps(job))
+        proc = subprocess.run([sys.executable, "-m", "bridge", "render", str(path)], capture_output=True,
+                              text=True, timeout=120, cwd=Path(__file__).parent.parent)
+        events = [protocol.decode_event(line) for line in proc.stdout.splitlines()]
+        (error,) = [e for e in events if isinstance(e, protocol.Error)]
+        return proc.returncode, error
+
+    code, error = run({"objects": [{"splats": "x.ply"}], "frames": []})
+    assert code == protocol.EXIT_BAD_INPUT and "output_dir" in error.message
+    frame = {"frame": 1, "width": 8, "height": 8, "K": np.eye(3).tolist(), "world_to_camera": np.eye(4).tolist(),
+             "clip_start": 0.1, "clip_end": 10.0, "object_matrices": [np.diag([1.0, 2.0, 1.0, 1.0]).tolist()]}
+    job = {"output_dir": str(tmp_path / "out"), "objects": [{"name": "S", "splats": str(tmp_path / "no.ply")}],
+           "frames": [frame]}
+    code, error = run(job)
+    assert code == protocol.EXIT_BAD_INPUT and "no.ply" in error.message
+    splats = _plane_of_splats(1.0, 3.0, 0.5).with_sh_degree(1)
+    splats.sh_rest[:] = 0.2
+    write_splats(tmp_path / "s.ply", splats)
+    job["objects"][0]["splats"] = str(tmp_path / "s.ply")
+    code, error = run(job)
+    assert code == protocol.EXIT_BAD_INPUT and "'S'" in error.message and "non-uniform" in error.message
+    assert not list((tmp_path / "out").glob("*.exr"))

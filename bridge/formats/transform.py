@@ -184,6 +184,24 @@ def _check_matrix(matrix, path) -> np.ndarray:
     return m
 
 
+def _is_similarity(sigma: np.ndarray) -> bool:
+    return bool(sigma[0] - sigma[2] <= UNIFORM_SCALE_RTOL * sigma[0])
+
+
+def check_transform(splats: SplatSet, matrix, path: str | os.PathLike | None = None) -> None:
+    """Raise the FormatError :func:`bake_transform` would raise, without baking anything (cheap)."""
+    m = _check_matrix(matrix, path)
+    sigma = np.linalg.svd(m[:3, :3], compute_uv=False)
+    if not _is_similarity(sigma) and splats.sh_rest.shape[1] and np.any(splats.sh_rest):
+        shown = ", ".join(f"{s:.4g}" for s in sigma)
+        raise FormatError(
+            path,
+            f"the object's scale is non-uniform (principal scales {shown}) and the splats have "
+            f"view-dependent colour (SH degree {splats.sh_degree}), which a non-uniform scale cannot "
+            "carry exactly. Apply a uniform scale, or export with SH degree 0.",
+        )
+
+
 def bake_transform(splats: SplatSet, matrix, path: str | os.PathLike | None = None) -> SplatSet:
     """The splats as they appear through the affine ``matrix`` (4x4, e.g. an object's ``matrix_world``).
 
@@ -192,13 +210,14 @@ def bake_transform(splats: SplatSet, matrix, path: str | os.PathLike | None = No
     (:class:`FormatError` naming ``path``) when the splats carry view-dependent colour, which such a
     transform cannot carry exactly.
     """
-    m = _check_matrix(matrix, path)
+    check_transform(splats, matrix, path)
+    m = np.asarray(matrix, np.float64)
     linear = m[:3, :3]
     u, sigma, vt = np.linalg.svd(linear)
     mirrored = np.linalg.det(linear) < 0
     means = np.asarray(splats.means, np.float64) @ linear.T + m[:3, 3]
 
-    if (sigma[0] - sigma[2]) <= UNIFORM_SCALE_RTOL * sigma[0]:
+    if _is_similarity(sigma):
         # A similarity: A = ±s·R with R the closest proper rotation, so the covariance is s²·R Σ Rᵀ.
         scale = float(np.cbrt(np.prod(sigma)))
         rotation = u @ vt
@@ -213,14 +232,6 @@ def bake_transform(splats: SplatSet, matrix, path: str | os.PathLike | None = No
             for band in (1, 3):
                 rest[:, band * band - 1 : (band + 1) * (band + 1) - 1] *= -1.0
     else:
-        if splats.sh_rest.shape[1] and np.any(splats.sh_rest):
-            shown = ", ".join(f"{s:.4g}" for s in sigma)
-            raise FormatError(
-                path,
-                f"the object's scale is non-uniform (principal scales {shown}) and the splats have "
-                f"view-dependent colour (SH degree {splats.sh_degree}), which a non-uniform scale cannot "
-                "carry exactly. Apply a uniform scale, or export with SH degree 0.",
-            )
         # Σ' = (A R S)(A R S)ᵀ: the SVD of A R S gives the new axes and standard deviations directly,
         # better conditioned than an eigendecomposition of Σ' itself.
         axes = linear @ quat_to_matrix(splats.quats) * np.exp(np.asarray(splats.scales, np.float64))[:, None, :]
