@@ -253,3 +253,20 @@ def test_read_splats_hold_no_mapping_of_the_file(tmp_path, fmt):
             assert not isinstance(base, np.memmap)
             base = base.base
         assert array.flags.c_contiguous and array.flags.writeable
+
+
+def test_spz_version_1_float16_positions(tmp_path):
+    """Version 1 (float16 positions, 3-byte rotations) is still found in the wild; read it."""
+    import gzip
+    import struct
+
+    from bridge.formats.spz import encode
+
+    splats = random_splats(20, 1)
+    blocks = encode(flip_yz(splats), 2, 12)
+    blocks[0] = flip_yz(splats).means.astype("<f2").tobytes()
+    header = struct.pack("<4sIIBBBB", b"NGSP", 1, 20, 1, 0, 0, 0)
+    (tmp_path / "v1.spz").write_bytes(gzip.compress(header + b"".join(blocks)))
+    back = read_splats(tmp_path / "v1.spz")
+    np.testing.assert_allclose(back.means, splats.means, atol=5 / 1024 * 5)
+    assert quat_error(back.quats, splats.quats) < 0.12

@@ -171,3 +171,8 @@ def test_mutated_files_load_or_raise_format_error(tmp_path, seeds, seed, mutatio
             assert str(path) in str(exc)
             return
     assert len(splats) > 0 and not splats.nonfinite()
+
+
+def test_unwritable_destination_is_a_format_error(tmp_path):
+    with pytest.raises(FormatError, match="cannot write"):
+        write_splats(tmp_path / "missing-folder" / "x.ply", random_splats(3))

@@ -56,7 +56,10 @@ def write_splats(
             raise FormatError(path, f"SH degree {sh_degree} is not supported (0 to 3)")
         splats = splats.with_sh_degree(sh_degree)
     _check(path, splats)
-    _module(fmt).write(path, splats, **options)
+    try:
+        _module(fmt).write(path, splats, **options)
+    except OSError as exc:
+        raise FormatError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
 def _check(path, splats: SplatSet) -> None:

@@ -5,7 +5,6 @@ Format names: ``"ply"`` (standard 3DGS PLY), ``"compressed_ply"`` (PlayCanvas Su
 """
 from __future__ import annotations
 
-import gzip
 import os
 import zlib
 
@@ -73,7 +72,7 @@ def detect_format(path: str | os.PathLike) -> str:
 def _gunzip_head(head: bytes) -> bytes:
     try:
         return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 16)
-    except (zlib.error, gzip.BadGzipFile):
+    except zlib.error:
         return b""
 
 
