@@ -23,7 +23,8 @@ def ensure_material():
         return mat
     if mat is None:
         mat = bpy.data.materials.new(MATERIAL_NAME)
-    mat.use_nodes = True
+    if mat.node_tree is None:  # Blender < 5.0 starts materials without nodes
+        mat.use_nodes = True
     _build(mat.node_tree)
     # EEVEE: blend in the order the preview sorted the quads, every layer, both faces.
     mat.surface_render_method = "BLENDED"

@@ -1,0 +1,156 @@
+"""Splat objects in Blender: the point-cloud layout, the import entry points, bad files.
+
+Undo itself cannot run here: ``bpy.ops.ed.undo`` needs a window, which headless bpy lacks; the
+operator's UNDO flag is checked instead.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+import pytest
+from conftest import shared_data
+
+
+def _random_splats(formats, n: int, degree: int, extras: dict | None = None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    rest = {0: 0, 1: 3, 2: 8, 3: 15}[degree]
+    return formats.SplatSet(
+        means=rng.normal(size=(n, 3)).astype(f),
+        scales=rng.normal(-3, 1, size=(n, 3)).astype(f),
+        quats=rng.normal(size=(n, 4)).astype(f),  # unnormalised, as trainers leave them
+        opacities=rng.normal(size=n).astype(f),
+        sh_dc=rng.normal(size=(n, 3)).astype(f),
+        sh_rest=rng.normal(size=(n, rest, 3)).astype(f),
+        extras=extras or {},
+    )
+
+
+def _assert_same(a, b):
+    for name in ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest"):
+        got, want = getattr(a, name), getattr(b, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    assert a.extras.keys() == b.extras.keys()
+    for name in a.extras:
+        assert a.extras[name].dtype == b.extras[name].dtype and np.array_equal(a.extras[name], b.extras[name]), name
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3])
+def test_object_round_trip_is_bit_exact_with_extras(blender_with_splatwork, splatwork, degree):
+    api = splatwork.addon.splats
+    formats = splatwork.bridge.formats
+    n = 257
+    rng = np.random.default_rng(degree)
+    extras = {
+        "nx": rng.normal(size=n).astype(np.float32),
+        "opacity": np.arange(n, dtype=np.uint8),  # clashes with a core attribute name
+        "filter_3D": rng.normal(size=n),  # float64 survives through its raw bits
+        "segment": rng.integers(-5, 5, n).astype(np.int16),
+        "big": np.arange(n, dtype=np.uint32) * 16_000_000,
+        "picked": rng.random(n) > 0.5,
+    }
+    splats = _random_splats(formats, n, degree, extras)
+    obj = api.splats_to_object(splats, "splats")
+    assert obj.type == "POINTCLOUD" and len(obj.data.points) == n
+    assert obj.name in bpy.context.scene.collection.objects
+    assert not [m for m in bpy.data.meshes], "the conversion helper mesh was left behind"
+    _assert_same(api.object_to_splats(obj), splats)
+
+
+def test_update_in_place_and_with_a_new_count_keeps_object_modifier_and_material(blender_with_splatwork, splatwork):
+    api = splatwork.addon.splats
+    formats = splatwork.bridge.formats
+    obj = api.splats_to_object(_random_splats(formats, 100, 3), "live")
+    api.attach_preview(obj)
+    obj.location = (1, 2, 3)
+    same = _random_splats(formats, 100, 3, seed=1)
+    api.update_object_splats(obj, same)
+    _assert_same(api.object_to_splats(obj), same)
+    grown = _random_splats(formats, 150, 1, seed=2)
+    api.update_object_splats(obj, grown)
+    _assert_same(api.object_to_splats(obj), grown)
+    assert tuple(obj.location) == (1, 2, 3) and obj.modifiers["Splat Preview"].node_group is not None
+    assert obj.data.materials[0].name == "Splatwork Splat"
+    assert len(bpy.data.pointclouds) == 1, "the replaced data-block was left behind"
+
+
+def test_apply_transform_bakes_the_world_matrix(blender_with_splatwork, splatwork):
+    api = splatwork.addon.splats
+    formats = splatwork.bridge.formats
+    splats = _random_splats(formats, 50, 2)
+    obj = api.splats_to_object(splats, "moved")
+    obj.location = (0.5, -1, 2)
+    obj.rotation_euler = (0.3, -0.2, 1.1)
+    obj.scale = (2, 2, 2)
+    bpy.context.view_layer.update()
+    baked = api.object_to_splats(obj, apply_transform=True)
+    want = splatwork.bridge.formats.transform.bake_transform(splats, np.array(obj.matrix_world))
+    _assert_same(baked, want)
+    _assert_same(api.object_to_splats(obj), splats)
+
+
+def test_not_a_splat_object_is_a_clear_error(blender_with_splatwork, splatwork):
+    bpy.ops.mesh.primitive_cube_add()
+    with pytest.raises(ValueError, match="'Cube' is not a point cloud"):
+        splatwork.addon.splats.object_to_splats(bpy.context.object)
+
+
+def test_import_operator_builds_a_ready_object(blender_with_splatwork, splatwork):
+    path = shared_data("splats", "plush_dog.ply")
+    assert bpy.ops.splatwork.import_splats(filepath=str(path), sh_degree=2) == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert obj.name == "plush_dog" and obj.type == "POINTCLOUD" and obj.select_get()
+    mod = obj.modifiers["Splat Preview"]
+    group = mod.node_group
+    assert mod[group.interface.items_tree["SH Degree"].identifier] == 2
+    width_input = group.interface.items_tree["Render Width"].identifier
+    assert obj.animation_data.drivers[0].data_path.endswith(f'["{width_input}"]')
+    assert bpy.context.scene.cycles.transparent_max_bounces >= 1024
+    splats = splatwork.addon.splats.object_to_splats(obj)
+    _assert_same(splats, splatwork.bridge.formats.read_splats(path))
+    # The preview really builds one quad per visible splat (four corners each).
+    bpy.context.scene.camera = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    bpy.context.scene.collection.objects.link(bpy.context.scene.camera)
+    bpy.context.scene.camera.location = (0, -1.0, 0.0)
+    bpy.context.scene.camera.rotation_euler = (1.5707963, 0, 0)
+    geometry = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
+    mesh = geometry.mesh
+    assert 0 < len(mesh.vertices) <= 4 * len(splats) and len(mesh.vertices) % 4 == 0
+    assert {"splat_uv", "splat_color", "splat_falloff"} <= set(mesh.attributes.keys())
+    assert not {"sh_rest_1", "scale", "rotation", "splat_transform"} & set(mesh.attributes.keys())
+    # A second import shares the node group and the material.
+    bpy.ops.splatwork.import_splats(filepath=str(path))
+    assert len([g for g in bpy.data.node_groups if g.name.startswith("Splatwork Splat Preview")]) == 1
+    assert len([m for m in bpy.data.materials if m.name.startswith("Splatwork Splat")]) == 1
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x00\x00",
+     "Cannot import splats: .*bad.ply"),
+    (b"not a splat file at all", "Cannot import splats: .*bad.ply"),
+])
+def test_bad_file_reports_the_problem_and_builds_nothing(blender_with_splatwork, tmp_path, content, problem):
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(content)
+    before = (len(bpy.data.objects), len(bpy.data.pointclouds), len(bpy.data.meshes), len(bpy.data.node_groups))
+    with pytest.raises(RuntimeError, match=problem):  # bpy raises an operator's ERROR report
+        bpy.ops.splatwork.import_splats(filepath=str(bad))
+    after = (len(bpy.data.objects), len(bpy.data.pointclouds), len(bpy.data.meshes), len(bpy.data.node_groups))
+    assert after == before
+
+
+def test_missing_file_is_reported(blender_with_splatwork, tmp_path):
+    with pytest.raises(RuntimeError, match="nowhere.spz: no such file"):
+        bpy.ops.splatwork.import_splats(filepath=str(tmp_path / "nowhere.spz"))
+
+
+def test_entry_points_are_registered(blender_with_splatwork, splatwork):
+    operators = splatwork.addon.splats.operators
+    handler = bpy.types.FileHandler.bl_rna_get_subclass_py("SPLATWORK_FH_splats")
+    assert handler is not None and handler.bl_file_extensions == ".ply;.spz;.splat"
+    assert handler.bl_import_operator == "splatwork.import_splats"
+    assert operators.menu_import in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
+    panel = bpy.types.Panel.bl_rna_get_subclass_py("SPLATWORK_PT_splats")
+    assert panel is not None and panel.bl_category == "Splatwork"
+    assert "UNDO" in operators.SPLATWORK_OT_import_splats.bl_options
+
