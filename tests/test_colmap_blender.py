@@ -104,11 +104,12 @@ def test_non_square_pixels_and_off_centre_principal_point_match_pycolmap(blender
     _check_projection(bpy.context.scene, tmp_path / "sparse" / "0", rec.points)
 
 
-def test_undistorted_real_model_matches_pycolmap_to_a_hundredth_of_a_pixel(blender_with_splatwork, tmp_path):
+@pytest.mark.parametrize("run", ["sparse", "sparse_rerun"])
+def test_undistorted_real_model_matches_pycolmap_to_a_hundredth_of_a_pixel(blender_with_splatwork, tmp_path, run):
     statue = shared_data("colmap", "statue_of_liberty")
-    rec = colmap.read_model(statue / "sparse" / "0")
+    rec = colmap.read_model(statue / run / "0")
     names = [v.name for v in rec.views[:3]]
-    model_dir, images_dir = colmap.undistort(statue / "sparse" / "0", statue / "images", tmp_path / "und", names)
+    model_dir, images_dir = colmap.undistort(statue / run / "0", statue / "images", tmp_path / "und", names)
     undistorted = colmap.read_model(model_dir)
     assert {c.model for c in undistorted.cameras.values()} == {"PINHOLE"}
     # Keep the three undistorted views (the others have no image written).
@@ -280,3 +281,44 @@ def test_choosing_a_reconstruction_and_picking_cameras_from_the_panel_list(blend
     assert scene.render.resolution_x == 80
     with pytest.raises(RuntimeError, match="has no model '7'; found 0, 1"):
         bpy.ops.splatwork.import_colmap(model_dir=str(tmp_path), model="7")
+
+
+def test_cycles_renders_points_where_pycolmap_projects_them(blender_with_splatwork, small_project, render):
+    """Real pixels: small glowing spheres at known 3D points, rendered by Cycles through an imported
+    camera with non-square pixels and an off-centre principal point, land on pycolmap's projection."""
+    project, rec = small_project
+    assert bpy.ops.splatwork.import_colmap(model_dir=str(project), backgrounds=False, points=False,
+                                           animated_camera=False) == {"FINISHED"}
+    view = rec.views[0]
+    cam = rec.cameras[view.camera_id]
+    assert cam.model == "PINHOLE" and cam.fx != cam.fy
+    targets = np.array([[12.0, 10.0], [50.3, 12.6], [30.5, 27.2], [15.2, 38.7], [54.8, 39.4]])
+    depth = 3.0
+    x_cam = np.column_stack([(targets - [cam.cx, cam.cy]) / [cam.fx, cam.fy] * depth, np.full(len(targets), depth)])
+    world = (x_cam - view.t) @ view.R
+    expected, _ = _pycolmap_pixels(project / "sparse" / "0", view.name, world)
+    np.testing.assert_allclose(expected, targets, atol=1e-9)
+    glow = bpy.data.materials.new("glow")
+    nodes = glow.node_tree.nodes
+    emission = nodes.new("ShaderNodeEmission")
+    glow.node_tree.links.new(emission.outputs[0], nodes["Material Output"].inputs["Surface"])
+    for p in world:
+        bpy.ops.mesh.primitive_uv_sphere_add(radius=1.2 * depth / cam.fx, location=tuple(p), segments=24,
+                                             ring_count=12)
+        bpy.context.object.data.materials.append(glow)
+    scene = bpy.context.scene
+    bpy.ops.splatwork.activate_camera(camera=view.name)
+    scene.view_settings.view_transform = "Standard"
+    image = render(scene, samples=64)[..., 0].astype(np.float64)  # (H, W), top row first
+    assert image.shape == (cam.height, cam.width)
+    ys, xs = np.mgrid[0: cam.height, 0: cam.width] + 0.5  # pixel centres, COLMAP's convention
+    centroids = []
+    for target in targets:
+        window = (np.abs(xs - target[0]) < 4) & (np.abs(ys - target[1]) < 4)
+        weight = image * window
+        assert weight.sum() > 1.0, f"no sphere near {target}"
+        centroids.append([(weight * xs).sum() / weight.sum(), (weight * ys).sum() / weight.sum()])
+    print(f"rendered centroids off by at most {np.abs(np.array(centroids) - targets).max():.3f} px")
+    # A centroid of a 2-3 px anti-aliased blob is good to a few hundredths of a pixel; a wrong shift
+    # sign, a dropped fy or a misplaced half pixel would be off by 0.5 px or more.
+    np.testing.assert_allclose(centroids, targets, atol=0.1)
