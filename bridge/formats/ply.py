@@ -35,6 +35,12 @@ def rest_names(k: int) -> list[str]:
     return [f"f_rest_{c * k + i}" for i in range(k) for c in range(3)]
 
 
+def channel_major(rest: np.ndarray) -> np.ndarray:
+    """(N, K, 3) SH rest values as (N, 3K) rows in the file's f_rest order, in one take()."""
+    n, k = rest.shape[:2]
+    return np.take(rest.reshape(n, 3 * k), [i * 3 + c for c in range(3) for i in range(k)], axis=1)
+
+
 def read(path: str | os.PathLike) -> SplatSet:
     header, arrays = read_elements(path, {"vertex"})
     if "vertex" not in arrays:
@@ -122,10 +128,8 @@ def write(path: str | os.PathLike, splats: SplatSet) -> None:
     dtype = np.dtype(fields)
 
     normals = [splats.extras.get(name, np.zeros(n, np.float32))[:, None] for name in NORMALS]
-    # SplatSet is (N, K, 3); the file wants channel-major f_rest_{c*K+k}: one take() transposes.
-    channel_major = np.take(splats.sh_rest.reshape(n, 3 * k), [i * 3 + c for c in range(3) for i in range(k)], axis=1)
     block = np.concatenate(
-        [splats.means, *normals, splats.sh_dc, channel_major, splats.opacities[:, None], splats.scales,
+        [splats.means, *normals, splats.sh_dc, channel_major(splats.sh_rest), splats.opacities[:, None], splats.scales,
          splats.quats], axis=1, dtype="<f4")
     data = block
     if others:
