@@ -161,6 +161,8 @@ class Job:
             self.done = event
         elif isinstance(event, protocol.Error):
             self.error = event
+        if isinstance(event, (protocol.Done, protocol.Error)):
+            self._release_stdin()
         if self.on_event is not None:
             try:
                 self.on_event(self, event)
@@ -175,6 +177,15 @@ class Job:
                 self._apply(event)
             self.exit_code = self.process.wait()
             self._finish()
+
+    def _release_stdin(self) -> None:
+        # The run is over: end of file lets the bridge's command reader thread finish before the
+        # interpreter shuts down (Python 3.11 aborts if a daemon thread still holds stdin's lock then).
+        try:
+            if self.process.proc.stdin is not None:
+                self.process.proc.stdin.close()
+        except OSError:
+            pass
 
     def _run_blocking(self) -> None:
         def on_event(event):
@@ -211,8 +222,12 @@ class Job:
         """Decide the final state from what the process said and how it exited."""
         self.ended = time.monotonic()
         self.process.close()
-        if self.done is not None and self.exit_code == protocol.EXIT_OK:
+        if self.done is not None:
+            # Done is sent after every output is written (atomically): a failure while the interpreter
+            # shuts down afterwards loses nothing, so it is a warning, not a failed job.
             self.state = "stopped" if self.done.status == "stopped" else "completed"
+            if self.exit_code != protocol.EXIT_OK:
+                self.warnings.append(f"the bridge exited with code {self.exit_code} after finishing")
         elif self._killed:
             self.state = "killed"
         else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import bpy
 
@@ -10,9 +11,8 @@ from .. import jobs, preferences
 
 JOB_NAME = "train"
 PREVIEW_IMAGE = "Splatwork Training Preview"
-# Custom properties the COLMAP import leaves on its collection (see addon/colmap.py).
-MODEL_KEY = "splatwork_model_dir"
-IMAGES_KEY = "splatwork_images_dir"
+# Set by Import COLMAP when it knows the photos' folder; otherwise they are looked for next to sparse/.
+IMAGES_KEY = "splatwork_colmap_images"
 
 
 class TrainingError(Exception):
@@ -31,40 +31,52 @@ class TrainingError(Exception):
 # What to train on
 
 
-def _model_in(folder: str) -> str | None:
-    for candidate in (os.path.join(folder, "sparse", "0"), os.path.join(folder, "sparse"), folder):
-        if any(os.path.isfile(os.path.join(candidate, f"cameras.{ext}")) for ext in ("bin", "txt")):
-            return candidate
-    return None
+def _images_next_to(model: Path) -> str | None:
+    from ..colmap.import_ops import default_images_dir
+
+    found = default_images_dir(model)
+    return str(found) if found is not None else None
 
 
 def dataset_paths(settings) -> tuple[str, str, str]:
     """(model folder, images folder, dataset name) for the settings, or a TrainingError naming the problem."""
+    from ...bridge.formats.colmap import find_models
+    from ..colmap.props import MODEL_DIR_KEY
+
     if settings.source == "COLLECTION":
         coll = settings.collection
         if coll is None:
             raise TrainingError("no camera collection chosen",
                                 "Import a COLMAP reconstruction (File > Import > COLMAP) and pick its collection, "
                                 "or switch Dataset to Folder.")
-        model, images = coll.get(MODEL_KEY), coll.get(IMAGES_KEY)
-        if not model or not images:
+        if not coll.get(MODEL_DIR_KEY):
             raise TrainingError(f"collection '{coll.name}' was not made by Import COLMAP",
                                 "Pick the collection that Import COLMAP created, or switch Dataset to Folder.")
-        model, images, name = bpy.path.abspath(model), bpy.path.abspath(images), coll.name
+        model = bpy.path.abspath(coll[MODEL_DIR_KEY])
+        images = coll.get(IMAGES_KEY) or _images_next_to(Path(model))
+        name = coll.name
+        if images is None:
+            raise TrainingError(f"no images folder next to the model {model}",
+                                "Training needs the photos in images/ next to sparse/; or use Dataset: Folder.")
+        images = bpy.path.abspath(images)
     else:
-        folder = bpy.path.abspath(settings.folder).rstrip("/\\")
-        if not settings.folder or not os.path.isdir(folder):
-            raise TrainingError(f"dataset folder '{folder}' not found" if settings.folder else "no dataset folder set",
+        folder = Path(bpy.path.abspath(settings.folder)) if settings.folder else None
+        if folder is None or not folder.is_dir():
+            raise TrainingError(f"dataset folder '{folder}' not found" if folder else "no dataset folder set",
                                 "Choose a folder holding sparse/0 (the COLMAP model) and images/.")
-        model = _model_in(folder)
-        if model is None:
-            raise TrainingError(f"{folder}: no COLMAP model (cameras.bin or cameras.txt) in sparse/0, sparse/ "
-                                "or the folder itself", "Run Reconstruct first, or choose the dataset's root folder.")
-        images, name = os.path.join(folder, "images"), os.path.basename(folder) or "dataset"
+        models = find_models(folder)
+        if not models:
+            raise TrainingError(f"{folder}: no COLMAP model (cameras, images and points3D) in it or in sparse/",
+                                "Run Reconstruct first, or choose the dataset's root folder.")
+        model, name = str(models[0]), folder.name or "dataset"
+        images = _images_next_to(models[0])
+        if images is None:
+            raise TrainingError(f"{folder}: no images/ folder next to the model",
+                                "The photos must sit in images/ next to sparse/.")
     if not os.path.isdir(model):
         raise TrainingError(f"COLMAP model folder '{model}' not found", "Was the dataset moved or deleted?")
     if not os.path.isdir(images):
-        raise TrainingError(f"images folder '{images}' not found", "The photos must sit in images/ next to sparse/.")
+        raise TrainingError(f"images folder '{images}' not found", "Was the dataset moved or deleted?")
     return os.path.abspath(model), os.path.abspath(images), name
 
 
@@ -149,6 +161,7 @@ def _on_event(scene_name: str, event: protocol.Event) -> None:
         if event.num_splats is not None:
             settings.num_splats = event.num_splats
     elif isinstance(event, protocol.Snapshot):
+        settings.step = max(settings.step, event.step)
         if event.preview and os.path.isfile(event.preview):
             show_preview(settings, event.preview)
         if event.ply and os.path.isfile(event.ply):
@@ -168,7 +181,7 @@ def _on_finish(scene_name: str, job: jobs.Job) -> None:
         if splats and os.path.isfile(splats):
             try:
                 show_splats(scene_name, splats, final=True)
-            except formats.FormatError as exc:
+            except (formats.FormatError, OSError, ValueError) as exc:
                 settings.state, settings.message = "failed", str(exc)
                 settings.hint = "The trainer wrote a file Splatwork cannot read; see the log."
                 return
@@ -203,19 +216,21 @@ def show_preview(settings, path: str) -> None:
 
 def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     """Read ``path`` into the run's splat object: created on the first snapshot, then updated in place."""
-    from .. import splats as splat_objects
+    from ..splats.pointcloud import is_splat_object, splats_to_object, update_object_splats
+    from ..splats.preview_nodes import attach_preview
 
     scene = bpy.data.scenes[scene_name]
     settings = scene.splatwork_training
     data = formats.read_splats(path)
     name = f"{settings.get('dataset_name', 'Splats')} Splats"
     obj = settings.result_object
-    if obj is not None and obj.name in bpy.data.objects and splat_objects.is_splat_object(obj):
-        splat_objects.update_object_splats(obj, data)
+    if obj is not None and obj.name in bpy.data.objects and is_splat_object(obj):
+        update_object_splats(obj, data)
     else:
         collection = settings.collection if settings.source == "COLLECTION" else None
         with bpy.context.temp_override(scene=scene):
-            obj = splat_objects.splats_to_object(data, name + ("" if final else " (training)"), collection)
+            obj = splats_to_object(data, name + ("" if final else " (training)"), collection)
+            attach_preview(obj, scene)
         _line_up_with_cameras(obj, collection)
         settings.result_object = obj
     if final:
@@ -224,11 +239,12 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
 
 
 def _line_up_with_cameras(obj, collection) -> None:
-    """Splats are trained in the COLMAP world frame: give them whatever placed the imported cameras there."""
-    if collection is None:
-        return
-    matrix = collection.get("splatwork_world_matrix")
-    if matrix is not None:
-        from mathutils import Matrix
+    """Splats are trained in the COLMAP world frame: give them the transform Import COLMAP gave the cameras."""
+    from ..colmap.props import WORLD_KEY
 
-        obj.matrix_world = Matrix([list(row) for row in matrix])
+    if collection is None or collection.get(WORLD_KEY) is None:
+        return
+    from mathutils import Matrix
+
+    values = list(collection[WORLD_KEY])
+    obj.matrix_world = Matrix([values[i:i + 4] for i in range(0, 16, 4)])
