@@ -171,7 +171,7 @@ def test_export_any_blender_camera_matches_blender_projection(blender_with_splat
     np.testing.assert_allclose(got[:, :2], expected, atol=0.01)
 
 
-def test_animated_camera_applies_each_views_settings_per_frame(blender_with_splatwork, small_project):
+def test_animated_camera_applies_each_views_settings_per_frame(blender_with_splatwork, splatwork, small_project):
     project, rec = small_project
     assert bpy.ops.splatwork.import_colmap(model_dir=str(project), frame_start=10) == {"FINISHED"}
     scene = bpy.context.scene
@@ -186,6 +186,11 @@ def test_animated_camera_applies_each_views_settings_per_frame(blender_with_spla
         # The animated camera sees exactly what that view's still camera sees.
         np.testing.assert_allclose(_blender_pixels(scene, animated, rec.points),
                                    _blender_pixels(scene, still, rec.points), atol=0.01)
+        # What a renderer asks for at this frame: the view's K and pose.
+        intrinsics, R, t = splatwork.addon.colmap.camera_to_colmap(animated, scene)
+        np.testing.assert_allclose(intrinsics.K(), cam.K(), rtol=1e-5)
+        np.testing.assert_allclose(R, view.R, atol=1e-5)
+        np.testing.assert_allclose(t, view.t, atol=1e-4)
     quats = np.array([list(animated.animation_data.action.fcurve_ensure_for_datablock(
         animated, "rotation_quaternion", index=k).keyframe_points[i].co[1] for k in range(4))
         for i in range(len(rec.views))])

@@ -57,6 +57,14 @@ def camera_intrinsics(obj, scene) -> Camera:
     return Camera.pinhole(0, w, h, fx, fy, cx, cy)
 
 
+def camera_to_colmap(obj, scene, world: np.ndarray | None = None) -> tuple[Camera, np.ndarray, np.ndarray]:
+    """(intrinsics, R, t) of one Blender camera as it renders now (any camera, the animated one
+    included: at the current frame its settings are the scene's). ``camera.K()`` and
+    ``x_cam = R @ x + t`` are what a renderer needs; ``world`` maps COLMAP's world to Blender's."""
+    R, t = matrix_world_to_pose(np.array(obj.matrix_world), world)
+    return camera_intrinsics(obj, scene), R, t
+
+
 def cameras_to_reconstruction(objects, scene, use_import_transform: bool = True) -> Reconstruction:
     """A reconstruction of these camera objects; identical intrinsics share one COLMAP camera.
 
@@ -76,8 +84,7 @@ def cameras_to_reconstruction(objects, scene, use_import_transform: bool = True)
             cam.id = ids[key]
             cameras[cam.id] = cam
         collection = _import_collection(obj) if use_import_transform else None
-        world = world_from_colmap(collection)
-        R, t = matrix_world_to_pose(np.array(obj.matrix_world), world)
+        R, t = matrix_world_to_pose(np.array(obj.matrix_world), world_from_colmap(collection))
         name = obj.data.splatwork_colmap.image_name or f"{obj.name}.png"
         if name in names:
             raise ValueError(f"two cameras export to the same image name {name!r}")
