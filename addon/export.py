@@ -16,7 +16,7 @@ from bpy_extras.io_utils import ExportHelper
 from ..bridge.formats import FormatError, FormatWarning, write_splats
 from ..bridge.formats.detect import format_for_extension
 from ..bridge.formats.transform import place_splats
-from .splats.pointcloud import is_splat_object, object_to_splats
+from .splats import SplatLayoutError, is_splat_object, object_to_splats
 
 # format -> (label, file extension, description)
 FORMATS = {
@@ -125,7 +125,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", FormatWarning)
                 count = export_objects(objects, path, fmt, degree, self.apply_transform)
-        except (FormatError, OSError) as exc:
+        except (FormatError, SplatLayoutError, OSError) as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}
         for warning in caught:

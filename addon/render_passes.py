@@ -23,10 +23,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..bridge.formats import FormatError, cameras, write_splats
+from ..bridge.formats import cameras, write_splats
 from ..bridge.formats.transform import check_transform
 from . import jobs
-from .splats.pointcloud import is_splat_object, object_to_splats
+from .splats import is_splat_object, object_to_splats
 
 JOB_NAME = "render_passes"
 EXR_LAYER = "Splats"  # the layer bridge/render.py writes
@@ -65,9 +65,12 @@ def output_folder(scene, output_dir: str = "") -> Path:
 
 
 def splat_objects(view_layer) -> list:
-    """The splat objects a render of this view layer shows (hidden from renders: left out)."""
-    return [o for o in view_layer.objects if is_splat_object(o) and not o.hide_render
-            and not any(c.hide_render for c in o.users_collection)]
+    """The splat objects the passes show: those visible in the view layer.
+
+    Not their render visibility: Blender's own render must leave the splats out (their preview would
+    be drawn twice), so :func:`build_compositor` hides them from it.
+    """
+    return [o for o in view_layer.objects if is_splat_object(o) and o.visible_get(view_layer=view_layer)]
 
 
 def camera_at_current_frame(scene, depsgraph) -> dict:
@@ -97,7 +100,7 @@ def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: P
     objects = splat_objects(view_layer)
     if not objects:
         raise RenderSetupError("no splat objects to render in this view layer "
-                               "(objects hidden from renders are left out)")
+                               "(objects hidden in the viewport are left out)")
     entries, splat_sets = [], []
     for i, obj in enumerate(objects):
         path = workdir / f"object_{i}.ply"  # standard PLY: lossless, so the bridge renders exactly these
@@ -197,6 +200,9 @@ def build_compositor(scene, folder: Path, name: str):
 
     scene.compositing_node_group = tree
     scene.render.use_compositing = True
+    # The passes carry the splats; drawn by Blender's render too they would show twice.
+    for obj in splat_objects(scene.view_layers[0]):
+        obj.hide_render = True
     return tree
 
 
@@ -228,7 +234,9 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
         try:
             folder = output_folder(scene, self.output_dir)
             job_path = write_job(scene, view_layer, folder, _frames(scene, self.use_frame_range), workdir)
-        except (RenderSetupError, FormatError, ValueError) as exc:
+        # Every "this scene cannot be rendered" problem (setup, splat layout, camera, transform) is a
+        # ValueError; OSError: the temporary job folder could not be written.
+        except (ValueError, OSError) as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             self.report({"ERROR"}, f"Splat passes: {exc}")
             return {"CANCELLED"}

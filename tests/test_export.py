@@ -29,7 +29,7 @@ def shiny_splats(n: int = 400, seed: int = 3) -> SplatSet:
 
 
 def placed_object(splatwork, splats: SplatSet, matrix: np.ndarray):
-    obj = splatwork.addon.splats.pointcloud.splats_to_object(splats, "Shiny")
+    obj = splatwork.addon.splats.splats_to_object(splats, "Shiny")
     obj.matrix_world = Matrix(matrix.tolist())
     bpy.context.view_layer.objects.active = obj
     obj.select_set(True)

@@ -88,7 +88,7 @@ def test_camera_with_shift_vertical_fit_and_pixel_aspect_matches_the_colmap_rend
 
     rng = np.random.default_rng(11)
     splats = splat_cloud(rng, 300, (0.0, 0.0, 0.0), 0.8)
-    obj = splatwork.addon.splats.pointcloud.splats_to_object(splats, "Cloud")
+    obj = splatwork.addon.splats.splats_to_object(splats, "Cloud")
     turn = quat_to_matrix(np.array([[0.9, 0.2, -0.3, 0.25]]))[0]
     matrix = np.eye(4)
     matrix[:3, :3], matrix[:3, 3] = 1.3 * turn, (0.2, 0.1, 0.3)
@@ -161,7 +161,7 @@ def test_splats_land_where_blender_renders_the_same_points(blender_with_splatwor
     markers.scales[:] = np.log(0.045)
     markers.opacities[:] = 6.0
     markers.sh_dc[:] = (colours - 0.5) / 0.28209479177387814
-    splatwork.addon.splats.pointcloud.splats_to_object(markers, "Markers")
+    splatwork.addon.splats.splats_to_object(markers, "Markers")
     layers = render_pass(tmp_path)
     ours = np.stack([layers[f"Splats.Combined.{c}"] for c in "RGB"], axis=-1)
     assert cycles.shape[:2] == ours.shape[:2] == (height, width)
@@ -207,7 +207,7 @@ def test_depth_layer_agrees_with_blenders_z_pass_for_a_plane(blender_with_splatw
     bpy.ops.mesh.primitive_plane_add(size=6.0, location=(0.5, 0.0, -distance))
     blender_z = _blender_depth(scene, tmp_path)
     bpy.data.objects.remove(bpy.data.objects["Plane"])
-    plane = splatwork.addon.splats.pointcloud.splats_to_object(_plane_of_splats(6.0, -distance), "Plane")
+    plane = splatwork.addon.splats.splats_to_object(_plane_of_splats(6.0, -distance), "Plane")
     plane.location = (0.5, 0.0, 0.0)
 
     layers = render_pass(tmp_path)
@@ -233,7 +233,7 @@ def test_compositor_z_combines_the_passes_with_blenders_render(blender_with_spla
     set_camera(scene, intr, np.eye(4))
     scene.frame_start, scene.frame_end = 3, 4
     # A splat square at 3 m, half covered by a grey mesh plane at 2 m (left) and half over nothing.
-    obj = splatwork.addon.splats.pointcloud.splats_to_object(_plane_of_splats(2.0, -3.0, 0.05), "Splats")
+    obj = splatwork.addon.splats.splats_to_object(_plane_of_splats(2.0, -3.0, 0.05), "Splats")
     # Animated: half a metre to the right at frame 4 (5 pixels at 3 m with fx = 30).
     obj.keyframe_insert("location", frame=3)
     obj.location.x = 0.5
@@ -256,8 +256,7 @@ def test_compositor_z_combines_the_passes_with_blenders_render(blender_with_spla
 
     bpy.ops.mesh.primitive_plane_add(size=2.0, location=(-1.0, 0.0, -2.0))
     _emit(bpy.context.object, (0.2, 0.2, 0.2))
-    for obj in [o for o in scene.objects if o.type == "POINTCLOUD"]:
-        obj.hide_render = True  # Blender's render holds the mesh only; the splats come from the passes
+    assert obj.hide_render, "Blender's render leaves the splats to the passes"
     scene.world = None
     scene.view_settings.view_transform = "Standard"
     scene.frame_set(3)
@@ -282,7 +281,7 @@ def test_bad_setups_are_reported_not_raised(blender_with_splatwork, splatwork, t
         bpy.ops.splatwork.render_passes(output_dir=str(tmp_path), use_frame_range=False)
     splats = _plane_of_splats(1.0, -3.0, 0.1).with_sh_degree(1)
     splats.sh_rest[0] = 0.5
-    obj = splatwork.addon.splats.pointcloud.splats_to_object(splats, "S")
+    obj = splatwork.addon.splats.splats_to_object(splats, "S")
     with pytest.raises(RuntimeError, match="no camera"):
         bpy.ops.splatwork.render_passes(output_dir=str(tmp_path), use_frame_range=False)
     intr = cameras.intrinsics_to_blender(30.0, 30.0, 16.0, 12.0, 32, 24)
