@@ -270,3 +270,21 @@ def test_spz_version_1_float16_positions(tmp_path):
     back = read_splats(tmp_path / "v1.spz")
     np.testing.assert_allclose(back.means, splats.means, atol=5 / 1024 * 5)
     assert quat_error(back.quats, splats.quats) < 0.12
+
+
+def test_spz_degree_4_keeps_bands_1_to_3_and_warns(tmp_path):
+    import gzip
+    import struct
+
+    from bridge.formats.spz import encode
+
+    splats = random_splats(10, 3)
+    blocks = encode(flip_yz(splats), 3, 12)
+    band4 = np.full((10, 9, 3), 200, np.uint8)
+    blocks[5] = np.concatenate([np.frombuffer(blocks[5], np.uint8).reshape(10, 15, 3), band4], axis=1).tobytes()
+    header = struct.pack("<4sIIBBBB", b"NGSP", 3, 10, 4, 12, 0, 0)
+    (tmp_path / "d4.spz").write_bytes(gzip.compress(header + b"".join(blocks)))
+    with pytest.warns(FormatWarning, match="band 4"):
+        back = read_splats(tmp_path / "d4.spz")
+    assert back.sh_degree == 3
+    assert np.abs(back.sh_rest - splats.sh_rest).max() <= 8.5 / 128 + 1e-6

@@ -46,6 +46,9 @@ MAX_COMPRESSION_RATIO = 1024
 MIN_BYTES_PER_SPLAT = 9
 MAX_FRACTION_BITS = 16
 
+# SPZ also allows degree 4 (24 coefficients); SplatSet stops at 3, so band 4 is dropped on reading.
+SPZ_REST_COUNT = {**SH_REST_COUNT, 4: 24}
+
 # Sign of each SH rest coefficient (bands 1-3) under (x, y, z) -> (x, -y, -z), a 180 degree turn about x.
 FLIP_YZ_SH = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], np.float32)
 
@@ -67,7 +70,7 @@ def flip_yz(splats: SplatSet) -> SplatSet:
 def _sizes(n: int, version: int, degree: int) -> list[int]:
     """Byte sizes of the attribute blocks, in file order."""
     return [n * (6 if version == 1 else 9), n, n * 3, n * 3, n * (4 if version >= 3 else 3),
-            n * SH_REST_COUNT[degree] * 3]
+            n * SPZ_REST_COUNT[degree] * 3]
 
 
 def read(path: str | os.PathLike) -> SplatSet:
@@ -84,6 +87,8 @@ def read(path: str | os.PathLike) -> SplatSet:
         raise FormatError(path, "not an SPZ file (neither NGSP nor gzip magic)")
     if flags & FLAG_EXTENSIONS:
         warn(path, "SPZ extensions were ignored (the data is read as the default RUB axes)")
+    if degree == 4:
+        warn(path, "SH band 4 was dropped (Splatwork keeps SH degrees 0-3)")
     return flip_yz(_decode(n, version, degree, bits, blocks))
 
 
@@ -94,8 +99,8 @@ def _check_header(path, version: int, n: int, degree: int, bits: int, file_size:
         raise FormatError(path, "contains no splats")
     if n > file_size * MAX_COMPRESSION_RATIO // MIN_BYTES_PER_SPLAT:
         raise FormatError(path, f"the header claims {n:,} splats, more than a {file_size:,}-byte file can hold")
-    if degree not in SH_REST_COUNT:
-        raise FormatError(path, f"SPZ SH degree {degree} is not supported (0 to 3)")
+    if degree not in SPZ_REST_COUNT:
+        raise FormatError(path, f"SPZ SH degree {degree} is not supported (0 to 4)")
     if bits > 24:
         raise FormatError(path, f"SPZ header has {bits} fractional bits; at most 24 fit in 24-bit positions")
 
@@ -198,14 +203,15 @@ def _decode(n: int, version: int, degree: int, bits: int, blocks: list[np.ndarra
         xyz = rotations.reshape(n, 3) / 127.5 - 1.0
         w = np.sqrt(np.maximum(0.0, 1.0 - np.square(xyz).sum(axis=1)))
         xyzw = unit_quats(np.concatenate([xyz, w[:, None]], axis=1))
-    k = SH_REST_COUNT[degree]
+    k = SPZ_REST_COUNT[degree]
+    keep = SH_REST_COUNT[min(degree, 3)]
     return SplatSet(
         means=means,
         scales=(scales.reshape(n, 3) / 16.0 - 10.0).astype(f),
         quats=np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], f),
         opacities=logit(alphas / 255.0).astype(f),
         sh_dc=((colors.reshape(n, 3) / 255.0 - 0.5) / COLOR_SCALE).astype(f),
-        sh_rest=((sh.reshape(n, k, 3).astype(f) - 128.0) / 128.0).astype(f),
+        sh_rest=((sh.reshape(n, k, 3)[:, :keep].astype(f) - 128.0) / 128.0).astype(f),
     )
 
 
