@@ -47,36 +47,47 @@ def _sigma_coefficients(offset: Tensor, conics: Tensor) -> Tensor:
     return torch.stack([const, -(a * ex + b * ey), -(c * ey + b * ex), 0.5 * a, 0.5 * c, b], dim=-1)
 
 
-def _blend(terms: Tensor, coeffs: Tensor, opac: Tensor, feats: Tensor, t_in: Tensor, done: Tensor):
-    """One chunk: terms [P,6], coeffs [T,K,6], opac [T,K], feats [T,K,D], t_in [T,P] transmittance
-    so far, done [T,P] pixels already finished. Returns (colour [T,P,D], t_out, done_out, sigma).
+def _alphas(terms: Tensor, coeffs: Tensor, opac: Tensor, t_in: Tensor, done: Tensor):
+    """The per pixel-splat quantities of one chunk, [T, P, K] each (no autograd graph).
+
+    terms [P,6], coeffs [T,K,6], opac [T,K], t_in [T,P] transmittance so far, done [T,P] pixels
+    already finished. Returns (raw = opacity * gaussian, alpha as composited (0 where skipped),
+    transmittance before each splat, mask of alphas that carry a gradient, done after the chunk).
 
     sigma >= 0 for the positive definite conics projection lets through, so gsplat's sigma < 0
     test (a guard against rounding) has nothing to do here.
     """
-    sigma = torch.matmul(terms, coeffs.transpose(1, 2))  # [T, P, K]
-    alpha = torch.clamp(opac[:, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
+    sigma = torch.matmul(terms, coeffs.transpose(1, 2))
+    gauss = torch.exp(-sigma)
+    raw = opac[:, None, :] * gauss
+    alpha = torch.clamp(raw, max=MAX_ALPHA)
     alpha = alpha * (alpha >= ALPHA_THRESHOLD)
     after = t_in[..., None] * torch.cumprod(1.0 - alpha, dim=-1)
+    # Transmittance only falls, so the splats a pixel still takes form a prefix of its list, and
+    # on that prefix these products are exactly gsplat's sequential ones.
+    keep = (after > MIN_TRANSMITTANCE) & ~done[..., None]
+    done_out = done | (after[..., -1] <= MIN_TRANSMITTANCE)
     before = torch.cat([t_in[..., None], after[..., :-1]], dim=-1)
-    with torch.no_grad():
-        # Transmittance only falls, so the splats a pixel still takes form a prefix of the list,
-        # and on that prefix these products are exactly the sequential ones.
-        keep = (after > MIN_TRANSMITTANCE) & ~done[..., None]
-        done_out = done | (after[..., -1] <= MIN_TRANSMITTANCE)
-    weights = torch.where(keep, alpha * before, torch.zeros_like(alpha))
-    colour = torch.bmm(weights, feats)
-    # The weights telescope: sum_i alpha_i T_i = T_in - T_out.
-    t_out = t_in - weights.sum(dim=-1)
-    return colour, t_out, done_out, sigma
+    alpha = alpha * keep
+    live = keep & (alpha > 0) & (raw < MAX_ALPHA)  # below the clamp and above the threshold
+    return gauss, raw, alpha, before, live, done_out
 
 
 class _Chunk(torch.autograd.Function):
-    """_blend as a checkpointed node; also yields gsplat's absgrad (sum over pixels of |dL/dmean2d|)."""
+    """One chunk of tiles as an autograd node with a hand-written backward.
+
+    Only the small per-splat inputs are kept; the backward recomputes the [T, P, K] alphas
+    (checkpointing) and differentiates front-to-back compositing in closed form:
+    dC/da_k = T_k f_k - (sum_{j>k} w_j f_j) / (1 - a_k) and dT_out/da_k = -T_out / (1 - a_k).
+    It also yields gsplat's absgrad: the sum over pixels of |dL/dmean2d|.
+    """
 
     @staticmethod
     def forward(ctx, terms, offset, conics, opac, feats, t_in, done, absgrad_sink):
-        colour, t_out, done_out, _ = _blend(terms, _sigma_coefficients(offset, conics), opac, feats, t_in, done)
+        _, _, alpha, before, _, done_out = _alphas(terms, _sigma_coefficients(offset, conics), opac, t_in, done)
+        weights = alpha * before
+        colour = torch.bmm(weights, feats)
+        t_out = t_in - weights.sum(dim=-1)  # the weights telescope: sum_k a_k T_k = T_in - T_out
         ctx.save_for_backward(terms, offset, conics, opac, feats, t_in, done)
         ctx.absgrad_sink = absgrad_sink  # (tensor [M, 2], ids [T, K] into it) or None
         ctx.mark_non_differentiable(done_out)
@@ -86,20 +97,32 @@ class _Chunk(torch.autograd.Function):
     def backward(ctx, g_colour, g_t_out, _g_done):
         terms, offset, conics, opac, feats, t_in, done = ctx.saved_tensors
         with torch.enable_grad():
-            inputs = [x.detach().requires_grad_() for x in (offset, conics, opac, feats, t_in)]
-            colour, t_out, _, sigma = _blend(terms, _sigma_coefficients(*inputs[:2]), *inputs[2:], done)
-            wanted = [*inputs, sigma] if ctx.absgrad_sink is not None else inputs
-            grads = torch.autograd.grad((colour, t_out), wanted, (g_colour, g_t_out), allow_unused=True)
+            offset_v, conics_v = offset.detach().requires_grad_(), conics.detach().requires_grad_()
+            coeffs = _sigma_coefficients(offset_v, conics_v)
+        gauss, raw, alpha, before, live, _ = _alphas(terms, coeffs.detach(), opac, t_in, done)
+        weights = alpha * before
+        t_out = t_in - weights.sum(dim=-1)
+        q = torch.bmm(g_colour, feats.transpose(1, 2))  # f_k . dL/dC, [T, P, K]
+        wq = weights * q
+        behind = wq.sum(dim=-1, keepdim=True) - torch.cumsum(wq, dim=-1)  # sum_{j>k} w_j q_j
+        g_alpha = before * q - (behind + (g_t_out * t_out)[..., None]) / (1.0 - alpha)
+        g_raw = torch.where(live, g_alpha, torch.zeros_like(g_alpha))
+        g_opac = (g_raw * gauss).sum(dim=1)
+        g_sigma = -g_raw * raw
+        g_feats = torch.bmm(weights.transpose(1, 2), g_colour)
+        # Colour and T_out are both proportional to T_in (T_in >= 1e-4 for pixels still going).
+        g_t_in = (wq.sum(dim=-1) + g_t_out * t_out) / t_in
+        g_coeffs = torch.matmul(g_sigma.transpose(1, 2), terms)
+        g_offset, g_conics = torch.autograd.grad(coeffs, (offset_v, conics_v), g_coeffs)
         if ctx.absgrad_sink is not None:
             sink, ids = ctx.absgrad_sink
-            g_sigma = grads[-1]  # [T, P, K]
             a, b, c = (v[:, None, :] for v in conics.unbind(-1))
             dx = offset[:, None, :, 0] - terms[None, :, None, 1]
             dy = offset[:, None, :, 1] - terms[None, :, None, 2]
             per_pixel = torch.stack([(g_sigma * (a * dx + b * dy)).abs().sum(1),
                                      (g_sigma * (b * dx + c * dy)).abs().sum(1)], dim=-1)
             sink.index_add_(0, ids.reshape(-1), per_pixel.reshape(-1, 2).to(sink.dtype))
-        return (None, *grads[:5], None, None)
+        return None, g_offset, g_conics, g_opac, g_feats, g_t_in, None, None
 
 
 def bin_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tiles_x: int, tiles_y: int):
