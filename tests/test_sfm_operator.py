@@ -1,9 +1,12 @@
 """``bpy.ops.splatwork.reconstruct`` in real Blender: the bridge runs, the result is imported, ready to train.
 
 Headless, jobs block until the bridge ends, so each call returns with the outcome. Ten statue photos
-that overlap well (all ten are placed at 600 px) keep the run to about half a minute on two cores.
+that overlap well (all ten are placed at 600 px, by either mapper) keep the run to about half a
+minute on two cores.
 """
 from __future__ import annotations
+
+import json
 
 import pytest
 from PIL import Image
@@ -14,8 +17,12 @@ def test_reconstruct_then_import_ready_to_train(blender_with_splatwork, tmp_path
     bpy = blender_with_splatwork
     images = link_photos(tmp_path / "photos", OVERLAPPING)
     out = tmp_path / "result"
-    result = bpy.ops.splatwork.reconstruct(images_dir=str(images), out_dir=str(out), max_size=600, threads=2)
+    # The global mapper here (the bridge tests cover the incremental one): the option reaches the bridge.
+    result = bpy.ops.splatwork.reconstruct(images_dir=str(images), out_dir=str(out), max_size=600,
+                                           mapper="global", threads=2)
     assert result == {"FINISHED"}
+    summary = json.loads((out / "splatwork-sfm.json").read_text())
+    assert summary["metrics"]["mapper"] == "global"
 
     scene = bpy.context.scene
     settings = scene.splatwork_reconstruct

@@ -74,6 +74,7 @@ def run(ctx: RunContext, opts: SfmOptions) -> Done:
         "camera": camera, "matcher": matcher, "mapper": opts.mapper,
         "working_size": opts.working_size,
         "seconds": round(time.monotonic() - runner.started, 1),
+        "stage_seconds": runner.stage_seconds(),
     }
     outputs = {
         "sparse": str(out / "undistorted" / "sparse"),

@@ -30,6 +30,8 @@ class StageRunner:
         self.ctx = ctx
         self.started = time.monotonic()
         self.stop_requested = False
+        self._current: tuple[str, float] | None = None
+        self._seconds: dict[str, float] = {}
 
     def should_stop(self) -> bool:
         if "stop" in self.ctx.commands.poll():
@@ -42,7 +44,20 @@ class StageRunner:
 
     def stage(self, name: str, message: str = "") -> None:
         self.check_stop()
+        self._close_stage()
+        self._current = (name, time.monotonic())
         self.ctx.emit(protocol.Stage(stage=name, message=message))
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds spent in each stage so far (benchmarks and the run summary)."""
+        self._close_stage()
+        return dict(self._seconds)
+
+    def _close_stage(self) -> None:
+        if self._current is not None:
+            name, since = self._current
+            self._seconds[name] = round(self._seconds.get(name, 0.0) + time.monotonic() - since, 2)
+            self._current = (name, time.monotonic())
 
     def progress(self, stage: str, step: int, total: int, **fields: Any) -> None:
         self.ctx.emit(protocol.Progress(
