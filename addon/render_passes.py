@@ -74,7 +74,11 @@ def splat_objects(view_layer) -> list:
 
 
 def camera_at_current_frame(scene, depsgraph) -> dict:
-    """The scene camera as the bridge needs it: pinhole K, OpenCV world-to-camera, size, clip range."""
+    """The scene camera as the bridge needs it: pinhole K, OpenCV world-to-camera, size, clip range.
+
+    Not ``addon.colmap.camera_to_colmap``: that keeps an imported camera's own resolution, while a
+    pass must match the frame Blender renders, i.e. the scene's resolution, percentage and aspect.
+    """
     cam = scene.camera
     if cam is None or cam.type != "CAMERA":
         raise RenderSetupError("the scene has no camera: set Scene > Camera")

@@ -97,15 +97,30 @@ def sh_rotation(rotation: np.ndarray, degree: int) -> list[np.ndarray]:
     return mats
 
 
-def rotate_sh(sh_rest: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """``sh_rest`` (N, K, 3) of splats turned by ``rotation`` (3x3, proper): float64 (N, K, 3)."""
-    rest = np.asarray(sh_rest, np.float64)
-    degree = {0: 0, 3: 1, 8: 2, 15: 3}[rest.shape[1]]
-    out = np.empty_like(rest)
+def _sh_block_matrix(rotation: np.ndarray, degree: int, mirrored: bool = False) -> np.ndarray:
+    """All bands' rotation matrices as one block-diagonal (K, K) matrix; a mirror also negates the odd
+    bands (every real SH of band l has parity (-1)^l)."""
+    k = (degree + 1) ** 2 - 1
+    out = np.zeros((k, k))
     for band, mat in enumerate(sh_rotation(rotation, degree), start=1):
         cols = slice(band * band - 1, (band + 1) * (band + 1) - 1)
-        out[:, cols] = np.einsum("ij,njc->nic", mat, rest[:, cols])
+        out[cols, cols] = -mat if mirrored and band % 2 else mat
     return out
+
+
+def rotate_sh(sh_rest: np.ndarray, rotation: np.ndarray, mirrored: bool = False) -> np.ndarray:
+    """``sh_rest`` (N, K, 3) of splats turned by ``rotation`` (3x3, proper), then mirrored through the
+    origin when asked; same dtype as the input (float32 stays float32: a million splats' SH in one
+    matrix product rather than a float64 copy)."""
+    rest = np.asarray(sh_rest)
+    if not np.issubdtype(rest.dtype, np.floating):
+        rest = rest.astype(np.float64)
+    n, k, _ = rest.shape
+    degree = {0: 0, 3: 1, 8: 2, 15: 3}[k]
+    block = _sh_block_matrix(rotation, degree, mirrored).astype(rest.dtype)
+    # One (3N, K) x (K, K) product: BLAS does the work instead of N small products.
+    flat = rest.transpose(0, 2, 1).reshape(-1, k)
+    return np.ascontiguousarray((flat @ block.T).reshape(n, 3, k).transpose(0, 2, 1))
 
 
 def quat_to_matrix(quats: np.ndarray) -> np.ndarray:
@@ -227,10 +242,7 @@ def bake_transform(splats: SplatSet, matrix, path: str | os.PathLike | None = No
         quats = _quat_multiply(q_rot, np.asarray(splats.quats, np.float64))
         quats /= np.linalg.norm(quats, axis=1, keepdims=True)
         scales = np.asarray(splats.scales, np.float64) + np.log(scale)
-        rest = rotate_sh(splats.sh_rest, rotation)
-        if mirrored:
-            for band in (1, 3):
-                rest[:, band * band - 1 : (band + 1) * (band + 1) - 1] *= -1.0
+        rest = rotate_sh(splats.sh_rest, rotation, mirrored)
     else:
         # Σ' = (A R S)(A R S)ᵀ: the SVD of A R S gives the new axes and standard deviations directly,
         # better conditioned than an eigendecomposition of Σ' itself.
@@ -240,7 +252,7 @@ def bake_transform(splats: SplatSet, matrix, path: str | os.PathLike | None = No
         new_axes[flip, :, 2] *= -1.0  # an axis's sign does not change a Gaussian; keep a proper rotation
         quats = matrix_to_quat(new_axes)
         scales = np.log(np.maximum(new_sigma, 1e-30))
-        rest = np.asarray(splats.sh_rest, np.float64)
+        rest = splats.sh_rest
 
     f = np.float32
     return SplatSet(
