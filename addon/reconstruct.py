@@ -84,6 +84,11 @@ class SPLATWORK_OT_reconstruct(bpy.types.Operator):
                              description="Import with the cameras' up as +Z, centred on the points "
                              "(SfM's own axes are arbitrary)"),
         "threads": IntProperty(name="Threads", default=-1, min=-1, options={"HIDDEN"}),
+        "wait": EnumProperty(
+            name="Wait", options={"HIDDEN", "SKIP_SAVE"}, default="AUTO",
+            items=[("AUTO", "Automatic", "Wait for the result in background mode only"),
+                   ("YES", "Wait", "Return when the reconstruction has ended"),
+                   ("NO", "Don't Wait", "Return at once; the result is imported when it is ready")]),
     }
 
     @classmethod
@@ -108,7 +113,8 @@ class SPLATWORK_OT_reconstruct(bpy.types.Operator):
         scene_name, import_result, z_up = context.scene.name, self.import_result, self.z_up
         try:
             job = jobs.start_job(JOB_NAME, args,
-                                 on_finish=lambda job: _finish(job, scene_name, import_result, z_up))
+                                 on_finish=lambda job: _finish(job, scene_name, import_result, z_up),
+                                 block=None if self.wait == "AUTO" else self.wait == "YES")
         except jobs.JobError as exc:
             settings.state = "failed"
             settings.message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message

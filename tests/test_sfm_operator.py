@@ -7,6 +7,7 @@ minute on two cores.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from PIL import Image
@@ -70,3 +71,30 @@ def test_panel_lives_in_the_splatwork_tab(blender_with_splatwork):
     panel = bpy.types.SPLATWORK_PT_reconstruct
     assert panel.bl_category == "Splatwork" and panel.bl_space_type == "VIEW_3D"
     assert bpy.types.SPLATWORK_OT_reconstruct.bl_label == "Reconstruct from Photos"
+
+
+def test_cancel_from_the_ui_path_imports_nothing(blender_with_splatwork, splatwork, tmp_path):
+    """The UI path: the operator returns at once, events arrive through the jobs pump (the timer's
+    callback), the status-bar Cancel button stops the bridge, and nothing is imported."""
+    bpy = blender_with_splatwork
+    jobs = splatwork.addon.jobs
+    images = link_photos(tmp_path / "photos", OVERLAPPING)
+    objects = len(bpy.data.objects)
+    result = bpy.ops.splatwork.reconstruct(images_dir=str(images), out_dir=str(tmp_path / "out"),
+                                           max_size=600, threads=2, wait="NO")
+    assert result == {"FINISHED"}
+    job = jobs.get_job("reconstruct")
+    assert job.running
+    assert not bpy.ops.splatwork.reconstruct.poll(), "one reconstruction at a time"
+    deadline = time.monotonic() + 60
+    while job.stage != "extracting_features" and job.running and time.monotonic() < deadline:
+        jobs.pump()
+        time.sleep(0.05)
+    assert bpy.ops.splatwork.cancel_job(name="reconstruct") == {"FINISHED"}
+    while job.running and time.monotonic() < deadline:
+        jobs.pump()
+        time.sleep(0.05)
+    assert job.state == "stopped", job.message()
+    settings = bpy.context.scene.splatwork_reconstruct
+    assert settings.state == "stopped" and "nothing was imported" in settings.message
+    assert len(bpy.data.objects) == objects
