@@ -256,6 +256,7 @@ def test_per_camera_colors_and_many_channels():
         (dict(backend="vulkan"), "unknown rasterizer backend"),
         (dict(backend="gsplat"), "needs CUDA tensors"),
         (dict(width=0), "positive integers"),
+        (dict(opacities=torch.ones(3, dtype=torch.float64)), "one floating-point dtype"),
     ],
 )
 def test_bad_input_gets_one_clear_error(change, message):

@@ -105,6 +105,10 @@ def _check(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         channels = 3 if sh_degree is not None else colors.shape[-1]
         if tuple(backgrounds.shape) != (c, channels):
             raise ValueError(f"backgrounds must be [C, {channels}], got {list(backgrounds.shape)}")
-    devices = {t.device for t in (means, quats, scales, opacities, colors, viewmats, Ks)}
+    tensors = (means, quats, scales, opacities, colors, viewmats, Ks)
+    devices = {t.device for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"all inputs must be on one device, got {sorted(map(str, devices))}")
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1 or not next(iter(dtypes)).is_floating_point:
+        raise ValueError(f"all inputs must share one floating-point dtype, got {sorted(map(str, dtypes))}")

@@ -46,7 +46,8 @@ def rasterize_torch(
     if sh_degree is None:
         feats = colors if colors.dim() == 3 else colors[None].expand(n_cams, -1, -1)
     else:
-        campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
+        # The camera centre -R^T t of the rigid world-to-camera matrix (no general inverse: MPS lacks one).
+        campos = -(viewmats[:, :3, :3].transpose(1, 2) @ viewmats[:, :3, 3:])[..., 0]  # [C, 3]
         dirs = means[None] - campos[:, None]  # [C, N, 3]
         coeffs = colors if colors.dim() == 4 else colors[None].expand(n_cams, -1, -1, -1)
         feats = torch.clamp_min(eval_sh(sh_degree, dirs, coeffs) + 0.5, 0.0)
