@@ -321,3 +321,15 @@ def test_unreadable_video_is_a_clear_error(tmp_path):
     assert run.code == protocol.EXIT_BAD_INPUT
     assert "clip.mp4" in run.error.message and "cannot read this video" in run.error.message
     assert "H.264" in run.error.hint
+
+
+def test_sequential_pairs_are_neighbours_and_powers_of_two_ahead():
+    from bridge.sfm.features import SEQUENTIAL_OVERLAP, pairs_for
+
+    names = [f"frame_{i:03d}.jpg" for i in range(40)]
+    pairs = pairs_for(names, "sequential")
+    assert len(pairs) == len(set(pairs))
+    ahead = {names.index(b) - names.index(a) for a, b in pairs}
+    assert ahead == set(range(1, SEQUENTIAL_OVERLAP + 1)) | {16, 32}
+    assert ("frame_000.jpg", "frame_032.jpg") in pairs and ("frame_000.jpg", "frame_011.jpg") not in pairs
+    assert len(pairs_for(names, "exhaustive")) == 40 * 39 // 2

@@ -38,6 +38,10 @@ def extract(runner: StageRunner, database: Path, image_dir: Path, images: list[W
     reader.camera_model = "SIMPLE_RADIAL"
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = threads
+    # COLMAP's own default: larger photos ("high" quality) keep their full size for the model and
+    # training, but SIFT runs on a copy this size (keypoints are scaled back), because CPU SIFT time
+    # and memory grow with the pixel count while matches stop improving.
+    extraction.max_image_size = 3200
     mode = pycolmap.CameraMode.SINGLE if single_camera else pycolmap.CameraMode.PER_IMAGE
     names = [im.name for im in images]
     step = _batch_size(total, threads)

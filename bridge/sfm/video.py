@@ -6,10 +6,10 @@ from pathlib import Path
 
 from ..protocol import EXIT_BAD_INPUT, BridgeError
 from .inputs import WorkingImage, save_image, target_size
+from .options import MIN_PHOTOS
 
 _HINT = ("Convert the video to H.264 MP4 (any editor or HandBrake can), "
          "or export its frames as photos and pick that folder.")
-_MIN_FRAMES = 3
 
 
 def extract_frames(
@@ -58,7 +58,7 @@ def extract_frames(
             ) from exc
     if index < 0:
         raise BridgeError("bad_input", f"{video}: no frame could be decoded", _HINT, EXIT_BAD_INPUT)
-    if len(out) < _MIN_FRAMES and not should_stop():
+    if len(out) < MIN_PHOTOS and not should_stop():
         raise BridgeError(
             "bad_input",
             f"{video}: only {len(out)} frame(s) taken with --every {every} ({index + 1} in the video)",
