@@ -36,6 +36,11 @@ CHUNK_COLORS = ["min_r", "min_g", "min_b", "max_r", "max_g", "max_b"]
 PACKED = ["packed_position", "packed_rotation", "packed_scale", "packed_color"]
 ROT_SCALE = np.sqrt(2.0) * 0.5  # non-largest quaternion components lie in [-1/sqrt2, 1/sqrt2]
 SH_RANGE = 8.0
+# Byte -> value tables: a lookup is much cheaper than the arithmetic per value.
+_CODES = np.arange(256, dtype=np.float64)
+SH_DECODE = ((np.where(_CODES == 0, 0, np.where(_CODES == 255, 1, (_CODES + 0.5) / 256)) - 0.5) * SH_RANGE
+             ).astype(np.float32)
+OPACITY_DECODE = logit(_CODES / 255).astype(np.float32)
 
 
 def read(path: str | os.PathLike) -> SplatSet:
@@ -49,51 +54,46 @@ def read(path: str | os.PathLike) -> SplatSet:
     if len(chunk) != -(-n // CHUNK):
         raise FormatError(
             path, f"wrong count: {n:,} splats need {-(-n // CHUNK):,} chunks, the file has {len(chunk):,}")
-    # Each splat's chunk bounds, expanded once so every decode below is a plain vector expression.
-    bounds = np.repeat(np.stack([chunk[name] for name in chunk.dtype.names], axis=1).astype(np.float64),
-                       CHUNK, axis=0)[:n]
-    col = {name: i for i, name in enumerate(chunk.dtype.names)}
+    f = np.float32
 
-    def lerp(lo: str, hi: str, t):
-        a, b = bounds[:, col[lo]], bounds[:, col[hi]]
-        return a * (1.0 - t) + b * t
+    def lerp(t: np.ndarray, prefix: str, axes: str) -> np.ndarray:
+        """(N, 3) fractions to values between their chunk's min and max (splats padded to whole chunks)."""
+        lo = np.stack([chunk[f"min_{prefix}{a}"] for a in axes], axis=1).astype(f)[:, None]
+        hi = np.stack([chunk[f"max_{prefix}{a}"] for a in axes], axis=1).astype(f)[:, None]
+        padded = np.zeros((len(chunk) * CHUNK, 3), f)
+        padded[:n] = t
+        padded = padded.reshape(len(chunk), CHUNK, 3)
+        return (lo * (1 - padded) + hi * padded).reshape(-1, 3)[:n]
 
-    pos = _unpack_111011(vertex["packed_position"])
-    means = np.stack([lerp(f"min_{a}", f"max_{a}", pos[:, i]) for i, a in enumerate("xyz")], axis=1)
-    sca = _unpack_111011(vertex["packed_scale"])
-    scales = np.stack([lerp(f"min_scale_{a}", f"max_scale_{a}", sca[:, i]) for i, a in enumerate("xyz")], axis=1)
+    means = lerp(_unpack_111011(vertex["packed_position"]), "", "xyz")
+    scales = lerp(_unpack_111011(vertex["packed_scale"]), "scale_", "xyz")
 
-    packed = vertex["packed_color"].astype(np.uint32)
-    rgba = np.stack([(packed >> s) & 0xFF for s in (24, 16, 8, 0)], axis=1) / 255.0
-    if all(name in col for name in CHUNK_COLORS):
-        color = np.stack([lerp(f"min_{c}", f"max_{c}", rgba[:, i]) for i, c in enumerate("rgb")], axis=1)
-    else:  # older SuperSplat files store colour in [0, 1] without chunk bounds
-        color = rgba[:, :3]
+    rgba = vertex["packed_color"].astype("<u4").view(np.uint8).reshape(n, 4)[:, ::-1]  # bytes r g b a
+    color = rgba[:, :3].astype(f) / f(255)
+    if all(name in chunk.dtype.names for name in CHUNK_COLORS):
+        color = lerp(color, "", "rgb")
+    # else: older SuperSplat files store colour in [0, 1] without chunk bounds
 
     rot = vertex["packed_rotation"].astype(np.uint32)
-    others = np.stack([((rot >> s) & 0x3FF) / 1023.0 for s in (20, 10, 0)], axis=1)
-    quats = from_smallest_three((rot >> 30).astype(np.intp), (others - 0.5) / ROT_SCALE)
+    others = np.stack([(rot >> s) & 0x3FF for s in (20, 10, 0)], axis=1).astype(f)
+    quats = from_smallest_three((rot >> 30).astype(np.intp), (others / f(1023) - f(0.5)) / f(ROT_SCALE))
 
-    k = 0
-    rest = np.zeros((n, 0, 3), np.float32)
+    rest = np.zeros((n, 0, 3), f)
     if sh is not None:
         if len(sh) != n:
             raise FormatError(path, f"wrong count: {len(sh):,} 'sh' rows for {n:,} splats")
         names = sh.dtype.names
         if len(names) % 3 or len(names) // 3 not in SH_REST_COUNT.values():
             raise FormatError(path, f"'sh' has {len(names)} properties; 9, 24 or 45 expected")
-        k = len(names) // 3
-        order = rest_names(k)
+        order = rest_names(len(names) // 3)
         _require(path, "sh", sh, order)
-        raw = np.stack([sh[name] for name in order], axis=1).astype(np.float64)
-        unit = np.where(raw == 0, 0.0, np.where(raw == 255, 1.0, (raw + 0.5) / 256.0))
-        rest = ((unit - 0.5) * SH_RANGE).reshape(n, k, 3)
+        codes = np.stack([sh[name] for name in order], axis=1)
+        rest = SH_DECODE[codes].reshape(n, -1, 3)
 
-    f = np.float32
     splats = SplatSet(
-        means=means.astype(f), scales=scales.astype(f), quats=quats.astype(f),
-        opacities=logit(rgba[:, 3]).astype(f), sh_dc=((color - 0.5) / SH_C0).astype(f),
-        sh_rest=np.ascontiguousarray(rest, f),
+        means=means, scales=scales, quats=quats.astype(f),
+        opacities=OPACITY_DECODE[rgba[:, 3]],
+        sh_dc=((color - f(0.5)) / f(SH_C0)).astype(f), sh_rest=rest,
     )
     warn_trailing(path, header)
     return splats
@@ -107,7 +107,8 @@ def _require(path, element: str, rows: np.ndarray, names: list[str]) -> None:
 
 def _unpack_111011(packed: np.ndarray) -> np.ndarray:
     p = packed.astype(np.uint32)
-    return np.stack([(p >> 21) / 2047.0, ((p >> 11) & 0x3FF) / 1023.0, (p & 0x7FF) / 2047.0], axis=1)
+    bits = np.stack([p >> 21, (p >> 11) & 0x3FF, p & 0x7FF], axis=1).astype(np.float32)
+    return bits / np.array([2047, 1023, 2047], np.float32)
 
 
 def _pack_111011(t: np.ndarray) -> np.ndarray:
@@ -125,19 +126,20 @@ def morton_order(means: np.ndarray) -> np.ndarray:
     return np.argsort(code, kind="stable")
 
 
-def _chunk_minmax(values: np.ndarray, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-chunk min and max of (N, C) values; the last chunk is padded with its own last row."""
-    pad = n_chunks * CHUNK - len(values)
+def _chunk_fractions(values: np.ndarray, n_chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-chunk min and max of (N, 3) float32 values, and each value as a [0, 1] fraction of them.
+
+    The last chunk is padded with its own last row, which leaves its bounds unchanged. Fractions are
+    computed against the float32 bounds the file stores, so decoding sees the same numbers.
+    """
+    n = len(values)
+    pad = n_chunks * CHUNK - n
     padded = np.concatenate([values, np.repeat(values[-1:], pad, axis=0)]) if pad else values
-    blocks = padded.reshape(n_chunks, CHUNK, -1)
-    return blocks.min(axis=1), blocks.max(axis=1)
-
-
-def _normalise(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Values as [0, 1] fractions of their chunk's range (0 where the range is empty)."""
-    lo, hi = np.repeat(lo, CHUNK, axis=0)[:len(values)], np.repeat(hi, CHUNK, axis=0)[:len(values)]
-    span = hi - lo
-    return np.clip(np.divide(values - lo, span, out=np.zeros_like(values), where=span > 0), 0.0, 1.0)
+    blocks = padded.reshape(n_chunks, CHUNK, 3)
+    lo, hi = blocks.min(axis=1), blocks.max(axis=1)
+    span = (hi - lo)[:, None]
+    t = np.divide(blocks - lo[:, None], span, out=np.zeros_like(blocks), where=span > 0)
+    return lo, hi, np.clip(t, 0, 1).reshape(-1, 3)[:n]
 
 
 def write(path: str | os.PathLike, splats: SplatSet) -> None:
@@ -146,23 +148,21 @@ def write(path: str | os.PathLike, splats: SplatSet) -> None:
     splats = splats.subset(morton_order(splats.means))
     n, k = len(splats), splats.sh_rest.shape[1]
     n_chunks = -(-n // CHUNK)
-    means = splats.means.astype(np.float64)
-    scales = np.clip(splats.scales.astype(np.float64), -20.0, 20.0)
-    color = splats.sh_dc.astype(np.float64) * SH_C0 + 0.5
+    f = np.float32
+    scales = np.clip(splats.scales, -20, 20)  # as SuperSplat: keeps degenerate splats from widening a chunk
+    color = splats.sh_dc * f(SH_C0) + f(0.5)
 
     chunk_dtype = np.dtype([(name, "<f4") for name in CHUNK_BOUNDS + CHUNK_COLORS])
-    chunk = np.empty((n_chunks, len(chunk_dtype.names)), np.float32)
+    chunk = np.empty((n_chunks, len(chunk_dtype.names)), f)
     vertex = np.empty((n, 4), np.uint32)
-    for column, values, packer in ((0, means, 0), (6, scales, 2), (12, color, 3)):
-        lo, hi = _chunk_minmax(values, n_chunks)
+    for column, values in ((0, splats.means), (6, scales), (12, color)):
+        lo, hi, t = _chunk_fractions(values, n_chunks)
         chunk[:, column:column + 3], chunk[:, column + 3:column + 6] = lo, hi
-        # Quantise against the float32 bounds the file stores, not the float64 ones computed here.
-        t = _normalise(values, lo.astype(np.float32).astype(np.float64), hi.astype(np.float32).astype(np.float64))
-        if packer == 3:
+        if column == 12:
             alpha = unorm(sigmoid(splats.opacities), 8)
             vertex[:, 3] = (unorm(t[:, 0], 8) << 24) | (unorm(t[:, 1], 8) << 16) | (unorm(t[:, 2], 8) << 8) | alpha
         else:
-            vertex[:, packer] = _pack_111011(t)
+            vertex[:, column // 3] = _pack_111011(t)
 
     largest, others = smallest_three(unit_quats(splats.quats))
     o = unorm(others * ROT_SCALE + 0.5, 10)

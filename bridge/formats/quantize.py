@@ -18,11 +18,13 @@ def logit(alpha: np.ndarray) -> np.ndarray:
 
 
 def unit_quats(q: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length in float64; a zero row becomes the identity (first component 1)."""
-    q = np.asarray(q, np.float64)
-    norm = np.linalg.norm(q, axis=1, keepdims=True)
+    """Rows scaled to unit length (float32 stays float32); a zero row becomes (1, 0, 0, 0)."""
+    q = np.asarray(q)
+    if q.dtype.kind != "f":
+        q = q.astype(np.float64)
+    norm = np.sqrt(np.einsum("ij,ij->i", q, q))[:, None]
     out = np.divide(q, norm, out=np.zeros_like(q), where=norm > 0)
-    out[norm[:, 0] == 0, 0] = 1.0
+    out[norm[:, 0] == 0, 0] = 1
     return out
 
 
@@ -33,7 +35,13 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 def unorm(t: np.ndarray, bits: int) -> np.ndarray:
     """Values in [0, 1] to ``bits``-bit integers (rounded), as uint32."""
     top = (1 << bits) - 1
-    return np.clip(np.floor(np.asarray(t, np.float64) * top + 0.5), 0, top).astype(np.uint32)
+    return np.clip(np.floor(np.asarray(t) * top + 0.5), 0, top).astype(np.uint32)
+
+
+# For each index of the largest component: where the other three sit, and where each output
+# component comes from in (others..., largest).
+_OTHERS = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+_REBUILD = np.array([[3, 0, 1, 2], [0, 3, 1, 2], [0, 1, 3, 2], [0, 1, 2, 3]])
 
 
 def smallest_three(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,20 +51,12 @@ def smallest_three(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lets the decoder rebuild it as sqrt(1 - sum of squares).
     """
     largest = np.argmax(np.abs(q), axis=1)
-    rows = np.arange(len(q))
-    q = q * np.where(q[rows, largest] < 0, -1.0, 1.0)[:, None]
-    keep = np.ones(q.shape, bool)
-    keep[rows, largest] = False
-    return largest, q[keep].reshape(len(q), 3)
+    sign = np.where(np.take_along_axis(q, largest[:, None], axis=1) < 0, -1, 1).astype(q.dtype)
+    return largest, np.take_along_axis(q, _OTHERS[largest], axis=1) * sign
 
 
 def from_smallest_three(largest: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`smallest_three`, float64 unit quaternions."""
-    n = len(largest)
-    q = np.empty((n, 4), np.float64)
-    rows = np.arange(n)
-    keep = np.ones((n, 4), bool)
-    keep[rows, largest] = False
-    q[keep] = others.reshape(-1)
-    q[rows, largest] = np.sqrt(np.maximum(0.0, 1.0 - np.square(others).sum(axis=1)))
-    return unit_quats(q)
+    """Inverse of :func:`smallest_three`: unit quaternions in the dtype of ``others``."""
+    rebuilt = np.sqrt(np.maximum(0, 1 - np.einsum("ij,ij->i", others, others)))
+    full = np.concatenate([others, rebuilt[:, None].astype(others.dtype)], axis=1)
+    return unit_quats(np.take_along_axis(full, _REBUILD[largest], axis=1))
