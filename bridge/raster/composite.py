@@ -6,10 +6,11 @@ or less. Those rules are applied to whole [tiles, pixels, splats] blocks at once
 after each splat is a cumulative product, and because it only falls, "not yet finished" is a
 prefix of the depth-ordered list, so a mask reproduces the sequential early stop exactly.
 
-Memory stays bounded: tiles are processed in chunks of at most ``budget`` pixel-splat pairs, and
-tiles holding more splats than fit are split into depth slices that carry transmittance forward.
-Each chunk is one autograd node that keeps only its small inputs and recomputes its intermediates
-in the backward pass (checkpointing), so a training step costs about one extra forward.
+Work and memory stay bounded: a tile's list is taken in depth slices of ``slice_splats``, tiles whose
+pixels are all finished drop out between slices (the vectorised form of gsplat's early stop), and a
+slice is processed in chunks of at most ``budget`` pixel-splat pairs. Each chunk is one autograd node
+that keeps only its small per-splat inputs and recomputes its alphas in a closed-form backward
+(checkpointing), so training needs little more memory than rendering.
 """
 from __future__ import annotations
 
@@ -180,6 +181,7 @@ def composite_camera(
     order = torch.argsort(per_tile, descending=True, stable=True)
     busy = order[per_tile[order] > 0]
     counts = per_tile[busy].tolist()
+    neg_counts = [-c for c in counts]  # ascending, for bisect
     starts_busy = starts[busy]
 
     # A padding splat (index N) with zero opacity is skipped by the alpha threshold.
@@ -204,10 +206,8 @@ def composite_camera(
     slice_len = max(1, min(slice_splats, budget // n_pix))
     depth_start = 0
     while n_busy and counts[0] > depth_start:
-        active = bisect.bisect_left([-c for c in counts], -depth_start)  # rows with splats left
-        unfinished = ~done[:active].all(dim=1)
-        live = torch.nonzero(unfinished).squeeze(1).tolist() if not bool(unfinished.all()) else range(active)
-        live = list(live)
+        active = bisect.bisect_left(neg_counts, -depth_start)  # rows with splats left
+        live = torch.nonzero(~done[:active].all(dim=1)).squeeze(1).tolist()
         if not live:
             break
         pieces_c, pieces_t, pieces_d, pieces_rows = [], [], [], []
