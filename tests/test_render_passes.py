@@ -3,6 +3,7 @@ and the compositor setup. Real bpy, a real `python -m bridge render` subprocess,
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import bpy
@@ -326,3 +327,44 @@ def test_bridge_refuses_bad_jobs_with_exit_code_2(tmp_path):
     code, error = run(job)
     assert code == protocol.EXIT_BAD_INPUT and "'S'" in error.message and "non-uniform" in error.message
     assert not list((tmp_path / "out").glob("*.exr"))
+
+
+def test_clip_range_culls_splats_by_their_depth_along_the_view_axis():
+    from bridge.render import FrameJob, render_frame
+
+    near, far = _plane_of_splats(1.0, 3.0, 0.1), _plane_of_splats(4.0, 6.0, 0.2)
+    K = np.array([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+
+    def covered(start: float, end: float) -> tuple[float, float]:
+        frame = FrameJob(1, 16, 16, K, np.eye(4), start, end, [np.eye(4), np.eye(4)])
+        out = render_frame([near, far], ["near", "far"], frame, "cpu")
+        z = out["depth"][out["rgba"][..., 3] > 0.5]
+        return float(z.min()), float(z.max())
+
+    assert covered(0.1, 100.0) == pytest.approx((3.0, 6.0), abs=1e-3)
+    assert covered(0.1, 5.0) == pytest.approx((3.0, 3.0), abs=1e-3)
+    assert covered(4.0, 100.0) == pytest.approx((6.0, 6.0), abs=1e-3)
+
+
+def test_cancel_stops_between_frames_and_keeps_what_was_rendered(blender_with_splatwork, splatwork, tmp_path):
+    jobs, passes = splatwork.addon.jobs, splatwork.addon.render_passes
+    scene = bpy.context.scene
+    set_camera(scene, cameras.intrinsics_to_blender(20.0, 20.0, 8.0, 8.0, 16, 16), np.eye(4))
+    splatwork.addon.splats.splats_to_object(_plane_of_splats(1.0, -3.0, 0.1), "S")
+    bpy.context.view_layer.update()
+    frames = list(range(1, 301))
+    job_path = passes.write_job(scene, bpy.context.view_layer, tmp_path / "out", frames, tmp_path)
+    job = jobs.start_job(passes.JOB_NAME, ["render", str(job_path)], block=False, log_path=str(tmp_path / "log"))
+    deadline = time.monotonic() + 120
+    while job.running and job.progress is None:
+        assert time.monotonic() < deadline
+        jobs.pump()
+        time.sleep(0.05)
+    job.cancel()
+    while job.running:
+        assert time.monotonic() < deadline
+        jobs.pump()
+        time.sleep(0.05)
+    assert job.state == "stopped" and job.done.status == "stopped"
+    written = sorted((tmp_path / "out").glob("*.exr"))
+    assert 1 <= len(written) == job.done.metrics["frames"] < len(frames)

@@ -185,3 +185,9 @@ def test_placing_several_objects_merges_them_in_world_space():
     np.testing.assert_allclose(merged.scales[5:], b.scales + np.log(2.0), atol=1e-6)
     with pytest.raises(FormatError, match="^b: .*non-uniform"):
         place_splats([("a", a, ma), ("b", b, np.diag([1.0, 1.0, 3.0, 1.0]))])
+
+
+def test_splats_without_view_dependent_colour_bake_too():
+    splats = random_splats(np.random.default_rng(10), 6, 0)
+    baked = bake_transform(splats, affine(-2.0 * random_rotation(np.random.default_rng(11)), (1, 1, 1)))
+    assert baked.sh_rest.shape == (6, 0, 3) and baked.sh_rest.dtype == np.float32

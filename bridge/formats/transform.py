@@ -116,7 +116,9 @@ def rotate_sh(sh_rest: np.ndarray, rotation: np.ndarray, mirrored: bool = False)
     if not np.issubdtype(rest.dtype, np.floating):
         rest = rest.astype(np.float64)
     n, k, _ = rest.shape
-    degree = {0: 0, 3: 1, 8: 2, 15: 3}[k]
+    if k == 0:
+        return rest.copy()
+    degree = {3: 1, 8: 2, 15: 3}[k]
     block = _sh_block_matrix(rotation, degree, mirrored).astype(rest.dtype)
     # One (3N, K) x (K, K) product: BLAS does the work instead of N small products.
     flat = rest.transpose(0, 2, 1).reshape(-1, k)
