@@ -69,9 +69,7 @@ def _alphas(terms: Tensor, coeffs: Tensor, opac: Tensor, t_in: Tensor, done: Ten
     keep = (after > MIN_TRANSMITTANCE) & ~done[..., None]
     done_out = done | (after[..., -1] <= MIN_TRANSMITTANCE)
     before = torch.cat([t_in[..., None], after[..., :-1]], dim=-1)
-    alpha = alpha * keep
-    live = keep & (alpha > 0) & (raw < MAX_ALPHA)  # below the clamp and above the threshold
-    return gauss, raw, alpha, before, live, done_out
+    return gauss, raw, alpha * keep, before, done_out
 
 
 class _Chunk(torch.autograd.Function):
@@ -85,7 +83,7 @@ class _Chunk(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, terms, offset, conics, opac, feats, t_in, done, absgrad_sink):
-        _, _, alpha, before, _, done_out = _alphas(terms, _sigma_coefficients(offset, conics), opac, t_in, done)
+        _, _, alpha, before, done_out = _alphas(terms, _sigma_coefficients(offset, conics), opac, t_in, done)
         weights = alpha * before
         colour = torch.bmm(weights, feats)
         t_out = t_in - weights.sum(dim=-1)  # the weights telescope: sum_k a_k T_k = T_in - T_out
@@ -100,14 +98,15 @@ class _Chunk(torch.autograd.Function):
         with torch.enable_grad():
             offset_v, conics_v = offset.detach().requires_grad_(), conics.detach().requires_grad_()
             coeffs = _sigma_coefficients(offset_v, conics_v)
-        gauss, raw, alpha, before, live, _ = _alphas(terms, coeffs.detach(), opac, t_in, done)
+        gauss, raw, alpha, before, _ = _alphas(terms, coeffs.detach(), opac, t_in, done)
         weights = alpha * before
         t_out = t_in - weights.sum(dim=-1)
         q = torch.bmm(g_colour, feats.transpose(1, 2))  # f_k . dL/dC, [T, P, K]
         wq = weights * q
         behind = wq.sum(dim=-1, keepdim=True) - torch.cumsum(wq, dim=-1)  # sum_{j>k} w_j q_j
         g_alpha = before * q - (behind + (g_t_out * t_out)[..., None]) / (1.0 - alpha)
-        g_raw = torch.where(live, g_alpha, torch.zeros_like(g_alpha))
+        # Only alphas that were composited and not clamped at 0.999 pass a gradient to the splat.
+        g_raw = torch.where((alpha > 0) & (raw < MAX_ALPHA), g_alpha, torch.zeros_like(g_alpha))
         g_opac = (g_raw * gauss).sum(dim=1)
         g_sigma = -g_raw * raw
         g_feats = torch.bmm(weights.transpose(1, 2), g_colour)
