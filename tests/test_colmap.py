@@ -73,6 +73,23 @@ def test_binary_and_text_of_a_real_model_agree():
         np.testing.assert_allclose(view.center(), image.projection_center(), atol=1e-4)
 
 
+@pytest.mark.parametrize("fmt", ["binary", "text"])
+def test_points_decoded_directly_equal_pycolmaps(tmp_path, fmt):
+    folder = _statue()
+    if fmt == "text":  # the text copy of the same model, alone in a folder
+        for name in ("cameras", "images", "points3D"):
+            shutil.copy(folder / f"{name}.txt", tmp_path / f"{name}.txt")
+        folder = tmp_path
+    rec = colmap.read_model(folder)
+    reference = pycolmap.Reconstruction(str(folder))
+    ids = sorted(reference.point3D_ids())
+    points = [reference.points3D[i] for i in ids]
+    np.testing.assert_array_equal(rec.points, [p.xyz for p in points])
+    np.testing.assert_array_equal(rec.colors, [p.color for p in points])
+    np.testing.assert_array_equal(rec.errors, [p.error for p in points])
+    np.testing.assert_array_equal(rec.track_lengths, [p.track.length() for p in points])
+
+
 @pytest.mark.parametrize("binary", [True, False])
 def test_write_then_read_is_exact(tmp_path, binary):
     rec = small_reconstruction()
@@ -136,13 +153,20 @@ def _corrupt_camera_reference(folder):
     return "images.bin", "refers to camera 7"
 
 
+def _corrupt_track_reference(folder):
+    data = bytearray((folder / "points3D.bin").read_bytes())
+    data[8 + 51: 8 + 55] = struct.pack("<I", 9999)  # the first track entry's image id
+    (folder / "points3D.bin").write_bytes(bytes(data))
+    return "points3D.bin", "track entry for an image or 2D point that images.bin lacks"
+
+
 def _corrupt_missing_file(folder):
     (folder / "points3D.bin").unlink()
     return "model", "missing points3D"
 
 
 @pytest.mark.parametrize("corrupt", [_corrupt_truncated, _corrupt_huge_count, _corrupt_model_id,
-                                     _corrupt_camera_reference, _corrupt_missing_file],
+                                     _corrupt_camera_reference, _corrupt_track_reference, _corrupt_missing_file],
                          ids=lambda f: f.__name__[9:])
 def test_corrupt_binary_models_raise_a_named_format_error(tmp_path, corrupt):
     folder = _copy_model(tmp_path)

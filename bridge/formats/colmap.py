@@ -24,7 +24,6 @@ RIG_FILES = ("rigs", "frames")
 _U64 = struct.Struct("<Q")
 _CAMERA = struct.Struct("<iiQQ")
 _IMAGE = struct.Struct("<I7dI")
-_POINT = struct.Struct("<Q3d3BdQ")
 _RIG = struct.Struct("<II")
 _FRAME = struct.Struct("<II7dI")
 _SENSOR = struct.Struct("<iI")
@@ -69,14 +68,13 @@ def read_model(model_dir: str | os.PathLike) -> Reconstruction:
 
     folder = Path(model_dir)
     fmt = model_format(folder)
-    if fmt == "binary":
-        check_binary_model(folder)
+    points = check_binary_model(folder) if fmt == "binary" else None
     rec = pycolmap.Reconstruction()
     try:
         (rec.read_binary if fmt == "binary" else rec.read_text)(str(folder))
     except Exception as exc:  # noqa: BLE001 - pycolmap raises ValueError, IndexError, RuntimeError...
         raise FormatError(folder, f"COLMAP {fmt} model cannot be read: {_short(exc)}") from exc
-    return _from_pycolmap(rec, folder)
+    return _from_pycolmap(rec, folder, points)
 
 
 def _short(exc: Exception) -> str:
@@ -84,7 +82,7 @@ def _short(exc: Exception) -> str:
     return text[-1] if text else type(exc).__name__
 
 
-def _from_pycolmap(rec, folder: Path) -> Reconstruction:
+def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> Reconstruction:
     cameras = {}
     for cam_id, cam in rec.cameras.items():
         name = cam.model.name
@@ -107,20 +105,31 @@ def _from_pycolmap(rec, folder: Path) -> Reconstruction:
         views.append(View(int(image_id), image.name, int(image.camera_id), R, t))
     if not views:
         raise FormatError(folder, "the model has no registered images")
-    n = rec.num_points3D()
-    points = np.empty((n, 3))
-    colors = np.empty((n, 3), np.uint8)
-    errors = np.empty(n)
-    tracks = np.empty(n, np.int64)
-    points3d = rec.points3D
-    # Sorted by id: pycolmap's map has no stable order, and writers number points in order.
-    for i, point_id in enumerate(sorted(rec.point3D_ids())):
-        point = points3d[point_id]
-        points[i] = point.xyz
-        colors[i] = point.color
-        errors[i] = point.error
-        tracks[i] = point.track.length()
-    return Reconstruction(cameras, views, points, colors, errors, tracks)
+    if points is None:
+        points = _points_from_text(folder / "points3D.txt")
+    ids, xyz, rgb, errors, tracks = points
+    if not np.all(np.isfinite(xyz)):
+        raise FormatError(folder, f"{int(np.sum(~np.isfinite(xyz).all(axis=1)))} 3D points have non-finite coordinates")
+    order = np.argsort(ids, kind="stable")  # by id, the order writers number points in
+    return Reconstruction(cameras, views, xyz[order], rgb[order], errors[order], tracks[order])
+
+
+def _points_from_text(path: Path) -> tuple[np.ndarray, ...]:
+    """(ids, xyz, rgb, errors, track_lengths) of a points3D.txt that pycolmap has already accepted.
+
+    Parsed here because reading a million points back through pycolmap's Python objects takes
+    tens of seconds.
+    """
+    rows, lengths = [], []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if parts and not parts[0].startswith("#"):
+                rows.append(parts[:8])
+                lengths.append((len(parts) - 8) // 2)
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), 8)
+    ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+    return ids, table[:, 1:4], table[:, 4:7].astype(np.uint8), table[:, 7], np.array(lengths, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +165,10 @@ class _Reader:
         self.pos += n
 
 
-def check_binary_model(folder: str | os.PathLike) -> None:
+def check_binary_model(folder: str | os.PathLike) -> tuple[np.ndarray, ...]:
     """Walk cameras/images/points3D(.bin) (and rigs/frames when present) within their sizes.
+
+    Returns the points decoded on the way: (ids, xyz, rgb, errors, track_lengths).
 
     Checks every count against the bytes left, every camera model id, and every reference between
     the files, so that pycolmap never reads past a buffer or follows a dangling id.
@@ -165,11 +176,12 @@ def check_binary_model(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     camera_ids = _check_cameras(_Reader(folder / "cameras.bin"))
     image_points = _check_images(_Reader(folder / "images.bin"), camera_ids)
-    _check_points(_Reader(folder / "points3D.bin"), image_points)
+    points = _check_points(_Reader(folder / "points3D.bin"), image_points)
     if (folder / "rigs.bin").is_file():
         _check_rigs(_Reader(folder / "rigs.bin"))
     if (folder / "frames.bin").is_file():
         _check_frames(_Reader(folder / "frames.bin"))
+    return points
 
 
 def _check_cameras(r: _Reader) -> set[int]:
@@ -205,22 +217,63 @@ def _check_images(r: _Reader, camera_ids: set[int]) -> dict[int, int]:
     return points2d
 
 
-def _check_points(r: _Reader, image_points: dict[int, int]) -> None:
-    ids = np.array(sorted(image_points), dtype=np.int64)
-    sizes = np.array([image_points[i] for i in ids], dtype=np.int64)
-    for _ in range(r.count("3D points", _POINT.size)):
-        values = r.unpack(_POINT, "a 3D point")
-        point_id, track_length = values[0], values[-1]
-        if track_length > (len(r.data) - r.pos) // 8:
-            raise FormatError(r.path, f"corrupt: point {point_id} claims a track of {track_length}")
-        if track_length:
-            track = np.frombuffer(r.data, dtype="<u4", count=2 * track_length, offset=r.pos).reshape(-1, 2)
-            where = np.searchsorted(ids, track[:, 0])
-            known = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == track[:, 0])
-            if not known.all() or np.any(track[:, 1] >= sizes[where]):
-                raise FormatError(r.path, f"point {point_id} has a track entry for an image or 2D point "
-                                          "that images.bin lacks")
-        r.pos += 8 * track_length
+_POINT_FIELDS = np.dtype([("id", "<u8"), ("xyz", "<f8", 3), ("rgb", "u1", 3), ("error", "<f8"),
+                          ("track_length", "<u8")])  # packed: 51 bytes, as in the file
+
+
+def _check_points(r: _Reader, image_points: dict[int, int]) -> tuple[np.ndarray, ...]:
+    """Walk points3D.bin; returns (ids, xyz, rgb, errors, track_lengths), decoded on the way.
+
+    The loop only hops from header to header (each track's length says where the next point
+    starts); the headers and the track entries are then decoded and checked with numpy at once.
+    """
+    n = r.count("3D points", _POINT_FIELDS.itemsize)
+    data, size, pos = r.data, len(r.data), r.pos
+    header = _POINT_FIELDS.itemsize
+    length_at = _POINT_FIELDS.fields["track_length"][1]
+    read_u64 = _U64.unpack_from
+    starts = []
+    for i in range(n):
+        if pos + header > size:
+            raise FormatError(r.path, f"truncated: point {i + 1} of {n} ends past the file's {size} bytes")
+        starts.append(pos)
+        pos += header + 8 * read_u64(data, pos + length_at)[0]
+    if pos > size:
+        raise FormatError(r.path, f"truncated: the track of the last point ends past the file's {size} bytes")
+    r.pos = pos
+    offsets = np.array(starts, dtype=np.int64)
+    # Mark the header bytes (+1 where a header starts, -1 where it ends) and keep them: the
+    # headers, packed, are exactly the file's record layout.
+    marks = np.zeros(size + 1, np.int8)
+    marks[offsets] = 1
+    marks[offsets + header] -= 1
+    raw = np.frombuffer(data, dtype=np.uint8)
+    table = raw[np.cumsum(marks[:-1], dtype=np.int8).view(bool)].view(_POINT_FIELDS)
+    ids = table["id"].astype(np.int64)
+    lengths = table["track_length"].astype(np.int64)
+    _check_tracks(r, ids, offsets + header, lengths, image_points)
+    return ids, table["xyz"].astype(np.float64), table["rgb"].copy(), table["error"].astype(np.float64), lengths
+
+
+def _check_tracks(r: _Reader, point_ids, starts, lengths, image_points: dict[int, int]) -> None:
+    total = int(lengths.sum())
+    if not total:
+        return
+    first = np.cumsum(lengths) - lengths
+    entry = np.repeat(starts, lengths) + 8 * (np.arange(total) - np.repeat(first, lengths))
+    raw = np.frombuffer(r.data, dtype=np.uint8)
+
+    def u32(offsets):
+        return sum(raw[offsets + k].astype(np.int64) << (8 * k) for k in range(4))
+
+    image_ids, point2d = u32(entry), u32(entry + 4)
+    known = np.array(sorted(image_points), dtype=np.int64)
+    sizes = np.array([image_points[i] for i in known], dtype=np.int64)
+    where = np.minimum(np.searchsorted(known, image_ids), max(len(known) - 1, 0))
+    ok = (known[where] == image_ids) & (point2d < sizes[where]) if len(known) else np.zeros(total, bool)
+    if not ok.all():
+        bad = np.repeat(point_ids, lengths)[np.argmin(ok)]
+        raise FormatError(r.path, f"point {bad} has a track entry for an image or 2D point that images.bin lacks")
 
 
 def _check_rigs(r: _Reader) -> None:
@@ -269,14 +322,13 @@ def write_model(rec: Reconstruction, out_dir: str | os.PathLike, binary: bool = 
         pose = pycolmap.Rigid3d(pycolmap.Rotation3d(view.R), view.t)
         model.add_image_with_trivial_frame(pycolmap.Image(name=view.name, camera_id=view.camera_id,
                                                           image_id=view.id), pose)
-    empty = pycolmap.Track()
-    for xyz, color, error in zip(rec.points, rec.colors, rec.errors, strict=True):
-        point_id = model.add_point3D(xyz, empty, color)
-        model.points3D[point_id].error = float(error)
     ext = ".bin" if binary else ".txt"
     tmp = Path(tempfile.mkdtemp(prefix=".colmap-", dir=out))
     try:
         (model.write_binary if binary else model.write_text)(str(tmp))
+        # Points without tracks are plain records: numpy writes a million in a blink, where adding
+        # them to pycolmap one by one takes tens of seconds.
+        (_write_points_binary if binary else _write_points_text)(tmp / f"points3D{ext}", rec)
         for stem in MODEL_FILES + RIG_FILES:
             if (tmp / f"{stem}{ext}").is_file():
                 os.replace(tmp / f"{stem}{ext}", out / f"{stem}{ext}")
@@ -285,6 +337,27 @@ def write_model(rec: Reconstruction, out_dir: str | os.PathLike, binary: bool = 
             (out / f"{stem}{stale}").unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_points_binary(path: Path, rec: Reconstruction) -> None:
+    table = np.zeros(len(rec.points), _POINT_FIELDS)
+    table["id"] = np.arange(1, len(rec.points) + 1)
+    table["xyz"], table["rgb"], table["error"] = rec.points, rec.colors, rec.errors
+    with open(path, "wb") as fh:
+        fh.write(_U64.pack(len(table)))
+        fh.write(table.tobytes())
+
+
+def _write_points_text(path: Path, rec: Reconstruction) -> None:
+    lines = [
+        "# 3D point list with one line of data per point:",
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
+        f"# Number of points: {len(rec.points)}, mean track length: 0",
+    ]
+    lines += [f"{i} {x!r} {y!r} {z!r} {r} {g} {b} {e!r}"
+              for i, ((x, y, z), (r, g, b), e) in enumerate(
+                  zip(rec.points.tolist(), rec.colors.tolist(), rec.errors.tolist(), strict=True), start=1)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def undistort(model_dir: str | os.PathLike, images_dir: str | os.PathLike, out_dir: str | os.PathLike,
