@@ -67,3 +67,35 @@ class NodeBuilder:
         self.set_input(node, "False", if_false)
         self.set_input(node, "True", if_true)
         return node.outputs[0]
+
+    def group(self, tree, inputs=None):
+        """A group node running ``tree``; ``inputs`` as for :meth:`node`."""
+        return self.node("GeometryNodeGroup" if self.tree.bl_idname == "GeometryNodeTree" else "ShaderNodeGroup",
+                         inputs, node_tree=tree)
+
+
+def build_group(name: str, inputs, outputs, build, kind: str = "GeometryNodeTree"):
+    """The node group ``name`` (re)built: ``inputs``/``outputs`` are (name, socket type) pairs and
+    ``build(builder, {input name: socket})`` returns {output name: socket}.
+
+    Blender re-validates a whole tree after every edit made from Python, so a tree costs the square
+    of its size to build; small groups keep building cheap and read better in the node editor.
+    """
+    import bpy
+
+    tree = bpy.data.node_groups.get(name)
+    if tree is None or tree.bl_idname != kind:
+        tree = bpy.data.node_groups.new(name, kind)
+    tree.nodes.clear()
+    tree.interface.clear()
+    for socket_name, socket_type in inputs:
+        tree.interface.new_socket(socket_name, in_out="INPUT", socket_type=socket_type)
+    for socket_name, socket_type in outputs:
+        tree.interface.new_socket(socket_name, in_out="OUTPUT", socket_type=socket_type)
+    b = NodeBuilder(tree)
+    gin = b.node("NodeGroupInput")
+    gout = b.node("NodeGroupOutput")
+    result = build(b, {socket_name: gin.outputs[socket_name] for socket_name, _ in inputs})
+    for socket_name, socket in result.items():
+        b.links.new(socket, gout.inputs[socket_name])
+    return tree

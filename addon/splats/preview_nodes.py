@@ -26,10 +26,11 @@ from ...bridge.formats.transform import _C1 as SH_C1  # the 3DGS SH constants, o
 from ...bridge.formats.transform import _C2 as SH_C2
 from ...bridge.formats.transform import _C3 as SH_C3
 from . import material
-from .node_builder import NodeBuilder
+from .node_builder import NodeBuilder, build_group
 from .pointcloud import OPACITY, ROTATION, SCALE, SH_DC, sh_rest_name
 
 GROUP_NAME = "Splatwork Splat Preview"
+PART_PREFIX = "Splatwork Preview Part: "  # the small groups the preview is made of
 MODIFIER_NAME = "Splat Preview"
 VERSION_KEY = "splatwork_preview_version"
 PREVIEW_VERSION = 1
@@ -64,9 +65,10 @@ def ensure_preview_group():
         return group
     if group is None or group.bl_idname != "GeometryNodeTree":
         group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    parts = _build_parts()
     group.nodes.clear()
     group.interface.clear()
-    _build(group, material.ensure_material())
+    _build(group, material.ensure_material(), parts)
     group[VERSION_KEY] = PREVIEW_VERSION
     return group
 
@@ -100,7 +102,7 @@ def _drive_render_width(obj, mod, group, scene) -> None:
     driver.expression = "width * percent / 100"  # a simple expression: no Python, no auto-run needed
 
 
-def _build(group, mat) -> None:
+def _build(group, mat, parts) -> None:
     group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     for name, kind, default, lo, hi, description in INPUTS:
@@ -117,25 +119,19 @@ def _build(group, mat) -> None:
     gin = b.node("NodeGroupInput")
     gout = b.node("NodeGroupOutput")
     arg = {name: gin.outputs[name] for name, *_ in INPUTS}
-
-    def attribute(name, kind):
-        return b.out(b.node("GeometryNodeInputNamedAttribute", {"Name": name}, data_type=kind), "Attribute")
-
     position = b.node("GeometryNodeInputPosition").outputs[0]
-    logit = attribute(OPACITY, "FLOAT")
-    alpha = b.math("DIVIDE", 1.0, b.math("ADD", 1.0, b.math("EXPONENT", b.math("MULTIPLY", logit, -1.0))))
+    alpha = b.out(b.group(parts["Alpha"]), "Alpha")
 
-    view, proj, ortho = _view(b)
-    to_view = view  # object space -> camera space (Blender camera: -z forward, +y up)
+    view = b.group(parts["View"])
+    to_view, ortho = b.out(view, "Object to View"), b.out(view, "Orthographic")
     from_view = b.out(b.node("FunctionNodeInvertMatrix", {0: to_view}), "Matrix")
     centre = b.out(b.node("FunctionNodeTransformPoint", {"Vector": position, "Transform": to_view}))
-    cx, cy, cz = b.separate(centre)
-    depth = b.math("MULTIPLY", cz, -1.0)
     persp = b.switch("FLOAT", ortho, 1.0, 0.0)
+    depth = b.math("MULTIPLY", b.separate(centre)[2], -1.0)
 
     drop = b.boolean("OR", b.compare("LESS_THAN", alpha, b.math("MAXIMUM", arg["Opacity Threshold"], MIN_ALPHA)),
                      b.boolean("AND", b.compare("GREATER_THAN", persp, 0.5), b.compare("LESS_THAN", depth, NEAR)))
-    drop = b.boolean("OR", drop, _outside_crop_box(b, arg["Crop Box"], position))
+    drop = b.boolean("OR", drop, b.out(b.group(parts["Outside Crop Box"], {"Box": arg["Crop Box"]}), "Outside"))
     subset = b.node("FunctionNodeRandomValue", {"Probability": arg["Display Ratio"],
                                                  "ID": b.node("GeometryNodeInputIndex").outputs[0]},
                     data_type="BOOLEAN")
@@ -144,56 +140,32 @@ def _build(group, mat) -> None:
     kept = b.node("GeometryNodeDeleteGeometry", {"Geometry": gin.outputs["Geometry"], "Selection": drop},
                   domain="POINT")
 
-    # Rows of the projection's Jacobian, scaled to the image-parallel plane (Blender camera axes).
-    inv_depth = b.math("DIVIDE", persp, b.math("MAXIMUM", depth, NEAR))
-    p1 = b.combine(1.0, 0.0, b.math("MULTIPLY", cx, inv_depth))
-    p2 = b.combine(0.0, 1.0, b.math("MULTIPLY", cy, inv_depth))
-    to_view_t = b.out(b.node("FunctionNodeTransposeMatrix", {0: to_view}))
-    log_scale = attribute(SCALE, "FLOAT_VECTOR")
-    scale = b.vmath("SCALE", b.vmath("POWER", (E, E, E), log_scale), scale=arg["Scale Multiplier"])
-    rotation = _unit_rotation(b, attribute(ROTATION, "QUATERNION"))
-    inverse_rotation = b.out(b.node("FunctionNodeInvertRotation", {0: rotation}))
-
-    def row(p):  # p^T J_view R S: one row of the projected factor of the covariance
-        world = b.out(b.node("FunctionNodeTransformDirection", {"Direction": p, "Transform": to_view_t}))
-        local = b.out(b.node("FunctionNodeRotateVector", {"Vector": world, "Rotation": inverse_rotation}))
-        return b.vmath("MULTIPLY", local, scale)
-
-    r1, r2 = row(p1), row(p2)
-    p00, _, _ = b.separate(b.out(b.node("FunctionNodeTransformDirection",
-                                         {"Direction": (1.0, 0.0, 0.0), "Transform": proj})))
-    pixel = b.math("DIVIDE", 2.0, b.math("MULTIPLY", p00, arg["Render Width"]))
-    pixel = b.math("MULTIPLY", pixel, b.math("ADD", b.math("MULTIPLY", persp, depth), b.math("SUBTRACT", 1.0, persp)))
-    dilation = b.math("MULTIPLY", b.math("MULTIPLY", pixel, pixel), 0.3)
-    a = b.math("ADD", b.vmath("DOT_PRODUCT", r1, r1), dilation)
-    c = b.math("ADD", b.vmath("DOT_PRODUCT", r2, r2), dilation)
-    off = b.vmath("DOT_PRODUCT", r1, r2)
-    half_sum = b.math("MULTIPLY", b.math("ADD", a, c), 0.5)
-    half_diff = b.math("MULTIPLY", b.math("SUBTRACT", a, c), 0.5)
-    root = b.math("SQRT", b.math("ADD", b.math("MULTIPLY", half_diff, half_diff), b.math("MULTIPLY", off, off)))
-    major = b.math("ADD", half_sum, root)
-    minor = b.math("MAXIMUM", b.math("SUBTRACT", half_sum, root), 1e-30)
-    angle = b.math("MULTIPLY", b.math("ARCTAN2", off, half_diff), 0.5)
-
-    # Squared Mahalanobis radius where alpha * exp(-r^2/2) falls to 1/255 (3DGS skips beyond it).
-    reach = b.math("MAXIMUM", b.math("MULTIPLY", b.math("LOGARITHM", b.math("MULTIPLY", alpha, 255.0), E), 2.0),
-                   0.0)
-    reach_major = b.math("MINIMUM", reach, 9.0)
-    extent = b.combine(b.math("SQRT", b.math("MULTIPLY", reach_major, major)),
-                       b.math("SQRT", b.math("MULTIPLY", reach, minor)), 1.0)
-    spin = b.out(b.node("FunctionNodeAxisAngleToRotation", {"Axis": (0.0, 0.0, 1.0), "Angle": angle}))
-    on_plane = b.out(b.node("FunctionNodeCombineTransform", {"Translation": centre, "Rotation": spin, "Scale": extent}))
+    footprint = b.group(parts["Footprint"], {"Object to View": to_view, "Projection": b.out(view, "Projection"),
+                                             "Perspective": persp, "Render Width": arg["Render Width"],
+                                             "Scale Multiplier": arg["Scale Multiplier"], "Alpha": alpha})
+    on_plane = b.out(b.node("FunctionNodeCombineTransform", {
+        "Translation": centre,
+        "Rotation": b.out(b.node("FunctionNodeAxisAngleToRotation", {"Axis": (0.0, 0.0, 1.0),
+                                                                     "Angle": b.out(footprint, "Angle")})),
+        "Scale": b.out(footprint, "Extent"),
+    }))
     quad_transform = b.out(b.node("FunctionNodeMatrixMultiply", {0: from_view, 1: on_plane}))
-    falloff = b.combine(b.math("MULTIPLY", reach_major, 0.5), b.math("MULTIPLY", reach, 0.5), alpha)
 
     eye = b.out(b.node("FunctionNodeTransformPoint", {"Vector": (0.0, 0.0, 0.0), "Transform": from_view}))
     forward = b.out(b.node("FunctionNodeTransformDirection", {"Direction": (0.0, 0.0, -1.0), "Transform": from_view}))
     direction = b.vmath("NORMALIZE", b.switch("VECTOR", ortho, b.vmath("SUBTRACT", position, eye), forward))
-    srgb = b.vmath("MAXIMUM", _sh_color(b, direction, arg["SH Degree"], attribute), (0.0, 0.0, 0.0))
-    color = b.switch("VECTOR", arg["Trainer Blending"], _srgb_to_linear(b, srgb), srgb)
+    srgb = b.vmath("ADD", b.vmath("SCALE", _attribute(b, SH_DC, "FLOAT_VECTOR"), scale=SH_C0), (0.5, 0.5, 0.5))
+    for band in (1, 2, 3):
+        term = b.out(b.group(parts[f"SH Band {band}"], {"Direction": direction}), "Colour")
+        enabled = b.switch("FLOAT", b.compare("GREATER_EQUAL", arg["SH Degree"], band - 0.5), 0.0, 1.0)
+        srgb = b.vmath("ADD", srgb, b.vmath("SCALE", term, scale=enabled))
+    srgb = b.vmath("MAXIMUM", srgb, (0.0, 0.0, 0.0))  # 3DGS clamps below, never above
+    linear = b.out(b.group(parts["sRGB to Linear"], {"Colour": srgb}), "Colour")
+    color = b.switch("VECTOR", arg["Trainer Blending"], linear, srgb)
 
     geometry = kept.outputs[0]
-    for name, kind, value in (("splat_color", "FLOAT_VECTOR", color), ("splat_falloff", "FLOAT_VECTOR", falloff),
+    for name, kind, value in (("splat_color", "FLOAT_VECTOR", color),
+                              ("splat_falloff", "FLOAT_VECTOR", b.out(footprint, "Falloff")),
                               ("splat_transform", "FLOAT4X4", quad_transform)):
         geometry = b.out(b.node("GeometryNodeStoreNamedAttribute",
                                 {"Geometry": geometry, "Name": name, "Value": value}, data_type=kind, domain="POINT"))
@@ -202,10 +174,8 @@ def _build(group, mat) -> None:
         geometry = b.out(b.node("GeometryNodeRemoveAttribute",
                                 {"Geometry": geometry, "Pattern Mode": "Wildcard", "Name": pattern}))
 
-    sx, sy, sz = b.separate(log_scale)
-    points_radius = b.math("MULTIPLY", b.math("EXPONENT", b.math("MAXIMUM", b.math("MAXIMUM", sx, sy), sz)),
-                           arg["Scale Multiplier"])
-    points = b.node("GeometryNodeSetPointRadius", {"Points": kept.outputs[0], "Radius": points_radius})
+    points = b.node("GeometryNodeSetPointRadius", {"Points": kept.outputs[0],
+                                                   "Radius": b.out(footprint, "Point Radius")})
     points_geometry = points.outputs[0]
     for name, value in (("splat_color", color), ("splat_falloff", b.combine(0.0, 0.0, alpha))):
         points_geometry = b.out(b.node("GeometryNodeStoreNamedAttribute",
@@ -221,7 +191,7 @@ def _build(group, mat) -> None:
     instances = b.node("GeometryNodeInstanceOnPoints",
                        {"Points": sorted_points.outputs[0], "Instance": quad.outputs[0]})
     placed = b.node("GeometryNodeSetInstanceTransform", {"Instances": instances.outputs[0],
-                                                         "Transform": attribute("splat_transform", "FLOAT4X4")})
+                                                         "Transform": _attribute(b, "splat_transform", "FLOAT4X4")})
     cleaned = b.node("GeometryNodeRemoveAttribute", {"Geometry": placed.outputs[0], "Name": "splat_transform"})
     realized = b.node("GeometryNodeRealizeInstances", {"Geometry": cleaned.outputs[0]})
 
@@ -230,7 +200,89 @@ def _build(group, mat) -> None:
     b.links.new(shaded.outputs[0], gout.inputs[0])
 
 
-def _view(b):
+def _attribute(b, name, kind):
+    return b.out(b.node("GeometryNodeInputNamedAttribute", {"Name": name}, data_type=kind), "Attribute")
+
+
+def _build_parts() -> dict:
+    vec, flt, mat = "NodeSocketVector", "NodeSocketFloat", "NodeSocketMatrix"
+    specs = {
+        "Alpha": ((), (("Alpha", flt),), _alpha),
+        "View": ((), (("Object to View", mat), ("Projection", mat), ("Orthographic", "NodeSocketBool")), _view),
+        "Outside Crop Box": ((("Box", "NodeSocketObject"),), (("Outside", "NodeSocketBool"),), _outside_crop_box),
+        "Unit Rotation": ((("Rotation", "NodeSocketRotation"),), (("Rotation", "NodeSocketRotation"),), _unit_rotation),
+        "sRGB to Linear": ((("Colour", vec),), (("Colour", vec),), _srgb_to_linear),
+    }
+    for band in (1, 2, 3):
+        specs[f"SH Band {band}"] = ((("Direction", vec),), (("Colour", vec),),
+                                    lambda b, ins, band=band: _sh_band(b, ins, band))
+    parts = {name: build_group(PART_PREFIX + name, ins, outs, fn) for name, (ins, outs, fn) in specs.items()}
+    footprint_inputs = (("Object to View", mat), ("Projection", mat), ("Perspective", flt),
+                        ("Render Width", "NodeSocketInt"), ("Scale Multiplier", flt), ("Alpha", flt))
+    footprint_outputs = (("Extent", vec), ("Angle", flt), ("Falloff", vec), ("Point Radius", flt))
+    parts["Footprint"] = build_group(PART_PREFIX + "Footprint", footprint_inputs, footprint_outputs,
+                                     lambda b, ins: _footprint(b, ins, parts["Unit Rotation"]))
+    return parts
+
+
+def _alpha(b, ins):
+    logit = _attribute(b, OPACITY, "FLOAT")
+    return {"Alpha": b.math("DIVIDE", 1.0, b.math("ADD", 1.0, b.math("EXPONENT", b.math("MULTIPLY", logit, -1.0))))}
+
+
+def _footprint(b, ins, unit_rotation):
+    """The screen-space Gaussian on the image-parallel plane through the splat: the quad's extent
+    and angle there, the material's falloff, and the fast-point radius."""
+    to_view, persp, alpha = ins["Object to View"], ins["Perspective"], ins["Alpha"]
+    position = b.node("GeometryNodeInputPosition").outputs[0]
+    cx, cy, cz = b.separate(b.out(b.node("FunctionNodeTransformPoint", {"Vector": position, "Transform": to_view})))
+    depth = b.math("MULTIPLY", cz, -1.0)
+    # Rows of the projection's Jacobian, scaled to the image-parallel plane (Blender camera axes).
+    inv_depth = b.math("DIVIDE", persp, b.math("MAXIMUM", depth, NEAR))
+    p1 = b.combine(1.0, 0.0, b.math("MULTIPLY", cx, inv_depth))
+    p2 = b.combine(0.0, 1.0, b.math("MULTIPLY", cy, inv_depth))
+    to_view_t = b.out(b.node("FunctionNodeTransposeMatrix", {0: to_view}))
+    log_scale = _attribute(b, SCALE, "FLOAT_VECTOR")
+    scale = b.vmath("SCALE", b.vmath("POWER", (E, E, E), log_scale), scale=ins["Scale Multiplier"])
+    rotation = b.out(b.group(unit_rotation, {"Rotation": _attribute(b, ROTATION, "QUATERNION")}), "Rotation")
+    inverse_rotation = b.out(b.node("FunctionNodeInvertRotation", {0: rotation}))
+
+    def row(p):  # p^T J_view R S: one row of the projected factor of the covariance
+        world = b.out(b.node("FunctionNodeTransformDirection", {"Direction": p, "Transform": to_view_t}))
+        local = b.out(b.node("FunctionNodeRotateVector", {"Vector": world, "Rotation": inverse_rotation}))
+        return b.vmath("MULTIPLY", local, scale)
+
+    r1, r2 = row(p1), row(p2)
+    p00, _, _ = b.separate(b.out(b.node("FunctionNodeTransformDirection",
+                                         {"Direction": (1.0, 0.0, 0.0), "Transform": ins["Projection"]})))
+    pixel = b.math("DIVIDE", 2.0, b.math("MULTIPLY", p00, ins["Render Width"]))
+    pixel = b.math("MULTIPLY", pixel, b.math("ADD", b.math("MULTIPLY", persp, depth), b.math("SUBTRACT", 1.0, persp)))
+    dilation = b.math("MULTIPLY", b.math("MULTIPLY", pixel, pixel), 0.3)
+    a = b.math("ADD", b.vmath("DOT_PRODUCT", r1, r1), dilation)
+    c = b.math("ADD", b.vmath("DOT_PRODUCT", r2, r2), dilation)
+    off = b.vmath("DOT_PRODUCT", r1, r2)
+    half_sum = b.math("MULTIPLY", b.math("ADD", a, c), 0.5)
+    half_diff = b.math("MULTIPLY", b.math("SUBTRACT", a, c), 0.5)
+    root = b.math("SQRT", b.math("ADD", b.math("MULTIPLY", half_diff, half_diff), b.math("MULTIPLY", off, off)))
+    major = b.math("ADD", half_sum, root)
+    minor = b.math("MAXIMUM", b.math("SUBTRACT", half_sum, root), 1e-30)
+
+    # Squared Mahalanobis radius where alpha * exp(-r^2/2) falls to 1/255 (3DGS skips beyond it).
+    reach = b.math("MAXIMUM", b.math("MULTIPLY", b.math("LOGARITHM", b.math("MULTIPLY", alpha, 255.0), E), 2.0),
+                   0.0)
+    reach_major = b.math("MINIMUM", reach, 9.0)  # 3DGS's square reaches 3 sigma of the major axis
+    sx, sy, sz = b.separate(log_scale)
+    return {
+        "Extent": b.combine(b.math("SQRT", b.math("MULTIPLY", reach_major, major)),
+                            b.math("SQRT", b.math("MULTIPLY", reach, minor)), 1.0),
+        "Angle": b.math("MULTIPLY", b.math("ARCTAN2", off, half_diff), 0.5),
+        "Falloff": b.combine(b.math("MULTIPLY", reach_major, 0.5), b.math("MULTIPLY", reach, 0.5), alpha),
+        "Point Radius": b.math("MULTIPLY", b.math("EXPONENT", b.math("MAXIMUM", b.math("MAXIMUM", sx, sy), sz)),
+                               ins["Scale Multiplier"]),
+    }
+
+
+def _view(b, ins):
     """(object -> camera matrix, projection matrix, is orthographic) of the 3D viewport while one
     draws this object, else of the scene's active camera (renders, and viewports without a view)."""
     camera = b.node("GeometryNodeInputActiveCamera").outputs[0]
@@ -248,37 +300,42 @@ def _view(b):
     _, _, zz = b.separate(b.out(b.node("FunctionNodeTransformDirection", {"Direction": (0.0, 0.0, 1.0),
                                                                          "Transform": b.out(viewport, "Projection")})))
     use_viewport = b.boolean("AND", b.node("GeometryNodeIsViewport").outputs[0], b.compare("LESS_THAN", zz, 0.0))
-    view = b.switch("MATRIX", use_viewport, camera_view, viewport_view)
-    proj = b.switch("MATRIX", use_viewport, b.out(camera_info, "Projection Matrix"), b.out(viewport, "Projection"))
-    ortho = b.switch("BOOLEAN", use_viewport, b.out(camera_info, "Is Orthographic"), b.out(viewport, "Is Orthographic"))
-    return view, proj, ortho
+    return {
+        "Object to View": b.switch("MATRIX", use_viewport, camera_view, viewport_view),
+        "Projection": b.switch("MATRIX", use_viewport, b.out(camera_info, "Projection Matrix"),
+                               b.out(viewport, "Projection")),
+        "Orthographic": b.switch("BOOLEAN", use_viewport, b.out(camera_info, "Is Orthographic"),
+                                 b.out(viewport, "Is Orthographic")),
+    }
 
 
-def _outside_crop_box(b, box_object, position):
-    """True outside the box object's local [-1, 1]^3 (a default cube); False when no box is set,
-    which Object Info reports as a zero scale."""
-    info = b.node("GeometryNodeObjectInfo", {"Object": box_object}, transform_space="RELATIVE")
+def _outside_crop_box(b, ins):
+    """True outside the box object's local [-1, 1]^3 (what a cube empty draws, or the default cube);
+    False when no box is set, which Object Info reports as a zero scale."""
+    info = b.node("GeometryNodeObjectInfo", {"Object": ins["Box"]}, transform_space="RELATIVE")
     has_box = b.compare("GREATER_THAN", b.vmath("LENGTH", b.out(info, "Scale")), 0.0)
     to_box = b.out(b.node("FunctionNodeInvertMatrix", {0: b.out(info, "Transform")}), "Matrix")
+    position = b.node("GeometryNodeInputPosition").outputs[0]
     local = b.vmath("ABSOLUTE", b.out(b.node("FunctionNodeTransformPoint", {"Vector": position, "Transform": to_box})))
     x, y, z = b.separate(local)
-    return b.boolean("AND", has_box, b.compare("GREATER_THAN", b.math("MAXIMUM", b.math("MAXIMUM", x, y), z), 1.0))
+    outside = b.compare("GREATER_THAN", b.math("MAXIMUM", b.math("MAXIMUM", x, y), z), 1.0)
+    return {"Outside": b.boolean("AND", has_box, outside)}
 
 
-def _unit_rotation(b, rotation):
+def _unit_rotation(b, ins):
     """Trainers store unnormalised quaternions; normalise before use, as 3DGS does."""
-    q = b.node("FunctionNodeRotationToQuaternion", {0: rotation})
+    q = b.node("FunctionNodeRotationToQuaternion", {0: ins["Rotation"]})
     w, x, y, z = (q.outputs[i] for i in range(4))
     squares = [b.math("MULTIPLY", c, c) for c in (w, x, y, z)]
     total = b.math("ADD", b.math("ADD", squares[0], squares[1]), b.math("ADD", squares[2], squares[3]))
     length = b.math("MAXIMUM", b.math("SQRT", total), 1e-12)
     unit = {i: b.math("DIVIDE", c, length) for i, c in enumerate((w, x, y, z))}
-    return b.out(b.node("FunctionNodeQuaternionToRotation", unit))
+    return {"Rotation": b.out(b.node("FunctionNodeQuaternionToRotation", unit))}
 
 
-def _sh_color(b, direction, degree, attribute):
-    """0.5 + SH_C0 * dc + sum of the higher bands up to ``degree`` (3DGS basis and sign conventions)."""
-    x, y, z = b.separate(direction)
+def _sh_band(b, ins, band):
+    """One SH band's colour along ``Direction`` (3DGS basis, signs and coefficient order)."""
+    x, y, z = b.separate(ins["Direction"])
 
     def mul(*factors):
         out = factors[0]
@@ -286,36 +343,34 @@ def _sh_color(b, direction, degree, attribute):
             out = b.math("MULTIPLY", out, f)
         return out
 
-    xx, yy, zz = mul(x, x), mul(y, y), mul(z, z)
-    bands = {
-        1: [mul(y, -SH_C1), mul(z, SH_C1), mul(x, -SH_C1)],
-        2: [mul(x, y, SH_C2[0]), mul(y, z, SH_C2[1]),
-            mul(b.math("SUBTRACT", mul(zz, 2.0), b.math("ADD", xx, yy)), SH_C2[2]),
-            mul(x, z, SH_C2[3]), mul(b.math("SUBTRACT", xx, yy), SH_C2[4])],
-        3: [mul(y, b.math("SUBTRACT", mul(xx, 3.0), yy), SH_C3[0]), mul(x, y, z, SH_C3[1]),
-            mul(y, b.math("SUBTRACT", mul(zz, 4.0), b.math("ADD", xx, yy)), SH_C3[2]),
-            mul(z, b.math("SUBTRACT", mul(zz, 2.0), b.math("ADD", mul(xx, 3.0), mul(yy, 3.0))), SH_C3[3]),
-            mul(x, b.math("SUBTRACT", mul(zz, 4.0), b.math("ADD", xx, yy)), SH_C3[4]),
-            mul(z, b.math("SUBTRACT", xx, yy), SH_C3[5]), mul(x, b.math("SUBTRACT", xx, mul(yy, 3.0)), SH_C3[6])],
-    }
-    color = b.vmath("ADD", b.vmath("SCALE", attribute(SH_DC, "FLOAT_VECTOR"), scale=SH_C0), (0.5, 0.5, 0.5))
-    k = 0
-    for band, basis in bands.items():
-        enabled = b.compare("GREATER_EQUAL", degree, band - 0.5)
-        band_sum = None
-        for value in basis:
-            k += 1
-            term = b.vmath("SCALE", attribute(sh_rest_name(k), "FLOAT_VECTOR"), scale=value)
-            band_sum = term if band_sum is None else b.vmath("ADD", band_sum, term)
-        color = b.vmath("ADD", color, b.vmath("SCALE", band_sum, scale=b.switch("FLOAT", enabled, 0.0, 1.0)))
-    return color
+    if band == 1:
+        basis, first = [mul(y, -SH_C1), mul(z, SH_C1), mul(x, -SH_C1)], 1
+    else:
+        xx, yy, zz = mul(x, x), mul(y, y), mul(z, z)
+        if band == 2:
+            basis, first = [mul(x, y, SH_C2[0]), mul(y, z, SH_C2[1]),
+                            mul(b.math("SUBTRACT", mul(zz, 2.0), b.math("ADD", xx, yy)), SH_C2[2]),
+                            mul(x, z, SH_C2[3]), mul(b.math("SUBTRACT", xx, yy), SH_C2[4])], 4
+        else:
+            basis, first = [mul(y, b.math("SUBTRACT", mul(xx, 3.0), yy), SH_C3[0]), mul(x, y, z, SH_C3[1]),
+                            mul(y, b.math("SUBTRACT", mul(zz, 4.0), b.math("ADD", xx, yy)), SH_C3[2]),
+                            mul(z, b.math("SUBTRACT", mul(zz, 2.0), b.math("ADD", mul(xx, 3.0), mul(yy, 3.0))),
+                                SH_C3[3]),
+                            mul(x, b.math("SUBTRACT", mul(zz, 4.0), b.math("ADD", xx, yy)), SH_C3[4]),
+                            mul(z, b.math("SUBTRACT", xx, yy), SH_C3[5]),
+                            mul(x, b.math("SUBTRACT", xx, mul(yy, 3.0)), SH_C3[6])], 9
+    total = None
+    for k, value in enumerate(basis, start=first):
+        term = b.vmath("SCALE", _attribute(b, sh_rest_name(k), "FLOAT_VECTOR"), scale=value)
+        total = term if total is None else b.vmath("ADD", total, term)
+    return {"Colour": total}
 
 
-def _srgb_to_linear(b, color):
+def _srgb_to_linear(b, ins):
     channels = []
-    for c in b.separate(color):
+    for c in b.separate(ins["Colour"]):
         low = b.math("DIVIDE", c, 12.92)
         high = b.math("POWER", b.math("DIVIDE", b.math("ADD", c, 0.055), 1.055), 2.4)
         upper = b.math("GREATER_THAN", c, 0.04045)
         channels.append(b.math("ADD", low, b.math("MULTIPLY", upper, b.math("SUBTRACT", high, low))))
-    return b.combine(*channels)
+    return {"Colour": b.combine(*channels)}
