@@ -77,7 +77,7 @@ def _data_counts():
 
 def test_import_builds_the_whole_collection(blender_with_splatwork, small_project):
     project, rec = small_project
-    result = bpy.ops.splatwork.import_colmap(model_dir=str(project))
+    result = bpy.ops.splatwork.import_colmap(directory=str(project))  # what the file browser fills in
     assert result == {"FINISHED"}
     scene = bpy.context.scene
     collection = scene.splatwork_colmap.collection

@@ -47,6 +47,9 @@ class SPLATWORK_OT_import_colmap(bpy.types.Operator):
 
     model_dir: StringProperty(name="Model", subtype="DIR_PATH",
                               description="A COLMAP sparse model folder (sparse/0) or the project folder")
+    # What the file browser fills in (it knows only these names); used when model_dir is empty.
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
     model: StringProperty(name="Reconstruction",
                           description="Which reconstruction of a project folder: '1' for sparse/1; empty: the first")
     images_dir: StringProperty(name="Images", subtype="DIR_PATH",
@@ -74,7 +77,8 @@ class SPLATWORK_OT_import_colmap(bpy.types.Operator):
 
     def draw(self, _context):
         layout = self.layout
-        root = Path(bpy.path.abspath(self.model_dir)) if self.model_dir else None
+        folder = self.model_dir or self.directory
+        root = Path(bpy.path.abspath(folder)) if folder else None
         found = colmap.find_models(root) if root is not None and root.is_dir() else []
         if len(found) > 1:
             layout.label(text="Found: " + ", ".join(str(m.relative_to(root)) for m in found))
@@ -99,7 +103,7 @@ class SPLATWORK_OT_import_colmap(bpy.types.Operator):
         return {"FINISHED"}
 
     def _import(self, context):
-        model_dir = resolve_model_dir(self.model_dir, self.model)
+        model_dir = resolve_model_dir(self.model_dir or self.directory, self.model)
         images_dir = Path(bpy.path.abspath(self.images_dir)) if self.images_dir else default_images_dir(model_dir)
         if self.undistort:
             if images_dir is None:
