@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_formats.py [--splats 1000000] [--repeat 5] [--dir /tmp]
 
-Prints a Markdown table (medians of ``--repeat`` runs; warm page cache, as right after a save).
+Prints a Markdown table (medians of ``--repeat`` runs; warm page cache, as right after a save). On
+a shared machine the CPU-time ratio (user + system time of this process) is the steadier figure.
 MB/s counts the file's bytes, so compressed formats look slow per MB while being fast per splat:
 the splats/s column compares them fairly. ``fromfile`` is the practical limit for reading a file.
 """
@@ -48,13 +49,15 @@ def scene(n: int, seed: int = 0) -> SplatSet:
     )
 
 
-def median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fn, *args, **kwargs) -> tuple[float, float]:
+    """Wall and CPU (user + system, this process) seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(*args, **kwargs)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,21 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.splats:,} splats, SH degree 3; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, numpy {np.__version__}, Python {platform.python_version()}; "
           f"median of {args.repeat}\n")
-    print("| format | file MB | write MB/s | write Msplats/s | read MB/s | read Msplats/s "
-          "| fromfile MB/s | read / fromfile |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| format | file MB | write MB/s | write Msplats/s | read MB/s | read Msplats/s | fromfile MB/s "
+          "| read / fromfile (wall) | read / fromfile (CPU) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         for label, fmt, options, suffix in CASES:
             path = Path(folder) / f"bench{suffix}"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                write = median_seconds(lambda: write_splats(path, splats, fmt=fmt, **options), args.repeat)
-            mb = path.stat().st_size / 1e6
-            read = median_seconds(lambda: read_splats(path), args.repeat)
-            raw = median_seconds(lambda: np.fromfile(path, np.uint8), args.repeat)
-            m = args.splats / 1e6
+                write, _ = medians([timed(write_splats, path, splats, fmt=fmt, **options)
+                                    for _ in range(args.repeat)])
+            # Reads and the fromfile baseline alternate, so both see the same load on a shared machine.
+            reads, raws = [], []
+            for _ in range(args.repeat):
+                reads.append(timed(read_splats, path))
+                raws.append(timed(np.fromfile, path, np.uint8))
+            (read, read_cpu), (raw, raw_cpu) = medians(reads), medians(raws)
+            mb, m = path.stat().st_size / 1e6, args.splats / 1e6
             print(f"| {label} | {mb:.1f} | {mb / write:.0f} | {m / write:.2f} | {mb / read:.0f} | {m / read:.2f} "
-                  f"| {mb / raw:.0f} | {read / raw:.1f}x |", flush=True)
+                  f"| {mb / raw:.0f} | {read / raw:.1f}x | {read_cpu / raw_cpu:.1f}x |", flush=True)
             path.unlink()
     return 0
 
