@@ -200,7 +200,8 @@ def _setup_render(scene, resolution: tuple[int, int], samples: int, scratch: _Sc
     scene.view_settings.gamma = 1.0
     scene.display_settings.display_device = "sRGB"
     world = scratch.add(bpy.data.worlds.new("splatwork synthetic"))
-    linear = [c ** 2.2 for c in BACKGROUND]
+    # The exact inverse of the sRGB curve the "Standard" view applies, so BACKGROUND is what renders.
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in BACKGROUND]
     world.color = linear
     background = world.node_tree.nodes.get("Background") if world.node_tree else None
     if background is not None:  # Blender 5 worlds render their node tree, not world.color

@@ -9,15 +9,18 @@ from bridge.formats import colmap
 from bridge.formats.cameras import project
 
 
-def test_synthetic_scene_is_a_complete_colmap_project(synthetic_scene):
+def test_synthetic_scene_is_a_complete_colmap_project(synthetic_scene, splatwork):
     rec = colmap.read_model(synthetic_scene / "sparse" / "0")
     assert len(rec.views) == 24 and len(rec.points) == 3000
     (cam,) = rec.cameras.values()
     assert (cam.model, cam.width, cam.height) == ("SIMPLE_PINHOLE", 96, 72)
     assert cam.cx == 48.0 and cam.cy == 36.0
+    background = np.array(splatwork.addon.synthetic.BACKGROUND) * 255
     for view in rec.views:
         with Image.open(synthetic_scene / "images" / view.name) as img:
             assert img.size == (96, 72) and img.mode == "RGB"
+            # The sky above the scene is exactly the documented background colour.
+            np.testing.assert_allclose(np.asarray(img)[0, 0], background, atol=0.6)
     # Cameras surround the scene: every azimuth quadrant has cameras, all look at the centre.
     centres = np.array([v.center() for v in rec.views])
     quadrants = {(x > 0, y > 0) for x, y in centres[:, :2]}
