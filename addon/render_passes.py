@@ -29,7 +29,6 @@ from . import jobs
 from .splats import is_splat_object, object_to_splats
 
 JOB_NAME = "render_passes"
-EXR_LAYER = "Splats"  # the layer bridge/render.py writes
 NODE_GROUP = "Splatwork Composite"
 
 
@@ -153,14 +152,14 @@ def sequence_in(folder: Path, name: str) -> tuple[Path, int, int]:
     return found[0][1], found[0][0], found[-1][0] - found[0][0] + 1
 
 
-def build_compositor(scene, folder: Path, name: str):
+def build_compositor(scene, view_layer, folder: Path, name: str):
     """The scene's compositor as a node group that puts the splat passes together with the render."""
     first, start, count = sequence_in(folder, name)
-    scene.view_layers[0].use_pass_z = True  # the Z-combine needs Blender's depth
+    view_layer.use_pass_z = True  # the Z-combine needs Blender's depth
     tree = bpy.data.node_groups.get(NODE_GROUP)
     if tree is None or tree.bl_idname != "CompositorNodeTree":
         tree = bpy.data.node_groups.new(NODE_GROUP, "CompositorNodeTree")
-    tree.nodes.clear()
+    tree.nodes.clear()  # the group is ours: rebuilt whole, it always matches the passes on disk
     if not any(i.in_out == "OUTPUT" and i.name == "Image" for i in tree.interface.items_tree):
         tree.interface.new_socket(name="Image", in_out="OUTPUT", socket_type="NodeSocketColor")
 
@@ -169,7 +168,7 @@ def build_compositor(scene, folder: Path, name: str):
     image.reload()
     nodes, links = tree.nodes, tree.links
     render = nodes.new("CompositorNodeRLayers")
-    render.scene, render.layer, render.location = scene, scene.view_layers[0].name, (-500, 150)
+    render.scene, render.layer, render.location = scene, view_layer.name, (-500, 150)
     splats = nodes.new("CompositorNodeImage")
     splats.image, splats.label, splats.location = image, "Splat passes", (-500, -250)
     # Blender shows sequence image number (frame - frame_start + offset + 1); the files are numbered by
@@ -205,7 +204,7 @@ def build_compositor(scene, folder: Path, name: str):
     scene.compositing_node_group = tree
     scene.render.use_compositing = True
     # The passes carry the splats; drawn by Blender's render too they would show twice.
-    for obj in splat_objects(scene.view_layers[0]):
+    for obj in splat_objects(view_layer):
         obj.hide_render = True
     return tree
 
@@ -246,13 +245,15 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
             return {"CANCELLED"}
 
         name = settings(scene).name or "splats"
-        scene_name, composite = scene.name, self.composite
+        scene_name, layer_name, composite = scene.name, view_layer.name, self.composite
 
         def on_finish(job):
             shutil.rmtree(workdir, ignore_errors=True)
+            # Looked up again: in the UI the job ends later, when the scene may have changed.
             target = bpy.data.scenes.get(scene_name)
-            if composite and job.state == "completed" and target is not None:
-                build_compositor(target, folder, name)
+            layer = target.view_layers.get(layer_name) if target is not None else None
+            if composite and job.state == "completed" and layer is not None:
+                build_compositor(target, layer, folder, name)
 
         try:
             job = jobs.start_job(JOB_NAME, ["render", str(job_path)], on_finish=on_finish)
@@ -286,7 +287,7 @@ class SPLATWORK_OT_composite_splat_passes(bpy.types.Operator):
         scene = context.scene
         try:
             folder = output_folder(scene, self.output_dir)
-            build_compositor(scene, folder, settings(scene).name or "splats")
+            build_compositor(scene, context.view_layer, folder, settings(scene).name or "splats")
         except (RenderSetupError, RuntimeError) as exc:
             self.report({"ERROR"}, f"Splat compositing: {exc}")
             return {"CANCELLED"}

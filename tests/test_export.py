@@ -62,9 +62,14 @@ def test_exported_file_without_transform_renders_as_the_original_with_it(blender
     exported = read_splats(path)
 
     K, w2c = camera()
-    # The original seen through its transform: the renderer takes the view matrix times the object
-    # matrix, so positions, shapes and view directions come from the renderer's own maths.
-    original = render_splats(splats, K, w2c @ matrix, 80, 64)["rgb"]
+    # The original seen through its transform without baking anything: with M = [s·R0 | T], a camera
+    # [R | t] sees s·R0·x + T exactly as the rigid camera [R·R0 | (R·T + t) / s] sees x (the image is
+    # the same, only depth scales), so positions, shapes and view directions come from the renderer.
+    scale = float(np.cbrt(np.linalg.det(matrix[:3, :3])))
+    in_object = np.eye(4)
+    in_object[:3, :3] = w2c[:3, :3] @ matrix[:3, :3] / scale
+    in_object[:3, 3] = (w2c[:3, :3] @ matrix[:3, 3] + w2c[:3, 3]) / scale
+    original = render_splats(splats, K, in_object, 80, 64)["rgb"]
     assert (original.max(axis=-1) > 0.2).mean() > 0.3, "the object must fill the frame"
     assert psnr(render_splats(exported, K, w2c, 80, 64)["rgb"], original) > 40.0
 
