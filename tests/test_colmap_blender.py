@@ -147,14 +147,25 @@ def test_import_export_round_trip(blender_with_splatwork, tmp_path, binary, worl
         np.testing.assert_allclose(b.translation, a.translation, atol=1e-6)
 
 
-def test_export_any_blender_camera_matches_blender_projection(blender_with_splatwork, tmp_path):
+@pytest.mark.parametrize(
+    ("fit", "size", "percentage", "aspect", "shift"),
+    [
+        ("VERTICAL", (120, 90), 50, (1.0, 1.3), (0.12, -0.07)),
+        ("AUTO", (90, 120), 100, (1.0, 1.0), (-0.2, 0.1)),  # portrait: AUTO fits the height, sensor_width
+        ("AUTO", (160, 90), 100, (1.4, 1.0), (0.05, 0.3)),
+        ("HORIZONTAL", (64, 200), 75, (2.0, 1.0), (0.0, -0.25)),
+    ],
+)
+def test_export_any_blender_camera_matches_blender_projection(blender_with_splatwork, tmp_path, fit, size,
+                                                              percentage, aspect, shift):
     scene = bpy.context.scene
     r = scene.render
-    r.resolution_x, r.resolution_y, r.resolution_percentage = 120, 90, 50
-    r.pixel_aspect_x, r.pixel_aspect_y = 1.0, 1.3
+    r.resolution_x, r.resolution_y = size
+    r.resolution_percentage = percentage
+    r.pixel_aspect_x, r.pixel_aspect_y = aspect
     data = bpy.data.cameras.new("plain")
-    data.lens, data.sensor_fit, data.sensor_height = 35.0, "VERTICAL", 20.0
-    data.shift_x, data.shift_y = 0.12, -0.07
+    data.lens, data.sensor_fit, data.sensor_width, data.sensor_height = 35.0, fit, 32.0, 20.0
+    data.shift_x, data.shift_y = shift
     obj = bpy.data.objects.new("plain", data)
     scene.collection.objects.link(obj)
     obj.matrix_world = Matrix.LocRotScale(Vector((3.0, -4.0, 2.0)), Matrix.Rotation(1.1, 3, "Z").to_quaternion()
@@ -165,10 +176,24 @@ def test_export_any_blender_camera_matches_blender_projection(blender_with_splat
     cam_to_world = np.array(obj.matrix_world)
     local = np.column_stack([rng.uniform(-1, 1, (30, 2)), -rng.uniform(2, 9, 30)])
     points = local @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
-    r.resolution_x, r.resolution_y, r.resolution_percentage = 60, 45, 100  # what 50 % renders
+    # world_to_camera_view normalises by the frame, so give it the pixel size that renders.
+    r.resolution_x, r.resolution_y = (size[0] * percentage // 100, size[1] * percentage // 100)
+    r.resolution_percentage = 100
     expected, _ = _pycolmap_pixels(tmp_path / "m", "plain.png", points)
     got = _blender_pixels(scene, obj, points)
     np.testing.assert_allclose(got[:, :2], expected, atol=0.01)
+
+
+def test_export_refuses_what_colmap_cannot_hold(blender_with_splatwork, tmp_path):
+    data = bpy.data.cameras.new("ortho")
+    data.type = "ORTHO"
+    bpy.context.scene.collection.objects.link(bpy.data.objects.new("ortho", data))
+    with pytest.raises(RuntimeError, match="camera 'ortho' is ortho; only perspective cameras"):
+        bpy.ops.splatwork.export_colmap(directory=str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
+    bpy.data.objects.remove(bpy.data.objects["ortho"])
+    with pytest.raises(RuntimeError, match="no perspective cameras to export"):
+        bpy.ops.splatwork.export_transforms(filepath=str(tmp_path / "t.json"))
 
 
 def test_animated_camera_applies_each_views_settings_per_frame(blender_with_splatwork, splatwork, small_project):
