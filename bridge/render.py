@@ -28,7 +28,7 @@ import numpy as np
 
 from . import protocol
 from .formats import FormatError, SplatSet, read_splats
-from .formats.transform import place_splats
+from .formats.transform import check_transform, place_splats
 from .protocol import BridgeError, Done
 from .runner import RunContext, run_command
 
@@ -130,10 +130,7 @@ def render_frame(splats: list[SplatSet], names: list[str], frame: FrameJob, devi
     from .raster import render_splats
 
     labels = [f"frame {frame.frame}, object {name!r}" for name in names]
-    try:
-        scene = place_splats(list(zip(labels, splats, frame.object_matrices, strict=True)))
-    except FormatError as exc:  # a transform the splats cannot take, e.g. a non-uniform scale
-        raise BridgeError("bad_input", str(exc), exit_code=protocol.EXIT_BAD_INPUT) from exc
+    scene = place_splats(list(zip(labels, splats, frame.object_matrices, strict=True)))
     # Blender clips by the distance along the view axis; gsplat culls whole splats by their centre's
     # camera z the same way, so a splat is drawn whole or not at all, as in training.
     z = scene.means.astype(np.float64) @ frame.world_to_camera[2, :3] + frame.world_to_camera[2, 3]
@@ -196,13 +193,9 @@ def frame_paths(job: RenderJob, frame: int) -> tuple[Path, Path]:
 
 
 def run(ctx: RunContext, args: argparse.Namespace) -> Done:
-    job = load_job(args.job)  # before torch loads: a bad job is refused in a moment
-    import torch
-
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    ctx.hello(device=device, backend="gsplat" if device.startswith("cuda") else "torch",
-              versions={"torch": torch.__version__})
-    ctx.emit(protocol.Stage(stage="rendering", message=f"{len(job.frames)} frame(s) to {job.output_dir}"))
+    # Everything that can be wrong with the input is checked before torch loads (seconds) and before
+    # any frame is written, so a bad job fails at once rather than at frame 50.
+    job = load_job(args.job)
     splats = []
     for name, path in zip(job.object_names, job.splat_paths, strict=True):
         try:
@@ -210,12 +203,24 @@ def run(ctx: RunContext, args: argparse.Namespace) -> Done:
         except FormatError as exc:
             raise BridgeError("bad_input", f"splats of {name or 'an object'}: {exc}",
                               exit_code=protocol.EXIT_BAD_INPUT) from exc
+    for frame in job.frames:
+        for name, s, matrix in zip(job.object_names, splats, frame.object_matrices, strict=True):
+            try:
+                check_transform(s, matrix, f"frame {frame.frame}, object {name!r}")
+            except FormatError as exc:  # e.g. a non-uniform scale on splats with view-dependent colour
+                raise BridgeError("bad_input", str(exc), exit_code=protocol.EXIT_BAD_INPUT) from exc
     try:
         job.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BridgeError("bad_input", f"cannot create the output folder {job.output_dir}: {exc.strerror}",
                           exit_code=protocol.EXIT_BAD_INPUT) from exc
 
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    ctx.hello(device=device, backend="gsplat" if device.startswith("cuda") else "torch",
+              versions={"torch": torch.__version__})
+    ctx.emit(protocol.Stage(stage="rendering", message=f"{len(job.frames)} frame(s) to {job.output_dir}"))
     written: list[Path] = []
     start = time.monotonic()
     for i, frame in enumerate(job.frames):
