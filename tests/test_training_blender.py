@@ -2,6 +2,7 @@
 real files and a real Cycles render of the result."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -14,43 +15,8 @@ from conftest import EXTENSION_MODULE
 from PIL import Image
 
 STEPS = 10  # every splat moves; the pure-PyTorch rasterizer does about one step a second here on 2 busy cores
-
-
-@pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory) -> Path:
-    """A 12-view COLMAP dataset of 64x48 images rendered from known splats."""
-    from bridge.formats import SplatSet
-    from bridge.formats.cameras import Camera, Reconstruction, View
-    from bridge.formats.colmap import write_model
-    from bridge.raster.render import render_splats
-
-    rng = np.random.default_rng(0)
-    n = 300
-    truth = SplatSet.empty(n, 0)
-    truth.means[:] = rng.uniform(-1, 1, (n, 3))
-    truth.scales[:] = np.log(0.12)
-    truth.opacities[:] = 2.0
-    truth.sh_dc[:] = (rng.uniform(0, 1, (n, 3)) - 0.5) / 0.28209479177387814
-    root = tmp_path_factory.mktemp("tiny_scene")
-    (root / "images").mkdir()
-    width, height = 64, 48
-    camera = Camera.pinhole(1, width, height, 60.0, 60.0, width / 2, height / 2)
-    views = []
-    for i in range(12):
-        angle = 2 * np.pi * i / 12
-        centre = np.array([4 * np.cos(angle), 4 * np.sin(angle), 1.0])
-        forward = -centre / np.linalg.norm(centre)
-        right = np.cross(forward, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        R = np.stack([right, np.cross(forward, right), forward])
-        view = View(i + 1, f"view_{i:02d}.png", 1, R, -R @ centre)
-        views.append(view)
-        rgb = render_splats(truth, camera.K(), view.world_to_camera(), width, height)["rgb"]
-        Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(root / "images" / view.name)
-    rec = Reconstruction({1: camera}, views, points=truth.means, colors=(truth.colors() * 255).astype(np.uint8),
-                         errors=np.zeros(n), track_lengths=np.full(n, 3))
-    write_model(rec, root / "sparse" / "0")
-    return root
+DOWNSCALE = 2.0  # the synthetic scene's 96x72 views train at 48x36
+BACKGROUND = (0.55, 0.62, 0.70)  # the synthetic scene's world colour (addon/synthetic.py)
 
 
 def _import_and_configure(scene_dir: Path, out: Path, steps: int, snapshot_every: int = 0):
@@ -61,8 +27,9 @@ def _import_and_configure(scene_dir: Path, out: Path, steps: int, snapshot_every
     settings.source = "COLLECTION"
     settings.collection = scene.splatwork_colmap.collection
     settings.preset = "FAST"
-    settings.steps, settings.downscale, settings.sh_degree = steps, 1.0, 0
+    settings.steps, settings.downscale, settings.sh_degree = steps, DOWNSCALE, 0
     settings.snapshot_every, settings.device = snapshot_every, "cpu"
+    settings.background = BACKGROUND
     settings.output_dir = str(out)
     return scene, settings
 
@@ -84,9 +51,10 @@ def _held_out_camera(scene, image_name: str):
                 if o.type == "CAMERA" and o.data.splatwork_colmap.image_name == image_name)
 
 
+@pytest.mark.slow
 def test_train_through_the_operator_to_the_end_and_render_the_result(
-        blender_with_splatwork, splatwork, tiny_scene, tmp_path, render):
-    scene, settings = _import_and_configure(tiny_scene, tmp_path / "run", STEPS)
+        blender_with_splatwork, splatwork, synthetic_scene, tmp_path, render):
+    scene, settings = _import_and_configure(synthetic_scene, tmp_path / "run", STEPS)
     assert bpy.ops.splatwork.train() == {"FINISHED"}  # blocks: the bpy module runs in background mode
 
     assert settings.state == "completed" and settings.step == STEPS
@@ -98,34 +66,39 @@ def test_train_through_the_operator_to_the_end_and_render_the_result(
     assert obj.name in settings.collection.objects, "the splats live next to the cameras they line up with"
     assert any(m.type == "NODES" and m.node_group for m in obj.modifiers), "the preview modifier"
 
-    # A held-out view (every 8th image is held out: view_00), rendered by Cycles through the preview.
+    # The held-out views (every 8th image), rendered by Cycles through the preview modifier.
+    held_out = [r["name"] for r in json.loads((tmp_path / "run" / "metrics.json").read_text())["eval"]]
+    assert len(held_out) >= 2
 
-    camera = _held_out_camera(scene, "view_00.png")
-    scene.camera = camera
+    def image(name):
+        return np.asarray(Image.open(synthetic_scene / "images" / name), np.float32)[..., :3] / 255
+
+    target = image(held_out[0])
+    scene.camera = _held_out_camera(scene, held_out[0])
     scene.view_settings.view_transform = "Standard"
     scene.render.film_transparent = True
-    pixels = render(scene, samples=16, resolution=(64, 48))
-    rgb = pixels[..., :3] * pixels[..., 3:]  # over black, the trainer's background
-    def image(name):
-        return np.asarray(Image.open(tiny_scene / "images" / name), np.float32)[..., :3] / 255
-
-    target = image("view_00.png")
-    got, nothing = _psnr(rgb, target), _psnr(np.zeros_like(target), target)
-    other = _psnr(rgb, image("view_08.png"))
+    # Splats are many thin transparent layers: Cycles' default of 8 transparent bounces turns the
+    # ninth layer black (18.7 dB vs 10.9 dB here).
+    scene.cycles.transparent_max_bounces = 64
+    pixels = render(scene, samples=16, resolution=(target.shape[1], target.shape[0]))
+    rgb = pixels[..., :3] * pixels[..., 3:] + np.array(BACKGROUND) * (1 - pixels[..., 3:])
+    got, nothing = _psnr(rgb, target), _psnr(np.broadcast_to(BACKGROUND, target.shape), target)
+    other = _psnr(rgb, image(held_out[1]))
     print(f"held-out PSNR: Cycles {got:.2f} dB, empty frame {nothing:.2f} dB, other view {other:.2f} dB, "
           f"trainer {settings.eval_psnr:.2f} dB")
-    # The floor: the render removes over 60% of the squared error of an empty frame (+4 dB), so the
-    # splats are where the camera sees them with roughly their colours; and it matches its own view
-    # better than another held-out view, so the object lines up with that camera, not just any camera.
-    # The preview shader only approximates the trainer's rasterizer, so the trainer's PSNR is not the bar.
-    assert got > nothing + 4.0
-    assert got > other + 0.5
+    # The floors: the trainer's own held-out PSNR is the reference, and the preview modifier in Cycles
+    # (16 noisy samples, its own splat footprint) may fall up to 3 dB short of it; it must clearly beat
+    # an empty frame of the background colour; and it must match its own view better than another
+    # held-out view, so the object lines up with that camera, not merely with the scene.
+    assert got > settings.eval_psnr - 3.0
+    assert got > nothing + 2.0
+    assert got > other + 1.0
 
 
-def test_cancel_mid_run_keeps_a_usable_result(blender_with_splatwork, splatwork, tiny_scene, tmp_path):
+def test_cancel_mid_run_keeps_a_usable_result(blender_with_splatwork, splatwork, synthetic_scene, tmp_path):
     jobs = splatwork.addon.jobs
     training = splatwork.addon.training
-    scene, settings = _import_and_configure(tiny_scene, tmp_path / "run", steps=10_000, snapshot_every=2)
+    scene, settings = _import_and_configure(synthetic_scene, tmp_path / "run", steps=10_000, snapshot_every=2)
     job = training.start_training(scene, block=False)
     assert job.running and settings.state == "running"
     assert bpy.ops.splatwork.train.poll() is False, "one training at a time"
@@ -147,9 +120,9 @@ def test_cancel_mid_run_keeps_a_usable_result(blender_with_splatwork, splatwork,
         os.kill(job.pid, 0)
 
 
-def test_killing_the_bridge_gives_a_clean_report(blender_with_splatwork, splatwork, tiny_scene, tmp_path):
+def test_killing_the_bridge_gives_a_clean_report(blender_with_splatwork, splatwork, synthetic_scene, tmp_path):
     jobs = splatwork.addon.jobs
-    scene, settings = _import_and_configure(tiny_scene, tmp_path / "run", steps=10_000)
+    scene, settings = _import_and_configure(synthetic_scene, tmp_path / "run", steps=10_000)
     job = splatwork.addon.training.start_training(scene, block=False)
     _pump_until(jobs, lambda: job.hello is not None)  # torch is loaded: the bridge is mid-run
     os.kill(job.pid, signal.SIGKILL)
@@ -161,9 +134,9 @@ def test_killing_the_bridge_gives_a_clean_report(blender_with_splatwork, splatwo
     assert bpy.ops.splatwork.open_job_log(name="train", filepath=settings.log_path) == {"FINISHED"}
 
 
-def test_unregistering_while_training_leaves_no_process(blender_with_splatwork, splatwork, tiny_scene, tmp_path):
+def test_unregistering_while_training_leaves_no_process(blender_with_splatwork, splatwork, synthetic_scene, tmp_path):
     jobs = splatwork.addon.jobs
-    scene, settings = _import_and_configure(tiny_scene, tmp_path / "run", steps=10_000)
+    scene, settings = _import_and_configure(synthetic_scene, tmp_path / "run", steps=10_000)
     job = splatwork.addon.training.start_training(scene, block=False)
     _pump_until(jobs, lambda: job.hello is not None)
     pid = job.pid

@@ -35,6 +35,7 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         sub.prop(settings, "downscale")
         sub.prop(settings, "sh_degree")
         sub.prop(settings, "snapshot_every")
+        col.prop(settings, "background")
         col.prop(settings, "device")
         col.prop(settings, "output_dir")
 

@@ -112,7 +112,8 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
                             "Choose another Output.") from None
     args = ["train", "--model", model, "--images", images, "--out", out, "--steps", settings.steps,
             "--downscale", settings.downscale, "--sh-degree", settings.sh_degree,
-            "--snapshot-every", settings.snapshot_every, "--device", settings.device]
+            "--snapshot-every", settings.snapshot_every, "--device", settings.device,
+            "--background", ",".join(f"{c:.6g}" for c in settings.background)]
     if resume:
         args.append("--resume")
     _reset_status(settings, out, name)

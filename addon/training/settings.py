@@ -69,6 +69,10 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
         name="Preview Every", default=1000, min=0, update=_custom,
         description="Update the live splats and preview image every N steps (0: only at the end)",
     )
+    background: bpy.props.FloatVectorProperty(
+        name="Background", subtype="COLOR", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Colour behind the splats while training: match a plain studio backdrop, else black",
+    )
     device: bpy.props.EnumProperty(
         name="Device",
         items=[("auto", "Automatic", "CUDA when available, else Apple MPS, else the CPU"),
