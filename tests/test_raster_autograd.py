@@ -50,6 +50,27 @@ def test_means2d_gradient_and_absgrad_for_densification():
     assert all(torch.isfinite(t.grad).all() for t in data)
 
 
+def test_absgrad_is_the_sum_over_pixels_of_each_pixels_gradient():
+    data = tensors(scene(12, 6))
+    viewmats = torch.tensor(np.stack(CAMERAS[:1]), dtype=torch.float64)
+    Ks = torch.tensor(K, dtype=torch.float64)[None]
+    bg = torch.tensor([[0.3, 0.1, 0.2]], dtype=torch.float64)
+    out, alpha, info = rasterize(*data, viewmats, Ks, 16, 12, absgrad=True, backgrounds=bg, budget=130,
+                                 backend="torch")
+    image = torch.cat([out, alpha], dim=-1)[0]
+    weights = torch.randn(image.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = torch.zeros_like(info["means2d"])
+    for row in range(12):
+        for col in range(16):
+            (g,) = torch.autograd.grad((image[row, col] * weights[row, col]).sum(), info["means2d"],
+                                       retain_graph=True)
+            expected += g.abs()
+    info["means2d"].absgrad.zero_()  # the per-pixel passes above accumulated into it too
+    (image * weights).sum().backward()
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(info["means2d"].absgrad, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_default_strategy_densifies_from_our_info():
     from gsplat.strategy import DefaultStrategy
 
