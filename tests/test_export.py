@@ -134,3 +134,19 @@ def test_file_export_menu_offers_the_operator(blender_with_splatwork, splatwork)
     entries = [f for f in bpy.types.TOPBAR_MT_file_export._dyn_ui_initialize() if f.__module__ == module]
     assert len(entries) == 1
     assert bpy.ops.splatwork.export_splats.get_rna_type().name == "Export Gaussian Splats"
+
+
+def test_selected_objects_merge_into_one_file_each_through_its_own_transform(
+        blender_with_splatwork, splatwork, tmp_path):
+    a = placed_object(splatwork, shiny_splats(20, seed=1), object_matrix())
+    b_splats = shiny_splats(12, seed=2).with_sh_degree(1)
+    b = placed_object(splatwork, b_splats, np.diag([2.0, 2.0, 2.0, 1.0]))
+    a.select_set(True)
+    path = tmp_path / "both.ply"
+    assert bpy.ops.splatwork.export_splats(filepath=str(path)) == {"FINISHED"}
+    back = read_splats(path)
+    assert len(back) == 32 and back.sh_degree == 3
+    both = np.concatenate([bake_transform(splatwork.addon.splats.object_to_splats(o), np.array(o.matrix_world)).means
+                           for o in sorted((a, b), key=lambda o: o.name)])
+    gaps = np.linalg.norm(both[:, None] - back.means[None], axis=-1).min(axis=1)
+    assert gaps.max() < 1e-5
