@@ -93,7 +93,8 @@ def project(
     opac = opacities[None].expand_as(z)
     if antialiased:
         # Mip-Splatting's compensation keeps a splat's total energy when eps2d widens it.
-        opac = opac * torch.sqrt(torch.clamp(det_orig / det_safe, min=0.0))
+        # The floor keeps sqrt's gradient finite for degenerate splats; they fall under 1/255 anyway.
+        opac = opac * torch.sqrt(torch.clamp(det_orig / det_safe, min=1e-20))
 
     with torch.no_grad():
         # Beyond this many sigmas the splat's alpha is under the threshold anyway (opacity-aware box).
