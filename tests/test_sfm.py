@@ -333,3 +333,25 @@ def test_sequential_pairs_are_neighbours_and_powers_of_two_ahead():
     assert ahead == set(range(1, SEQUENTIAL_OVERLAP + 1)) | {16, 32}
     assert ("frame_000.jpg", "frame_032.jpg") in pairs and ("frame_000.jpg", "frame_011.jpg") not in pairs
     assert len(pairs_for(names, "exhaustive")) == 40 * 39 // 2
+
+
+def test_working_copies_are_upright_scaled_and_safely_named(tmp_path):
+    from bridge.sfm.inputs import list_photos, prepare_photos
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait (rotate 90 degrees clockwise)
+    Image.new("RGB", (400, 200), (200, 30, 30)).save(photos / "phone.jpg", exif=exif.tobytes())
+    Image.new("RGBA", (300, 300), (0, 90, 200, 128)).save(photos / "my photo.png")
+    Image.new("RGB", (120, 80)).save(photos / "scan.tif")
+    exact = photos / "small.jpg"
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(exact, quality=90)
+    images = prepare_photos(list_photos(photos), tmp_path / "input", 200, lambda n: None, lambda: False)
+    sizes = {im.name: (im.width, im.height) for im in images}
+    assert sizes == {"my_photo.png": (200, 200), "phone.jpg": (100, 200), "scan.png": (120, 80),
+                     "small.jpg": (64, 48)}
+    for name, size in sizes.items():
+        with Image.open(tmp_path / "input" / name) as img:
+            assert img.size == size and img.mode in ("RGB", "L")
+    assert (tmp_path / "input" / "small.jpg").read_bytes() == exact.read_bytes(), "copied, not re-encoded"

@@ -83,7 +83,9 @@ def run(ctx: RunContext, opts: SfmOptions) -> Done:
         "input_images": str(out / "input"),
         "database": str(database),
     }
-    _write_marker(out, {"status": "completed", "outputs": outputs, "metrics": metrics})
+    # Working names can differ from the artist's (spaces, formats, video frames): say where each came from.
+    sources = {im.name: im.source for im in images}
+    _write_marker(out, {"status": "completed", "outputs": outputs, "metrics": metrics, "sources": sources})
     return Done(status="completed", outputs=outputs, metrics=metrics)
 
 
