@@ -97,12 +97,16 @@ def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> 
     for image_id, image in rec.images.items():
         if not image.has_pose:
             continue
+        try:
+            name = image.name
+        except UnicodeDecodeError as exc:  # a text model's bytes; binary names are checked earlier
+            raise FormatError(folder, f"the name of image {image_id} is not UTF-8") from exc
         pose = image.cam_from_world()
         R = np.array(pose.rotation.matrix(), dtype=np.float64)
         t = np.array(pose.translation, dtype=np.float64)
         if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
-            raise FormatError(folder, f"image {image.name} has a non-finite pose")
-        views.append(View(int(image_id), image.name, int(image.camera_id), R, t))
+            raise FormatError(folder, f"image {name} has a non-finite pose")
+        views.append(View(int(image_id), name, int(image.camera_id), R, t))
     if not views:
         raise FormatError(folder, "the model has no registered images")
     if points is None:
@@ -206,6 +210,10 @@ def _check_images(r: _Reader, camera_ids: set[int]) -> dict[int, int]:
         end = r.data.find(b"\0", r.pos, r.pos + _MAX_NAME)
         if end < 0:
             raise FormatError(r.path, f"corrupt: the name of image {image_id} is not terminated")
+        try:
+            r.data[r.pos:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(r.path, f"corrupt: the name of image {image_id} is not UTF-8") from exc
         r.pos = end + 1
         if camera_id not in camera_ids:
             raise FormatError(r.path, f"image {image_id} refers to camera {camera_id}, which cameras.bin lacks")
