@@ -138,7 +138,7 @@ def _load_view(job, view, camera) -> TrainView:
         K = _scaled_K(camera, out_w, out_h)
     else:
         pixels, K = _undistort(path, pixels, camera, out_w, out_h)
-    return TrainView(name=view.name, image=np.ascontiguousarray(pixels), K=K,
+    return TrainView(name=view.name, image=np.array(pixels, np.uint8, order="C"), K=K,  # owned, writable
                      world_to_camera=np.asarray(view.world_to_camera(), np.float64))
 
 

@@ -49,7 +49,7 @@ class Trainer:
         self.scheduler = gaussians.means_scheduler(self.optimizers["means"], job.steps)
         self.strategy, self.strategy_state = self._make_strategy()
         self.strategy.check_sanity(self.params, self.optimizers)
-        self.start_step = 0
+        self.start_step = self.step = 0
         if job.resume:
             self._resume()
 
@@ -143,47 +143,52 @@ class Trainer:
         return float(loss.detach()), psnr(image.detach(), target)
 
     def run(self) -> protocol.Done:
-        job, ctx = self.job, self.ctx
+        ctx = self.ctx
         ctx.emit(protocol.Stage(stage="training", message=f"{len(self.images)} training views, "
                                 f"{len(self.data.test)} held out, {self.num_splats} initial splats"))
         if self.device.type == "cuda":
             # gsplat compiles its kernels on first use; say so, since that takes minutes.
             ctx.emit(protocol.Stage(stage="compiling_cuda"))
-        step = self.start_step
-        # Rates use time spent in training steps only: pauses, snapshots and checkpoints do not count.
-        window_seconds, window_step = self.train_seconds, step
+        self.step = self.start_step
         try:
-            while step < job.steps:
-                if not self._handle_commands(step):
-                    self.stopped = True
-                    break
-                t0 = time.perf_counter()
-                loss, train_psnr = self.train_step(step)
-                self.train_seconds += time.perf_counter() - t0
-                step += 1
-                if step == self.start_step + 1 and self.device.type == "cuda":
-                    ctx.emit(protocol.Stage(stage="training"))
-                if step % job.progress_every == 0 or step == job.steps:
-                    rate = (step - window_step) / max(self.train_seconds - window_seconds, 1e-9)
-                    window_seconds, window_step = self.train_seconds, step
-                    ctx.emit(protocol.Progress(
-                        step=step, total=job.steps, loss=loss, psnr=train_psnr, num_splats=self.num_splats,
-                        steps_per_sec=rate, eta_sec=(job.steps - step) / max(rate, 1e-9),
-                        elapsed_sec=self.train_seconds, gpu_mem_mb=self._gpu_mem_mb()))
-                if step % job.checkpoint_every == 0 and step < job.steps:
-                    self.save_checkpoint(step)
-                if job.snapshot_every and step % job.snapshot_every == 0 and step < job.steps:
-                    self.snapshot(step)
-                if step in job.eval_steps and step < job.steps:
-                    self.evaluate(step)
-                    ctx.emit(protocol.Stage(stage="training"))
+            self._loop()
+            return self.finish(self.step)
         except torch.OutOfMemoryError:
             raise BridgeError(
-                "cuda_oom", f"out of GPU memory at step {step} with {self.num_splats} splats",
+                "cuda_oom", f"out of GPU memory at step {self.step} with {self.num_splats} splats",
                 hint="Raise 'downscale', or use the 'mcmc' strategy with a lower 'cap_max'. "
                      + (f"The checkpoint {self.ckpt_path} is intact: --resume continues from it."
                         if os.path.exists(self.ckpt_path) else "")) from None
-        return self.finish(step)
+
+    def _loop(self) -> None:
+        job, ctx = self.job, self.ctx
+        # Rates use time spent in training steps only: pauses, snapshots and checkpoints do not count.
+        window_seconds, window_step = self.train_seconds, self.step
+        while self.step < job.steps:
+            if not self._handle_commands(self.step):
+                self.stopped = True
+                return
+            t0 = time.perf_counter()
+            loss, train_psnr = self.train_step(self.step)
+            self.train_seconds += time.perf_counter() - t0
+            self.step += 1
+            step = self.step
+            if step == self.start_step + 1 and self.device.type == "cuda":
+                ctx.emit(protocol.Stage(stage="training"))
+            if step % job.progress_every == 0 or step == job.steps:
+                rate = (step - window_step) / max(self.train_seconds - window_seconds, 1e-9)
+                window_seconds, window_step = self.train_seconds, step
+                ctx.emit(protocol.Progress(
+                    step=step, total=job.steps, loss=loss, psnr=train_psnr, num_splats=self.num_splats,
+                    steps_per_sec=rate, eta_sec=(job.steps - step) / max(rate, 1e-9),
+                    elapsed_sec=self.train_seconds, gpu_mem_mb=self._gpu_mem_mb()))
+            if step % job.checkpoint_every == 0 and step < job.steps:
+                self.save_checkpoint(step)
+            if job.snapshot_every and step % job.snapshot_every == 0 and step < job.steps:
+                self.snapshot(step)
+            if step in job.eval_steps and step < job.steps:
+                self.evaluate(step)
+                ctx.emit(protocol.Stage(stage="training"))
 
     def _handle_commands(self, step: int) -> bool:
         """Applies stdin commands; False when the run must stop. Blocks while paused."""
