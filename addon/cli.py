@@ -1,9 +1,179 @@
-"""Placeholder: filled in by the work on this area (see docs/DEVELOPING.md)."""
+"""``blender --command splatwork ...``: the whole pipeline without a UI.
+
+Import a COLMAP model, train, import the result, save the .blend and render a preview. ``main(argv)``
+is the command (also callable from Python, e.g. under the bpy module, which has no blender binary).
+Exit codes: 0 done (or stopped with results saved), 1 a step failed, 2 bad arguments or input.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import bpy
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+_handle = None
 
 
-def register():
-    pass
+class _Exit(Exception):
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
 
 
-def unregister():
-    pass
+class _Parser(argparse.ArgumentParser):
+    # argparse would call sys.exit(), which would end Blender (or the Python that imported bpy).
+    def exit(self, status=0, message=None):
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise _Exit(status)
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"splatwork: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .training.settings import PRESETS
+
+    p = _Parser(
+        prog="blender --background --command splatwork",
+        description="Import a COLMAP reconstruction, train Gaussian splats on it, import them with the "
+        "preview modifier, save the .blend and render a preview with Cycles.",
+        epilog="exit codes: 0 done (or stopped with results saved), 1 a step failed, 2 bad arguments or input",
+    )
+    p.add_argument("--model", required=True, help="COLMAP model folder (sparse/0) or the project folder")
+    p.add_argument("--images", help="the photos (default: images/ next to sparse/)")
+    p.add_argument("--out", required=True, help="output folder for training (splats.ply, checkpoints, log)")
+    p.add_argument("--preset", choices=[k.lower() for k in PRESETS], default="standard",
+                   help="fast (3k steps, 1/4 size), standard (15k, 1/2) or high (30k, full size)")
+    p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
+    p.add_argument("--downscale", type=float, help="divide the image size by this (overrides the preset)")
+    p.add_argument("--sh-degree", type=int, choices=range(4), help="spherical harmonics degree (overrides the preset)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--blend", help="save the scene to this .blend file")
+    p.add_argument("--render", help="render a preview PNG here with Cycles")
+    p.add_argument("--camera", help="image name of the camera to render from (default: the first image)")
+    p.add_argument("--samples", type=int, default=32, help="Cycles samples for the preview (default 32)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """The command: returns the exit code, never raises, never calls sys.exit."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _run(args)
+    except _Exit as exc:
+        return exc.code
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"splatwork: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _run(args) -> int:
+    from .training import TrainingError, start_training
+
+    scene = bpy.context.scene
+    model = os.path.abspath(args.model)
+    kwargs = {"model_dir": model}
+    if args.images:
+        kwargs["images_dir"] = os.path.abspath(args.images)
+    try:
+        result = bpy.ops.splatwork.import_colmap(**kwargs)
+    except RuntimeError as exc:  # the operator's error report
+        return _fail(EXIT_BAD_INPUT, str(exc).removeprefix("Error: ").strip())
+    if result != {"FINISHED"}:
+        return _fail(EXIT_BAD_INPUT, f"could not import the COLMAP model {model}")
+    collection = scene.splatwork_colmap.collection
+    print(f"splatwork: imported {collection.name}", flush=True)
+
+    settings = scene.splatwork_training
+    settings.source, settings.collection = "COLLECTION", collection
+    settings.preset = args.preset.upper()
+    for name in ("steps", "downscale", "sh_degree"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    settings.device = args.device
+    settings.output_dir = os.path.abspath(args.out)
+    try:
+        job = start_training(scene, resume=args.resume, block=True)
+    except TrainingError as exc:
+        return _fail(EXIT_BAD_INPUT, str(exc))
+    if job.state not in ("completed", "stopped"):
+        return _fail(EXIT_FAILED, job.message() or f"training {job.state}; log: {job.log_path}")
+    obj = settings.result_object
+    print(f"splatwork: {obj.name}: {len(obj.data.points):,} splats, held-out PSNR {settings.eval_psnr:.2f} dB",
+          flush=True)
+
+    if args.blend:
+        path = os.path.abspath(args.blend)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        bpy.ops.wm.save_as_mainfile(filepath=path)  # Blender writes a temporary file and renames it
+        print(f"splatwork: saved {path}", flush=True)
+    if args.render:
+        try:
+            render_preview(scene, collection, args.render, args.camera, args.samples)
+        except (RuntimeError, ValueError, OSError) as exc:
+            return _fail(EXIT_FAILED, f"render failed: {exc}")
+        print(f"splatwork: rendered {os.path.abspath(args.render)}", flush=True)
+    return EXIT_OK
+
+
+def camera_for_image(collection, image_name: str | None):
+    cameras = sorted((o for o in collection.objects if o.type == "CAMERA" and o.data.splatwork_colmap.image_name),
+                     key=lambda o: o.data.splatwork_colmap.image_name)
+    if not cameras:
+        raise ValueError(f"collection '{collection.name}' has no COLMAP cameras")
+    if image_name is None:
+        return cameras[0]
+    for obj in cameras:
+        if obj.data.splatwork_colmap.image_name == image_name:
+            return obj
+    raise ValueError(f"no camera for image '{image_name}' in '{collection.name}'")
+
+
+def render_preview(scene, collection, path: str, image_name: str | None = None, samples: int = 32) -> str:
+    """Render the splats from the camera of ``image_name`` with Cycles into ``path`` (PNG, written atomically)."""
+    from .colmap.activate import activate_camera
+
+    camera = camera_for_image(collection, image_name)
+    activate_camera(scene, camera)  # the camera's own resolution and pixel aspect
+    scene.camera = camera
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = samples
+    scene.cycles.device = "CPU"
+    # Splats are many thin transparent layers; Cycles' default of 8 transparent bounces blackens them.
+    scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces, 64)
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        scene.render.filepath = tmp
+        bpy.ops.render.render(write_still=True, scene=scene.name)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def register() -> None:
+    global _handle
+    _handle = bpy.utils.register_cli_command("splatwork", main)
+
+
+def unregister() -> None:
+    global _handle
+    if _handle is not None:
+        bpy.utils.unregister_cli_command(_handle)
+        _handle = None
