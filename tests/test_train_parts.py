@@ -147,3 +147,28 @@ def test_the_distorted_statue_of_liberty_is_undistorted_for_training(tmp_path):
         errors.append(np.abs(truth[ok] - ours[ok]).mean())
         naive_errors.append(np.abs(truth[ok] - naive[ok]).mean())
     assert np.mean(errors) < 0.5 * np.mean(naive_errors), (errors, naive_errors)
+
+
+def test_initial_splats_from_sfm_points_or_random_in_the_cameras_bounds():
+    from bridge.train import gaussians
+    from bridge.train.data import Dataset
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(50, 3))
+    colors = rng.integers(0, 256, (50, 3), dtype=np.uint8)
+    data = Dataset(train=[], test=[], points=points, colors=colors, scene_scale=2.0,
+                   scene_center=np.array([10.0, 0.0, 0.0]), undistorted=False)
+    xyz, rgb = gaussians.initial_splats(data, make_job({**GOOD, "init": "sfm"}), rng)
+    assert np.array_equal(xyz, points) and np.allclose(rgb * 255, colors)
+    job = make_job({**GOOD, "init": "random", "init_num_points": 500})
+    xyz, rgb = gaussians.initial_splats(data, job, rng)
+    assert xyz.shape == (500, 3) and np.all(np.abs(xyz - data.scene_center) <= 3.0 * 2.0)
+    assert np.abs(xyz - data.scene_center).max() > 5.0  # fills the cube, not just its middle
+
+    params = gaussians.create_params(points, colors / 255.0, make_job({**GOOD, "sh_degree": 2}), rng, "cpu")
+    splats = gaussians.to_splats(params)
+    assert splats.sh_degree == 2 and np.allclose(splats.colors(), colors / 255.0, atol=1e-6)
+    assert np.allclose(splats.alphas(), 0.1) and np.allclose(np.linalg.norm(splats.quats, axis=1), 1.0)
+    capped = gaussians.create_params(points, colors / 255.0, make_job({**GOOD, "strategy": "mcmc", "cap_max": 20}),
+                                     rng, "cpu")
+    assert len(capped["means"]) == 20 and torch.allclose(torch.sigmoid(capped["opacities"]), torch.tensor(0.5))
