@@ -36,6 +36,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"splatwork: error: {message}\n")
 
 
+def _colour(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(c) for c in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= c <= 1.0 for c in values):
+        raise argparse.ArgumentTypeError(f"expected R,G,B with each in [0, 1], got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .training.settings import PRESETS
 
@@ -54,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=float, help="divide the image size by this (overrides the preset)")
     p.add_argument("--sh-degree", type=int, choices=range(4), help="spherical harmonics degree (overrides the preset)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--background", type=_colour, metavar="R,G,B",
+                   help="colour behind the splats while training, sRGB in [0, 1] (default 0,0,0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--blend", help="save the scene to this .blend file")
     p.add_argument("--render", help="render a preview PNG here with Cycles")
@@ -100,6 +112,8 @@ def _run(args) -> int:
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     settings.device = args.device
+    if args.background is not None:
+        settings.background = args.background
     settings.output_dir = os.path.abspath(args.out)
     try:
         job = start_training(scene, resume=args.resume, block=True)
