@@ -18,6 +18,7 @@ from bridge.formats.cameras import (
     pose_to_matrix_world,
     project,
     up_and_centre_transform,
+    with_pinhole,
 )
 
 sizes = st.integers(min_value=8, max_value=4000)
@@ -167,3 +168,20 @@ def test_blender_projection_matches_colmap_projection(blender, intrinsics):
     R2, t2 = matrix_world_to_pose(np.array(obj.matrix_world))
     np.testing.assert_allclose(R2, R, atol=1e-6)
     np.testing.assert_allclose(t2, t, atol=1e-5)
+
+
+def test_with_pinhole_never_drops_fy_or_distortion():
+    same = with_pinhole("SIMPLE_RADIAL", [50.0, 32.0, 24.0, -0.2], 60.0, 60.0, 30.0, 20.0, width=64, height=48)
+    assert same.model == "SIMPLE_RADIAL" and list(same.params) == [60.0, 30.0, 20.0, -0.2]
+    # fx != fy (a pixel aspect set in Blender): the two-focal relative keeps both and the distortion.
+    wider = with_pinhole("SIMPLE_RADIAL", [50.0, 32.0, 24.0, -0.2], 60.0, 66.0, 30.0, 20.0, width=64, height=48)
+    assert wider.model == "OPENCV" and list(wider.params) == [60.0, 66.0, 30.0, 20.0, -0.2, 0.0, 0.0, 0.0]
+    fisheye = with_pinhole("RADIAL_FISHEYE", [50.0, 32.0, 24.0, 0.1, 0.01], 60.0, 66.0, 30.0, 20.0, width=64,
+                           height=48)
+    assert fisheye.model == "OPENCV_FISHEYE" and list(fisheye.params[4:]) == [0.1, 0.01, 0.0, 0.0]
+    two = with_pinhole("OPENCV", [1, 2, 3, 4, 0.1, 0.2, 0.3, 0.4], 60.0, 66.0, 30.0, 20.0, width=64, height=48)
+    assert list(two.params) == [60.0, 66.0, 30.0, 20.0, 0.1, 0.2, 0.3, 0.4]
+    with pytest.raises(ValueError, match="image size 0x48 is not positive"):
+        with_pinhole("SIMPLE_PINHOLE", [1, 2, 3], 60.0, 66.0, 30.0, 20.0, width=0, height=48)
+    with pytest.raises(ValueError, match="no pinhole part"):
+        with_pinhole("EQUIRECTANGULAR", [64, 32], 60.0, 66.0, 30.0, 20.0, width=64, height=32)

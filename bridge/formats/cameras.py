@@ -63,6 +63,8 @@ class Camera:
         expected = len(CAMERA_MODELS[self.model][1])
         if self.params.size != expected:
             raise ValueError(f"camera {self.id}: {self.model} takes {expected} parameters, got {self.params.size}")
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"camera {self.id}: image size {self.width}x{self.height} is not positive")
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -120,8 +122,8 @@ _TWO_FOCAL = {"SIMPLE_PINHOLE": "PINHOLE", "SIMPLE_RADIAL": "OPENCV", "RADIAL": 
               "SIMPLE_RADIAL_FISHEYE": "OPENCV_FISHEYE", "RADIAL_FISHEYE": "OPENCV_FISHEYE"}
 
 
-def with_pinhole(model: str, params, fx: float, fy: float, cx: float, cy: float, camera_id: int = 1,
-                 width: int = 0, height: int = 0) -> Camera:
+def with_pinhole(model: str, params, fx: float, fy: float, cx: float, cy: float, *, width: int, height: int,
+                 camera_id: int = 1) -> Camera:
     """A camera of ``model`` (distortion from ``params`` kept) with a new pinhole part.
 
     A single-focal model whose fx and fy now differ becomes its two-focal relative, so the aspect is

@@ -99,7 +99,10 @@ def read_transforms(path: str | os.PathLike) -> Reconstruction:
         key = (model, w, h, *params)
         if key not in keys:
             keys[key] = len(keys) + 1
-            cameras[keys[key]] = Camera(keys[key], model, w, h, np.array(params))
+            try:
+                cameras[keys[key]] = Camera(keys[key], model, w, h, np.array(params))
+            except ValueError as exc:
+                raise FormatError(path, f"frame {i}: {exc}") from exc
         R, t = matrix_world_to_pose(matrix, world)
         views.append(View(i + 1, name, keys[key], R, t))
     return Reconstruction(cameras, views)
