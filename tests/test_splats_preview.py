@@ -165,6 +165,10 @@ def test_modifier_controls(blender_with_splatwork, splatwork):
     geometry, _ = _evaluated(obj)
     assert geometry.mesh is None and len(geometry.pointcloud.points) == 400
     assert {"splat_color", "splat_falloff"} <= set(geometry.pointcloud.attributes.keys())
+    _set_input(obj, "Fast Points", False)
+    bpy.context.scene.camera = None  # no camera to face: points instead of quads, nothing culled
+    geometry, _ = _evaluated(obj)
+    assert geometry.mesh is None and len(geometry.pointcloud.points) == 400
 
 
 def _psnr(a, b):

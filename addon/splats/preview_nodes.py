@@ -1,6 +1,6 @@
 """The geometry-nodes preview: one camera-facing quad per splat, shaped like the 3DGS projection.
 
-For each splat, seen from the view (the 3D viewport while drawing it, the scene camera otherwise):
+For each splat, seen from the scene's active camera:
 
 * the camera-space centre m and depth d, and the 3DGS 2D covariance J W Sigma W^T J^T + 0.3 px^2,
   written in the plane through m parallel to the image. On that plane the projection is exactly a
@@ -33,7 +33,7 @@ GROUP_NAME = "Splatwork Splat Preview"
 PART_PREFIX = "Splatwork Preview Part: "  # the small groups the preview is made of
 MODIFIER_NAME = "Splat Preview"
 VERSION_KEY = "splatwork_preview_version"
-PREVIEW_VERSION = 1
+PREVIEW_VERSION = 2
 
 NEAR = 0.01  # camera units; splats closer than this (or behind) are culled, as 3DGS culls near z
 MIN_ALPHA = 1.0 / 255.0
@@ -129,8 +129,7 @@ def _build(group, mat, parts) -> None:
     persp = b.switch("FLOAT", ortho, 1.0, 0.0)
     depth = b.math("MULTIPLY", b.separate(centre)[2], -1.0)
 
-    drop = b.boolean("OR", b.compare("LESS_THAN", alpha, b.math("MAXIMUM", arg["Opacity Threshold"], MIN_ALPHA)),
-                     b.boolean("AND", b.compare("GREATER_THAN", persp, 0.5), b.compare("LESS_THAN", depth, NEAR)))
+    drop = b.compare("LESS_THAN", alpha, b.math("MAXIMUM", arg["Opacity Threshold"], MIN_ALPHA))
     drop = b.boolean("OR", drop, b.out(b.group(parts["Outside Crop Box"], {"Box": arg["Crop Box"]}), "Outside"))
     subset = b.node("FunctionNodeRandomValue", {"Probability": arg["Display Ratio"],
                                                  "ID": b.node("GeometryNodeInputIndex").outputs[0]},
@@ -163,7 +162,10 @@ def _build(group, mat, parts) -> None:
     linear = b.out(b.group(parts["sRGB to Linear"], {"Colour": srgb}), "Colour")
     color = b.switch("VECTOR", arg["Trainer Blending"], linear, srgb)
 
-    geometry = kept.outputs[0]
+    # Quads only exist in front of a perspective camera; points (below) keep everything.
+    behind = b.boolean("AND", b.compare("GREATER_THAN", persp, 0.5), b.compare("LESS_THAN", depth, NEAR))
+    geometry = b.out(b.node("GeometryNodeDeleteGeometry", {"Geometry": kept.outputs[0], "Selection": behind},
+                            domain="POINT"))
     for name, kind, value in (("splat_color", "FLOAT_VECTOR", color),
                               ("splat_falloff", "FLOAT_VECTOR", b.out(footprint, "Falloff")),
                               ("splat_transform", "FLOAT4X4", quad_transform)):
@@ -195,7 +197,8 @@ def _build(group, mat, parts) -> None:
     cleaned = b.node("GeometryNodeRemoveAttribute", {"Geometry": placed.outputs[0], "Name": "splat_transform"})
     realized = b.node("GeometryNodeRealizeInstances", {"Geometry": cleaned.outputs[0]})
 
-    chosen = b.switch("GEOMETRY", arg["Fast Points"], realized.outputs[0], points_geometry)
+    use_points = b.boolean("OR", arg["Fast Points"], b.boolean("NOT", b.out(view, "Has Camera")))
+    chosen = b.switch("GEOMETRY", use_points, realized.outputs[0], points_geometry)
     shaded = b.node("GeometryNodeSetMaterial", {"Geometry": chosen, "Material": mat})
     b.links.new(shaded.outputs[0], gout.inputs[0])
 
@@ -208,7 +211,8 @@ def _build_parts() -> dict:
     vec, flt, mat = "NodeSocketVector", "NodeSocketFloat", "NodeSocketMatrix"
     specs = {
         "Alpha": ((), (("Alpha", flt),), _alpha),
-        "View": ((), (("Object to View", mat), ("Projection", mat), ("Orthographic", "NodeSocketBool")), _view),
+        "View": ((), (("Object to View", mat), ("Projection", mat), ("Orthographic", "NodeSocketBool"),
+                      ("Has Camera", "NodeSocketBool")), _view),
         "Outside Crop Box": ((("Box", "NodeSocketObject"),), (("Outside", "NodeSocketBool"),), _outside_crop_box),
         "Unit Rotation": ((("Rotation", "NodeSocketRotation"),), (("Rotation", "NodeSocketRotation"),), _unit_rotation),
         "sRGB to Linear": ((("Colour", vec),), (("Colour", vec),), _srgb_to_linear),
@@ -283,29 +287,20 @@ def _footprint(b, ins, unit_rotation):
 
 
 def _view(b, ins):
-    """(object -> camera matrix, projection matrix, is orthographic) of the 3D viewport while one
-    draws this object, else of the scene's active camera (renders, and viewports without a view)."""
+    """(object -> camera matrix, projection matrix, is orthographic) of the scene's active camera.
+
+    Geometry nodes cannot see the 3D viewport's view in a modifier (Viewport Transform works only in
+    node tools), so the viewport shows the splats as the scene camera sees them.
+    """
     camera = b.node("GeometryNodeInputActiveCamera").outputs[0]
     camera_relative = b.node("GeometryNodeObjectInfo", {"Object": camera}, transform_space="RELATIVE")
     camera_info = b.node("GeometryNodeCameraInfo", {"Camera": camera})
-    camera_view = b.out(b.node("FunctionNodeInvertMatrix", {0: b.out(camera_relative, "Transform")}), "Matrix")
-
-    viewport = b.node("GeometryNodeViewportTransform")
-    this_object = b.node("GeometryNodeObjectInfo", {"Object": b.node("GeometryNodeSelfObject").outputs[0]},
-                         transform_space="ORIGINAL")
-    viewport_view = b.out(b.node("FunctionNodeMatrixMultiply",
-                                 {0: b.out(viewport, "View"), 1: b.out(this_object, "Transform")}))
-    # Without a drawn view (headless, final renders) the viewport matrices are identities, whose
-    # projection has a positive z-z term; every real projection has a negative one.
-    _, _, zz = b.separate(b.out(b.node("FunctionNodeTransformDirection", {"Direction": (0.0, 0.0, 1.0),
-                                                                         "Transform": b.out(viewport, "Projection")})))
-    use_viewport = b.boolean("AND", b.node("GeometryNodeIsViewport").outputs[0], b.compare("LESS_THAN", zz, 0.0))
     return {
-        "Object to View": b.switch("MATRIX", use_viewport, camera_view, viewport_view),
-        "Projection": b.switch("MATRIX", use_viewport, b.out(camera_info, "Projection Matrix"),
-                               b.out(viewport, "Projection")),
-        "Orthographic": b.switch("BOOLEAN", use_viewport, b.out(camera_info, "Is Orthographic"),
-                                 b.out(viewport, "Is Orthographic")),
+        "Object to View": b.out(b.node("FunctionNodeInvertMatrix", {0: b.out(camera_relative, "Transform")}), "Matrix"),
+        "Projection": b.out(camera_info, "Projection Matrix"),
+        "Orthographic": b.out(camera_info, "Is Orthographic"),
+        # Object Info reports no object as a zero scale: without a camera, fall back to points.
+        "Has Camera": b.compare("GREATER_THAN", b.vmath("LENGTH", b.out(camera_relative, "Scale")), 0.0),
     }
 
 
