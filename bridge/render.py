@@ -60,8 +60,8 @@ class RenderJob:
     frames: list[FrameJob]
 
 
-def _bad(message: str, hint: str = "") -> BridgeError:
-    return BridgeError("bad_job", message, hint, exit_code=protocol.EXIT_BAD_INPUT)
+def _bad(message: str) -> BridgeError:
+    return BridgeError("bad_job", message, exit_code=protocol.EXIT_BAD_INPUT)
 
 
 def _matrix(value, shape, where: str) -> np.ndarray:
@@ -84,20 +84,21 @@ def load_job(path: str | os.PathLike) -> RenderJob:
     except ValueError as exc:
         raise _bad(f"the render job {path} is not valid JSON: {exc}") from exc
     try:
-        objects = data["objects"]
-        frames = data["frames"]
+        objects, frames = list(data["objects"]), list(data["frames"])
         output_dir = Path(data["output_dir"])
         name = str(data.get("name", "splats"))
-    except (KeyError, TypeError) as exc:
-        raise _bad(f"the render job {path} lacks {exc}") from exc
+        job = RenderJob(output_dir, name, [str(o.get("name", "")) for o in objects],
+                        [Path(o["splats"]) for o in objects], [])
+    except (KeyError, TypeError, AttributeError) as exc:
+        what = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
+        raise _bad(f"the render job {path} {what}: it needs output_dir, a list of objects (each with "
+                   "splats) and a list of frames") from exc
     if not objects or not frames:
         raise _bad(f"the render job {path} has no {'objects' if not objects else 'frames'}")
     if not name or any(c in name for c in "/\\:"):
         raise _bad(f"the output name {name!r} must be a plain file name")
-    job = RenderJob(output_dir, name, [str(o.get("name", "")) for o in objects],
-                    [Path(o["splats"]) for o in objects], [])
     for i, f in enumerate(frames):
-        where = f"frame {f.get('frame', i)}"
+        where = f"frame {f.get('frame', i) if isinstance(f, dict) else i}"
         try:
             width, height = int(f["width"]), int(f["height"])
             start, end = float(f["clip_start"]), float(f["clip_end"])
@@ -105,8 +106,9 @@ def load_job(path: str | os.PathLike) -> RenderJob:
             frame = FrameJob(int(f["frame"]), width, height, _matrix(f["K"], (3, 3), f"{where}: K"),
                              _matrix(f["world_to_camera"], (4, 4), f"{where}: world_to_camera"), start, end,
                              [_matrix(m, (4, 4), f"{where}: object matrix") for m in matrices])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _bad(f"{where} of the render job {path} is incomplete or malformed: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
+            raise _bad(f"{where} of the render job {path} {what}") from exc
         if width <= 0 or height <= 0:
             raise _bad(f"{where}: the resolution {width}x{height} is empty")
         if not 0.0 <= start < end:
