@@ -139,6 +139,13 @@ def test_bad_file_reports_the_problem_and_builds_nothing(blender_with_splatwork,
     assert after == before
 
 
+def test_tolerated_oddities_are_reported_as_warnings(blender_with_splatwork, capsys):
+    path = shared_data("splats", "three_points_trailing_byte.ply")
+    assert bpy.ops.splatwork.import_splats(filepath=str(path)) == {"FINISHED"}
+    assert len(bpy.context.active_object.data.points) == 3
+    assert "Warning:" in capsys.readouterr().out  # headless Blender prints operator reports
+
+
 def test_missing_file_is_reported(blender_with_splatwork, tmp_path):
     with pytest.raises(RuntimeError, match="nowhere.spz: no such file"):
         bpy.ops.splatwork.import_splats(filepath=str(tmp_path / "nowhere.spz"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, IntProperty, StringProperty
@@ -32,10 +33,15 @@ class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
         imported = []
         for path in paths:
             try:
-                imported.append(import_splats(path, context.collection, self.sh_degree, self.z_up, self.setup_render))
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    imported.append(import_splats(path, context.collection, self.sh_degree, self.z_up,
+                                                  self.setup_render))
             except (ValueError, OSError, RuntimeError) as exc:  # FormatError is a ValueError
                 self.report({"ERROR"}, f"Cannot import splats: {exc}")
                 return {"CANCELLED"} if not imported else {"FINISHED"}
+            for warning in caught:  # oddities the reader tolerated, e.g. trailing bytes
+                self.report({"WARNING"}, str(warning.message))
         for obj in context.view_layer.objects.selected:
             obj.select_set(False)
         for obj in imported:
