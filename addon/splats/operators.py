@@ -51,7 +51,8 @@ class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
     def invoke(self, context, event):
-        if self.filepath and os.path.isfile(self.filepath):  # drag and drop: no file browser
+        dropped = (self.directory and any(f.name for f in self.files)) or os.path.isfile(self.filepath)
+        if dropped:  # drag and drop, or a script that passed the file: no file browser
             return self.execute(context)
         return ImportHelper.invoke(self, context, event)
 
