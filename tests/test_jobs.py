@@ -11,10 +11,10 @@ import pytest
 from conftest import EXTENSION_MODULE
 
 
-def _pump_until(jobs, job, timeout=60.0):
+def _pump_until(jobs, condition, timeout=60.0):
     deadline = time.monotonic() + timeout
-    while job.running:
-        assert time.monotonic() < deadline, f"{job.name} still running after {timeout} s"
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout} s"
         jobs.pump()
         time.sleep(0.05)
 
@@ -35,7 +35,7 @@ def test_a_failing_bridge_gives_one_clean_report_in_the_ui_path(blender_with_spl
                          block=False, log_path=str(tmp_path / "probe.log"))
     assert job.running and jobs.get_job("probe") is job and job in jobs.running_jobs()
     assert bpy.app.timers.is_registered(jobs.pump)
-    _pump_until(jobs, job)
+    _pump_until(jobs, lambda: not job.running)
     assert finished == [job] and job.state == "failed" and job.exit_code == 2
     assert job.error.kind == "crashed" and "code 2" in job.error.message
     # The bridge's own words reach the report through the log tail, and the log path is named.
@@ -68,3 +68,21 @@ def test_start_errors_are_job_errors_with_hints(blender_with_splatwork, splatwor
             jobs.start_job("probe", ["train"])
     finally:
         prefs.python_path = ""
+
+
+def test_loading_another_file_ends_every_job_without_calling_back(blender_with_splatwork, splatwork,
+                                                                  synthetic_scene, tmp_path):
+    """The documented choice for load_pre: stop (the bridge saves), kill after the grace period, no callbacks."""
+    jobs = splatwork.addon.jobs
+    events, finished = [], []
+    job = jobs.start_job("probe", ["train", "--model", str(synthetic_scene / "sparse" / "0"),
+                                   "--images", str(synthetic_scene / "images"), "--out", str(tmp_path / "out"),
+                                   "--steps", "1000000", "--device", "cpu"],
+                         lambda j, e: events.append(e), finished.append, block=False, log_path=str(tmp_path / "l.log"))
+    _pump_until(jobs, lambda: job.hello is not None or not job.running)
+    assert job.running and job.process.poll() is None, "the bridge is mid-run"
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
+    assert not job.running and job.state in ("stopped", "killed", "failed")
+    assert finished == [] and not jobs.running_jobs()
+    with pytest.raises(OSError):
+        os.kill(job.pid, 0)

@@ -147,3 +147,24 @@ def test_unregistering_while_training_leaves_no_process(blender_with_splatwork, 
         assert job.state in ("stopped", "failed", "killed")
     finally:
         bpy.ops.preferences.addon_enable(module=EXTENSION_MODULE)
+
+
+def test_bad_datasets_and_resume_without_a_checkpoint_are_clean_operator_errors(blender_with_splatwork, tmp_path):
+    settings = bpy.context.scene.splatwork_training
+    settings.source, settings.folder = "FOLDER", str(tmp_path / "missing")
+    with pytest.raises(RuntimeError, match="missing' not found"):
+        bpy.ops.splatwork.train()
+    (tmp_path / "empty").mkdir()
+    settings.folder = str(tmp_path / "empty")
+    with pytest.raises(RuntimeError, match="no COLMAP model"):
+        bpy.ops.splatwork.train()
+    settings.source, settings.collection = "COLLECTION", None
+    with pytest.raises(RuntimeError, match="no camera collection"):
+        bpy.ops.splatwork.train(resume=True)
+
+
+def test_resume_without_a_checkpoint_is_refused(blender_with_splatwork, synthetic_scene, tmp_path):
+    scene, settings = _import_and_configure(synthetic_scene, tmp_path / "fresh", STEPS)
+    with pytest.raises(RuntimeError, match="nothing to resume"):
+        bpy.ops.splatwork.train(resume=True)
+    assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
