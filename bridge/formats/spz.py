@@ -53,18 +53,23 @@ SPZ_REST_COUNT = {**SH_REST_COUNT, 4: 24}
 FLIP_YZ_SH = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], np.float32)
 
 
-def flip_yz(splats: SplatSet) -> SplatSet:
-    """RUB <-> RDF: negate y and z of positions, the matching rotation of quaternions and SH."""
-    k = splats.sh_rest.shape[1]
-    return SplatSet(
-        means=splats.means * np.array([1, -1, -1], np.float32),
-        scales=splats.scales,
-        quats=splats.quats * np.array([1, 1, -1, -1], np.float32),
-        opacities=splats.opacities,
-        sh_dc=splats.sh_dc,
-        sh_rest=splats.sh_rest * FLIP_YZ_SH[:k, None],
-        extras=splats.extras,
-    )
+def flip_yz(splats: SplatSet, in_place: bool = False) -> SplatSet:
+    """RUB <-> RDF: negate y and z of positions, the matching rotation of quaternions and SH.
+
+    ``in_place`` flips the arrays of ``splats`` itself (for freshly decoded data, saving copies).
+    """
+    if not in_place:
+        splats = SplatSet(splats.means.copy(), splats.scales, splats.quats.copy(), splats.opacities,
+                          splats.sh_dc, splats.sh_rest.copy(), splats.extras)
+    splats.means[:, 1:] *= -1
+    splats.quats[:, 2:] *= -1
+    n, k = splats.sh_rest.shape[:2]
+    # One factor per value of a flattened row: broadcasting over the size-3 colour axis is far slower.
+    # (Assigning .shape raises rather than silently flipping a copy.)
+    rows = splats.sh_rest.view()
+    rows.shape = (n, 3 * k)
+    rows *= np.repeat(FLIP_YZ_SH[:k], 3)
+    return splats
 
 
 def _sizes(n: int, version: int, degree: int) -> list[int]:
@@ -89,7 +94,7 @@ def read(path: str | os.PathLike) -> SplatSet:
         warn(path, "SPZ extensions were ignored (the data is read as the default RUB axes)")
     if degree == 4:
         warn(path, "SH band 4 was dropped (Splatwork keeps SH degrees 0-3)")
-    return flip_yz(_decode(n, version, degree, bits, blocks))
+    return flip_yz(_decode(n, version, degree, bits, blocks), in_place=True)
 
 
 def _check_header(path, version: int, n: int, degree: int, bits: int, file_size: int) -> None:
@@ -204,14 +209,16 @@ def _decode(n: int, version: int, degree: int, bits: int, blocks: list[np.ndarra
         w = np.sqrt(np.maximum(0.0, 1.0 - np.square(xyz).sum(axis=1)))
         xyzw = unit_quats(np.concatenate([xyz, w[:, None]], axis=1))
     k = SPZ_REST_COUNT[degree]
-    keep = SH_REST_COUNT[min(degree, 3)]
+    sh_rest = sh.reshape(n, k, 3)[:, :SH_REST_COUNT[min(degree, 3)]].astype(f)
+    sh_rest -= 128
+    sh_rest /= 128
     return SplatSet(
         means=means,
         scales=(scales.reshape(n, 3) / 16.0 - 10.0).astype(f),
         quats=np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], f),
         opacities=logit(alphas / 255.0).astype(f),
         sh_dc=((colors.reshape(n, 3) / 255.0 - 0.5) / COLOR_SCALE).astype(f),
-        sh_rest=((sh.reshape(n, k, 3)[:, :keep].astype(f) - 128.0) / 128.0).astype(f),
+        sh_rest=sh_rest,
     )
 
 
