@@ -1,6 +1,6 @@
 """Read and write speed of every splat format, next to a plain ``numpy.fromfile`` of the same bytes.
 
-    .venv/bin/python benchmarks/bench_formats.py [--splats 1000000] [--repeat 5] [--dir /tmp]
+    .venv/bin/python benchmarks/bench_formats.py [--splats 1000000] [--repeat 3] [--read-repeat 7] [--dir /tmp]
 
 Prints a Markdown table (medians of ``--repeat`` runs; warm page cache, as right after a save). On
 a shared machine the CPU-time ratio (user + system time of this process) is the steadier figure.
@@ -63,14 +63,15 @@ def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splats", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="writes per format")
+    parser.add_argument("--read-repeat", type=int, default=7, help="reads (and fromfile baselines) per format")
     parser.add_argument("--dir", default=None, help="where the files go (default: a temporary folder)")
     args = parser.parse_args(argv)
 
     splats = scene(args.splats)
     print(f"{args.splats:,} splats, SH degree 3; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, numpy {np.__version__}, Python {platform.python_version()}; "
-          f"median of {args.repeat}\n")
+          f"medians of {args.repeat} writes and {args.read_repeat} reads\n")
     print("| format | file MB | write MB/s | write Msplats/s | read MB/s | read Msplats/s | fromfile MB/s "
           "| read / fromfile (wall) | read / fromfile (CPU) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                                     for _ in range(args.repeat)])
             # Reads and the fromfile baseline alternate, so both see the same load on a shared machine.
             reads, raws = [], []
-            for _ in range(args.repeat):
+            for _ in range(args.read_repeat):
                 reads.append(timed(read_splats, path))
                 raws.append(timed(np.fromfile, path, np.uint8))
             (read, read_cpu), (raw, raw_cpu) = medians(reads), medians(raws)
