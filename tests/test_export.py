@@ -150,3 +150,17 @@ def test_selected_objects_merge_into_one_file_each_through_its_own_transform(
                            for o in sorted((a, b), key=lambda o: o.name)])
     gaps = np.linalg.norm(both[:, None] - back.means[None], axis=-1).min(axis=1)
     assert gaps.max() < 1e-5
+
+
+def test_export_writes_the_object_as_edited_now(blender_with_splatwork, splatwork, tmp_path):
+    splats = shiny_splats(50)
+    obj = placed_object(splatwork, splats, np.eye(4))
+    # An edit as the artist's tools make it: half the points deleted, the opacity of the rest changed.
+    kept = splats.subset(np.arange(50) % 2 == 0)
+    kept.opacities[:] = -1.5
+    splatwork.addon.splats.update_object_splats(obj, kept)
+    path = tmp_path / "edited.ply"
+    assert bpy.ops.splatwork.export_splats(filepath=str(path)) == {"FINISHED"}
+    back = read_splats(path)
+    np.testing.assert_array_equal(back.means, kept.means)
+    np.testing.assert_array_equal(back.opacities, np.full(25, -1.5, np.float32))
