@@ -120,7 +120,8 @@ def _run(args) -> int:
     except TrainingError as exc:
         return _fail(EXIT_BAD_INPUT, str(exc))
     if job.state not in ("completed", "stopped"):
-        return _fail(EXIT_FAILED, job.message() or f"training {job.state}; log: {job.log_path}")
+        code = EXIT_BAD_INPUT if job.exit_code == EXIT_BAD_INPUT else EXIT_FAILED
+        return _fail(code, job.message() or f"training {job.state}; log: {job.log_path}")
     obj = settings.result_object
     print(f"splatwork: {obj.name}: {len(obj.data.points):,} splats, held-out PSNR {settings.eval_psnr:.2f} dB",
           flush=True)

@@ -5,7 +5,7 @@ import os
 
 import bpy
 
-from .. import jobs
+from .. import jobs, preferences
 from .operators import training_job
 from .run import PREVIEW_IMAGE, checkpoint_path, output_dir
 
@@ -23,7 +23,7 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         if jobs.bridge_python() is None:
             box = layout.box()
             box.label(text="No Python with PyTorch set up", icon="ERROR")
-            box.operator("preferences.addon_show", text="Open Preferences").module = __package__.rsplit(".", 2)[0]
+            box.operator("preferences.addon_show", text="Open Preferences").module = preferences.ADDON_ID
 
         col = layout.column()
         col.enabled = job is None

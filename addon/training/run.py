@@ -203,15 +203,14 @@ def _on_finish(scene_name: str, job: jobs.Job) -> None:
 
 
 def show_preview(settings, path: str) -> None:
-    image = bpy.data.images.get(PREVIEW_IMAGE)
-    if image is None:
-        image = bpy.data.images.load(path)
-        image.name = PREVIEW_IMAGE
-    else:
-        image.filepath = path
-        image.reload()
-    if image.preview is not None:
-        image.preview.reload()
+    # Packed, because the trainer deletes older snapshots: the image must outlive its file.
+    image = bpy.data.images.load(path)
+    image.pack()
+    old = bpy.data.images.get(PREVIEW_IMAGE)
+    if old is not None:
+        bpy.data.images.remove(old)
+    image.name = PREVIEW_IMAGE
+    image.preview_ensure()
     settings.preview_path = path
 
 
