@@ -49,6 +49,8 @@ CASES = {
     "ply with NaN": (lambda t: _ply(t, _with_nan()), "NaN"),
     "ply list property": (lambda t: _ply(t).replace(b"property float x\n", b"property list uchar int x\n"),
                           "list property"),
+    "ply element without properties": (
+        lambda t: b"ply\nformat binary_little_endian 1.0\nelement vertex 1000000000000\nend_header\n", "no properties"),
     "jpeg renamed .ply": (lambda t: b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100), "JPEG"),
     "empty file": (lambda t: b"", "empty"),
     "compressed ply wrong chunk count": (

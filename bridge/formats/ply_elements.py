@@ -104,6 +104,9 @@ def read_header(path: str | os.PathLike, head: bytes) -> Header:
             raise FormatError(path, f"PLY header line {number}: unknown keyword {keyword!r}")
     if fmt is None:
         raise FormatError(path, "PLY header has no 'format' line")
+    empty = [e.name for e in elements if not e.properties and e.count]
+    if empty:
+        raise FormatError(path, f"PLY element '{empty[0]}' has rows but no properties")
     return Header(fmt, elements, line_end + 1, comments)
 
 
