@@ -171,6 +171,34 @@ def test_modifier_controls(blender_with_splatwork, splatwork):
     assert geometry.mesh is None and len(geometry.pointcloud.points) == 400
 
 
+def _quad_normals(obj):
+    geometry, mesh = _evaluated(obj)
+    corners = np.array([v.co[:] for v in mesh.vertices]).reshape(-1, 4, 3)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    return normals / np.linalg.norm(normals, axis=1, keepdims=True)
+
+
+def test_viewport_draws_face_the_camera_that_follows_the_viewport(blender_with_splatwork, splatwork):
+    api = splatwork.addon.splats
+    obj = api.splats_to_object(_few_splats(splatwork.bridge.formats), "viewed")
+    api.attach_preview(obj)
+    scene_camera = _camera(bpy.context.scene, (0, -4, 0), (0, 0, 0))
+    follower = bpy.data.objects["Splatwork Viewport View"]
+    assert follower.users_scene == () and tuple(follower.scale) == (0, 0, 0)  # follows no viewport yet
+    forward = np.array(scene_camera.matrix_world.col[2][:3])
+    assert np.allclose(np.abs(_quad_normals(obj) @ forward), 1.0, atol=1e-4)
+    # The timer callback copies the largest 3D viewport's view (headless bpy keeps the startup
+    # screen's viewports); viewport evaluations then face it.
+    assert splatwork.addon.splats.viewport.sync_view_camera() > 0
+    bpy.context.view_layer.update()
+    assert tuple(follower.scale) != (0, 0, 0)
+    forward = np.array(follower.matrix_world.col[2][:3])
+    assert np.allclose(np.abs(_quad_normals(obj) @ forward), 1.0, atol=1e-4)
+    _aim(follower, (4, 0, 1), (0, 0, 0))
+    forward = np.array(follower.matrix_world.col[2][:3])
+    assert np.allclose(np.abs(_quad_normals(obj) @ forward), 1.0, atol=1e-4)
+
+
 def _psnr(a, b):
     return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
 

@@ -12,7 +12,7 @@ API for the other parts of the add-on::
 """
 from __future__ import annotations
 
-from . import operators, panel
+from . import operators, panel, viewport
 from .importer import configure_render, import_splats
 from .pointcloud import SplatLayoutError, is_splat_object, object_to_splats, splats_to_object, update_object_splats
 from .preview_nodes import attach_preview
@@ -20,7 +20,7 @@ from .preview_nodes import attach_preview
 __all__ = ["SplatLayoutError", "attach_preview", "configure_render", "import_splats", "is_splat_object",
            "object_to_splats", "splats_to_object", "update_object_splats"]
 
-_SUBMODULES = (operators, panel)
+_SUBMODULES = (operators, panel, viewport)
 
 
 def register():

@@ -27,7 +27,7 @@ class SPLATWORK_PT_splats(bpy.types.Panel):
             return
         col = layout.column()
         for name, *_ in INPUTS:
-            if name != "Render Width":  # driven by the scene's resolution
+            if name not in ("Render Width", "Viewport Camera"):  # kept up to date by Splatwork
                 col.prop(mod, f'["{input_identifier(mod.node_group, name)}"]', text=name)
 
 

@@ -28,12 +28,13 @@ from ...bridge.formats.transform import _C3 as SH_C3
 from . import material
 from .node_builder import NodeBuilder, build_group
 from .pointcloud import OPACITY, ROTATION, SCALE, SH_DC, sh_rest_name
+from .viewport import ensure_view_camera
 
 GROUP_NAME = "Splatwork Splat Preview"
 PART_PREFIX = "Splatwork Preview Part: "  # the small groups the preview is made of
 MODIFIER_NAME = "Splat Preview"
 VERSION_KEY = "splatwork_preview_version"
-PREVIEW_VERSION = 2
+PREVIEW_VERSION = 3
 
 NEAR = 0.01  # camera units; splats closer than this (or behind) are culled, as 3DGS culls near z
 MIN_ALPHA = 1.0 / 255.0
@@ -51,6 +52,8 @@ INPUTS = (
      "Emit the trained sRGB values undecoded so they blend exactly as in training; render with the "
      "view transform Raw. Off: linear colours, right for the view transform Standard and other CG"),
     ("Render Width", "NodeSocketInt", 1920, 1, 65536, "Output width in pixels (driven by the scene)"),
+    ("Viewport Camera", "NodeSocketObject", None, None, None,
+     "Camera following the 3D viewport (kept up to date by Splatwork), used while drawing the viewport"),
 )
 
 
@@ -80,6 +83,7 @@ def attach_preview(obj, scene=None):
     if mod is None or mod.type != "NODES":
         mod = obj.modifiers.new(MODIFIER_NAME, "NODES")
     mod.node_group = group
+    mod[input_identifier(group, "Viewport Camera")] = ensure_view_camera()
     _drive_render_width(obj, mod, group, scene or bpy.context.scene)
     if not obj.data.materials:
         obj.data.materials.append(material.ensure_material())
@@ -122,7 +126,7 @@ def _build(group, mat, parts) -> None:
     position = b.node("GeometryNodeInputPosition").outputs[0]
     alpha = b.out(b.group(parts["Alpha"]), "Alpha")
 
-    view = b.group(parts["View"])
+    view = b.group(parts["View"], {"Viewport Camera": arg["Viewport Camera"]})
     to_view, ortho = b.out(view, "Object to View"), b.out(view, "Orthographic")
     from_view = b.out(b.node("FunctionNodeInvertMatrix", {0: to_view}), "Matrix")
     centre = b.out(b.node("FunctionNodeTransformPoint", {"Vector": position, "Transform": to_view}))
@@ -211,8 +215,9 @@ def _build_parts() -> dict:
     vec, flt, mat = "NodeSocketVector", "NodeSocketFloat", "NodeSocketMatrix"
     specs = {
         "Alpha": ((), (("Alpha", flt),), _alpha),
-        "View": ((), (("Object to View", mat), ("Projection", mat), ("Orthographic", "NodeSocketBool"),
-                      ("Has Camera", "NodeSocketBool")), _view),
+        "View": ((("Viewport Camera", "NodeSocketObject"),),
+                 (("Object to View", mat), ("Projection", mat), ("Orthographic", "NodeSocketBool"),
+                  ("Has Camera", "NodeSocketBool")), _view),
         "Outside Crop Box": ((("Box", "NodeSocketObject"),), (("Outside", "NodeSocketBool"),), _outside_crop_box),
         "Unit Rotation": ((("Rotation", "NodeSocketRotation"),), (("Rotation", "NodeSocketRotation"),), _unit_rotation),
         "sRGB to Linear": ((("Colour", vec),), (("Colour", vec),), _srgb_to_linear),
@@ -287,12 +292,20 @@ def _footprint(b, ins, unit_rotation):
 
 
 def _view(b, ins):
-    """(object -> camera matrix, projection matrix, is orthographic) of the scene's active camera.
+    """(object -> camera matrix, projection matrix, is orthographic) of the camera the splats face:
+    the viewport camera (``viewport.py``) while drawing the viewport, else the scene's active camera.
 
-    Geometry nodes cannot see the 3D viewport's view in a modifier (Viewport Transform works only in
-    node tools), so the viewport shows the splats as the scene camera sees them.
+    Geometry nodes cannot read the viewport's view in a modifier (Viewport Transform works only in
+    node tools), hence the camera that follows it; it has zero scale until a viewport exists.
     """
-    camera = b.node("GeometryNodeInputActiveCamera").outputs[0]
+    viewport_camera = b.node("GeometryNodeObjectInfo", {"Object": ins["Viewport Camera"]}, transform_space="RELATIVE")
+    use_viewport = b.boolean("AND", b.node("GeometryNodeIsViewport").outputs[0],
+                             b.compare("GREATER_THAN", b.vmath("LENGTH", b.out(viewport_camera, "Scale")), 0.0))
+    camera = b.node("GeometryNodeSwitch", input_type="OBJECT")
+    b.set_input(camera, "Switch", use_viewport)
+    b.links.new(b.node("GeometryNodeInputActiveCamera").outputs[0], camera.inputs["False"])
+    b.links.new(ins["Viewport Camera"], camera.inputs["True"])
+    camera = camera.outputs[0]
     camera_relative = b.node("GeometryNodeObjectInfo", {"Object": camera}, transform_space="RELATIVE")
     camera_info = b.node("GeometryNodeCameraInfo", {"Camera": camera})
     return {
