@@ -35,7 +35,10 @@ def _strip_extension(path: str) -> str:
     return path
 
 
-def objects_to_export(context, use_selection: bool) -> list:
+def objects_to_export(context, use_selection: bool, collection: str = "") -> list:
+    if collection:  # a collection exporter (Collection properties > Exporters) names its collection
+        found = bpy.data.collections.get(collection)
+        return [o for o in found.all_objects if is_splat_object(o)] if found is not None else []
     if use_selection:
         chosen = [o for o in context.selected_objects if is_splat_object(o)]
         active = context.active_object
@@ -90,6 +93,10 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
     apply_transform: bpy.props.BoolProperty(
         name="Apply Transform", description="Bake each object's world transform into its splats", default=True,
     )
+    collection: bpy.props.StringProperty(
+        name="Collection", description="Export this collection's splat objects (set by collection exporters)",
+        options={"HIDDEN", "SKIP_SAVE"},
+    )
 
     def check(self, context):
         # Keep the file name's extension in step with the chosen format.
@@ -115,9 +122,10 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, f"{path}: the file name does not say which splat format to write; "
                         "end it in .ply, .compressed.ply, .splat or .spz, or choose a format")
             return {"CANCELLED"}
-        objects = objects_to_export(context, self.use_selection)
+        objects = objects_to_export(context, self.use_selection, self.collection)
         if not objects:
-            self.report({"ERROR"}, "No splat object to export: select one (or turn off Selected Only)")
+            where = f"in collection {self.collection!r}" if self.collection else "selected (or turn off Selected Only)"
+            self.report({"ERROR"}, f"No splat object to export {where}")
             return {"CANCELLED"}
         degree = None if self.sh_degree == "KEEP" else int(self.sh_degree)
         try:
@@ -138,11 +146,25 @@ def _menu_entry(self, context):
     self.layout.operator(SPLATWORK_OT_export_splats.bl_idname, text="Gaussian Splats (.ply, .splat, .spz)")
 
 
+class SPLATWORK_FH_export_splats(bpy.types.FileHandler):
+    """Offers the export in Collection properties > Exporters (Blender 4.2+)."""
+
+    bl_idname = "SPLATWORK_FH_export_splats"
+    bl_label = "Gaussian Splats"
+    bl_export_operator = SPLATWORK_OT_export_splats.bl_idname
+    bl_file_extensions = ".ply;.splat;.spz"
+
+
+_classes = (SPLATWORK_OT_export_splats, SPLATWORK_FH_export_splats)
+
+
 def register() -> None:
-    bpy.utils.register_class(SPLATWORK_OT_export_splats)
+    for cls in _classes:
+        bpy.utils.register_class(cls)
     bpy.types.TOPBAR_MT_file_export.append(_menu_entry)
 
 
 def unregister() -> None:
     bpy.types.TOPBAR_MT_file_export.remove(_menu_entry)
-    bpy.utils.unregister_class(SPLATWORK_OT_export_splats)
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)

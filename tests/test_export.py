@@ -121,7 +121,7 @@ def test_non_uniform_scale_is_refused_with_view_dependent_colour_and_allowed_wit
 
 
 def test_nothing_to_export_and_unknown_extension_are_reported(blender_with_splatwork, splatwork, tmp_path):
-    with pytest.raises(RuntimeError, match="No splat object"):
+    with pytest.raises(RuntimeError, match="No splat object to export selected"):
         bpy.ops.splatwork.export_splats(filepath=str(tmp_path / "x.ply"))
     placed_object(splatwork, shiny_splats(8), np.eye(4))
     with pytest.raises(RuntimeError, match=r"x\.obj.*\.spz"):
@@ -164,3 +164,20 @@ def test_export_writes_the_object_as_edited_now(blender_with_splatwork, splatwor
     back = read_splats(path)
     np.testing.assert_array_equal(back.means, kept.means)
     np.testing.assert_array_equal(back.opacities, np.full(25, -1.5, np.float32))
+
+
+def test_collection_exporter_writes_the_collections_splats(blender_with_splatwork, splatwork, tmp_path):
+    splats = shiny_splats(16)
+    obj = splatwork.addon.splats.splats_to_object(splats, "InCollection")
+    shot = bpy.data.collections.new("Shot")
+    bpy.context.scene.collection.children.link(shot)
+    shot.objects.link(obj)
+    bpy.context.scene.collection.objects.unlink(obj)
+    obj.location = (1.0, 2.0, 3.0)
+    exporter = shot.exporters.new("SPLATWORK_FH_export_splats")
+    exporter.filepath = str(tmp_path / "shot.spz")
+    with bpy.context.temp_override(collection=shot):
+        assert bpy.ops.collection.exporter_export(index=0) == {"FINISHED"}
+    back = read_splats(tmp_path / "shot.spz")
+    assert len(back) == 16
+    np.testing.assert_allclose(np.sort(back.means[:, 2]), np.sort(splats.means[:, 2] + 3.0), atol=0.02)
