@@ -21,9 +21,9 @@ from .splats import SplatLayoutError, is_splat_object, object_to_splats
 # format -> (label, file extension, description)
 FORMATS = {
     "ply": ("PLY", ".ply", "Standard 3DGS PLY: lossless, read by every splat tool"),
-    "compressed_ply": ("Compressed PLY", ".compressed.ply", "SuperSplat compressed PLY: about 4x smaller"),
+    "compressed_ply": ("Compressed PLY", ".compressed.ply", "SuperSplat compressed PLY: quantised, much smaller"),
     "splat": (".splat", ".splat", "antimatter15 .splat: small, no view-dependent colour"),
-    "spz": ("SPZ", ".spz", "Niantic SPZ: about 10x smaller"),
+    "spz": ("SPZ", ".spz", "Niantic SPZ: the smallest, quantised and compressed"),
 }
 
 
