@@ -15,6 +15,9 @@ EXTENSIONS = (".ply", ".spz", ".splat")
 # transparent bounces turns the faint far layers into fireflies.
 CYCLES_TRANSPARENT_BOUNCES = 1024
 CYCLES_MIN_TRANSPARENT_BOUNCES = 128
+# Splats the viewport redraws on every view change by default; larger scenes start with a random
+# subset there (Display Ratio), renders always get every splat.
+VIEWPORT_SPLATS = 250_000
 
 
 def configure_render(scene) -> None:
@@ -39,7 +42,9 @@ def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = T
         if z_up:
             obj.rotation_euler = (-1.5707963267948966, 0.0, 0.0)
         mod = attach_preview(obj)
-        mod[mod.node_group.interface.items_tree["SH Degree"].identifier] = min(sh_degree, splats.sh_degree)
+        inputs = mod.node_group.interface.items_tree
+        mod[inputs["SH Degree"].identifier] = min(sh_degree, splats.sh_degree)
+        mod[inputs["Display Ratio"].identifier] = min(1.0, VIEWPORT_SPLATS / len(splats))
         if setup_render:
             configure_render(bpy.context.scene)
     except Exception:
