@@ -45,23 +45,26 @@ def sh_rest_name(k: int) -> str:
     return f"sh_rest_{k}"
 
 
-_CORE = {POSITION, SCALE, ROTATION, OPACITY, SH_DC, "radius"} | {sh_rest_name(k) for k in range(1, 16)}
+# Names an extra may not take: the layout's own, Blender's built-in point attributes, and what the
+# preview stores on its evaluated copy.
+_CORE = ({POSITION, SCALE, ROTATION, OPACITY, SH_DC, "radius", "id"} | {sh_rest_name(k) for k in range(1, 16)}
+         | {"splat_uv", "splat_color", "splat_falloff", "splat_transform"})
 
 # Extras keep their dtype: storage kind per dtype, chosen so that the round trip is exact.
 # "cast" stores in a wider Blender type and casts back; "bits" stores the raw bytes.
 _EXTRA_STORAGE = {
-    "float32": ("FLOAT", "value", np.float32, "cast"),
-    "float16": ("FLOAT", "value", np.float32, "cast"),
-    "bool": ("BOOLEAN", "value", bool, "cast"),
-    "int8": ("INT8", "value", np.int8, "cast"),
-    "uint8": ("INT", "value", np.int32, "cast"),
-    "int16": ("INT", "value", np.int32, "cast"),
-    "uint16": ("INT", "value", np.int32, "cast"),
-    "int32": ("INT", "value", np.int32, "cast"),
-    "uint32": ("INT", "value", np.int32, "bits"),
-    "float64": ("INT32_2D", "value", np.int32, "bits"),
-    "int64": ("INT32_2D", "value", np.int32, "bits"),
-    "uint64": ("INT32_2D", "value", np.int32, "bits"),
+    "float32": ("FLOAT", np.float32, "cast"),
+    "float16": ("FLOAT", np.float32, "cast"),
+    "bool": ("BOOLEAN", bool, "cast"),
+    "int8": ("INT8", np.int8, "cast"),
+    "uint8": ("INT", np.int32, "cast"),
+    "int16": ("INT", np.int32, "cast"),
+    "uint16": ("INT", np.int32, "cast"),
+    "int32": ("INT", np.int32, "cast"),
+    "uint32": ("INT", np.int32, "bits"),
+    "float64": ("INT32_2D", np.int32, "bits"),
+    "int64": ("INT32_2D", np.int32, "bits"),
+    "uint64": ("INT32_2D", np.int32, "bits"),
 }
 _VECTOR_FIELD = {"FLOAT_VECTOR": "vector", "QUATERNION": "value"}
 
@@ -99,7 +102,7 @@ def _columns(splats: SplatSet) -> list[tuple[str, str, np.ndarray]]:
     ]
     cols += [(sh_rest_name(k + 1), "FLOAT_VECTOR", splats.sh_rest[:, k]) for k in range(splats.sh_rest.shape[1])]
     for attr, (name, dtype) in _extra_names(splats).items():
-        kind, _, store_dtype, how = _EXTRA_STORAGE[dtype]
+        kind, store_dtype, how = _EXTRA_STORAGE[dtype]
         value = splats.extras[name]
         stored = value.view(store_dtype) if how == "bits" else value.astype(store_dtype)
         cols.append((attr, kind, stored))
@@ -234,7 +237,7 @@ def object_to_splats(obj, apply_transform: bool = False) -> SplatSet:
         rest[:, i] = _read(a, sh_rest_name(i + 1), "FLOAT_VECTOR", n, 3, f, obj.name)
     extras = {}
     for attr, name, dtype in layout["extras"]:
-        kind, _, store_dtype, how = _EXTRA_STORAGE[dtype]
+        kind, store_dtype, how = _EXTRA_STORAGE[dtype]
         width = 2 if kind == "INT32_2D" else 1
         raw = _read(a, attr, kind, n, width, store_dtype, obj.name)
         extras[name] = (raw.view(dtype).reshape(n) if how == "bits" else raw.astype(dtype))
