@@ -198,6 +198,18 @@ def test_antialiased_mode_and_backgrounds_match_the_reference():
     np.testing.assert_allclose(colors[0].numpy()[empty], np.broadcast_to(bg, (empty.sum(), 3)), atol=1e-7)
 
 
+def test_depth_modes_agree_with_each_other():
+    data = scene(16, 11)
+    rgbed, alpha, _ = torch_render(*data, CAMERAS[:1], render_mode="RGB+ED")
+    d, _, _ = torch_render(*data, CAMERAS[:1], render_mode="D")
+    ed, _, _ = torch_render(*data, CAMERAS[:1], render_mode="ED")
+    rgbd, _, _ = torch_render(*data, CAMERAS[:1], render_mode="RGB+D")
+    torch.testing.assert_close(ed[..., 0], rgbed[..., 3])
+    torch.testing.assert_close(d[..., 0], rgbd[..., 3])
+    torch.testing.assert_close(d, ed * alpha)  # accumulated depth = expected depth x coverage
+    torch.testing.assert_close(rgbd[..., :3], rgbed[..., :3])
+
+
 def test_early_termination_stops_before_the_splat_that_would_finish_the_pixel():
     # Ten nearly opaque, wide splats stacked in depth: transmittance hits 1e-4 after two of them.
     n = 10
