@@ -152,6 +152,14 @@ def test_modifier_controls(blender_with_splatwork, splatwork):
     assert quads() == inside
     _set_input(obj, "Crop Box", None)
 
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.splatwork.add_crop_box() == {"FINISHED"}  # around every splat: all stay
+    assert quads() == 400
+    crop = bpy.data.objects["controls Crop Box"]
+    crop.scale = [s / 2 for s in crop.scale]
+    assert 0 < quads() < 400
+    _set_input(obj, "Crop Box", None)
+
     _set_input(obj, "Display Ratio", 0.25)  # the test depsgraph is a viewport one
     assert 50 < quads() < 150
     _set_input(obj, "Display Ratio", 1.0)

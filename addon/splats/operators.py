@@ -1,4 +1,4 @@
-"""File > Import > Gaussian Splats and ``bpy.ops.splatwork.import_splats``."""
+"""File > Import > Gaussian Splats, ``bpy.ops.splatwork.import_splats``, drag and drop, and the crop box."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,11 @@ import warnings
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
+from mathutils import Vector
 
 from .importer import import_splats
+from .pointcloud import is_splat_object
+from .preview_nodes import MODIFIER_NAME, input_identifier
 
 
 class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
@@ -57,6 +60,37 @@ class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
         return ImportHelper.invoke(self, context, event)
 
 
+class SPLATWORK_OT_add_crop_box(bpy.types.Operator):
+    """Add a box around the active splat object that hides the splats outside it (scale or move it)"""
+
+    bl_idname = "splatwork.add_crop_box"
+    bl_label = "Add Crop Box"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return is_splat_object(obj) and obj.modifiers.get(MODIFIER_NAME) is not None
+
+    def execute(self, context):
+        obj = context.active_object
+        corners = [Vector(c) for c in obj.bound_box]
+        low = Vector(min(c[i] for c in corners) for i in range(3))
+        high = Vector(max(c[i] for c in corners) for i in range(3))
+        box = bpy.data.objects.new(f"{obj.name} Crop Box", None)
+        box.empty_display_type = "CUBE"  # it draws its local [-1, 1]^3: exactly what is kept
+        box.parent = obj  # moves with the splats; its transform is in the splats' own space
+        box.location = (low + high) / 2
+        # A hair larger than the bounds, so the outermost splats stay inside despite rounding.
+        box.scale = [(h - lo) / 2 * 1.001 + 1e-6 for lo, h in zip(low, high, strict=True)]
+        for collection in obj.users_collection:
+            collection.objects.link(box)
+        mod = obj.modifiers[MODIFIER_NAME]
+        mod[input_identifier(mod.node_group, "Crop Box")] = box
+        obj.update_tag()
+        return {"FINISHED"}
+
+
 def menu_import(self, context):
     self.layout.operator(SPLATWORK_OT_import_splats.bl_idname, text="Gaussian Splats (.ply/.spz/.splat)")
 
@@ -72,7 +106,7 @@ class SPLATWORK_FH_splats(bpy.types.FileHandler):
         return context.area is not None and context.area.type == "VIEW_3D"
 
 
-CLASSES = (SPLATWORK_OT_import_splats, SPLATWORK_FH_splats)
+CLASSES = (SPLATWORK_OT_import_splats, SPLATWORK_OT_add_crop_box, SPLATWORK_FH_splats)
 
 
 def register():

@@ -25,6 +25,7 @@ class SPLATWORK_PT_splats(bpy.types.Panel):
         if mod is None or mod.node_group is None:
             layout.label(text="No splat preview on this object", icon="ERROR")
             return
+        layout.operator("splatwork.add_crop_box", icon="MESH_CUBE")
         col = layout.column()
         for name, *_ in INPUTS:
             if name not in ("Render Width", "Viewport Camera"):  # kept up to date by Splatwork
