@@ -71,7 +71,8 @@ def test_absgrad_is_the_sum_over_pixels_of_each_pixels_gradient():
     torch.testing.assert_close(info["means2d"].absgrad, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_default_strategy_densifies_from_our_info():
+@pytest.mark.parametrize("absgrad", [False, True])
+def test_default_strategy_densifies_from_our_info(absgrad):
     from gsplat.strategy import DefaultStrategy
 
     torch.manual_seed(0)
@@ -85,7 +86,7 @@ def test_default_strategy_densifies_from_our_info():
     })
     optimizers = {k: torch.optim.Adam([v], lr=1e-3) for k, v in params.items()}
     strategy = DefaultStrategy(refine_start_iter=0, refine_every=1, reset_every=1000, grow_grad2d=1e-9,
-                               verbose=False)
+                               absgrad=absgrad, verbose=False)
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=1.0)
     viewmat = torch.tensor(look_at((0.2, 0, -2.5), (0, 0, 0)), dtype=torch.float32)[None]
@@ -93,7 +94,7 @@ def test_default_strategy_densifies_from_our_info():
     for step in range(2):
         out, _, info = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
                                  torch.sigmoid(params["opacities"]), params["colors"], viewmat, Ks, 16, 12,
-                                 backend="torch")
+                                 absgrad=absgrad, backend="torch")
         strategy.step_pre_backward(params, optimizers, state, step, info)
         (out - 0.5).abs().mean().backward()
         strategy.step_post_backward(params, optimizers, state, step, info, packed=info["packed"])
@@ -101,3 +102,5 @@ def test_default_strategy_densifies_from_our_info():
             opt.step()
             opt.zero_grad()
     assert len(params["means"]) > 40, "with a tiny threshold, seen splats must be duplicated or split"
+    assert all(len(v) == len(params["means"]) for v in params.values())
+    assert torch.isfinite(params["means"]).all()
