@@ -113,7 +113,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from conftest import ROOT  # noqa: E402,F401  (puts the project on sys.path)
 
-from bridge.raster import rasterize  # noqa: E402
+from bridge.raster import rasterize, select_backend  # noqa: E402
 
 W, H = 16, 12
 
@@ -257,6 +257,15 @@ def test_per_camera_colors_and_many_channels():
     for cam in range(2):
         ref, _, _ = render(means, quats, scales, opacities, feats[cam], CAMERAS[cam], K, W, H)
         np.testing.assert_allclose(out[cam].numpy(), ref, atol=1e-5)
+
+
+def test_auto_backend_is_gsplat_on_cuda_only():
+    assert select_backend("auto", "cuda:0") == "gsplat"
+    assert select_backend("auto", "cpu") == select_backend("auto", "mps") == "torch"
+    assert select_backend("torch", "cuda") == "torch"
+    data = [torch.tensor(a, dtype=torch.float32) for a in scene(3, 0)]
+    _, _, info = rasterize(*data, torch.eye(4)[None], torch.tensor(K, dtype=torch.float32)[None], W, H)
+    assert info["backend"] == "torch" and info["packed"] is False
 
 
 @pytest.mark.parametrize(
