@@ -75,20 +75,32 @@ def _few_splats(formats, n=6, alpha=0.05):
     )
 
 
-def _cov2d(splats, K, view):
+def _project(points, K, view, ortho):
+    """Pixel coordinates (OpenCV: y down) of world points."""
+    cam = points @ view[:3, :3].T + view[:3, 3]
+    if ortho:
+        return cam[:, :2] * [K[0, 0], K[1, 1]] + K[:2, 2]
+    pix = cam @ K.T
+    return pix[:, :2] / pix[:, 2:]
+
+
+def _cov2d(splats, K, view, ortho):
     """The 3DGS screen-space covariance (with its 0.3 px dilation) of every splat, in pixels."""
     cam = (splats.means @ view[:3, :3].T) + view[:3, 3]
-    x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
+    x, y, z = cam[:, 0], cam[:, 1], np.ones(len(cam)) if ortho else cam[:, 2]
     fx, fy = K[0, 0], K[1, 1]
     zero = np.zeros_like(z)
-    jac = np.stack([np.stack([fx / z, zero, -fx * x / z**2], -1), np.stack([zero, fy / z, -fy * y / z**2], -1)], -2)
+    persp = 0.0 if ortho else 1.0
+    jac = np.stack([np.stack([fx / z, zero, -persp * fx * x / z**2], -1),
+                    np.stack([zero, fy / z, -persp * fy * y / z**2], -1)], -2)
     axes = quat_to_matrix(splats.quats.astype(np.float64)) * np.exp(splats.scales.astype(np.float64))[:, None, :]
     world = axes @ np.swapaxes(axes, 1, 2)
     full = jac @ view[:3, :3] @ world @ view[:3, :3].T @ np.swapaxes(jac, 1, 2)
-    return full + 0.3 * np.eye(2), cam
+    return full + 0.3 * np.eye(2)
 
 
-def test_each_quad_is_the_3dgs_screen_space_ellipse(blender_with_splatwork, splatwork):
+@pytest.mark.parametrize("ortho", [False, True], ids=["perspective", "orthographic"])
+def test_each_quad_is_the_3dgs_screen_space_ellipse(blender_with_splatwork, splatwork, ortho):
     api = splatwork.addon.splats
     splats = _few_splats(splatwork.bridge.formats)
     scene = bpy.context.scene
@@ -97,7 +109,12 @@ def test_each_quad_is_the_3dgs_screen_space_ellipse(blender_with_splatwork, spla
     api.attach_preview(obj)
     cam = _camera(scene, (0.4, -3.0, 0.8), (0, 0, 0), lens=50)
     K, view = _pinhole(cam)
-    want, cam_pts = _cov2d(splats, K, view)
+    if ortho:
+        cam.data.type = "ORTHO"
+        cam.data.ortho_scale = 2.0
+        K[0, 0] = K[1, 1] = WIDTH / cam.data.ortho_scale  # the sensor fits the wider side
+        bpy.context.view_layer.update()
+    want = _cov2d(splats, K, view, ortho)
 
     geometry, mesh = _evaluated(obj)
     corners = np.empty(len(mesh.vertices) * 3, np.float32)
@@ -109,11 +126,9 @@ def test_each_quad_is_the_3dgs_screen_space_ellipse(blender_with_splatwork, spla
     reach = 2 * np.log(255 * 0.05)  # Mahalanobis^2 where alpha * exp(-r^2/2) reaches 1/255
     np.testing.assert_allclose(falloff, np.tile([reach / 2, reach / 2, 0.05], (len(splats), 1)), rtol=1e-5)
 
-    centres = cam_pts @ K.T
-    centres = centres[:, :2] / centres[:, 2:]
+    centres = _project(splats.means.astype(np.float64), K, view, ortho)
     for quad, quad_uv in zip(corners, uv, strict=True):
-        pix = (quad @ view[:3, :3].T + view[:3, 3]) @ K.T
-        pix = pix[:, :2] / pix[:, 2:]
+        pix = _project(quad, K, view, ortho)
         # pix = centre + u * e1 + v * e2, exactly, because the quad lies parallel to the image.
         basis, *_ = np.linalg.lstsq(np.c_[quad_uv, np.ones(4)], pix, rcond=None)
         i = int(np.argmin(np.linalg.norm(centres - basis[2], axis=1)))
