@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -86,3 +88,28 @@ def test_loading_another_file_ends_every_job_without_calling_back(blender_with_s
     assert finished == [] and not jobs.running_jobs()
     with pytest.raises(OSError):
         os.kill(job.pid, 0)
+
+
+def test_quitting_blender_ends_the_bridge(splatwork, synthetic_scene, tmp_path):
+    """A real Blender process (the bpy module) starts training, then quits: no bridge survives it."""
+    script = textwrap.dedent(f"""
+        import importlib, sys, time
+        import bpy
+        bpy.ops.preferences.addon_enable(module={EXTENSION_MODULE!r})
+        jobs = importlib.import_module({EXTENSION_MODULE!r}).addon.jobs
+        job = jobs.start_job("train", ["train", "--model", {str(synthetic_scene / "sparse" / "0")!r},
+                                       "--images", {str(synthetic_scene / "images")!r}, "--out", {str(tmp_path)!r},
+                                       "--steps", "1000000", "--device", "cpu"], block=False)
+        print("BRIDGE", job.pid, flush=True)
+        while job.hello is None and job.running:
+            jobs.pump()
+            time.sleep(0.05)
+        sys.exit(0 if job.running else 3)  # quit while the bridge is mid-run
+    """)
+    # Same Blender user folders as this session, where the extension is already installed.
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    pid = int(result.stdout.split("BRIDGE ", 1)[1].split()[0])
+    with pytest.raises(OSError):
+        os.kill(pid, 0)
