@@ -12,7 +12,7 @@ from conftest import shared_data
 from mathutils import Vector
 
 from bridge.formats.cameras import blender_to_intrinsics, matrix_world_to_pose
-from bridge.formats.transform import quat_to_matrix
+from bridge.formats.transform import quat_to_matrix, sh_basis
 
 WIDTH, HEIGHT = 160, 120
 
@@ -138,6 +138,34 @@ def test_each_quad_is_the_3dgs_screen_space_ellipse(blender_with_splatwork, spla
     # Far to near: the draw order EEVEE blends in.
     depths = (corners.mean(1) @ view[:3, :3].T + view[:3, 3])[:, 2]
     assert np.all(np.diff(depths) <= 1e-6)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3])
+def test_colour_is_the_view_dependent_sh_up_to_the_chosen_degree(blender_with_splatwork, splatwork, degree):
+    api = splatwork.addon.splats
+    formats = splatwork.bridge.formats
+    rng = np.random.default_rng(3)
+    splats = _few_splats(formats, n=8, alpha=0.5).with_sh_degree(3)
+    splats.sh_dc[:] = rng.normal(0, 0.5, splats.sh_dc.shape)
+    splats.sh_rest[:] = rng.normal(0, 0.3, splats.sh_rest.shape)
+    obj = api.splats_to_object(splats, "coloured")
+    api.attach_preview(obj)
+    _set_input(obj, "SH Degree", degree)
+    _set_input(obj, "Fast Points", True)  # one colour per point, in the original order
+    cam = _camera(bpy.context.scene, (0.5, -3, 1), (0, 0, 0))
+    geometry, _ = _evaluated(obj)
+    got = _read(geometry.pointcloud.attributes, "splat_color", 3)
+
+    dirs = splats.means - np.array(cam.location)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    srgb = 0.5 + 0.28209479177387814 * splats.sh_dc
+    srgb += np.einsum("nk,nkc->nc", sh_basis(dirs, degree), splats.sh_rest[:, :(degree + 1) ** 2 - 1])
+    srgb = np.maximum(srgb, 0.0)
+    linear = np.where(srgb > 0.04045, ((srgb + 0.055) / 1.055) ** 2.4, srgb / 12.92)
+    np.testing.assert_allclose(got, linear, rtol=1e-4, atol=1e-5)
+    _set_input(obj, "Trainer Blending", True)
+    geometry, _ = _evaluated(obj)
+    np.testing.assert_allclose(_read(geometry.pointcloud.attributes, "splat_color", 3), srgb, rtol=1e-4, atol=1e-5)
 
 
 def test_modifier_controls(blender_with_splatwork, splatwork):
