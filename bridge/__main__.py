@@ -5,7 +5,12 @@ Commands are imported lazily so ``--help`` and a bad command name answer without
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# The bridge shares the machine with Blender (and CI runs it on 2 cores): with OpenMP's default
+# busy-waiting, torch's idle pool threads burn the CPU the other process needs. Must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # command -> (module relative to this package, one-line help)
 COMMANDS = {

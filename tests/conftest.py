@@ -21,6 +21,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# Tests import torch next to Blender and run bridge subprocesses beside them: no busy-waiting pools.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 _BLENDER_HOME = tempfile.mkdtemp(prefix="splatwork-test-blender-")
 atexit.register(shutil.rmtree, _BLENDER_HOME, ignore_errors=True)
 for _var in ("BLENDER_USER_RESOURCES", "BLENDER_USER_CONFIG", "BLENDER_USER_SCRIPTS",
