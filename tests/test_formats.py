@@ -239,7 +239,7 @@ def test_tiny_compressed_ply_with_sh():
 
 @pytest.mark.parametrize("fmt", ["ply", "compressed_ply"])
 def test_read_splats_hold_no_mapping_of_the_file(tmp_path, fmt):
-    """PLY data is memory-mapped while decoding; nothing returned may keep the file open (Windows)."""
+    """Returned arrays are plain, writable and contiguous; none may keep the file open (Windows)."""
     path = tmp_path / "s.ply"
     splats = random_splats(300, 2)
     splats.extras["label"] = np.arange(300, dtype=np.uint8)

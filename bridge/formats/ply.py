@@ -17,7 +17,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import FormatError
-from .ply_elements import header_bytes, ply_type_for, read_elements, warn_trailing
+from .ply_elements import header_bytes, iter_rows, open_ply, ply_type_for, warn_trailing
 from .splatset import SH_REST_COUNT, SplatSet
 
 CORE = {
@@ -42,59 +42,57 @@ def channel_major(rest: np.ndarray) -> np.ndarray:
 
 
 def read(path: str | os.PathLike) -> SplatSet:
-    header, arrays = read_elements(path, {"vertex"})
-    if "vertex" not in arrays:
+    header = open_ply(path)
+    element = header.element("vertex")
+    if element is None:
         raise FormatError(path, "PLY file has no 'vertex' element")
-    splats = splats_from_vertices(path, arrays["vertex"])
+    dtype = element.dtype(header.byte_order or "=")
+    groups, extras = _layout(path, dtype.names)
+    n = element.count
+    outs = {group: np.empty((n, len(props)), np.float32) for group, props in groups.items()}
+    extra_outs = {name: np.empty(n, dtype[name].newbyteorder("=")) for name in extras}
+    plan = None
+    for start, rows in iter_rows(path, header, element):
+        table = _as_table(rows)
+        if plan is None:
+            plan = {group: _columns(rows.dtype.names, props) for group, props in groups.items()}
+        end = start + len(rows)
+        for group, props in groups.items():
+            _gather(table, rows, props, plan[group], outs[group][start:end])
+        for name, out in extra_outs.items():
+            out[start:end] = rows[name]
+    # 3DGS trainers write all-zero normals; dropping them keeps a PLY -> SplatSet -> PLY trip exact.
+    kept = {name: v for name, v in extra_outs.items() if name not in NORMALS or v.any()}
     warn_trailing(path, header)
-    return splats
+    return SplatSet(
+        means=outs["means"], scales=outs["scales"], quats=outs["quats"], opacities=outs["opacities"].reshape(n),
+        sh_dc=outs["sh_dc"], sh_rest=outs["sh_rest"].reshape(n, len(groups["sh_rest"]) // 3, 3), extras=kept,
+    )
 
 
-def splats_from_vertices(path, vertex: np.ndarray) -> SplatSet:
-    names = vertex.dtype.names
+def _layout(path, names: tuple[str, ...]) -> tuple[dict[str, list[str]], list[str]]:
+    """Which properties make each SplatSet array (f_rest in SplatSet order), and the extras."""
     missing = [n for group in CORE.values() for n in group if n not in names]
     if missing:
         raise FormatError(path, f"not a Gaussian splat PLY: missing properties {', '.join(missing)}")
     n_rest = sum(1 for n in names if n.startswith("f_rest_"))
     if n_rest % 3 or n_rest // 3 not in SH_REST_COUNT.values():
         raise FormatError(path, f"{n_rest} f_rest properties match no SH degree (0, 9, 24 or 45 expected)")
-    k = n_rest // 3
-    rest = rest_names(k)
+    rest = rest_names(n_rest // 3)
     absent = [n for n in rest if n not in names]
     if absent:
         raise FormatError(path, f"f_rest properties are not numbered 0..{n_rest - 1}: {absent[0]} is missing")
-
-    core_names = {n for props in CORE.values() for n in props} | set(rest)
-    table = _as_table(vertex)
-    arrays = {group: _gather(table, vertex, list(props)) for group, props in CORE.items()}
-    # Gathering the f_rest columns in SplatSet order (rest_names) transposes the file's channel-major
-    # layout in the same pass.
-    sh_rest = _gather(table, vertex, rest).reshape(len(vertex), k, 3)
-    kept = {}
-    for name in names:
-        if name in core_names:
-            continue
-        values = vertex[name]
-        # 3DGS trainers write all-zero normals; dropping them keeps a PLY -> SplatSet -> PLY trip exact.
-        if name in NORMALS and not values.any():
-            continue
-        kept[name] = np.array(values, values.dtype.newbyteorder("="))  # a copy: ``vertex`` may map the file
-    return SplatSet(
-        means=arrays["means"],
-        scales=arrays["scales"],
-        quats=arrays["quats"],
-        opacities=arrays["opacities"][:, 0].copy(),
-        sh_dc=arrays["sh_dc"],
-        sh_rest=sh_rest,
-        extras=kept,
-    )
+    # Gathering f_rest in SplatSet order transposes the file's channel-major layout in the same pass.
+    groups = {group: list(props) for group, props in CORE.items()} | {"sh_rest": rest}
+    used = {n for props in groups.values() for n in props}
+    return groups, [n for n in names if n not in used]
 
 
 def _as_table(rows: np.ndarray) -> np.ndarray | None:
     """The rows as a plain (N, properties) array when every property has one type, else None.
 
-    Reading whole rows and slicing column ranges out of this view is several times faster than
-    going field by field, which strides through the data once per property.
+    Slicing column ranges out of this view is several times faster than going field by field,
+    which strides through the data once per property.
     """
     kinds = {rows.dtype.fields[n][0] for n in rows.dtype.names}
     kind = next(iter(kinds))
@@ -103,19 +101,25 @@ def _as_table(rows: np.ndarray) -> np.ndarray | None:
     return rows.view(kind).reshape(len(rows), len(rows.dtype.names))
 
 
-def _gather(table: np.ndarray | None, rows: np.ndarray, names: list[str]) -> np.ndarray:
-    """The named properties as one C-contiguous (N, len(names)) float32 array."""
-    if table is None or not names:
-        out = np.empty((len(rows), len(names)), np.float32)
-        for i, name in enumerate(names):
+def _columns(names: tuple[str, ...], props: list[str]) -> slice | list[int]:
+    """The table columns of ``props``: a slice when they are adjacent and in order."""
+    index = [names.index(p) for p in props]
+    if index and index == list(range(index[0], index[0] + len(index))):
+        return slice(index[0], index[0] + len(index))
+    return index
+
+
+def _gather(table, rows: np.ndarray, props: list[str], columns, out: np.ndarray) -> None:
+    """Copy the named properties of ``rows`` into the (rows, len(props)) float32 ``out``."""
+    if table is None:
+        for i, name in enumerate(props):
             out[:, i] = rows[name]
-        return out
-    index = [rows.dtype.names.index(n) for n in names]
-    if index == list(range(index[0], index[0] + len(index))):
-        block = table[:, index[0]:index[0] + len(index)]
+    elif isinstance(columns, slice):
+        out[...] = table[:, columns]
+    elif table.dtype == np.float32:
+        np.take(table, columns, axis=1, out=out)  # several times faster than table[:, columns]
     else:
-        block = np.take(table, index, axis=1)  # several times faster than table[:, index] here
-    return np.array(block, np.float32, order="C")  # always a copy: ``rows`` may be a file map
+        out[...] = np.take(table, columns, axis=1)
 
 
 def write(path: str | os.PathLike, splats: SplatSet) -> None:
