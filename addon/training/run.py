@@ -44,7 +44,7 @@ def dataset_paths(settings) -> tuple[str, str, str]:
     from ..colmap.props import MODEL_DIR_KEY
 
     if settings.source == "COLLECTION":
-        coll = settings.collection
+        coll = settings.collection or settings.id_data.splatwork_colmap.collection
         if coll is None:
             raise TrainingError("no camera collection chosen",
                                 "Import a COLMAP reconstruction (File > Import > COLMAP) and pick its collection, "
@@ -227,7 +227,8 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     if obj is not None and obj.name in bpy.data.objects and is_splat_object(obj):
         update_object_splats(obj, data)
     else:
-        collection = settings.collection if settings.source == "COLLECTION" else None
+        collection = (settings.collection or scene.splatwork_colmap.collection) if settings.source == "COLLECTION" \
+            else None
         with bpy.context.temp_override(scene=scene):
             obj = splats_to_object(data, name + ("" if final else " (training)"), collection)
             attach_preview(obj, scene)

@@ -27,6 +27,12 @@ def _custom(self, _context) -> None:
             self["preset"] = 3  # CUSTOM's index
 
 
+def _is_colmap_import(_self, collection) -> bool:
+    from ..colmap.props import MODEL_DIR_KEY
+
+    return collection.get(MODEL_DIR_KEY) is not None
+
+
 class SplatworkTrainingSettings(bpy.types.PropertyGroup):
     # -- dataset -------------------------------------------------------------------------------
     source: bpy.props.EnumProperty(
@@ -36,8 +42,8 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
         default="COLLECTION",
     )
     collection: bpy.props.PointerProperty(
-        name="Cameras", type=bpy.types.Collection,
-        description="The collection made by Import COLMAP: it remembers its model and image folders",
+        name="Cameras", type=bpy.types.Collection, poll=_is_colmap_import,
+        description="The collection made by Import COLMAP (empty: the last one imported into this scene)",
     )
     folder: bpy.props.StringProperty(
         name="Folder", subtype="DIR_PATH",
