@@ -1,6 +1,7 @@
 """The geometry-nodes preview: one camera-facing quad per splat, shaped like the 3DGS projection.
 
-For each splat, seen from the scene's active camera:
+For each splat, seen from the camera it faces (the scene's active camera in renders, the camera that
+follows the 3D viewport while the viewport draws, see ``viewport.py``):
 
 * the camera-space centre m and depth d, and the 3DGS 2D covariance J W Sigma W^T J^T + 0.3 px^2,
   written in the plane through m parallel to the image. On that plane the projection is exactly a
@@ -36,7 +37,7 @@ MODIFIER_NAME = "Splat Preview"
 VERSION_KEY = "splatwork_preview_version"
 PREVIEW_VERSION = 3
 
-NEAR = 0.01  # camera units; splats closer than this (or behind) are culled, as 3DGS culls near z
+NEAR = 0.01  # camera units; quads are not built closer than this (or behind), as 3DGS culls near z
 MIN_ALPHA = 1.0 / 255.0
 E = math.e
 
