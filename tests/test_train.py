@@ -293,35 +293,42 @@ def test_mcmc_runs_on_the_torch_backend_and_library_prints_never_reach_the_chann
     assert events[-1].status == "completed"
 
 
-SYNTHETIC_MARGIN_DB = 3.0
+# The synthetic scene's floor is computed from its own data: the held-out PSNR of the best image that
+# ignores the geometry (the background colour everywhere): 15.8 dB at 24x18. Its 3,000 surface points
+# with their texel colours start well above that (21.6 dB after one step) and this seeded run reaches
+# 23.2 dB after 40: margins of 2.4 dB and 0.6 dB over the two floors.
+SYNTHETIC_OVER_BACKGROUND_DB = 5.0
+SYNTHETIC_OVER_START_DB = 1.0
 
 
+@pytest.mark.slow
 def test_training_on_the_blender_synthetic_scene(synthetic_scene, tmp_path):
-    """The built-in scene (Cycles renders of textured objects, exact poses, surface points): after a
-    short run the held-out views must beat, by SYNTHETIC_MARGIN_DB, the PSNR of the best image that
-    ignores the geometry (the background colour everywhere), which this test computes from the data."""
+    """The built-in scene (Cycles renders of textured objects, exact poses, surface points), at a
+    quarter of its size to keep the CPU run short: 40 steps must beat the background-only image by
+    SYNTHETIC_OVER_BACKGROUND_DB and the evaluation after the first step by SYNTHETIC_OVER_START_DB."""
     from bridge.formats.colmap import read_model
     from bridge.train.data import split_indices
 
     background = "0.55,0.62,0.70"  # the synthetic world's colour (addon/synthetic.py)
     seen: list = []
     proc = start(["--model", synthetic_scene / "sparse" / "0", "--images", synthetic_scene / "images",
-                  "--out", tmp_path / "out", "--downscale", 2, "--steps", 150, "--background", background,
-                  "--snapshot-every", 0, "--progress-every", 50], tmp_path / "log.txt")
+                  "--out", tmp_path / "out", "--downscale", 4, "--steps", 40, "--eval-steps", 1,
+                  "--background", background, "--snapshot-every", 0, "--progress-every", 10], tmp_path / "log.txt")
     assert finish(proc, seen) == protocol.EXIT_OK, proc.log_tail()
-    (result,) = of_type(seen, protocol.EvalResult)
+    first, final = of_type(seen, protocol.EvalResult)
 
     names = [v.name for v in read_model(synthetic_scene / "sparse" / "0").views]
     held_out = [names[i] for i in split_indices(len(names), 8)[1]]
-    assert [r["name"] for r in result.images] == held_out
+    assert [r["name"] for r in final.images] == held_out
     colour = np.array([float(c) for c in background.split(",")])
     baseline = []
     for name in held_out:
         with Image.open(synthetic_scene / "images" / name) as img:
-            truth = np.asarray(img.convert("RGB").reduce(2), np.float64) / 255.0
+            small = img.convert("RGB").resize((img.width // 4, img.height // 4), Image.BOX)
+            truth = np.asarray(small, np.float64) / 255.0
         baseline.append(-10 * np.log10(np.mean((truth - colour) ** 2)))
-    print(f"synthetic scene: held-out PSNR {result.mean_psnr:.2f} dB, background only {np.mean(baseline):.2f} dB")
-    assert result.mean_psnr >= np.mean(baseline) + SYNTHETIC_MARGIN_DB, (result.mean_psnr, baseline)
+    assert final.mean_psnr >= np.mean(baseline) + SYNTHETIC_OVER_BACKGROUND_DB, (final, baseline)
+    assert final.mean_psnr >= first.mean_psnr + SYNTHETIC_OVER_START_DB, (first, final)
 
 
 def _cuda_available():
