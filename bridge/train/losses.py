@@ -41,5 +41,8 @@ def photometric_loss(render: torch.Tensor, target: torch.Tensor, ssim_lambda: fl
 
 
 def psnr(img: torch.Tensor, ref: torch.Tensor) -> float:
-    mse = float(torch.mean((img.float() - ref.float()) ** 2))
+    return mse_to_psnr(float(torch.mean((img.float() - ref.float()) ** 2)))
+
+
+def mse_to_psnr(mse: float) -> float:
     return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)

@@ -22,7 +22,7 @@ from ..protocol import BridgeError
 from ..raster import rasterize
 from . import checkpoint, gaussians
 from .job import bad_job
-from .losses import photometric_loss, psnr, ssim
+from .losses import mse_to_psnr, photometric_loss, psnr, ssim
 
 SH_BAND_EVERY = 1000  # one more SH band every 1,000 steps, as in 3DGS
 MCMC_OPACITY_REG = 0.01  # gsplat's MCMC preset
@@ -118,7 +118,8 @@ class Trainer:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.job.seed * 100_003 + epoch))
         return int(order[offset])
 
-    def train_step(self, step: int) -> tuple[float, float]:
+    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; returns (loss, MSE) as device tensors, so a GPU never waits on the host."""
         idx = self._view_index(step)
         target = self.images[idx].float() / 255.0
         viewmat, K = self.cameras[idx]
@@ -140,7 +141,7 @@ class Trainer:
         else:
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
                                              packed=info.get("packed", False))
-        return float(loss.detach()), psnr(image.detach(), target)
+        return loss.detach(), torch.mean((image.detach() - target) ** 2)
 
     def run(self) -> protocol.Done:
         ctx = self.ctx
@@ -168,14 +169,17 @@ class Trainer:
             if not self._handle_commands(self.step):
                 self.stopped = True
                 return
+            step = self.step + 1
+            report = step % job.progress_every == 0 or step == job.steps
             t0 = time.perf_counter()
-            loss, train_psnr = self.train_step(self.step)
+            loss, mse = self.train_step(self.step)
+            if report:  # reading the values waits for the device, so the timing covers its work too
+                loss, train_psnr = float(loss), mse_to_psnr(float(mse))
             self.train_seconds += time.perf_counter() - t0
-            self.step += 1
-            step = self.step
+            self.step = step
             if step == self.start_step + 1 and self.device.type == "cuda":
                 ctx.emit(protocol.Stage(stage="training"))
-            if step % job.progress_every == 0 or step == job.steps:
+            if report:
                 rate = (step - window_step) / max(self.train_seconds - window_seconds, 1e-9)
                 window_seconds, window_step = self.train_seconds, step
                 ctx.emit(protocol.Progress(
