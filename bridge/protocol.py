@@ -269,7 +269,7 @@ class CommandReader:
 
     def __init__(self, stream: IO[bytes] | None = None, eof_means_stop: bool = False):
         self.commands: queue.Queue[str] = queue.Queue()
-        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._stream = stream
         self._eof_means_stop = eof_means_stop
         self._thread = threading.Thread(target=self._run, name="bridge-commands", daemon=True)
 
@@ -278,8 +278,12 @@ class CommandReader:
         return self
 
     def _run(self) -> None:
+        # Unbuffered reads of a duplicate of fd 0: a daemon thread blocked inside sys.stdin's buffered
+        # reader holds its lock, and interpreter shutdown then aborts on it ("could not acquire lock
+        # for <stdin>", exit 134) whenever the client keeps the pipe open. A raw file has no lock.
+        stream = self._stream if self._stream is not None else os.fdopen(os.dup(0), "rb", buffering=0)
         try:
-            for line in self._stream:
+            for line in stream:
                 cmd = decode_command(line)
                 if cmd is not None:
                     self.commands.put(cmd)

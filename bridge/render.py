@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -255,9 +254,4 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--ipc", action="store_true", help="driven by a program: events on stdout, EOF stops")
     args = parser.parse_args(argv)
-    code = run_command("render", lambda ctx: run(ctx, args), args.ipc)
-    # The stdin reader thread sits in a blocking read while the client keeps the pipe open; normal
-    # interpreter shutdown then aborts trying to take stdin's lock (exit code 134 instead of ours).
-    # Every event is already flushed, so leave without finalising.
-    sys.stderr.flush()
-    os._exit(code)
+    return run_command("render", lambda ctx: run(ctx, args), args.ipc)

@@ -69,3 +69,28 @@ def test_stray_prints_cannot_corrupt_the_channel(tmp_path):
     assert seen == [protocol.Stage(stage="training"), protocol.Done(status="completed")]
     log = (tmp_path / "log.txt").read_text()
     assert "python noise after the claim" in log and "raw fd noise" in log and "C library noise" in log
+
+
+def test_a_command_exits_with_its_own_code_while_the_client_holds_stdin_open(tmp_path):
+    """--ipc runs read commands on a thread; leaving must not abort on stdin's lock (exit 134)."""
+    script = tmp_path / "cmd.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from bridge import protocol, runner
+        def run(ctx):
+            if sys.argv[2] == "fail":
+                raise protocol.BridgeError("bad_input", "no such file", exit_code=protocol.EXIT_BAD_INPUT)
+            return protocol.Done(status="completed")
+        sys.exit(runner.run_command("test", run, ipc=True))
+    """))
+    from conftest import ROOT
+
+    for mode, expected in (("ok", protocol.EXIT_OK), ("fail", protocol.EXIT_BAD_INPUT)):
+        proc = protocol.BridgeProcess([sys.executable, str(script), str(ROOT), mode],
+                                      log_path=str(tmp_path / f"{mode}.log"))
+        seen = []
+        code = protocol.run_to_end(proc, seen.append, timeout=60)  # stdin stays open throughout
+        proc.close()
+        assert code == expected, (tmp_path / f"{mode}.log").read_text()
+        assert isinstance(seen[-1], protocol.Done if mode == "ok" else protocol.Error)

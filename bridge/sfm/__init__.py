@@ -57,9 +57,8 @@ def main(argv: list[str]) -> int:
         mapper=args.mapper, quality=args.quality, max_size=args.max_size, camera=args.camera,
         threads=args.threads, seed=args.seed, min_registered=args.min_registered)
     code = run_command("sfm", lambda ctx: run(ctx, opts), args.ipc)
-    # Leave without finalising the interpreter: the stdin command reader sits in a blocking read while
-    # the client keeps the pipe open (normal shutdown then aborts on stdin's lock, exit 134), and a
-    # stopped pycolmap stage that takes no cancel token may still be computing on its thread. Every
-    # event is flushed as it is written and every file is written atomically, so nothing is lost.
+    # Leave without finalising the interpreter: a stopped pycolmap stage that takes no cancel token
+    # may still be computing on its thread. Every event is flushed as it is written and every file
+    # is written atomically, so nothing is lost.
     sys.stderr.flush()
     os._exit(code)
