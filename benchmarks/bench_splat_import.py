@@ -38,7 +38,16 @@ MODES = ("splatwork", "splatwork, node group already in the file", "splatwork + 
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. Linux's ru_maxrss would carry over the parent's size
+    across fork + exec, so the kernel's VmHWM of this process image is read where it exists."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def make_ply(path: Path, n: int) -> None:
