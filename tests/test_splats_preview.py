@@ -283,8 +283,8 @@ def _dog_scene(splatwork, view_transform):
 
 @pytest.mark.parametrize("blending, view_transform, cameras, floor", [
     # Blender blends in linear light, 3DGS in sRGB: semi-transparent edges come out a little
-    # brighter here (measured 25.9-26.6 dB). The floor is what the geometry must keep above that.
-    ("linear", "Standard", ("front", "side"), 25.0),
+    # brighter here (measured 27.3-28.6 dB). The floor is the aim, with that margin.
+    ("linear", "Standard", ("front", "side", "above"), 25.0),
     # Trainer blending + Raw composites in sRGB like 3DGS: only float and sampling noise remain
     # (measured 52-54 dB), so a regression in shape, colour or order shows immediately.
     ("trainer", "Raw", ("front",), 45.0),
