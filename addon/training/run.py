@@ -138,7 +138,7 @@ def _reset_status(settings, out: str, name: str) -> None:
     settings.run_dir = out
     settings.log_path = os.path.join(out, "train.log")
     settings.splats_path = ""
-    settings["dataset_name"] = name
+    settings.dataset_name = name
 
 
 def _settings(scene_name: str):
@@ -166,7 +166,11 @@ def _on_event(scene_name: str, event: protocol.Event) -> None:
         if event.preview and os.path.isfile(event.preview):
             show_preview(settings, event.preview)
         if event.ply and os.path.isfile(event.ply):
-            show_splats(scene_name, event.ply, final=False)
+            try:
+                show_splats(scene_name, event.ply, final=False)
+            except (formats.FormatError, OSError, ValueError) as exc:
+                # A snapshot is only a preview: training goes on, and the final splats are read again.
+                settings.hint = f"Live preview skipped a snapshot: {exc}"
     elif isinstance(event, protocol.EvalResult):
         settings.eval_psnr, settings.eval_ssim = event.mean_psnr, event.mean_ssim
 
@@ -222,7 +226,7 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     scene = bpy.data.scenes[scene_name]
     settings = scene.splatwork_training
     data = formats.read_splats(path)
-    name = f"{settings.get('dataset_name', 'Splats')} Splats"
+    name = f"{settings.dataset_name or 'Training'} Splats"
     obj = settings.result_object
     if obj is not None and obj.name in bpy.data.objects and is_splat_object(obj):
         update_object_splats(obj, data)

@@ -95,6 +95,7 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
     psnr: bpy.props.FloatProperty()
     num_splats: bpy.props.IntProperty()
     eta_sec: bpy.props.FloatProperty()
+    dataset_name: bpy.props.StringProperty()
     device_used: bpy.props.StringProperty()
     eval_psnr: bpy.props.FloatProperty()
     eval_ssim: bpy.props.FloatProperty()
