@@ -13,8 +13,11 @@ API (training, SfM and render passes all use it)::
         up, another job of the same name still running, the interpreter cannot be executed.
     Job: name, argv, log_path, pid, state ("running", "completed", "stopped", "failed", "killed"),
         hello, stage, progress, snapshot, evaluation, done, error (a protocol.Error, also made up
-        for a crash or a bad exit code), exit_code, fraction(), status_line(), message(),
+        for a crash or a bad exit code), warnings (warning logs, a non-zero exit after Done),
+        exit_code, fraction(), status_line(), message() (message + hint + log path, for reports),
         cancel() (asks the bridge to save and stop), kill(), end(grace).
+        A job whose bridge sent Done is "completed" or "stopped" even if the interpreter then
+        exits badly: Done comes after every output is written.
     get_job(name) -> Job | None      the latest job of that name, running or finished
     running_jobs() -> list[Job]
     pump() -> float | None           applies pending events; the timer callback (tests call it)
@@ -22,8 +25,9 @@ API (training, SfM and render passes all use it)::
     bridge_python() -> str | None    interpreter from the preferences, else detected (detect_python)
     bridge_root() -> str             the folder that holds bridge/ (the installed extension's root)
     format_duration(seconds) -> str   "42s", "3m 05s", "1h 02m"
-    status_line(job) -> str          "Training 120/500 · loss 0.0312 · PSNR 24.10 dB · ..." for UI and console
-    operator splatwork.open_job_log(name)   opens a job's log in Blender's text editor
+    status_line(job) -> str          "Train 120/500 · loss 0.0312 · PSNR 24.10 dB · ..." for UI and console
+    operator splatwork.open_job_log(name, filepath)  opens a job's log in Blender's text editor
+    operator splatwork.cancel_job(name)     Cancel for any job (the status bar shows every running job)
 
 Lifetime: a bridge process never outlives the add-on. Disabling the add-on, quitting Blender and
 loading another .blend all *end* every job: the bridge is sent "stop" (it saves what it has to its
