@@ -183,8 +183,8 @@ class Job:
             self._finish()
 
     def _release_stdin(self) -> None:
-        # The run is over: end of file lets the bridge's command reader thread finish before the
-        # interpreter shuts down (Python 3.11 aborts if a daemon thread still holds stdin's lock then).
+        # The run is over: end of file lets the bridge's command reader thread end before the
+        # interpreter shuts down, whatever the bridge's Python does with a reader still blocked then.
         try:
             if self.process.proc.stdin is not None:
                 self.process.proc.stdin.close()
