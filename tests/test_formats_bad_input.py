@@ -47,6 +47,7 @@ CASES = {
     "ply zero splats": (lambda t: _ply(t).split(b"end_header\n")[0].replace(b"vertex 8", b"vertex 0")
                         + b"end_header\n", "no splats"),
     "ply with NaN": (lambda t: _ply(t, _with_nan()), "NaN"),
+    "ply with Inf": (lambda t: _ply(t, _with_nan(np.inf)), "Inf"),
     "ply list property": (lambda t: _ply(t).replace(b"property float x\n", b"property list uchar int x\n"),
                           "list property"),
     "ply element without properties": (
@@ -72,9 +73,9 @@ CASES = {
 }
 
 
-def _with_nan():
+def _with_nan(value=np.nan):
     splats = random_splats(8, 1)
-    splats.means[3, 1] = np.nan
+    splats.means[3, 1] = value
     return splats
 
 
