@@ -179,3 +179,10 @@ def test_mutated_files_load_or_raise_format_error(tmp_path, seeds, seed, mutatio
 def test_unwritable_destination_is_a_format_error(tmp_path):
     with pytest.raises(FormatError, match="cannot write"):
         write_splats(tmp_path / "missing-folder" / "x.ply", random_splats(3))
+
+
+def test_extra_named_like_a_core_property_is_refused(tmp_path):
+    splats = random_splats(3)
+    splats.extras["opacity"] = np.zeros(3, np.float32)
+    with pytest.raises(FormatError, match="extra property 'opacity'"):
+        write_splats(tmp_path / "x.ply", splats)

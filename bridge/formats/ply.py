@@ -127,6 +127,10 @@ def write(path: str | os.PathLike, splats: SplatSet) -> None:
     floats = [*CORE["means"], *NORMALS, *CORE["sh_dc"], *(f"f_rest_{i}" for i in range(3 * k)),
               *CORE["opacities"], *CORE["scales"], *CORE["quats"]]
     others = [name for name in splats.extras if name not in NORMALS]
+    clash = [name for name in others
+             if name in floats or not name.isascii() or not name or any(c.isspace() for c in name)]
+    if clash:
+        raise FormatError(path, f"extra property '{clash[0]}' clashes with a splat property or is not a valid name")
     fields = [(name, "<f4") for name in floats]
     fields += [(name, "<" + ply_type_for(path, name, splats.extras[name])) for name in others]
     dtype = np.dtype(fields)
