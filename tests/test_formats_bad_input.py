@@ -111,8 +111,10 @@ def test_writers_refuse_nan_and_empty(tmp_path, fmt):
 
 
 def test_unknown_output_format_is_named(tmp_path):
-    with pytest.raises(FormatError, match="unknown splat format"):
+    with pytest.raises(FormatError, match="file name does not say"):
         write_splats(tmp_path / "x.obj", random_splats(3))
+    with pytest.raises(FormatError, match="unknown splat format 'obj'"):
+        write_splats(tmp_path / "x.ply", random_splats(3), fmt="obj")
 
 
 # ---- fuzz: mutated real files through every reader ----------------------------------------------

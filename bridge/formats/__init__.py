@@ -49,7 +49,8 @@ def write_splats(
     """
     fmt = fmt or format_for_extension(path)
     if fmt not in FORMAT_NAMES:
-        raise FormatError(path, f"unknown splat format {fmt!r}: use one of {', '.join(FORMAT_NAMES)} "
+        what = f"unknown splat format {fmt!r}" if fmt else "the file name does not say which splat format to write"
+        raise FormatError(path, f"{what}: use one of {', '.join(FORMAT_NAMES)} "
                           "or a .ply / .compressed.ply / .splat / .spz file name")
     if sh_degree is not None:
         if sh_degree not in SH_REST_COUNT:
