@@ -148,9 +148,4 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         build_parser().print_help()
         return 0
-    code = run_command("train", lambda ctx: train(ctx, argv), ipc="--ipc" in argv)
-    # The stdin command reader is a daemon thread blocked in a read; letting the interpreter finalise
-    # around it can abort the process ("could not acquire lock for <stdin>") and lose the exit code.
-    # Every output is already on disk and every event flushed, so leave at once.
-    sys.stderr.flush()
-    os._exit(code)
+    return run_command("train", lambda ctx: train(ctx, argv), ipc="--ipc" in argv)
