@@ -22,10 +22,7 @@ import math
 
 import bpy
 
-from ...bridge.formats.splatset import SH_C0
-from ...bridge.formats.transform import _C1 as SH_C1  # the 3DGS SH constants, one definition
-from ...bridge.formats.transform import _C2 as SH_C2
-from ...bridge.formats.transform import _C3 as SH_C3
+from ...bridge.formats.sh import SH_C0, SH_C1, SH_C2, SH_C3
 from . import material
 from .node_builder import NodeBuilder, build_group
 from .pointcloud import OPACITY, ROTATION, SCALE, SH_DC, sh_rest_name

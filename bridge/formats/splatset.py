@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SH_C0 = 0.28209479177387814
+from .sh import SH_C0
 
 # Number of SH "rest" coefficients per colour channel for each degree.
 SH_REST_COUNT = {0: 0, 1: 3, 2: 8, 3: 15}

@@ -17,24 +17,13 @@ import os
 import numpy as np
 
 from .errors import FormatError
+from .sh import sh_terms
 from .splatset import SplatSet
 
 # Relative spread of the singular values below which a scale counts as uniform: Blender users type
 # scales like 1.0001 by accident; the geometric error from treating those as uniform is negligible.
 UNIFORM_SCALE_RTOL = 1e-4
 
-# Real SH constants of bands 1-3 in the order 3DGS and gsplat store the coefficients.
-_C1 = 0.4886025119029199
-_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-_C3 = (
-    -0.5900435899266435,
-    2.890611442640554,
-    -0.4570457994644658,
-    0.3731763325901154,
-    -0.4570457994644658,
-    1.445305721320277,
-    -0.5900435899266435,
-)
 
 
 def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
@@ -43,28 +32,7 @@ def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
     Column ``k`` multiplies ``SplatSet.sh_rest[:, k]``; the DC band is left out (it never rotates).
     """
     x, y, z = (np.asarray(dirs, np.float64)[:, i] for i in range(3))
-    cols = []
-    if degree >= 1:
-        cols += [-_C1 * y, _C1 * z, -_C1 * x]
-    if degree >= 2:
-        xx, yy, zz = x * x, y * y, z * z
-        cols += [
-            _C2[0] * x * y,
-            _C2[1] * y * z,
-            _C2[2] * (2 * zz - xx - yy),
-            _C2[3] * x * z,
-            _C2[4] * (xx - yy),
-        ]
-    if degree >= 3:
-        cols += [
-            _C3[0] * y * (3 * xx - yy),
-            _C3[1] * x * y * z,
-            _C3[2] * y * (4 * zz - xx - yy),
-            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
-            _C3[4] * x * (4 * zz - xx - yy),
-            _C3[5] * z * (xx - yy),
-            _C3[6] * x * (xx - 3 * yy),
-        ]
+    cols = sh_terms(x, y, z, degree)
     return np.stack(cols, axis=1) if cols else np.zeros((len(x), 0))
 
 
