@@ -175,6 +175,9 @@ def render_preview(scene, collection, path: str, image_name: str | None = None, 
     try:
         scene.render.filepath = tmp
         bpy.ops.render.render(write_still=True, scene=scene.name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a render is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
