@@ -1,6 +1,7 @@
 """The README's main job, run as a user runs it: a real subprocess writing out/demo.blend, renders, report.md."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +27,9 @@ def test_demo_writes_blend_renders_and_a_report_with_held_out_psnr(blender_with_
     cycles_psnr = [float(x) for x in re.findall(r"\| ([\d.]+) \|\n", report)]
     assert len(cycles_psnr) == len(renders) and all(p > 10 for p in cycles_psnr)
     assert not list(out.glob(".tmp-*")), "renders are written atomically"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "preview.png").stat().st_mode & 0o777 == 0o666 & ~umask, "an ordinary file, not mkstemp's 0600"
 
     # The saved file holds the cameras and the trained splats with the preview modifier.
     blender_with_splatwork.ops.wm.open_mainfile(filepath=str(out / "demo.blend"))
