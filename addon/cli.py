@@ -163,8 +163,6 @@ def render_preview(scene, collection, path: str, image_name: str | None = None, 
     scene.render.engine = "CYCLES"
     scene.cycles.samples = samples
     scene.cycles.device = "CPU"
-    # Splats are many thin transparent layers; Cycles' default of 8 transparent bounces blackens them.
-    scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces, 64)
     scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
     path = os.path.abspath(path)

@@ -24,7 +24,6 @@ def test_cycles_render_returns_real_pixels(blender, render):
     bpy.ops.mesh.primitive_plane_add(size=2.0)
     plane = bpy.context.object
     mat = bpy.data.materials.new("red")
-    mat.use_nodes = True
     emission = mat.node_tree.nodes.new("ShaderNodeEmission")
     emission.inputs["Color"].default_value = (1.0, 0.0, 0.0, 1.0)
     mat.node_tree.links.new(emission.outputs[0], mat.node_tree.nodes["Material Output"].inputs["Surface"])

@@ -220,6 +220,7 @@ def show_preview(settings, path: str) -> None:
 
 def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     """Read ``path`` into the run's splat object: created on the first snapshot, then updated in place."""
+    from ..splats.importer import configure_render
     from ..splats.pointcloud import is_splat_object, splats_to_object, update_object_splats
     from ..splats.preview_nodes import attach_preview
 
@@ -236,6 +237,7 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
         with bpy.context.temp_override(scene=scene):
             obj = splats_to_object(data, name + ("" if final else " (training)"), collection)
             attach_preview(obj, scene)
+        configure_render(scene)  # Cycles' default transparency depth renders splats dark
         _line_up_with_cameras(obj, collection)
         settings.result_object = obj
     if final:
