@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What the add-on needs inside Blender besides Blender's own numpy and zstandard.
 PACKAGES = ["plyfile==1.1.3", "pycolmap==4.2.1"]
-# Blender 4.2-5.0 run Python 3.11; 5.1+ run 3.13.
+# Blender 4.2-5.0 run Python 3.11 (the manifest admits 5.0+); 5.1+ run 3.13.
 PYTHONS = ["3.11", "3.13"]
 # Blender platform -> pip platform tags (pip matches each tag exactly).
 PLATFORMS = {
