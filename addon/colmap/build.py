@@ -15,6 +15,7 @@ from mathutils import Matrix
 
 from ...bridge.formats.cameras import Reconstruction, intrinsics_to_blender, pose_to_matrix_world
 from ...bridge.formats.errors import FormatError
+from ..pointclouds import convert_to_pointcloud
 from .images import image_size
 from .props import FRAME_START_KEY, FRAMES_KEY, MODEL_DIR_KEY, PARAMS_KEY, POINTS_KEY, WORLD_KEY
 
@@ -184,20 +185,12 @@ def _points_object(rec, name, world, collection, scene, created):
     holder = created.add(bpy.data.objects.new(name, mesh))
     scene.collection.objects.link(holder)
     try:
-        with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0], active_object=holder,
-                                       object=holder, selected_objects=[holder],
-                                       selected_editable_objects=[holder]):
-            result = bpy.ops.object.convert(target="POINTCLOUD")
+        pc = created.add(convert_to_pointcloud(holder, scene))
     finally:
         scene.collection.objects.unlink(holder)
         if mesh.users == 0:
             bpy.data.meshes.remove(mesh)
-    if result != {"FINISHED"} or holder.type != "POINTCLOUD":
-        raise RuntimeError(f"Blender could not convert {n} points into a point cloud")
-    pc = created.add(holder.data)
     attrs = pc.attributes
-    for attr in [a for a in attrs if a.name.startswith(".select")]:
-        attrs.remove(attr)
     rgba = np.ones((n, 4), np.float32)
     rgba[:, :3] = rec.colors / 255.0
     attrs.new("color", "FLOAT_COLOR", "POINT").data.foreach_set("color_srgb", rgba.reshape(-1))

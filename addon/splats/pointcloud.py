@@ -29,6 +29,7 @@ import numpy as np
 from ...bridge.formats import SplatSet
 from ...bridge.formats.splatset import SH_REST_COUNT
 from ...bridge.formats.transform import bake_transform
+from ..pointclouds import convert_to_pointcloud
 
 LAYOUT_KEY = "splatwork_layout"
 LAYOUT_VERSION = 1
@@ -162,20 +163,11 @@ def _new_pointcloud(name: str, splats: SplatSet, scene):
         holder = bpy.data.objects.new(name, mesh)
         scene.collection.objects.link(holder)
         try:
-            with bpy.context.temp_override(
-                scene=scene, view_layer=scene.view_layers[0], active_object=holder, object=holder,
-                selected_objects=[holder], selected_editable_objects=[holder],
-            ):
-                result = bpy.ops.object.convert(target="POINTCLOUD")
-            if result != {"FINISHED"} or holder.type != "POINTCLOUD":
-                raise RuntimeError(f"Blender could not convert {n} points into a point cloud")
-            pc = holder.data
+            pc = convert_to_pointcloud(holder, scene)
         finally:
             bpy.data.objects.remove(holder)
             if mesh.users == 0:
                 bpy.data.meshes.remove(mesh)
-        for attr in [a for a in pc.attributes if a.name.startswith(".select")]:
-            pc.attributes.remove(attr)
     pc[LAYOUT_KEY] = _layout_json(splats)
     return pc
 

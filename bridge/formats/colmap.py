@@ -17,6 +17,11 @@ import numpy as np
 from .cameras import CAMERA_MODELS, MODEL_NAMES_BY_ID, Camera, Reconstruction, View
 from .errors import FormatError
 
+
+class EmptyModelError(FormatError):
+    """A readable model that registered no image: structure-from-motion failed, the file is fine."""
+
+
 MODEL_FILES = ("cameras", "images", "points3D")
 # COLMAP 3.12+ also writes these; older models lack them.
 RIG_FILES = ("rigs", "frames")
@@ -108,7 +113,7 @@ def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> 
             raise FormatError(folder, f"image {name} has a non-finite pose")
         views.append(View(int(image_id), name, int(image.camera_id), R, t))
     if not views:
-        raise FormatError(folder, "the model has no registered images")
+        raise EmptyModelError(folder, "the model has no registered images")
     if points is None:
         points = _points_from_text(folder / "points3D.txt")
     ids, xyz, rgb, errors, tracks = points

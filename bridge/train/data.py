@@ -56,7 +56,7 @@ def split_indices(count: int, test_every: int) -> tuple[list[int], list[int]]:
 
 
 def load_dataset(job, log=None) -> Dataset:
-    from ..formats.colmap import read_model
+    from ..formats.colmap import EmptyModelError, read_model
 
     if not os.path.isdir(job.model):
         raise BridgeError("missing_input", f"{job.model}: COLMAP model folder not found",
@@ -68,11 +68,11 @@ def load_dataset(job, log=None) -> Dataset:
                           exit_code=EXIT_BAD_INPUT)
     try:
         rec = read_model(job.model)
+    except EmptyModelError as exc:
+        raise BridgeError("empty_reconstruction", str(exc),
+                          hint="Run structure-from-motion again with more overlap between photos.",
+                          exit_code=EXIT_BAD_INPUT) from None
     except FormatError as exc:
-        if "no registered images" in exc.problem:  # read_model's word for an empty reconstruction
-            raise BridgeError("empty_reconstruction", str(exc),
-                              hint="Run structure-from-motion again with more overlap between photos.",
-                              exit_code=EXIT_BAD_INPUT) from None
         raise BridgeError("bad_input", str(exc), hint="Re-export the model from COLMAP.",
                           exit_code=EXIT_BAD_INPUT) from None
     views = rec.views  # sorted by name
