@@ -23,6 +23,7 @@ from pathlib import Path
 
 import bpy
 
+from ..bridge import envcheck
 from . import register_timer
 
 ADDON_ID = __package__.rpartition(".")[0]  # the extension's module: the preferences' bl_idname
@@ -34,24 +35,6 @@ BRIDGE_PACKAGES = ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "numpy=
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
-# Runs in the bridge interpreter: what is installed and whether CUDA works, as one JSON line.
-CHECK_CODE = """
-import importlib, json, platform, sys
-info = {"python": platform.python_version(), "executable": sys.executable, "packages": {}}
-for name in ("torch", "gsplat", "pycolmap", "plyfile", "numpy", "pytorch_msssim", "PIL"):
-    try:
-        info["packages"][name] = getattr(importlib.import_module(name), "__version__", "installed")
-    except Exception as exc:
-        info["packages"][name] = None
-try:
-    import torch
-    info["cuda"] = bool(torch.cuda.is_available())
-    info["device"] = torch.cuda.get_device_name(0) if info["cuda"] else ""
-    info["cuda_version"] = torch.version.cuda or ""
-except Exception as exc:
-    info["cuda"], info["device"], info["cuda_error"] = False, "", str(exc)
-print("SPLATWORK-CHECK " + json.dumps(info))
-"""
 
 
 def prefs():
@@ -222,7 +205,7 @@ def _task_env() -> dict[str, str]:
 
 
 TASKS: dict[str, Task] = {}
-CHECK_RESULT: dict = {}  # the last environment check, as CHECK_CODE reports it (plus "error")
+CHECK_RESULT: dict = {}  # the last environment check, as bridge/envcheck.py reports it (plus "error")
 
 
 def start_task(kind: str, steps: list[list[str]], on_finish=None, block: bool | None = None) -> Task:
@@ -264,12 +247,13 @@ def check_environment(python: str | None = None, block: bool | None = None) -> T
 
     def finished(task: Task) -> None:
         for line in task.lines:
-            if line.startswith("SPLATWORK-CHECK "):
-                CHECK_RESULT.update(json.loads(line.split(" ", 1)[1]))
+            if line.startswith(envcheck.MARKER):
+                CHECK_RESULT.update(json.loads(line[len(envcheck.MARKER):]))
         if task.state == "failed":
             CHECK_RESULT["error"] = task.error
 
-    return start_task("environment check", [[python, "-c", CHECK_CODE]], finished, block)
+    script = os.path.join(jobs.bridge_root(), "bridge", "envcheck.py")
+    return start_task("environment check", [[python, script]], finished, block)
 
 
 def _install_finished(task: Task) -> None:

@@ -35,7 +35,8 @@ def test_addon_never_imports_torch_or_gsplat(path):
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}: Blender's Python has no torch"
 
 
-ADDON_SIDE = ["bridge/protocol.py", *[str(p.relative_to(ROOT)) for p in _sources("bridge/formats")]]
+ADDON_SIDE = ["bridge/protocol.py", "bridge/envcheck.py",
+              *[str(p.relative_to(ROOT)) for p in _sources("bridge/formats")]]
 
 
 @pytest.mark.parametrize("rel", ADDON_SIDE)
