@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 
 from .errors import FormatError
-from .ply_elements import MAX_HEADER_BYTES, read_header
+from .ply_elements import read_head, read_header
 
 FORMAT_NAMES = ("ply", "compressed_ply", "splat", "spz")
 
@@ -41,12 +41,7 @@ def format_for_extension(path: str | os.PathLike) -> str | None:
 
 def detect_format(path: str | os.PathLike) -> str:
     """The format of the splat file at ``path``; FormatError when it is none of them."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(MAX_HEADER_BYTES)
-    except OSError as exc:
-        raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    size, head = read_head(path)
     if size == 0:
         raise FormatError(path, "the file is empty")
     if head.startswith(b"ply"):

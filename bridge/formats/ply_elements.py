@@ -112,17 +112,22 @@ def read_header(path: str | os.PathLike, head: bytes) -> Header:
     return Header(fmt, elements, line_end + 1, comments)
 
 
+def read_head(path: str | os.PathLike) -> tuple[int, bytes]:
+    """The file's real size and its first ``MAX_HEADER_BYTES`` bytes; FormatError when unreadable."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            return size, f.read(MAX_HEADER_BYTES)
+    except OSError as exc:
+        raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
 def open_ply(path: str | os.PathLike) -> Header:
     """The header, with every element's size checked against the file's real size and located.
 
     Nothing is allocated from the counts until they are known to fit in the file.
     """
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(MAX_HEADER_BYTES)
-    except OSError as exc:
-        raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    size, head = read_head(path)
     header = read_header(path, head)
     if header.byte_order is None:
         return header
