@@ -25,7 +25,7 @@ import numpy as np
 
 from ..bridge.formats import cameras, write_splats
 from ..bridge.formats.transform import check_transform
-from . import jobs
+from . import compat, jobs
 from .splats import is_splat_object, object_to_splats
 
 JOB_NAME = "render_passes"
@@ -201,7 +201,7 @@ def build_compositor(scene, view_layer, folder: Path, name: str):
     viewer.location = (400, -200)
     links.new(switch.outputs["Image"], viewer.inputs["Image"])
 
-    scene.compositing_node_group = tree
+    compat.set_compositing_tree(scene, tree)
     scene.render.use_compositing = True
     # The passes carry the splats; drawn by Blender's render too they would show twice.
     for obj in splat_objects(view_layer):

@@ -20,6 +20,12 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# The interpreter that runs the bridge (torch, gsplat): this one, unless the suite runs on a Blender
+# whose Python has no torch (bpy 5.2/5.3 on Python 3.13), where dev.py points it at the 3.11 venv.
+BRIDGE_PYTHON = os.environ.get("SPLATWORK_TEST_BRIDGE_PYTHON") or sys.executable
+# Fixtures that give a test real Blender: such tests carry the "blender" marker, the ones dev.py
+# also runs on every other supported Blender version.
+BLENDER_FIXTURES = {"blender", "splatwork", "blender_with_splatwork", "extension_zip", "synthetic_scene"}
 
 # Tests import torch next to Blender and run bridge subprocesses beside them: no busy-waiting pools.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -45,6 +51,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not cuda[0]:
             item.add_marker(skip_gpu)
+        if BLENDER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.blender)
+
+
+def pytest_report_header(config):
+    return [f"Blender (bpy) {bpy.app.version_string}, Python {sys.version.split()[0]}; bridge Python: {BRIDGE_PYTHON}"]
 
 
 _cuda_cache: tuple[bool, str] | None = None
@@ -56,7 +68,7 @@ def _cuda_available() -> tuple[bool, str]:
     if _cuda_cache is None:
         code = "import torch,sys; ok=torch.cuda.is_available(); print(ok); sys.exit(0)"
         try:
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            out = subprocess.run([BRIDGE_PYTHON, "-c", code], capture_output=True, text=True, timeout=120)
             ok = out.stdout.strip() == "True"
             _cuda_cache = (ok, "CUDA is available" if ok else "torch.cuda.is_available() is False here")
         except (OSError, subprocess.SubprocessError) as exc:
@@ -86,6 +98,67 @@ def extension_zip(tmp_path_factory) -> Path:
     return zip_path
 
 
+def assert_splats_close(got, want, exact_extras: bool = True) -> None:
+    """Two SplatSets equal within float32 rounding of Blender's splat attributes: scales through
+    exp/log, quaternions normalised (sign kept), opacities compared after the sigmoid."""
+    np.testing.assert_array_equal(got.means, want.means)
+    np.testing.assert_allclose(got.scales, want.scales, rtol=1e-5, atol=1e-5)
+    unit = want.quats / np.linalg.norm(want.quats, axis=1, keepdims=True)
+    np.testing.assert_allclose(got.quats, unit, rtol=1e-5, atol=1e-6)
+
+    def sigmoid(x):
+        return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+    np.testing.assert_allclose(sigmoid(got.opacities), sigmoid(want.opacities), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got.sh_dc, want.sh_dc)
+    np.testing.assert_array_equal(got.sh_rest, want.sh_rest)
+    for name in ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest"):
+        assert getattr(got, name).dtype == np.float32, name
+    if exact_extras:
+        assert got.extras.keys() == want.extras.keys()
+        for name in got.extras:
+            assert got.extras[name].dtype == want.extras[name].dtype, name
+            np.testing.assert_array_equal(got.extras[name], want.extras[name], err_msg=name)
+
+
+def reference_render(splats, K, world_to_camera, width: int, height: int, **options) -> np.ndarray:
+    """``bridge.raster.render_splats`` (our reference rasterizer, torch): in this process where torch
+    imports, else in the bridge's interpreter (bpy 5.2/5.3 run on a Python without torch)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return _reference_render_in_bridge(splats, K, world_to_camera, width, height, options)
+    from bridge.raster import render_splats
+
+    return render_splats(splats, K, world_to_camera, width, height, **options)
+
+
+def _reference_render_in_bridge(splats, K, world_to_camera, width, height, options) -> np.ndarray:
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="splatwork-reference-") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "in.npz", means=splats.means, scales=splats.scales, quats=splats.quats,
+                 opacities=splats.opacities, sh_dc=splats.sh_dc, sh_rest=splats.sh_rest,
+                 K=np.asarray(K, np.float64), w2c=np.asarray(world_to_camera, np.float64))
+        code = (
+            "import json, sys, numpy as np\n"
+            "from bridge.formats import SplatSet\n"
+            "from bridge.raster import render_splats\n"
+            "d = np.load(sys.argv[1])\n"
+            "s = SplatSet(**{k: d[k] for k in ('means','scales','quats','opacities','sh_dc','sh_rest')})\n"
+            "opts = json.loads(sys.argv[5])\n"
+            "if opts.get('background') is not None: opts['background'] = np.asarray(opts['background'], np.float32)\n"
+            "out = render_splats(s, d['K'], d['w2c'], int(sys.argv[3]), int(sys.argv[4]), **opts)\n"
+            "np.savez(sys.argv[2], **out)\n"
+        )
+        plain = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in options.items()}
+        subprocess.run([BRIDGE_PYTHON, "-c", code, str(tmp / "in.npz"), str(tmp / "out.npz"), str(width),
+                        str(height), json.dumps(plain)], cwd=ROOT, check=True, timeout=600)
+        with np.load(tmp / "out.npz") as out:
+            return {k: out[k] for k in out.files}
+
+
 def install_extension(zip_path: Path):
     """Install and enable the zip the way Blender's "Install from Disk" does; returns the module."""
     import importlib
@@ -102,6 +175,8 @@ def install_extension(zip_path: Path):
 def splatwork(extension_zip):
     """The built-and-installed extension, enabled; yields its root module."""
     module = install_extension(extension_zip)
+    if BRIDGE_PYTHON != sys.executable:  # as an artist points Blender at a training environment
+        module.addon.preferences.prefs().python_path = BRIDGE_PYTHON
     yield module
 
 

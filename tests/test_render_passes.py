@@ -10,12 +10,18 @@ import bpy
 import numpy as np
 import OpenEXR
 import pytest
+from conftest import BRIDGE_PYTHON, EXTENSION_MODULE, reference_render
 from mathutils import Matrix
 
 from bridge.formats import SplatSet, cameras
 from bridge.formats.transform import bake_transform, quat_to_matrix
-from bridge.raster import render_splats
 from bridge.render import BACKGROUND_DEPTH, srgb_to_linear
+
+
+def splatwork_compat():
+    import importlib
+
+    return importlib.import_module(EXTENSION_MODULE + ".addon.compat")
 
 
 def srgb_encode(linear: float) -> float:
@@ -100,7 +106,7 @@ def test_camera_with_shift_vertical_fit_and_pixel_aspect_matches_the_colmap_rend
     w2c = np.eye(4)
     w2c[:3, :3], w2c[:3, 3] = R, t
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
-    ref = render_splats(bake_transform(splats, matrix), K, w2c, width, height)
+    ref = reference_render(bake_transform(splats, matrix), K, w2c, width, height)
     alpha = layers["Splats.Combined.A"]
     assert alpha.shape == (height, width)
     assert 0.2 < (ref["alpha"] > 0.5).mean() < 0.9, "the cloud must fill part of the frame"
@@ -189,12 +195,12 @@ def _blender_depth(scene, tmp_path: Path) -> np.ndarray:
     tree.interface.new_socket(name="Image", in_out="OUTPUT", socket_type="NodeSocketColor")
     layers = tree.nodes.new("CompositorNodeRLayers")
     tree.links.new(layers.outputs["Depth"], tree.nodes.new("NodeGroupOutput").inputs[0])
-    scene.compositing_node_group = tree
+    splatwork_compat().set_compositing_tree(scene, tree)
     scene.render.image_settings.file_format = "OPEN_EXR"
     scene.render.image_settings.color_depth = "32"
     scene.render.filepath = str(tmp_path / "blender.exr")
     bpy.ops.render.render(write_still=True)
-    scene.compositing_node_group = None
+    splatwork_compat().set_compositing_tree(scene, None)
     return read_exr(tmp_path / "blender.exr")["R"]
 
 
@@ -247,7 +253,7 @@ def test_compositor_z_combines_the_passes_with_blenders_render(blender_with_spla
     centre_x = [(a * (np.arange(a.shape[1]) + 0.5)).sum() / a.sum() for a in frames]
     assert centre_x[1] - centre_x[0] == pytest.approx(-3.0, abs=0.05)
     assert scene.frame_current == 1, "the operator puts the scene back on its frame"
-    tree = scene.compositing_node_group
+    tree = splatwork_compat().compositing_tree(scene)
     assert tree is not None and tree.name == "Splatwork Composite"
     image_node = next(n for n in tree.nodes if n.bl_idname == "CompositorNodeImage")
     assert image_node.image.source == "SEQUENCE" and image_node.frame_start == 3 and image_node.frame_duration == 2
@@ -298,7 +304,6 @@ def test_bad_setups_are_reported_not_raised(blender_with_splatwork, splatwork, t
 def test_bridge_refuses_bad_jobs_with_exit_code_2(tmp_path):
     import json
     import subprocess
-    import sys
 
     from bridge import protocol
     from bridge.formats import write_splats
@@ -306,7 +311,7 @@ def test_bridge_refuses_bad_jobs_with_exit_code_2(tmp_path):
     def run(job: dict) -> tuple[int, protocol.Error]:
         path = tmp_path / "job.json"
         path.write_text(json.dumps(job))
-        proc = subprocess.run([sys.executable, "-m", "bridge", "render", str(path)], capture_output=True,
+        proc = subprocess.run([BRIDGE_PYTHON, "-m", "bridge", "render", str(path)], capture_output=True,
                               text=True, timeout=120, cwd=Path(__file__).parent.parent)
         events = [protocol.decode_event(line) for line in proc.stdout.splitlines()]
         (error,) = [e for e in events if isinstance(e, protocol.Error)]

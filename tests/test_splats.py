@@ -8,7 +8,10 @@ from __future__ import annotations
 import bpy
 import numpy as np
 import pytest
-from conftest import shared_data
+from conftest import assert_splats_close, shared_data
+
+NATIVE = "GAUSSIAN_SPLAT" in bpy.types.PointCloud.bl_rna.properties["type"].enum_items.keys() \
+    if "type" in bpy.types.PointCloud.bl_rna.properties else False
 
 
 def _random_splats(formats, n: int, degree: int, extras: dict | None = None, seed: int = 0):
@@ -27,23 +30,21 @@ def _random_splats(formats, n: int, degree: int, extras: dict | None = None, see
 
 
 def _assert_same(a, b):
-    for name in ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest"):
-        got, want = getattr(a, name), getattr(b, name)
-        assert got.dtype == want.dtype and np.array_equal(got, want), name
-    assert a.extras.keys() == b.extras.keys()
-    for name in a.extras:
-        assert a.extras[name].dtype == b.extras[name].dtype and np.array_equal(a.extras[name], b.extras[name]), name
+    assert_splats_close(a, b)
 
 
 @pytest.mark.parametrize("degree", [0, 1, 3])
-def test_object_round_trip_is_bit_exact_with_extras(blender_with_splatwork, splatwork, degree):
+def test_object_round_trip_keeps_every_field_and_extra(blender_with_splatwork, splatwork, degree):
     api = splatwork.addon.splats
     formats = splatwork.bridge.formats
     n = 257
     rng = np.random.default_rng(degree)
     extras = {
         "nx": rng.normal(size=n).astype(np.float32),
-        "opacity": np.arange(n, dtype=np.uint8),  # clashes with a core attribute name
+        "opacity": np.arange(n, dtype=np.uint8),  # the name of a 3DGS property
+        "sharp_face": np.arange(n, dtype=np.int32),  # names Blender reserves for its own attributes
+        "material_index": rng.normal(size=n).astype(np.float32),
+        "radius": rng.normal(size=n).astype(np.float32),
         "filter_3D": rng.normal(size=n),  # float64 survives through its raw bits
         "segment": rng.integers(-5, 5, n).astype(np.int16),
         "big": np.arange(n, dtype=np.uint32) * 16_000_000,
@@ -54,7 +55,19 @@ def test_object_round_trip_is_bit_exact_with_extras(blender_with_splatwork, spla
     assert obj.type == "POINTCLOUD" and len(obj.data.points) == n
     assert obj.name in bpy.context.scene.collection.objects
     assert not [m for m in bpy.data.meshes], "the conversion helper mesh was left behind"
+    assert getattr(obj.data, "type", "POINTS") == ("GAUSSIAN_SPLAT" if NATIVE else "POINTS")
     _assert_same(api.object_to_splats(obj), splats)
+    # Blender's own splat attributes, with Blender's meanings; extras only under "extra:".
+    names = set(obj.data.attributes.keys())
+    assert {"position", "scale", "rotation", "radiance:base"} <= names
+    assert {f"radiance:sh_{k}" for k in range({0: 0, 1: 3, 3: 15}[degree])} <= names
+    assert {f"extra:{name}" for name in extras} <= names
+    assert not {"opacity", "sh_dc", "sh_rest_1", "sharp_face", "material_index", "radius"} & names
+    base = obj.data.attributes["radiance:base"]
+    assert base.data_type == ("FLOAT4" if bpy.app.version >= (5, 2, 0) else "FLOAT_COLOR")
+    scale = np.empty(n * 3, np.float32)
+    obj.data.attributes["scale"].data.foreach_get("vector", scale)
+    np.testing.assert_allclose(scale.reshape(n, 3), np.exp(splats.scales), rtol=1e-6)
 
 
 def test_update_in_place_and_with_a_new_count_keeps_object_modifier_and_material(blender_with_splatwork, splatwork):
@@ -69,9 +82,11 @@ def test_update_in_place_and_with_a_new_count_keeps_object_modifier_and_material
     grown = _random_splats(formats, 150, 1, seed=2)
     api.update_object_splats(obj, grown)
     _assert_same(api.object_to_splats(obj), grown)
-    assert tuple(obj.location) == (1, 2, 3) and obj.modifiers["Splat Preview"].node_group is not None
-    assert obj.data.materials[0].name == "Splatwork Splat"
+    assert tuple(obj.location) == (1, 2, 3) and api.splat_modifier(obj) is not None
+    if not NATIVE:  # the quad preview's material; native splats need none
+        assert obj.data.materials[0].name == "Splatwork Splat"
     assert len(bpy.data.pointclouds) == 1, "the replaced data-block was left behind"
+    assert getattr(obj.data, "type", "POINTS") == ("GAUSSIAN_SPLAT" if NATIVE else "POINTS")
 
 
 def test_apply_transform_bakes_the_world_matrix(blender_with_splatwork, splatwork):
@@ -84,44 +99,54 @@ def test_apply_transform_bakes_the_world_matrix(blender_with_splatwork, splatwor
     obj.scale = (2, 2, 2)
     bpy.context.view_layer.update()
     baked = api.object_to_splats(obj, apply_transform=True)
-    want = splatwork.bridge.formats.transform.bake_transform(splats, np.array(obj.matrix_world))
+    want = splatwork.bridge.formats.transform.bake_transform(api.object_to_splats(obj), np.array(obj.matrix_world))
     _assert_same(baked, want)
     _assert_same(api.object_to_splats(obj), splats)
 
 
 def test_not_a_splat_object_is_a_clear_error(blender_with_splatwork, splatwork):
     bpy.ops.mesh.primitive_cube_add()
-    with pytest.raises(ValueError, match="'Cube' is not a point cloud"):
+    with pytest.raises(ValueError, match="'Cube' is not a splat object: Splatwork looks for"):
         splatwork.addon.splats.object_to_splats(bpy.context.object)
 
 
 def test_import_operator_builds_a_ready_object(blender_with_splatwork, splatwork):
+    compat = splatwork.addon.compat
     path = shared_data("splats", "plush_dog.ply")
     assert bpy.ops.splatwork.import_splats(filepath=str(path), sh_degree=2) == {"FINISHED"}
     obj = bpy.context.active_object
     assert obj.name == "plush_dog" and obj.type == "POINTCLOUD" and obj.select_get()
-    mod = obj.modifiers["Splat Preview"]
-    group = mod.node_group
-    assert mod[group.interface.items_tree["SH Degree"].identifier] == 2
-    width_input = group.interface.items_tree["Render Width"].identifier
-    assert obj.animation_data.drivers[0].data_path.endswith(f'["{width_input}"]')
+    mod = splatwork.addon.splats.splat_modifier(obj)
+    assert compat.get_modifier_input(mod, "SH Degree") == 2
     assert bpy.context.scene.cycles.transparent_max_bounces >= 1024
     splats = splatwork.addon.splats.object_to_splats(obj)
     _assert_same(splats, splatwork.bridge.formats.read_splats(path))
-    # The preview really builds one quad per visible splat (four corners each).
     bpy.context.scene.camera = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
     bpy.context.scene.collection.objects.link(bpy.context.scene.camera)
     bpy.context.scene.camera.location = (0, -1.0, 0.0)
     bpy.context.scene.camera.rotation_euler = (1.5707963, 0, 0)
     geometry = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
-    mesh = geometry.mesh
-    assert 0 < len(mesh.vertices) <= 4 * len(splats) and len(mesh.vertices) % 4 == 0
-    assert {"splat_uv", "splat_color", "splat_falloff"} <= set(mesh.attributes.keys())
-    assert not {"sh_rest_1", "scale", "rotation", "splat_transform"} & set(mesh.attributes.keys())
-    # A second import shares the node group and the material.
+    if NATIVE:
+        # Native splats with the controls: still a Gaussian splat, bands above the degree dropped.
+        assert obj.data.type == "GAUSSIAN_SPLAT" and mod.name == "Splat Controls" and not obj.data.materials
+        evaluated = geometry.pointcloud
+        assert evaluated.type == "GAUSSIAN_SPLAT" and len(evaluated.points) == len(splats)
+        names = set(evaluated.attributes.keys())
+        assert {f"radiance:sh_{k}" for k in range(8)} <= names and "radiance:sh_8" not in names
+    else:
+        assert mod.name == "Splat Preview"
+        width_path = compat.modifier_input_path(mod, "Render Width")
+        assert obj.animation_data.drivers[0].data_path == width_path
+        # The preview really builds one quad per visible splat (four corners each).
+        mesh = geometry.mesh
+        assert 0 < len(mesh.vertices) <= 4 * len(splats) and len(mesh.vertices) % 4 == 0
+        assert {"splat_uv", "splat_color", "splat_falloff"} <= set(mesh.attributes.keys())
+        assert not {"radiance:sh_0", "scale", "rotation", "splat_transform"} & set(mesh.attributes.keys())
+    # A second import shares the node groups (and the material).
     bpy.ops.splatwork.import_splats(filepath=str(path))
-    assert len([g for g in bpy.data.node_groups if g.name.startswith("Splatwork Splat Preview")]) == 1
-    assert len([m for m in bpy.data.materials if m.name.startswith("Splatwork Splat")]) == 1
+    assert len({m.node_group for o in bpy.data.objects if (m := splatwork.addon.splats.splat_modifier(o))}) == 1
+    assert len([g for g in bpy.data.node_groups if g.name.startswith(mod.node_group.name)]) == 1
+    assert len([m for m in bpy.data.materials if m.name.startswith("Splatwork Splat")]) <= 1
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -155,6 +180,7 @@ def test_entry_points_are_registered(blender_with_splatwork, splatwork):
     operators = splatwork.addon.splats.operators
     handler = bpy.types.FileHandler.bl_rna_get_subclass_py("SPLATWORK_FH_splats")
     assert handler is not None and handler.bl_file_extensions == ".ply;.spz;.splat"
+    assert bpy.types.Operator.bl_rna_get_subclass_py("SPLATWORK_OT_convert_splats") is not None
     assert handler.bl_import_operator == "splatwork.import_splats"
     assert operators.menu_import in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
     panel = bpy.types.Panel.bl_rna_get_subclass_py("SPLATWORK_PT_splats")

@@ -2,23 +2,37 @@
 
 API for the other parts of the add-on::
 
-    splats_to_object(splats, name, collection=None) -> Object   a point cloud holding every field raw
-    object_to_splats(obj, apply_transform=False) -> SplatSet    exact inverse (edits included)
+    splats_to_object(splats, name, collection=None) -> Object   a point cloud in Blender's splat layout
+                                                                (a native Gaussian splat on 5.3+)
+    object_to_splats(obj, apply_transform=False) -> SplatSet    the inverse, for any splat object
     update_object_splats(obj, splats)                           in place, for live training previews
-    attach_preview(obj, scene=None) -> Modifier                 the shared preview node group + material
+    attach_preview(obj, scene=None) -> Modifier                 controls on 5.3+ natives, else the quad preview
     import_splats(path, collection=None, ...) -> Object         read a file into a ready splat object
     configure_render(scene)                                     Cycles transparency limits splats need
-    is_splat_object(obj) -> bool
+    is_splat_object(obj) -> bool                                ours (either layout) or any Gaussian splat
+    convert_legacy(obj), make_native(obj)                       older objects to the current layout / native
 """
 from __future__ import annotations
 
 from . import operators, panel, viewport
+from .controls import attach_splat_modifier as attach_preview
+from .controls import splat_modifier
 from .importer import configure_render, import_splats
-from .pointcloud import SplatLayoutError, is_splat_object, object_to_splats, splats_to_object, update_object_splats
-from .preview_nodes import attach_preview
+from .pointcloud import (
+    SplatLayoutError,
+    convert_legacy,
+    is_legacy,
+    is_native,
+    is_splat_object,
+    make_native,
+    object_to_splats,
+    splats_to_object,
+    update_object_splats,
+)
 
-__all__ = ["SplatLayoutError", "attach_preview", "configure_render", "import_splats", "is_splat_object",
-           "object_to_splats", "splats_to_object", "update_object_splats"]
+__all__ = ["SplatLayoutError", "attach_preview", "configure_render", "convert_legacy", "import_splats",
+           "is_legacy", "is_native", "is_splat_object", "make_native", "object_to_splats", "splat_modifier",
+           "splats_to_object", "update_object_splats"]
 
 _SUBMODULES = (operators, panel, viewport)
 

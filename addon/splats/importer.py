@@ -6,8 +6,9 @@ import os
 import bpy
 
 from ...bridge.formats import FormatError, read_splats
+from .. import compat
+from .controls import attach_splat_modifier
 from .pointcloud import splats_to_object
-from .preview_nodes import attach_preview
 
 EXTENSIONS = (".ply", ".spz", ".splat")
 
@@ -30,8 +31,9 @@ def configure_render(scene) -> None:
 
 
 def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = True, setup_render: bool = True):
-    """A splat object with the preview attached, or FormatError (file + problem); nothing is left
-    behind on failure, because the file is fully read and checked before any data-block exists."""
+    """A splat object (native on Blender 5.3+) with its controls attached, or FormatError (file +
+    problem); nothing is left behind on failure, because the file is fully read and checked before
+    any data-block exists, and whatever was made is removed if a later step fails."""
     if not os.path.isfile(path):
         raise FormatError(path, "no such file")
     splats = read_splats(path)
@@ -41,15 +43,20 @@ def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = T
         # 3DGS scenes are usually y-down (COLMAP); turning the object, not the data, keeps them raw.
         if z_up:
             obj.rotation_euler = (-1.5707963267948966, 0.0, 0.0)
-        mod = attach_preview(obj)
-        inputs = mod.node_group.interface.items_tree
-        mod[inputs["SH Degree"].identifier] = min(sh_degree, splats.sh_degree)
-        mod[inputs["Display Ratio"].identifier] = min(1.0, VIEWPORT_SPLATS / len(splats))
+        mod = attach_splat_modifier(obj)
+        compat.set_modifier_input(mod, "SH Degree", min(sh_degree, splats.sh_degree))
+        compat.set_modifier_input(mod, "Display Ratio", min(1.0, VIEWPORT_SPLATS / max(1, len(splats))))
         if setup_render:
             configure_render(bpy.context.scene)
-    except Exception:
-        data = obj.data
-        bpy.data.objects.remove(obj)
-        bpy.data.pointclouds.remove(data)
+    except BaseException:
+        remove_object(obj)
         raise
     return obj
+
+
+def remove_object(obj) -> None:
+    """Remove an object and its data-block when nothing else uses it (failed imports)."""
+    data = obj.data
+    bpy.data.objects.remove(obj)
+    if data is not None and data.users == 0:
+        bpy.data.pointclouds.remove(data)

@@ -33,6 +33,8 @@ class NodeBuilder:
 
     @staticmethod
     def out(node, name: str | int = 0):
+        """Output ``name`` (the first *enabled* one: some nodes keep an output per data type, others
+        only the active type's, depending on the Blender version) or index."""
         if isinstance(name, int):
             return node.outputs[name]
         return next(s for s in node.outputs if s.name == name and s.enabled)
@@ -59,7 +61,9 @@ class NodeBuilder:
         return node.outputs[0]
 
     def boolean(self, op: str, a, b=False):
-        return self.node("FunctionNodeBooleanMath", {0: a, 1: b}, operation=op).outputs[0]
+        # NOT has a single input from Blender 5.2 on (two, one unused, before).
+        inputs = {0: a} if op == "NOT" else {0: a, 1: b}
+        return self.node("FunctionNodeBooleanMath", inputs, operation=op).outputs[0]
 
     def switch(self, kind: str, condition, if_false, if_true):
         node = self.node("GeometryNodeSwitch", input_type=kind)

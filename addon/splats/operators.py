@@ -9,9 +9,18 @@ from bpy.props import BoolProperty, CollectionProperty, IntProperty, StringPrope
 from bpy_extras.io_utils import ImportHelper
 from mathutils import Vector
 
-from .importer import import_splats
-from .pointcloud import is_splat_object
-from .preview_nodes import MODIFIER_NAME, input_identifier
+from ...bridge.formats import FormatError
+from .. import compat
+from .controls import attach_splat_modifier, splat_modifier
+from .importer import EXTENSIONS, import_splats
+from .pointcloud import (
+    SplatLayoutError,
+    convert_legacy,
+    describe_splat_objects,
+    is_legacy,
+    is_splat_object,
+    make_native,
+)
 
 
 class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
@@ -21,7 +30,7 @@ class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
     bl_label = "Import Gaussian Splats"
     bl_options = {"REGISTER", "UNDO", "PRESET"}
 
-    filter_glob: StringProperty(default="*.ply;*.spz;*.splat", options={"HIDDEN"})
+    filter_glob: StringProperty(default=";".join("*" + e for e in EXTENSIONS), options={"HIDDEN"})
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     sh_degree: IntProperty(name="SH Degree", default=3, min=0, max=3,
@@ -40,8 +49,11 @@ class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
                     warnings.simplefilter("always")
                     imported.append(import_splats(path, context.collection, self.sh_degree, self.z_up,
                                                   self.setup_render))
-            except (ValueError, OSError, RuntimeError) as exc:  # FormatError is a ValueError
+            except FormatError as exc:  # names the file and the problem
                 self.report({"ERROR"}, f"Cannot import splats: {exc}")
+                return {"CANCELLED"} if not imported else {"FINISHED"}
+            except Exception as exc:  # noqa: BLE001 - an operator reports, it never raises a traceback
+                self.report({"ERROR"}, f"Cannot import splats: {path}: {type(exc).__name__}: {exc}")
                 return {"CANCELLED"} if not imported else {"FINISHED"}
             for warning in caught:  # oddities the reader tolerated, e.g. trailing bytes
                 self.report({"WARNING"}, str(warning.message))
@@ -69,11 +81,14 @@ class SPLATWORK_OT_add_crop_box(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        obj = context.active_object
-        return is_splat_object(obj) and obj.modifiers.get(MODIFIER_NAME) is not None
+        if is_splat_object(context.active_object):
+            return True
+        cls.poll_message_set(f"The active object is not a splat object: Splatwork looks for {describe_splat_objects()}")
+        return False
 
     def execute(self, context):
         obj = context.active_object
+        mod = splat_modifier(obj) or attach_splat_modifier(obj, context.scene)
         corners = [Vector(c) for c in obj.bound_box]
         low = Vector(min(c[i] for c in corners) for i in range(3))
         high = Vector(max(c[i] for c in corners) for i in range(3))
@@ -85,28 +100,59 @@ class SPLATWORK_OT_add_crop_box(bpy.types.Operator):
         box.scale = [(h - lo) / 2 * 1.001 + 1e-6 for lo, h in zip(low, high, strict=True)]
         for collection in obj.users_collection:
             collection.objects.link(box)
-        mod = obj.modifiers[MODIFIER_NAME]
-        mod[input_identifier(mod.node_group, "Crop Box")] = box
+        compat.set_modifier_input(mod, "Crop Box", box)
         obj.update_tag()
         return {"FINISHED"}
 
 
+class SPLATWORK_OT_convert_splats(bpy.types.Operator):
+    """Rewrite the selected splat objects in Splatwork's current layout (Blender's splat attributes),
+    native Gaussian splats on Blender 5.3+, with the right controls; Splatwork 0.1 objects need this"""
+
+    bl_idname = "splatwork.convert_splats"
+    bl_label = "Convert to Native Splats" if compat.NATIVE_SPLATS else "Update Splat Layout"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        chosen = [o for o in context.selected_objects if is_splat_object(o)]
+        if not chosen and is_splat_object(context.active_object):
+            chosen = [context.active_object]
+        if not chosen:
+            self.report({"ERROR"}, f"Nothing to convert: select {describe_splat_objects()}")
+            return {"CANCELLED"}
+        done = 0
+        for obj in chosen:
+            try:
+                if compat.NATIVE_SPLATS:
+                    make_native(obj)
+                elif is_legacy(obj):
+                    convert_legacy(obj)
+                attach_splat_modifier(obj, context.scene)
+                done += 1
+            except (SplatLayoutError, FormatError) as exc:
+                self.report({"ERROR"}, f"Cannot convert {obj.name!r}: {exc}")
+        if not done:
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Converted {done} splat object{'s' if done != 1 else ''}")
+        return {"FINISHED"}
+
+
 def menu_import(self, context):
-    self.layout.operator(SPLATWORK_OT_import_splats.bl_idname, text="Gaussian Splats (.ply/.spz/.splat)")
+    self.layout.operator(SPLATWORK_OT_import_splats.bl_idname, text="Gaussian Splats (Splatwork: .ply/.spz/.splat)")
 
 
 class SPLATWORK_FH_splats(bpy.types.FileHandler):
     bl_idname = "SPLATWORK_FH_splats"
-    bl_label = "Gaussian Splats"
+    bl_label = "Gaussian Splats (Splatwork)"
     bl_import_operator = "splatwork.import_splats"
-    bl_file_extensions = ".ply;.spz;.splat"
+    bl_file_extensions = ";".join(EXTENSIONS)
 
     @classmethod
     def poll_drop(cls, context):
         return context.area is not None and context.area.type == "VIEW_3D"
 
 
-CLASSES = (SPLATWORK_OT_import_splats, SPLATWORK_OT_add_crop_box, SPLATWORK_FH_splats)
+CLASSES = (SPLATWORK_OT_import_splats, SPLATWORK_OT_add_crop_box, SPLATWORK_OT_convert_splats, SPLATWORK_FH_splats)
 
 
 def register():

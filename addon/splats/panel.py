@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import bpy
 
-from .pointcloud import is_splat_object
-from .preview_nodes import INPUTS, MODIFIER_NAME, input_identifier
+from .. import compat
+from .controls import splat_modifier
+from .pointcloud import is_legacy, is_native, is_splat_object
+from .preview_nodes import INPUTS
 
 
 class SPLATWORK_PT_splats(bpy.types.Panel):
@@ -20,16 +22,24 @@ class SPLATWORK_PT_splats(bpy.types.Panel):
         obj = context.active_object
         if not is_splat_object(obj):
             return
-        layout.label(text=f"{obj.name}: {len(obj.data.points):,} splats")
-        mod = obj.modifiers.get(MODIFIER_NAME)
-        if mod is None or mod.node_group is None:
-            layout.label(text="No splat preview on this object", icon="ERROR")
-            return
+        kind = "native Gaussian splats" if is_native(obj) else "splats"
+        layout.label(text=f"{obj.name}: {len(obj.data.points):,} {kind}")
+        if is_legacy(obj) or (compat.NATIVE_SPLATS and not is_native(obj)):
+            box = layout.box()
+            box.label(text="Made by an older Splatwork or Blender" if is_legacy(obj) else "Not a native splat yet",
+                      icon="INFO")
+            box.operator("splatwork.convert_splats", icon="FILE_REFRESH")
         layout.operator("splatwork.add_crop_box", icon="MESH_CUBE")
+        mod = splat_modifier(obj)
+        if mod is None:
+            layout.label(text="No Splatwork controls on this object (Add Crop Box adds them)", icon="INFO")
+            return
         col = layout.column()
+        names = {item.name for item in mod.node_group.interface.items_tree if item.item_type == "SOCKET"}
         for name, *_ in INPUTS:
-            if name not in ("Render Width", "Viewport Camera"):  # kept up to date by Splatwork
-                col.prop(mod, f'["{input_identifier(mod.node_group, name)}"]', text=name)
+            if name in names and name not in ("Render Width", "Viewport Camera"):  # kept up to date by Splatwork
+                owner, prop = compat.modifier_input(mod, name)
+                col.prop(owner, prop, text=name)
 
 
 def register():

@@ -1,23 +1,32 @@
 """The point-cloud layout of a splat object: the only code that reads or writes splat attributes.
 
-Every :class:`SplatSet` field is stored raw (log-scales, opacity logits, unnormalised quaternions,
-SH coefficients) on the point domain, so ``object_to_splats(splats_to_object(s))`` gives ``s`` back
-bit for bit:
+Splat objects use Blender's own Gaussian-splat attributes (the layout Blender 5.3's PLY importer
+makes and its renderers read), on every supported Blender version:
 
-=================  ===========  =========================================
-attribute          type         SplatSet field
-=================  ===========  =========================================
-``position``       FLOAT3       means
-``scale``          FLOAT3       scales (natural log)
-``rotation``       QUATERNION   quats (w x y z)
-``opacity``        FLOAT        opacities (logit)
-``sh_dc``          FLOAT3       sh_dc
-``sh_rest_<k>``    FLOAT3       sh_rest[:, k - 1], k = 1..15 (RGB per coefficient)
-``<extra name>``   by dtype     extras (see ``_EXTRA_STORAGE``)
-=================  ===========  =========================================
+=====================  ===========================  ==========================================
+attribute              type                         SplatSet field
+=====================  ===========================  ==========================================
+``position``           FLOAT_VECTOR                 means
+``scale``              FLOAT_VECTOR                 exp(scales): linear, not log
+``rotation``           QUATERNION                   quats, normalised (w x y z)
+``radiance:base``      FLOAT4 (FLOAT_COLOR on 5.0)  (sh_dc RGB, sigmoid(opacities))
+``radiance:sh_<k>``    FLOAT_VECTOR                 sh_rest[:, k], k = 0..14 (RGB per coefficient)
+``extra:<name>``       by dtype                     extras (see ``_EXTRA_STORAGE``)
+=====================  ===========================  ==========================================
 
-What cannot be recovered from the attributes alone (the SH degree, which attributes are extras and
-their original dtypes) is kept as JSON in the data-block's ``splatwork_layout`` custom property.
+On Blender 5.3+ the point cloud's type is ``GAUSSIAN_SPLAT``, so it draws and renders natively; on
+5.0-5.2 it is an ordinary point cloud that the geometry-nodes preview draws. The same data-block is
+a native splat once its type is switched, so files move up between versions unchanged.
+
+Going through exp/sigmoid/normalisation, ``object_to_splats(splats_to_object(s))`` equals ``s``
+within float32 rounding (opacities that round to 1.0 come back as the largest finite logit), not
+bit for bit. What the attributes cannot say (the SH degree, which attributes are extras and their
+original dtypes) is JSON in the data-block's ``splatwork_layout`` property; any ``GAUSSIAN_SPLAT``
+point cloud without it (Blender's own importers make those) is read by the attribute names alone.
+
+Layout 1 (Splatwork 0.1, Blender 5.0 files) kept log-scales, opacity logits and unnormalised
+quaternions under ``scale``/``rotation``/``opacity``, names that mean something else to Blender
+5.3: such objects are still read (export, render passes) and :func:`convert_legacy` rewrites them.
 """
 from __future__ import annotations
 
@@ -29,27 +38,28 @@ import numpy as np
 from ...bridge.formats import SplatSet
 from ...bridge.formats.splatset import SH_REST_COUNT
 from ...bridge.formats.transform import bake_transform
+from .. import compat
 from ..pointclouds import convert_to_pointcloud
 
 LAYOUT_KEY = "splatwork_layout"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+LEGACY_LAYOUT = 1
 
 POSITION = "position"
 SCALE = "scale"
 ROTATION = "rotation"
-OPACITY = "opacity"
-SH_DC = "sh_dc"
+BASE = "radiance:base"
+EXTRA_PREFIX = "extra:"
+NATIVE_TYPE = "GAUSSIAN_SPLAT"
+BASE_TYPE = "FLOAT4" if compat.FLOAT4 else "FLOAT_COLOR"
+# Blender attribute names are at most 63 bytes.
+MAX_NAME_BYTES = 63
 
 
-def sh_rest_name(k: int) -> str:
-    """Attribute of the k-th higher SH coefficient (1-based, as in the SH band order)."""
-    return f"sh_rest_{k}"
+def sh_name(k: int) -> str:
+    """Attribute of the k-th higher SH coefficient (0-based, as in Blender's ``radiance:sh_<k>``)."""
+    return f"radiance:sh_{k}"
 
-
-# Names an extra may not take: the layout's own, Blender's built-in point attributes, and what the
-# preview stores on its evaluated copy.
-_CORE = ({POSITION, SCALE, ROTATION, OPACITY, SH_DC, "radius", "id"} | {sh_rest_name(k) for k in range(1, 16)}
-         | {"splat_uv", "splat_color", "splat_falloff", "splat_transform"})
 
 # Extras keep their dtype: storage kind per dtype, chosen so that the round trip is exact.
 # "cast" stores in a wider Blender type and casts back; "bits" stores the raw bytes.
@@ -67,41 +77,106 @@ _EXTRA_STORAGE = {
     "int64": ("INT32_2D", np.int32, "bits"),
     "uint64": ("INT32_2D", np.int32, "bits"),
 }
-_VECTOR_FIELD = {"FLOAT_VECTOR": "vector", "QUATERNION": "value"}
+# The foreach_get/foreach_set key of each attribute type (FLOAT4 goes through "vector").
+_FIELD = {"FLOAT_VECTOR": "vector", "FLOAT4": "vector", "FLOAT_COLOR": "color", "QUATERNION": "value"}
+_WIDTH = {"FLOAT_VECTOR": 3, "FLOAT4": 4, "FLOAT_COLOR": 4, "QUATERNION": 4, "INT32_2D": 2}
+# Largest float32 below 1: sigmoid(x) rounds to 1.0 for x above ~16.6, whose logit is infinite.
+_ALPHA_MAX = np.float32(1.0) - np.float32(2.0**-24)
+_TINY = np.finfo(np.float32).tiny
 
 
 class SplatLayoutError(ValueError):
     """An object that is not (or no longer) a splat object, with the object and the problem named."""
 
 
+def is_native(obj) -> bool:
+    """A point cloud Blender itself treats as Gaussian splats (5.3+)."""
+    return obj is not None and obj.type == "POINTCLOUD" and getattr(obj.data, "type", "POINTS") == NATIVE_TYPE
+
+
 def is_splat_object(obj) -> bool:
-    return obj is not None and obj.type == "POINTCLOUD" and LAYOUT_KEY in obj.data
+    """Any splat object: made by Splatwork (either layout), a native Gaussian splat from any source,
+    or a point cloud carrying Blender's splat attributes (a 5.3 file opened in 5.2)."""
+    if obj is None or obj.type != "POINTCLOUD":
+        return False
+    return LAYOUT_KEY in obj.data or is_native(obj) or BASE in obj.data.attributes
+
+
+def is_legacy(obj) -> bool:
+    """An object in Splatwork 0.1's layout (log scales and logits under Blender's native names)."""
+    return is_splat_object(obj) and _stored_layout(obj).get("version") == LEGACY_LAYOUT
+
+
+def describe_splat_objects() -> str:
+    """What the operators look for, for their "nothing to work on" messages."""
+    kinds = "Gaussian splat point clouds (Data > Type: Gaussian Splat)" if compat.NATIVE_SPLATS else \
+        "splat point clouds (imported or trained by Splatwork)"
+    return kinds
+
+
+def _stored_layout(obj) -> dict:
+    raw = obj.data.get(LAYOUT_KEY)
+    if raw is None:
+        return {}
+    try:
+        layout = json.loads(raw)
+    except (TypeError, ValueError):
+        raise SplatLayoutError(f"splat object {obj.name!r}: its {LAYOUT_KEY} property is not JSON") from None
+    return layout if isinstance(layout, dict) else {}
 
 
 def _layout(obj) -> dict:
-    if obj is None or obj.type != "POINTCLOUD":
-        raise SplatLayoutError(f"{getattr(obj, 'name', obj)!r} is not a point cloud object")
-    raw = obj.data.get(LAYOUT_KEY)
-    if raw is None:
-        raise SplatLayoutError(f"point cloud {obj.name!r} was not made by Splatwork (no {LAYOUT_KEY})")
-    layout = json.loads(raw)
-    if layout.get("version", 0) > LAYOUT_VERSION:
+    if not is_splat_object(obj):
+        raise SplatLayoutError(f"{getattr(obj, 'name', obj)!r} is not a splat object: "
+                               f"Splatwork looks for {describe_splat_objects()}")
+    layout = _stored_layout(obj)
+    version = layout.get("version", LAYOUT_VERSION)
+    if version > LAYOUT_VERSION:
         raise SplatLayoutError(
-            f"{obj.name!r} uses splat layout {layout['version']}; this Splatwork reads up to {LAYOUT_VERSION}"
+            f"{obj.name!r} uses splat layout {version}; this Splatwork reads up to {LAYOUT_VERSION}"
         )
+    if "sh_degree" not in layout:  # made by Blender or another tool: the attributes say it
+        layout = {"version": LAYOUT_VERSION, "sh_degree": _native_sh_degree(obj.data.attributes), "extras": []}
     return layout
 
 
+def _native_sh_degree(attributes) -> int:
+    k = 0
+    while k < 15 and sh_name(k) in attributes:
+        k += 1
+    # An incomplete band is ignored, as a renderer would: 4 coefficients are degree 1.
+    return max(d for d, count in SH_REST_COUNT.items() if count <= k)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def _logit(alpha: np.ndarray) -> np.ndarray:
+    a = np.clip(alpha.astype(np.float64), _TINY, _ALPHA_MAX)
+    return (np.log(a) - np.log1p(-a)).astype(np.float32)
+
+
+def _unit_quats(q: np.ndarray) -> np.ndarray:
+    q = q.astype(np.float64)
+    norm = np.linalg.norm(q, axis=1, keepdims=True)
+    unit = np.divide(q, norm, out=np.zeros_like(q), where=norm > 0)
+    unit[norm[:, 0] == 0] = (1.0, 0.0, 0.0, 0.0)
+    return unit.astype(np.float32)
+
+
 def _columns(splats: SplatSet) -> list[tuple[str, str, np.ndarray]]:
-    """(attribute name, Blender type, float/int array) for every field, extras included."""
+    """(attribute name, Blender type, array) for every field, extras included."""
+    with np.errstate(over="ignore", under="ignore"):
+        scales = np.exp(splats.scales.astype(np.float64)).astype(np.float32)
+    base = np.concatenate([splats.sh_dc, _sigmoid(splats.opacities)[:, None]], axis=1)
     cols = [
         (POSITION, "FLOAT_VECTOR", splats.means),
-        (SCALE, "FLOAT_VECTOR", splats.scales),
-        (ROTATION, "QUATERNION", splats.quats),
-        (OPACITY, "FLOAT", splats.opacities),
-        (SH_DC, "FLOAT_VECTOR", splats.sh_dc),
+        (SCALE, "FLOAT_VECTOR", scales),
+        (ROTATION, "QUATERNION", _unit_quats(splats.quats)),
+        (BASE, BASE_TYPE, base),
     ]
-    cols += [(sh_rest_name(k + 1), "FLOAT_VECTOR", splats.sh_rest[:, k]) for k in range(splats.sh_rest.shape[1])]
+    cols += [(sh_name(k), "FLOAT_VECTOR", splats.sh_rest[:, k]) for k in range(splats.sh_rest.shape[1])]
     for attr, (name, dtype) in _extra_names(splats).items():
         kind, store_dtype, how = _EXTRA_STORAGE[dtype]
         value = splats.extras[name]
@@ -111,31 +186,32 @@ def _columns(splats: SplatSet) -> list[tuple[str, str, np.ndarray]]:
 
 
 def _extra_names(splats: SplatSet) -> dict[str, tuple[str, str]]:
-    """Attribute name -> (extra name, dtype). Names that clash with the core layout get a prefix."""
+    """Attribute name -> (extra name, dtype). Every extra lives under ``extra:<name>``, a prefix
+    neither Blender's built-in attributes nor its splat attributes use, so no name can clash."""
     out = {}
     for name, value in splats.extras.items():
         dtype = value.dtype.name
         if dtype not in _EXTRA_STORAGE:
             raise SplatLayoutError(f"extra {name!r} has dtype {dtype}, which a point attribute cannot hold")
-        attr = name if name not in _CORE and not name.startswith(".") else f"extra_{name}"
-        while attr in out or attr in _CORE:
-            attr = f"extra_{attr}"
-        if len(attr.encode()) > 63:
-            raise SplatLayoutError(f"extra {name!r}: the name is longer than Blender's 63-byte attribute names")
+        attr = EXTRA_PREFIX + name
+        if len(attr.encode()) > MAX_NAME_BYTES:
+            raise SplatLayoutError(f"extra {name!r}: the name is longer than Blender's attribute names allow "
+                                   f"({MAX_NAME_BYTES - len(EXTRA_PREFIX)} bytes)")
         out[attr] = (name, dtype)
     return out
 
 
-def _write_columns(attributes, cols, n: int) -> None:
+def _write_columns(attributes, cols, n: int, owner: str) -> None:
     for name, kind, array in cols:
         attr = attributes.get(name)
         if attr is None or attr.data_type != kind or attr.domain != "POINT":
             if attr is not None:
                 attributes.remove(attr)
             attr = attributes.new(name, kind, "POINT")
-        field = _VECTOR_FIELD.get(kind, "value")
+            if attr is None:  # Blender refuses names it reserves
+                raise SplatLayoutError(f"{owner!r}: Blender refused the point attribute {name!r} ({kind})")
         if n:
-            attr.data.foreach_set(field, np.ascontiguousarray(array).reshape(-1))
+            attr.data.foreach_set(_FIELD.get(kind, "value"), np.ascontiguousarray(array).reshape(-1))
 
 
 def _layout_json(splats: SplatSet) -> str:
@@ -144,31 +220,39 @@ def _layout_json(splats: SplatSet) -> str:
 
 
 def _new_pointcloud(name: str, splats: SplatSet, scene):
-    """A PointCloud data-block holding ``splats``.
+    """A PointCloud data-block holding ``splats`` (native on 5.3+); nothing is left on failure.
 
-    Blender 5.0's Python API cannot add points to a point cloud, so the columns go into a mesh's
-    vertices (which can be sized) and Blender's own converter turns it into a point cloud, sharing
-    the arrays rather than copying them. ``PointCloud.resize`` (Blender 5.1+) skips the detour.
+    Blender 5.0's Python API cannot add points to a point cloud, so there the columns go into a
+    mesh's vertices (which can be sized) and Blender's own converter turns it into a point cloud,
+    sharing the arrays rather than copying them. ``PointCloud.resize`` (5.1+) skips the detour.
     """
     n = len(splats)
     cols = _columns(splats)
-    if hasattr(bpy.types.PointCloud, "resize"):
+    if compat.POINTCLOUD_RESIZE:
         pc = bpy.data.pointclouds.new(name)
-        pc.resize(n)
-        _write_columns(pc.attributes, cols, n)
+        try:
+            pc.resize(n)
+            _write_columns(pc.attributes, cols, n, name)
+        except BaseException:
+            bpy.data.pointclouds.remove(pc)
+            raise
     else:
         mesh = bpy.data.meshes.new(name)
-        mesh.vertices.add(n)
-        _write_columns(mesh.attributes, cols, n)
-        holder = bpy.data.objects.new(name, mesh)
-        scene.collection.objects.link(holder)
+        holder = None
         try:
+            mesh.vertices.add(n)
+            _write_columns(mesh.attributes, cols, n, name)
+            holder = bpy.data.objects.new(name, mesh)
+            scene.collection.objects.link(holder)
             pc = convert_to_pointcloud(holder, scene)
         finally:
-            bpy.data.objects.remove(holder)
+            if holder is not None:
+                bpy.data.objects.remove(holder)
             if mesh.users == 0:
                 bpy.data.meshes.remove(mesh)
     pc[LAYOUT_KEY] = _layout_json(splats)
+    if compat.NATIVE_SPLATS:
+        pc.type = NATIVE_TYPE
     return pc
 
 
@@ -183,14 +267,12 @@ def splats_to_object(splats: SplatSet, name: str, collection=None):
 
 def update_object_splats(obj, splats: SplatSet) -> None:
     """Replace the splats of ``obj`` in place (live training preview): the object, its transform,
-    modifiers and materials stay; a new count swaps in a new data-block."""
+    modifiers and materials stay; a new count or layout swaps in a new data-block."""
     _layout(obj)
     old = obj.data
-    same_shape = len(old.points) == len(splats) and json.loads(old[LAYOUT_KEY]) == json.loads(
-        _layout_json(splats)
-    )
+    same_shape = len(old.points) == len(splats) and _stored_layout(obj) == json.loads(_layout_json(splats))
     if same_shape:
-        _write_columns(old.attributes, _columns(splats), len(splats))
+        _write_columns(old.attributes, _columns(splats), len(splats), obj.name)
         old.update_tag()
         return
     pc = _new_pointcloud(old.name, splats, bpy.context.scene)
@@ -202,46 +284,102 @@ def update_object_splats(obj, splats: SplatSet) -> None:
     pc.name = obj.name
 
 
-def _read(attributes, name: str, kind: str, n: int, width: int, dtype, obj_name: str) -> np.ndarray:
+def _read(attributes, name: str, kinds: tuple[str, ...], n: int, dtype, obj_name: str) -> np.ndarray:
     attr = attributes.get(name)
-    if attr is None or attr.domain != "POINT" or attr.data_type != kind:
-        raise SplatLayoutError(f"splat object {obj_name!r} lacks its {kind} point attribute {name!r}")
+    if attr is None or attr.domain != "POINT" or attr.data_type not in kinds:
+        raise SplatLayoutError(f"splat object {obj_name!r} lacks its {' or '.join(kinds)} point attribute {name!r}")
+    width = _WIDTH.get(attr.data_type, 1)
     out = np.empty(n * width, dtype)
     if n:
-        attr.data.foreach_get(_VECTOR_FIELD.get(kind, "value"), out)
+        attr.data.foreach_get(_FIELD.get(attr.data_type, "value"), out)
     return out.reshape((n, width) if width > 1 else (n,))
 
 
 def object_to_splats(obj, apply_transform: bool = False) -> SplatSet:
-    """The splats of a splat object (edits included; modifiers ignored).
+    """The splats of any splat object (edits included; modifiers ignored).
 
     ``apply_transform`` bakes the object's world matrix into the splats (positions, covariances and
     the view-dependent SH rotate with it), giving what the scene shows; ``bake_transform`` raises
     FormatError for what SH cannot express (a non-uniform scale on splats with SH bands).
     """
     layout = _layout(obj)
-    pc = obj.data
-    n = len(pc.points)
-    a, f = pc.attributes, np.float32
-    k = SH_REST_COUNT[layout["sh_degree"]]
-    rest = np.empty((n, k, 3), f)
-    for i in range(k):
-        rest[:, i] = _read(a, sh_rest_name(i + 1), "FLOAT_VECTOR", n, 3, f, obj.name)
-    extras = {}
-    for attr, name, dtype in layout["extras"]:
-        kind, store_dtype, how = _EXTRA_STORAGE[dtype]
-        width = 2 if kind == "INT32_2D" else 1
-        raw = _read(a, attr, kind, n, width, store_dtype, obj.name)
-        extras[name] = (raw.view(dtype).reshape(n) if how == "bits" else raw.astype(dtype))
-    splats = SplatSet(
-        means=_read(a, POSITION, "FLOAT_VECTOR", n, 3, f, obj.name),
-        scales=_read(a, SCALE, "FLOAT_VECTOR", n, 3, f, obj.name),
-        quats=_read(a, ROTATION, "QUATERNION", n, 4, f, obj.name),
-        opacities=_read(a, OPACITY, "FLOAT", n, 1, f, obj.name),
-        sh_dc=_read(a, SH_DC, "FLOAT_VECTOR", n, 3, f, obj.name),
-        sh_rest=rest,
-        extras=extras,
-    )
+    splats = _read_legacy(obj, layout) if layout["version"] == LEGACY_LAYOUT else _read_native(obj, layout)
     if apply_transform:
         splats = bake_transform(splats, np.array(obj.matrix_world, dtype=np.float64))
     return splats
+
+
+def _read_extras(a, layout: dict, n: int, obj_name: str) -> dict[str, np.ndarray]:
+    extras = {}
+    for attr, name, dtype in layout.get("extras", []):
+        kind, store_dtype, how = _EXTRA_STORAGE[dtype]
+        raw = _read(a, attr, (kind,), n, store_dtype, obj_name)
+        extras[name] = raw.view(dtype).reshape(n) if how == "bits" else raw.astype(dtype)
+    return extras
+
+
+def _read_native(obj, layout: dict) -> SplatSet:
+    pc, f = obj.data, np.float32
+    n, a = len(pc.points), pc.attributes
+    k = SH_REST_COUNT[layout["sh_degree"]]
+    rest = np.empty((n, k, 3), f)
+    for i in range(k):
+        rest[:, i] = _read(a, sh_name(i), ("FLOAT_VECTOR",), n, f, obj.name)
+    base = _read(a, BASE, ("FLOAT4", "FLOAT_COLOR"), n, f, obj.name)
+    scale = _read(a, SCALE, ("FLOAT_VECTOR",), n, f, obj.name)
+    with np.errstate(divide="ignore"):
+        log_scale = np.log(np.maximum(scale, _TINY))
+    return SplatSet(
+        means=_read(a, POSITION, ("FLOAT_VECTOR",), n, f, obj.name),
+        scales=log_scale,
+        quats=_read(a, ROTATION, ("QUATERNION",), n, f, obj.name),
+        opacities=_logit(base[:, 3]),
+        sh_dc=np.ascontiguousarray(base[:, :3]),
+        sh_rest=rest,
+        extras=_read_extras(a, layout, n, obj.name),
+    )
+
+
+def _read_legacy(obj, layout: dict) -> SplatSet:
+    """Layout 1: log scales, logits and unnormalised quaternions, stored raw."""
+    pc, f = obj.data, np.float32
+    n, a = len(pc.points), pc.attributes
+    k = SH_REST_COUNT[layout["sh_degree"]]
+    rest = np.empty((n, k, 3), f)
+    for i in range(k):
+        rest[:, i] = _read(a, f"sh_rest_{i + 1}", ("FLOAT_VECTOR",), n, f, obj.name)
+    return SplatSet(
+        means=_read(a, POSITION, ("FLOAT_VECTOR",), n, f, obj.name),
+        scales=_read(a, SCALE, ("FLOAT_VECTOR",), n, f, obj.name),
+        quats=_read(a, ROTATION, ("QUATERNION",), n, f, obj.name),
+        opacities=_read(a, "opacity", ("FLOAT",), n, f, obj.name),
+        sh_dc=_read(a, "sh_dc", ("FLOAT_VECTOR",), n, f, obj.name),
+        sh_rest=rest,
+        extras=_read_extras(a, layout, n, obj.name),
+    )
+
+
+def convert_legacy(obj) -> None:
+    """Rewrite a layout-1 object (or a native splat Splatwork has not described yet) in the current
+    layout, keeping the object, its transform and materials; native on 5.3+."""
+    update_object_splats(obj, object_to_splats(obj))
+
+
+def make_native(obj) -> None:
+    """Switch a splat object's data to Blender's Gaussian splats (5.3+), converting what must be."""
+    if not compat.NATIVE_SPLATS:
+        raise SplatLayoutError(f"{obj.name!r}: native Gaussian splats need Blender 5.3 or newer")
+    layout = _layout(obj)
+    base = obj.data.attributes.get(BASE)
+    if layout["version"] == LEGACY_LAYOUT or base is None or base.data_type != BASE_TYPE:
+        convert_legacy(obj)
+    obj.data.type = NATIVE_TYPE
+
+
+def sh_degree_of(obj) -> int:
+    return _layout(obj)["sh_degree"]
+
+
+__all__ = ["SplatLayoutError", "convert_legacy", "is_legacy", "is_native", "is_splat_object", "make_native",
+           "object_to_splats", "sh_degree_of", "splats_to_object",
+           "update_object_splats"]

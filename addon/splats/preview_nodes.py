@@ -23,16 +23,20 @@ import math
 import bpy
 
 from ...bridge.formats.sh import SH_C0, SH_C1, SH_C2, SH_C3
+from .. import compat
 from . import material
 from .node_builder import NodeBuilder, build_group
-from .pointcloud import OPACITY, ROTATION, SCALE, SH_DC, sh_rest_name
+from .pointcloud import BASE, EXTRA_PREFIX, ROTATION, SCALE, sh_name
 from .viewport import ensure_view_camera
 
-GROUP_NAME = "Splatwork Splat Preview"
-PART_PREFIX = "Splatwork Preview Part: "  # the small groups the preview is made of
+# Splatwork 0.1 (layout 1) files keep their own "Splatwork Splat Preview" group, which reads that
+# layout; this one reads Blender's splat attributes, so it has another name and never replaces it.
+GROUP_NAME = "Splatwork Quad Preview"
+PART_PREFIX = "Splatwork Quad Part: "  # the small groups the preview is made of
+LEGACY_GROUP_NAME = "Splatwork Splat Preview"
 MODIFIER_NAME = "Splat Preview"
 VERSION_KEY = "splatwork_preview_version"
-PREVIEW_VERSION = 3
+PREVIEW_VERSION = 4
 
 NEAR = 0.01  # camera units; quads are not built closer than this (or behind), as 3DGS culls near z
 MIN_ALPHA = 1.0 / 255.0
@@ -53,10 +57,6 @@ INPUTS = (
     ("Viewport Camera", "NodeSocketObject", None, None, None,
      "Camera following the 3D viewport (kept up to date by Splatwork), used while drawing the viewport"),
 )
-
-
-def input_identifier(group, name: str) -> str:
-    return group.interface.items_tree[name].identifier
 
 
 def ensure_preview_group():
@@ -81,7 +81,7 @@ def attach_preview(obj, scene=None):
     if mod is None or mod.type != "NODES":
         mod = obj.modifiers.new(MODIFIER_NAME, "NODES")
     mod.node_group = group
-    mod[input_identifier(group, "Viewport Camera")] = ensure_view_camera()
+    compat.set_modifier_input(mod, "Viewport Camera", ensure_view_camera())
     _drive_render_width(obj, mod, group, scene or bpy.context.scene)
     if not obj.data.materials:
         obj.data.materials.append(material.ensure_material())
@@ -90,7 +90,7 @@ def attach_preview(obj, scene=None):
 
 def _drive_render_width(obj, mod, group, scene) -> None:
     """A driver, not a handler: it keeps working in files opened without Splatwork."""
-    path = f'modifiers["{mod.name}"]["{input_identifier(group, "Render Width")}"]'
+    path = compat.modifier_input_path(mod, "Render Width")
     obj.driver_remove(path)
     driver = obj.driver_add(path).driver
     driver.type = "SCRIPTED"
@@ -104,25 +104,43 @@ def _drive_render_width(obj, mod, group, scene) -> None:
     driver.expression = "width * percent / 100"  # a simple expression: no Python, no auto-run needed
 
 
-def _build(group, mat, parts) -> None:
+def declare_interface(group, inputs) -> None:
+    """Geometry in and out, then ``inputs`` (rows as in ``INPUTS``) as the modifier's inputs."""
     group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
-    for name, kind, default, lo, hi, description in INPUTS:
+    for name, kind, default, lo, hi, description in inputs:
         socket = group.interface.new_socket(name, in_out="INPUT", socket_type=kind)
         socket.description = description
         if default is not None:
             socket.default_value = default
         if lo is not None:
             socket.min_value, socket.max_value = lo, hi
-    group.interface.items_tree["Display Ratio"].subtype = "FACTOR"
-    group.interface.items_tree["Opacity Threshold"].subtype = "FACTOR"
+        if name in ("Display Ratio", "Opacity Threshold"):
+            socket.subtype = "FACTOR"
+
+
+def hidden_splats(b, arg, parts, alpha):
+    """True for splats the controls hide: fainter than Opacity Threshold (or than 3DGS draws),
+    outside the Crop Box, or (in the viewport only) outside the Display Ratio's random subset."""
+    drop = b.compare("LESS_THAN", alpha, b.math("MAXIMUM", arg["Opacity Threshold"], MIN_ALPHA))
+    drop = b.boolean("OR", drop, b.out(b.group(parts["Outside Crop Box"], {"Box": arg["Crop Box"]}), "Outside"))
+    subset = b.node("FunctionNodeRandomValue", {"Probability": arg["Display Ratio"],
+                                                 "ID": b.node("GeometryNodeInputIndex").outputs[0]},
+                    data_type="BOOLEAN")
+    return b.boolean("OR", drop, b.boolean("AND", b.node("GeometryNodeIsViewport").outputs[0],
+                                           b.boolean("NOT", b.out(subset, "Value"))))
+
+
+def _build(group, mat, parts) -> None:
+    declare_interface(group, INPUTS)
 
     b = NodeBuilder(group)
     gin = b.node("NodeGroupInput")
     gout = b.node("NodeGroupOutput")
     arg = {name: gin.outputs[name] for name, *_ in INPUTS}
     position = b.node("GeometryNodeInputPosition").outputs[0]
-    alpha = b.out(b.group(parts["Alpha"]), "Alpha")
+    base = b.group(parts["Base"])
+    alpha = b.out(base, "Alpha")
 
     view = b.group(parts["View"], {"Viewport Camera": arg["Viewport Camera"]})
     to_view, ortho = b.out(view, "Object to View"), b.out(view, "Orthographic")
@@ -131,13 +149,7 @@ def _build(group, mat, parts) -> None:
     persp = b.switch("FLOAT", ortho, 1.0, 0.0)
     depth = b.math("MULTIPLY", b.separate(centre)[2], -1.0)
 
-    drop = b.compare("LESS_THAN", alpha, b.math("MAXIMUM", arg["Opacity Threshold"], MIN_ALPHA))
-    drop = b.boolean("OR", drop, b.out(b.group(parts["Outside Crop Box"], {"Box": arg["Crop Box"]}), "Outside"))
-    subset = b.node("FunctionNodeRandomValue", {"Probability": arg["Display Ratio"],
-                                                 "ID": b.node("GeometryNodeInputIndex").outputs[0]},
-                    data_type="BOOLEAN")
-    drop = b.boolean("OR", drop, b.boolean("AND", b.node("GeometryNodeIsViewport").outputs[0],
-                                           b.boolean("NOT", b.out(subset, 3))))
+    drop = hidden_splats(b, arg, parts, alpha)
     kept = b.node("GeometryNodeDeleteGeometry", {"Geometry": gin.outputs["Geometry"], "Selection": drop},
                   domain="POINT")
 
@@ -155,7 +167,7 @@ def _build(group, mat, parts) -> None:
     eye = b.out(b.node("FunctionNodeTransformPoint", {"Vector": (0.0, 0.0, 0.0), "Transform": from_view}))
     forward = b.out(b.node("FunctionNodeTransformDirection", {"Direction": (0.0, 0.0, -1.0), "Transform": from_view}))
     direction = b.vmath("NORMALIZE", b.switch("VECTOR", ortho, b.vmath("SUBTRACT", position, eye), forward))
-    srgb = b.vmath("ADD", b.vmath("SCALE", _attribute(b, SH_DC, "FLOAT_VECTOR"), scale=SH_C0), (0.5, 0.5, 0.5))
+    srgb = b.vmath("ADD", b.vmath("SCALE", b.out(base, "DC"), scale=SH_C0), (0.5, 0.5, 0.5))
     for band in (1, 2, 3):
         term = b.out(b.group(parts[f"SH Band {band}"], {"Direction": direction}), "Colour")
         enabled = b.switch("FLOAT", b.compare("GREATER_EQUAL", arg["SH Degree"], band - 0.5), 0.0, 1.0)
@@ -174,7 +186,7 @@ def _build(group, mat, parts) -> None:
         geometry = b.out(b.node("GeometryNodeStoreNamedAttribute",
                                 {"Geometry": geometry, "Name": name, "Value": value}, data_type=kind, domain="POINT"))
     # Only what the material reads may reach the realized quads (SH alone would be 4 x 45 floats each).
-    for pattern in ("sh_*", SCALE, ROTATION, OPACITY):
+    for pattern in ("radiance:*", EXTRA_PREFIX + "*", SCALE, ROTATION):
         geometry = b.out(b.node("GeometryNodeRemoveAttribute",
                                 {"Geometry": geometry, "Pattern Mode": "Wildcard", "Name": pattern}))
 
@@ -209,21 +221,29 @@ def _attribute(b, name, kind):
     return b.out(b.node("GeometryNodeInputNamedAttribute", {"Name": name}, data_type=kind), "Attribute")
 
 
+def common_parts() -> dict:
+    """The parts the quad preview shares with the native splat controls (``controls.py``)."""
+    specs = {
+        "Base": ((), (("DC", "NodeSocketVector"), ("Alpha", "NodeSocketFloat")), _base),
+        "Outside Crop Box": ((("Box", "NodeSocketObject"),), (("Outside", "NodeSocketBool"),), _outside_crop_box),
+    }
+    return {name: build_group(PART_PREFIX + name, ins, outs, fn) for name, (ins, outs, fn) in specs.items()}
+
+
 def _build_parts() -> dict:
     vec, flt, mat = "NodeSocketVector", "NodeSocketFloat", "NodeSocketMatrix"
     specs = {
-        "Alpha": ((), (("Alpha", flt),), _alpha),
         "View": ((("Viewport Camera", "NodeSocketObject"),),
                  (("Object to View", mat), ("Projection", mat), ("Orthographic", "NodeSocketBool"),
                   ("Has Camera", "NodeSocketBool")), _view),
-        "Outside Crop Box": ((("Box", "NodeSocketObject"),), (("Outside", "NodeSocketBool"),), _outside_crop_box),
         "Unit Rotation": ((("Rotation", "NodeSocketRotation"),), (("Rotation", "NodeSocketRotation"),), _unit_rotation),
         "sRGB to Linear": ((("Colour", vec),), (("Colour", vec),), _srgb_to_linear),
     }
     for band in (1, 2, 3):
         specs[f"SH Band {band}"] = ((("Direction", vec),), (("Colour", vec),),
                                     lambda b, ins, band=band: _sh_band(b, ins, band))
-    parts = {name: build_group(PART_PREFIX + name, ins, outs, fn) for name, (ins, outs, fn) in specs.items()}
+    parts = common_parts()
+    parts.update({name: build_group(PART_PREFIX + name, ins, outs, fn) for name, (ins, outs, fn) in specs.items()})
     footprint_inputs = (("Object to View", mat), ("Projection", mat), ("Perspective", flt),
                         ("Render Width", "NodeSocketInt"), ("Scale Multiplier", flt), ("Alpha", flt))
     footprint_outputs = (("Extent", vec), ("Angle", flt), ("Falloff", vec), ("Point Radius", flt))
@@ -232,9 +252,12 @@ def _build_parts() -> dict:
     return parts
 
 
-def _alpha(b, ins):
-    logit = _attribute(b, OPACITY, "FLOAT")
-    return {"Alpha": b.math("DIVIDE", 1.0, b.math("ADD", 1.0, b.math("EXPONENT", b.math("MULTIPLY", logit, -1.0))))}
+def _base(b, ins):
+    """``radiance:base``: the degree-0 SH coefficients and the opacity (FLOAT4, or FLOAT_COLOR on 5.0;
+    a colour attribute input reads both exactly)."""
+    rgba = b.node("FunctionNodeSeparateColor", {0: _attribute(b, BASE, "FLOAT_COLOR")})
+    return {"DC": b.combine(b.out(rgba, "Red"), b.out(rgba, "Green"), b.out(rgba, "Blue")),
+            "Alpha": b.out(rgba, "Alpha")}
 
 
 def _footprint(b, ins, unit_rotation):
@@ -249,8 +272,7 @@ def _footprint(b, ins, unit_rotation):
     p1 = b.combine(1.0, 0.0, b.math("MULTIPLY", cx, inv_depth))
     p2 = b.combine(0.0, 1.0, b.math("MULTIPLY", cy, inv_depth))
     to_view_t = b.out(b.node("FunctionNodeTransposeMatrix", {0: to_view}))
-    log_scale = _attribute(b, SCALE, "FLOAT_VECTOR")
-    scale = b.vmath("SCALE", b.vmath("POWER", (E, E, E), log_scale), scale=ins["Scale Multiplier"])
+    scale = b.vmath("SCALE", _attribute(b, SCALE, "FLOAT_VECTOR"), scale=ins["Scale Multiplier"])
     rotation = b.out(b.group(unit_rotation, {"Rotation": _attribute(b, ROTATION, "QUATERNION")}), "Rotation")
     inverse_rotation = b.out(b.node("FunctionNodeInvertRotation", {0: rotation}))
 
@@ -278,14 +300,13 @@ def _footprint(b, ins, unit_rotation):
     reach = b.math("MAXIMUM", b.math("MULTIPLY", b.math("LOGARITHM", b.math("MULTIPLY", alpha, 255.0), E), 2.0),
                    0.0)
     reach_major = b.math("MINIMUM", reach, 9.0)  # 3DGS's square reaches 3 sigma of the major axis
-    sx, sy, sz = b.separate(log_scale)
+    sx, sy, sz = b.separate(scale)
     return {
         "Extent": b.combine(b.math("SQRT", b.math("MULTIPLY", reach_major, major)),
                             b.math("SQRT", b.math("MULTIPLY", reach, minor)), 1.0),
         "Angle": b.math("MULTIPLY", b.math("ARCTAN2", off, half_diff), 0.5),
         "Falloff": b.combine(b.math("MULTIPLY", reach_major, 0.5), b.math("MULTIPLY", reach, 0.5), alpha),
-        "Point Radius": b.math("MULTIPLY", b.math("EXPONENT", b.math("MAXIMUM", b.math("MAXIMUM", sx, sy), sz)),
-                               ins["Scale Multiplier"]),
+        "Point Radius": b.math("MAXIMUM", b.math("MAXIMUM", sx, sy), sz),
     }
 
 
@@ -367,7 +388,7 @@ def _sh_band(b, ins, band):
                             mul(x, b.math("SUBTRACT", xx, mul(yy, 3.0)), SH_C3[6])], 9
     total = None
     for k, value in enumerate(basis, start=first):
-        term = b.vmath("SCALE", _attribute(b, sh_rest_name(k), "FLOAT_VECTOR"), scale=value)
+        term = b.vmath("SCALE", _attribute(b, sh_name(k - 1), "FLOAT_VECTOR"), scale=value)
         total = term if total is None else b.vmath("ADD", total, term)
     return {"Colour": total}
 

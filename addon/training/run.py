@@ -220,9 +220,7 @@ def show_preview(settings, path: str) -> None:
 
 def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     """Read ``path`` into the run's splat object: created on the first snapshot, then updated in place."""
-    from ..splats.importer import configure_render
-    from ..splats.pointcloud import is_splat_object, splats_to_object, update_object_splats
-    from ..splats.preview_nodes import attach_preview
+    from ..splats import attach_preview, configure_render, is_splat_object, splats_to_object, update_object_splats
 
     scene = bpy.data.scenes[scene_name]
     settings = scene.splatwork_training
@@ -231,6 +229,7 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     obj = settings.result_object
     if obj is not None and obj.name in bpy.data.objects and is_splat_object(obj):
         update_object_splats(obj, data)
+        attach_preview(obj, scene)  # a resumed run from an older file: the modifier for the layout now
     else:
         collection = (settings.collection or scene.splatwork_colmap.collection) if settings.source == "COLLECTION" \
             else None
