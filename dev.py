@@ -1,58 +1,157 @@
 #!/usr/bin/env python3
-"""Splatwork's developer entry point. Needs only Python 3.11 on PATH.
+"""Splatwork's developer entry point. Needs Python 3.11 on PATH (and 3.13 to test Blender 5.2/5.3).
 
     python3.11 dev.py demo     create .venv if needed, then run the end-to-end demo into out/
-    python3.11 dev.py test     create .venv if needed, then run ruff and the whole test suite
+    python3.11 dev.py test     create the environments if needed, then run ruff and the test suite on
+                               every supported Blender: the whole suite on bpy 5.0.1 (.venv, Python
+                               3.11), the tests that use Blender on bpy 5.2.3 and 5.3.0 (.venvs/,
+                               Python 3.13, with the bridge started from .venv)
     python3.11 dev.py build    build the extension zips (per platform) into dist/
     python3.11 dev.py bench    run the benchmarks in benchmarks/
 
-Extra arguments after the command go to the tool (pytest, the demo, the builder).
-The environment is (re)installed only when requirements.txt or constraints.txt changed.
+Extra arguments after the command go to the tool (pytest, the demo, the builder). For `test`,
+`--blender 5.3.0[,5.0.1...]` picks the Blender versions to run on (default: all supported).
+Environments are (re)installed only when their requirements or constraints changed. Python 3.13 is
+looked for as $SPLATWORK_PYTHON313, python3.13 on PATH, then pyenv's versions.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-STAMP = VENV / ".splatwork-installed"
+BIN = "Scripts" if os.name == "nt" else "bin"
+PY = VENV / BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP_NAME = ".splatwork-installed"
 LOCK_FILES = ("requirements.txt", "constraints.txt")
+BLENDER_LOCK_FILES = ("requirements-blender.txt", "constraints-blender.txt")
+# The bpy in .venv (requirements.txt) and the other Blender versions the suite runs on.
+MAIN_BLENDER = "5.0.1"
+OTHER_BLENDERS = ("5.3.0", "5.2.3")
+SUPPORTED_BLENDERS = (*OTHER_BLENDERS, MAIN_BLENDER)
 
 
-def env_hash() -> str:
-    digest = hashlib.sha256()
-    for name in LOCK_FILES:
+def _hash(files, extra: str = "") -> str:
+    digest = hashlib.sha256(extra.encode())
+    for name in files:
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
 
-def ensure_env() -> None:
+def _install(env: Path, python: str, wanted: str, pip_args: list[str], label: str) -> Path:
+    """(Re)create ``env`` with ``python`` and pip-install ``pip_args`` unless its stamp says ``wanted``."""
+    env_python = env / BIN / ("python.exe" if os.name == "nt" else "python")
+    stamp = env / STAMP_NAME
+    if env_python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+        return env_python
+    if not env_python.exists():
+        print(f"creating {env} ...", flush=True)
+        if python == sys.executable:
+            venv.EnvBuilder(with_pip=True, clear=True).create(env)
+        else:
+            subprocess.run([python, "-m", "venv", "--clear", str(env)], check=True)
+    print(f"installing the pinned {label} environment (first time: a few minutes) ...", flush=True)
+    subprocess.run([str(env_python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *pip_args],
+                   check=True)
+    stamp.write_text(wanted)
+    return env_python
+
+
+def ensure_env() -> Path:
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"error: Splatwork's environment needs Python 3.11 (bpy 5.0 is built for it), "
                  f"this is {sys.version.split()[0]}: run it as 'python3.11 dev.py ...'")
-    if not PY.exists():
-        print(f"creating {VENV} ...", flush=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    wanted = env_hash()
-    if STAMP.exists() and STAMP.read_text().strip() == wanted:
-        return
-    print("installing the pinned environment (first time: a few minutes) ...", flush=True)
-    subprocess.run(
-        [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-         "-r", str(ROOT / "requirements.txt"), "-c", str(ROOT / "constraints.txt")],
-        check=True,
-    )
-    STAMP.write_text(wanted)
+    return _install(VENV, sys.executable, _hash(LOCK_FILES),
+                    ["-r", str(ROOT / "requirements.txt"), "-c", str(ROOT / "constraints.txt")], "main")
 
 
-def run(args: list[str]) -> int:
-    return subprocess.run([str(PY), *args], cwd=ROOT).returncode
+def find_python313() -> str | None:
+    candidates = [os.environ.get("SPLATWORK_PYTHON313", ""), shutil.which("python3.13") or ""]
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.13*/bin/python3")), reverse=True)
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def ensure_blender_env(version: str) -> Path:
+    """A Python 3.13 environment with bpy ``version`` and the test tools (no torch)."""
+    python = find_python313()
+    if python is None:
+        sys.exit(f"error: testing Blender {version} needs Python 3.13 (bpy {version} is built for it), and none "
+                 "was found: install it (e.g. pyenv install 3.13), set SPLATWORK_PYTHON313 to it, or run "
+                 f"'python3.11 dev.py test --blender {MAIN_BLENDER}' to test only Blender {MAIN_BLENDER}")
+    return _install(ROOT / ".venvs" / f"blender-{version}", python, _hash(BLENDER_LOCK_FILES, version),
+                    [f"bpy=={version}", "-r", str(ROOT / "requirements-blender.txt"),
+                     "-c", str(ROOT / "constraints-blender.txt")], f"Blender {version}")
+
+
+def run(args: list[str], python: Path = PY, env: dict | None = None) -> int:
+    return subprocess.run([str(python), *args], cwd=ROOT, env=env).returncode
+
+
+def _counts(junit: Path) -> dict[str, int]:
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return counts
+    for suite in root.iter("testsuite"):
+        tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        counts["passed"] += tests - skipped - failed
+        counts["failed"] += failed
+        counts["skipped"] += skipped
+    return counts
+
+
+def test(rest: list[str]) -> int:
+    versions = list(SUPPORTED_BLENDERS)
+    if "--blender" in rest:
+        i = rest.index("--blender")
+        versions = rest[i + 1].split(",")
+        del rest[i:i + 2]
+        unknown = sorted(set(versions) - set(SUPPORTED_BLENDERS))
+        if unknown:
+            sys.exit(f"error: --blender {','.join(unknown)}: supported are {', '.join(SUPPORTED_BLENDERS)}")
+    # Set every environment up first, so a missing Python 3.13 fails before minutes of tests.
+    others = {v: ensure_blender_env(v) for v in OTHER_BLENDERS if v in versions}
+    code = run(["-m", "ruff", "check", "."])  # lint first (fast)
+    if code != 0:
+        return code
+    results = {}
+    reports = ROOT / "out" / "test-reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    if MAIN_BLENDER in versions:
+        junit = reports / f"blender-{MAIN_BLENDER}.xml"
+        print(f"\n=== Blender {MAIN_BLENDER} (Python 3.11): the whole suite ===", flush=True)
+        results[MAIN_BLENDER] = (run(["-m", "pytest", f"--junitxml={junit}", *rest]), junit)
+    for version, python in others.items():
+        junit = reports / f"blender-{version}.xml"
+        print(f"\n=== Blender {version} (Python 3.13): the tests that use Blender ===", flush=True)
+        env = dict(os.environ, SPLATWORK_TEST_BRIDGE_PYTHON=str(PY))
+        results[version] = (run(["-m", "pytest", "-m", "blender", f"--junitxml={junit}", *rest], python, env), junit)
+    total = {"passed": 0, "failed": 0, "skipped": 0}
+    print("\n=== Summary ===")
+    worst = 0
+    for version, (rc, junit) in results.items():
+        counts = _counts(junit)
+        for key in total:
+            total[key] += counts[key]
+        # pytest's "no tests ran" (5) is a failure too.
+        worst = max(worst, 1 if rc == 5 else rc)
+        print(f"Blender {version}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped"
+              f" (exit {rc})")
+    print(f"all: {total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
+    return worst
 
 
 def main(argv: list[str]) -> int:
@@ -69,12 +168,7 @@ def main(argv: list[str]) -> int:
         return run(["tools/build_extension.py", *rest])
     if command == "bench":
         return run(["benchmarks/run_all.py", *rest])
-    # test: lint first (fast), then the suite; pytest's "no tests ran" (5) is a failure too.
-    code = run(["-m", "ruff", "check", "."])
-    if code != 0:
-        return code
-    code = run(["-m", "pytest", *rest])
-    return 1 if code == 5 else code
+    return test(rest)
 
 
 if __name__ == "__main__":

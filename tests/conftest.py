@@ -7,6 +7,7 @@ touched.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -43,6 +44,11 @@ if str(ROOT) not in sys.path:
 import bpy  # noqa: E402  (after the environment above)
 
 EXTENSION_MODULE = "bl_ext.user_default.splatwork"
+
+# Modules that need torch in this process and have no Blender tests: on a Blender whose Python has
+# no torch (bpy 5.2/5.3), they are not collected; the main environment runs them.
+TORCH_MODULES = ["test_raster_autograd.py", "test_raster_reference.py", "test_raster_gpu.py", "test_train_parts.py"]
+collect_ignore = [] if importlib.util.find_spec("torch") is not None else TORCH_MODULES
 
 
 def pytest_collection_modifyitems(config, items):

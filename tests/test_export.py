@@ -5,11 +5,11 @@ from __future__ import annotations
 import bpy
 import numpy as np
 import pytest
+from conftest import reference_render
 from mathutils import Matrix
 
 from bridge.formats import SplatSet, detect_format, read_splats
 from bridge.formats.transform import bake_transform, quat_to_matrix
-from bridge.raster import render_splats
 
 FILES = {"ply": "out.ply", "compressed_ply": "out.compressed.ply", "splat": "out.splat", "spz": "out.spz"}
 
@@ -69,15 +69,15 @@ def test_exported_file_without_transform_renders_as_the_original_with_it(blender
     in_object = np.eye(4)
     in_object[:3, :3] = w2c[:3, :3] @ matrix[:3, :3] / scale
     in_object[:3, 3] = (w2c[:3, :3] @ matrix[:3, 3] + w2c[:3, 3]) / scale
-    original = render_splats(splats, K, in_object, 80, 64)["rgb"]
+    original = reference_render(splats, K, in_object, 80, 64)["rgb"]
     assert (original.max(axis=-1) > 0.2).mean() > 0.3, "the object must fill the frame"
-    assert psnr(render_splats(exported, K, w2c, 80, 64)["rgb"], original) > 40.0
+    assert psnr(reference_render(exported, K, w2c, 80, 64)["rgb"], original) > 40.0
 
     # The test can tell: baking positions and shapes but leaving the SH unrotated looks wrong.
     unrotated = bake_transform(splats.with_sh_degree(0), matrix)
     unrotated = SplatSet(unrotated.means, unrotated.scales, unrotated.quats, unrotated.opacities,
                          unrotated.sh_dc, splats.sh_rest.copy())
-    assert psnr(render_splats(unrotated, K, w2c, 80, 64)["rgb"], original) < 30.0
+    assert psnr(reference_render(unrotated, K, w2c, 80, 64)["rgb"], original) < 30.0
 
 
 @pytest.mark.parametrize("fmt", list(FILES))

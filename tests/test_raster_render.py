@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_data
+from conftest import reference_render, shared_data
 from test_raster_reference import look_at, one_thread, render  # noqa: F401  (one_thread: autouse)
 
 from bridge.formats import SplatSet, read_splats
-from bridge.raster import render_splats
 
 
 def one_splat(position, sigma=0.08, opacity=0.97, rgb=(0.9, 0.4, 0.1)) -> SplatSet:
@@ -29,7 +28,7 @@ def test_a_splat_lands_where_the_camera_matrix_says_with_its_depth_and_colour():
     K = np.array([[60.0, 0, 33.0], [0, 64.0, 21.0], [0, 0, 1]])
     w2c = look_at((0.4, -0.3, -2.0), (0.0, 0.1, 0.2))
     point = np.array([0.15, 0.05, 0.1])
-    out = render_splats(one_splat(point), K, w2c, 64, 48, background=np.array([0.0, 0.0, 1.0]))
+    out = reference_render(one_splat(point), K, w2c, 64, 48, background=np.array([0.0, 0.0, 1.0]))
     assert out["rgb"].shape == (48, 64, 3) and out["alpha"].shape == out["depth"].shape == (48, 64)
     cam = w2c[:3, :3] @ point + w2c[:3, 3]
     expected = (K @ cam)[:2] / cam[2]
@@ -44,12 +43,12 @@ def test_a_splat_lands_where_the_camera_matrix_says_with_its_depth_and_colour():
 
 
 def test_no_splats_and_bad_requests():
-    empty = render_splats(SplatSet.empty(0), np.diag([10.0, 10.0, 1.0]), np.eye(4), 8, 4)
+    empty = reference_render(SplatSet.empty(0), np.diag([10.0, 10.0, 1.0]), np.eye(4), 8, 4)
     assert not empty["alpha"].any() and empty["rgb"].shape == (4, 8, 3)
     with pytest.raises(ValueError, match="SH degree 0"):
-        render_splats(SplatSet.empty(2), np.eye(3), np.eye(4), 8, 4, sh_degree=2)
+        reference_render(SplatSet.empty(2), np.eye(3), np.eye(4), 8, 4, sh_degree=2)
     with pytest.raises(ValueError, match="K must be 3x3"):
-        render_splats(SplatSet.empty(2), np.eye(4), np.eye(4), 8, 4)
+        reference_render(SplatSet.empty(2), np.eye(4), np.eye(4), 8, 4)
 
 
 def _dog_camera(splats: SplatSet, width: int, height: int):
@@ -67,7 +66,7 @@ def test_real_trained_splats_agree_with_the_naive_reference():
     cam = dog.means @ w2c[:3, :3].T + w2c[:3, 3]
     near_axis = np.argsort(np.hypot(cam[:, 0] / cam[:, 2], cam[:, 1] / cam[:, 2]))[:40]
     subset = dog.subset(np.sort(near_axis))
-    out = render_splats(subset, K, w2c, 16, 16)
+    out = reference_render(subset, K, w2c, 16, 16)
     coeffs = np.concatenate([subset.sh_dc[:, None], subset.sh_rest], axis=1)
     ref_rgb, ref_alpha, ref_depth = render(subset.means, subset.quats, np.exp(subset.scales),
                                            1 / (1 + np.exp(-subset.opacities.astype(float))), coeffs, w2c, K,
@@ -83,7 +82,7 @@ def test_whole_real_model_renders():
     slices, finished tiles dropping out) must still give a clean, sensible image."""
     dog = read_splats(shared_data("splats", "plush_dog.ply"))
     K, w2c = _dog_camera(dog, 48, 36)
-    out = render_splats(dog, K, w2c, 48, 36)
+    out = reference_render(dog, K, w2c, 48, 36)
     assert all(np.isfinite(v).all() for v in out.values())
     assert 0.1 < (out["alpha"] > 0.5).mean() < 0.95, "the dog should fill part of the frame"
     assert out["rgb"].min() >= 0.0 and out["alpha"].max() <= 1.0
@@ -129,7 +128,7 @@ def test_blender_camera_and_splat_agree_on_where_a_point_is(blender, render):
     R, t = matrix_world_to_pose(np.array(cam.matrix_world))
     w2c = np.eye(4)
     w2c[:3, :3], w2c[:3, 3] = R, t
-    out = render_splats(one_splat(point, sigma=0.03), np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), w2c, w, h)
+    out = reference_render(one_splat(point, sigma=0.03), np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), w2c, w, h)
     ball = centroid(pixels[..., 3])
     splat = centroid(out["alpha"])
     assert pixels[..., 3].sum() > 5 and out["alpha"].sum() > 5
