@@ -267,3 +267,60 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_names_the_file(scene, good_ch
         proc = start(scene_args(scene, out, "--steps", 50, "--resume", "--checkpoint-every", 2, *QUICK),
                      tmp_path / "log.txt")
         _assert_disk_full(proc, out, before)
+
+
+def _dataset_job(scene, model: Path, images: Path | None = None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=str(model), images=str(images or scene.images), init="sfm", test_every=8,
+                           downscale=1.0, background=[0.0, 0.0, 0.0])
+
+
+def _write_model(folder: Path, camera, views) -> None:
+    from bridge.formats.cameras import Reconstruction
+    from bridge.formats.colmap import write_model
+
+    n = 4
+    write_model(Reconstruction({1: camera}, views, np.zeros((n, 3)), np.zeros((n, 3), np.uint8), np.zeros(n),
+                               np.full(n, 2)), folder)
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../view_001.png", "climbs out of the images folder"), ("sub/../../view_001.png", "climbs out"),
+    ("/etc/hostname", "absolute path"),
+])
+def test_image_names_outside_the_images_folder_are_refused_naming_image_and_model(scene, tmp_path, name,
+                                                                                   problem):
+    from bridge.formats.cameras import View
+    from bridge.train.data import load_dataset
+
+    views = [View(v.id, name if i == 1 else v.name, v.camera_id, v.R, v.t) for i, v in enumerate(scene.views)]
+    images = tmp_path / "nested" / "images"
+    images.mkdir(parents=True)
+    for view in scene.views:  # the file a '..' name reaches exists, so only the name check can refuse it
+        shutil.copy(scene.images / view.name, images / view.name)
+        shutil.copy(scene.images / view.name, images.parent / view.name)
+    model = tmp_path / "model"
+    _write_model(model, scene.camera, views)
+    with pytest.raises(protocol.BridgeError, match=problem) as info:
+        load_dataset(_dataset_job(scene, model, images))
+    assert info.value.kind == "bad_input" and info.value.exit_code == protocol.EXIT_BAD_INPUT
+    assert str(model) in info.value.message and repr(name) in info.value.message
+
+
+@pytest.mark.parametrize("fx, cx, problem", [
+    (-45.0, 24.0, "focal length fx=-45.0"), (float("nan"), 24.0, "fx=nan|camera 1 is invalid"),
+    (0.0, 24.0, "focal length fx=0.0"), (1e9, 24.0, "not between 0 and 100 image sizes"),
+    (45.0, float("inf"), "cx=inf|camera 1 is invalid"), (45.0, 1e6, "within one image size"),
+])
+def test_impossible_intrinsics_are_refused_before_any_image_is_read(scene, tmp_path, fx, cx, problem):
+    """(The model reader already refuses non-finite values; the trainer adds the ranges.)"""
+    from bridge.formats.cameras import Camera
+    from bridge.train.data import load_dataset
+
+    camera = Camera(1, "PINHOLE", scene.camera.width, scene.camera.height, np.array([fx, 45.0, cx, 18.0]))
+    model = tmp_path / "model"
+    _write_model(model, camera, scene.views)
+    with pytest.raises(protocol.BridgeError, match=problem) as info:
+        load_dataset(_dataset_job(scene, model))
+    assert info.value.kind == "bad_input" and str(model) in info.value.message and "camera 1" in info.value.message
