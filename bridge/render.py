@@ -29,7 +29,7 @@ from .formats import FormatError, SplatSet, read_splats
 from .formats.atomic import atomic_path
 from .formats.transform import check_transform, place_splats
 from .protocol import BridgeError, Done
-from .runner import RunContext, run_command
+from .runner import NO_SPACE, RunContext, run_command
 
 # What Blender's Z pass holds where nothing was hit, so a Z-combine treats empty pixels alike.
 BACKGROUND_DEPTH = 1e10
@@ -189,7 +189,13 @@ def write_exr(path: Path, rgba: np.ndarray, depth: np.ndarray) -> None:
     channels = {f"{EXR_LAYER}.Combined.{c}": np.ascontiguousarray(rgba[..., i]) for i, c in enumerate("RGBA")}
     channels[f"{EXR_LAYER}.Depth.Z"] = np.ascontiguousarray(depth, np.float32)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    _write_atomically(path, lambda tmp: OpenEXR.File(header, channels).write(str(tmp)))
+    try:
+        _write_atomically(path, lambda tmp: OpenEXR.File(header, channels).write(str(tmp)))
+    except RuntimeError as exc:  # OpenEXR reports a failed write with libc's words but no errno
+        for code in NO_SPACE:
+            if os.strerror(code) in str(exc):
+                raise OSError(code, os.strerror(code), str(path)) from exc
+        raise
 
 
 def write_png(path: Path, rgba8: np.ndarray) -> None:

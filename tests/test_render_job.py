@@ -41,3 +41,21 @@ def test_resolutions_past_the_limit_are_refused_with_the_limit(tmp_path, width, 
 def test_the_largest_allowed_frames_and_ordinary_names_pass(tmp_path):
     assert load_job(_job(tmp_path, name="shot 010 é" + "x" * 180, width=MAX_SIDE, height=MAX_PIXELS // MAX_SIDE))
     assert load_job(_job(tmp_path, width=7680, height=4320)).frames[0].width == 7680
+
+
+def test_a_frame_that_does_not_fit_on_disk_names_the_file_and_leaves_no_temporary(tmp_path):
+    import errno
+    import resource
+
+    from bridge.render import write_exr
+
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, old[1]))  # writes past 2000 bytes fail, as on a full disk
+    try:
+        with pytest.raises(OSError) as info:
+            rng = np.random.default_rng(0)
+            write_exr(tmp_path / "f.exr", rng.random((64, 64, 4), np.float32), rng.random((64, 64), np.float32))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+    assert info.value.errno == errno.EFBIG and info.value.filename == str(tmp_path / "f.exr")
+    assert list(tmp_path.iterdir()) == []
