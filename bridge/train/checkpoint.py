@@ -11,7 +11,6 @@ damaged or foreign file is refused naming the file rather than failing mid-run.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -70,13 +69,35 @@ def save(path: str, *, step: int, params, optimizers, scheduler, strategy_state,
         "rng": _rng_state(),
         "job": json.dumps(job),
     }
-    # Serialised in memory first: torch's zip writer reports a failed file write as "unexpected pos",
-    # while a plain write raises OSError with the errno (no space left) and, from atomic_write, the path.
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with atomic_write(path) as fh:
-        fh.write(buffer.getbuffer())
+        recorder = _WriteErrors(fh)
+        try:
+            torch.save(payload, recorder)
+        except RuntimeError:
+            # torch's zip writer reports a failed file write as "unexpected pos N vs M"; the OSError
+            # (no space left, with its errno) is the real cause, and atomic_write adds the path.
+            if recorder.error is not None:
+                raise recorder.error from None
+            raise
+
+
+class _WriteErrors:
+    """A file wrapper that remembers the OSError of a failed write, which torch.save would hide."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
 
 
 def _refuse(path: str, problem: str, hint: str = _NEW_RUN, kind: str = "bad_input") -> BridgeError:
@@ -106,7 +127,7 @@ def load(path: str, device: torch.device) -> dict:
         raise _refuse(path, f"unreadable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise _refuse(path, f"not a Splatwork checkpoint (format {FORMAT})")
-    if payload["format"] != FORMAT:
+    if not isinstance(payload["format"], int) or payload["format"] != FORMAT:
         raise _refuse(path, f"checkpoint format {payload['format']!r}; this Splatwork reads format {FORMAT}")
     missing = [k for k in KEYS if k not in payload]
     if missing:

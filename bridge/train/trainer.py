@@ -353,7 +353,8 @@ def _keep_newest(folder: str, count: int, keep: set[str]) -> None:
     """Keeps the ``count`` newest previews and PLYs in ``folder`` (and ``keep``), across resumed runs."""
     for prefix in ("preview_", "splats_"):
         entries = [e for e in os.scandir(folder) if e.name.startswith(prefix) and e.is_file()]
-        entries.sort(key=lambda e: e.stat().st_mtime_ns, reverse=True)
+        # Newest first; the name (its zero-padded step) breaks ties of the file system's coarse clock.
+        entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name), reverse=True)
         for entry in entries[count:]:
             if entry.path not in keep:
                 with contextlib.suppress(FileNotFoundError):
