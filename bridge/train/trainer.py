@@ -202,7 +202,8 @@ class Trainer:
                               hint="Check that the output folder is writable. " + self._intact()) from None
 
     def _check_finite(self, step: int, loss: float | None = None) -> None:
-        """Ends the run before anything non-finite is saved (one device sync: called only when saving)."""
+        """Ends the run before anything non-finite is saved. The parameter check waits for the device, so
+        it runs only before saving, or when ``loss`` (already read for a progress report) is not finite."""
         if loss is not None and math.isfinite(loss):
             return
         bad = [name for name, p in self.params.items() if not bool(torch.isfinite(p).all())]
@@ -213,8 +214,9 @@ class Trainer:
         raise BridgeError(
             "diverged", f"training diverged at step {step}: {what} became NaN or infinite; nothing of it "
                         "was saved",
-            hint="The learning rates were too high for this scene: check the COLMAP model for outlier points "
-                 "or cameras far from the scene and for wrong intrinsics, or start again with another seed. "
+            hint="Usually the learning rates are too high for the scene's scale: check the COLMAP model for "
+                 "outlier points or cameras far from the scene and for wrong intrinsics, or start again with "
+                 "another seed. "
                  + self._intact())
 
     def _loop(self) -> None:
