@@ -271,6 +271,7 @@ class CommandReader:
         self.commands: queue.Queue[str] = queue.Queue()
         self._stream = stream
         self._eof_means_stop = eof_means_stop
+        self._stop_requested = False
         self._thread = threading.Thread(target=self._run, name="bridge-commands", daemon=True)
 
     def start(self) -> CommandReader:
@@ -292,13 +293,22 @@ class CommandReader:
         if self._eof_means_stop:
             self.commands.put("stop")
 
+    def request_stop(self) -> None:
+        """Make the next :meth:`poll` return "stop". Safe in a signal handler: it takes no lock (the
+        queue's could be held by the very code the handler interrupted)."""
+        self._stop_requested = True
+
     def poll(self) -> list[str]:
         out = []
         while True:
             try:
                 out.append(self.commands.get_nowait())
             except queue.Empty:
-                return out
+                break
+        if self._stop_requested:
+            self._stop_requested = False
+            out.append("stop")
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

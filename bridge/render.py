@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,22 @@ import numpy as np
 
 from . import protocol
 from .formats import FormatError, SplatSet, read_splats
+from .formats.atomic import atomic_path
 from .formats.transform import check_transform, place_splats
 from .protocol import BridgeError, Done
-from .runner import RunContext, run_command
+from .runner import NO_SPACE, RunContext, run_command
 
 # What Blender's Z pass holds where nothing was hit, so a Z-combine treats empty pixels alike.
 BACKGROUND_DEPTH = 1e10
 # gsplat draws nothing fainter than this; below it a pixel has no meaningful depth.
 MIN_ALPHA = 1.0 / 255.0
 EXR_LAYER = "Splats"
+# A frame's buffers take about 40 bytes a pixel (float RGBA, depth, preview, the rasteriser's
+# per-pixel state): 16384 a side and 2^27 pixels (16384 x 8192, twice 8K) keep one frame near 5 GB.
+MAX_SIDE = 16384
+MAX_PIXELS = 2**27
+# Files are "<name>_<frame>.exr"; most file systems allow 255 bytes a name.
+MAX_NAME_BYTES = 200
 
 
 @dataclass
@@ -94,8 +100,9 @@ def load_job(path: str | os.PathLike) -> RenderJob:
                    "splats) and a list of frames") from exc
     if not objects or not frames:
         raise _bad(f"the render job {path} has no {'objects' if not objects else 'frames'}")
-    if not name or any(c in name for c in "/\\:"):
-        raise _bad(f"the output name {name!r} must be a plain file name")
+    problem = _name_problem(name)
+    if problem:
+        raise _bad(f"the output name {name!r} {problem}")
     for i, f in enumerate(frames):
         where = f"frame {f.get('frame', i) if isinstance(f, dict) else i}"
         try:
@@ -110,12 +117,28 @@ def load_job(path: str | os.PathLike) -> RenderJob:
             raise _bad(f"{where} of the render job {path} {what}") from exc
         if width <= 0 or height <= 0:
             raise _bad(f"{where}: the resolution {width}x{height} is empty")
+        if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+            raise BridgeError("bad_job", f"{where}: the resolution {width}x{height} is over the limit of "
+                              f"{MAX_SIDE} pixels a side and {MAX_PIXELS:,} pixels a frame",
+                              hint="Lower the resolution or its percentage in the Output properties.",
+                              exit_code=protocol.EXIT_BAD_INPUT)
         if not 0.0 <= start < end:
             raise _bad(f"{where}: the clip range {start}..{end} is empty")
         if len(frame.object_matrices) != len(objects):
             raise _bad(f"{where} has {len(frame.object_matrices)} object matrices for {len(objects)} objects")
         job.frames.append(frame)
     return job
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot start every frame's file name, or None."""
+    if not name:
+        return "is empty"
+    if any(c in name for c in "/\\:") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must be a plain file name (no slashes, colons or control characters)"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    return None
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
@@ -166,26 +189,25 @@ def write_exr(path: Path, rgba: np.ndarray, depth: np.ndarray) -> None:
     channels = {f"{EXR_LAYER}.Combined.{c}": np.ascontiguousarray(rgba[..., i]) for i, c in enumerate("RGBA")}
     channels[f"{EXR_LAYER}.Depth.Z"] = np.ascontiguousarray(depth, np.float32)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    _write_atomically(path, lambda tmp: OpenEXR.File(header, channels).write(str(tmp)))
+    try:
+        _write_atomically(path, lambda tmp: OpenEXR.File(header, channels).write(str(tmp)))
+    except RuntimeError as exc:  # OpenEXR reports a failed write with libc's words but no errno
+        for code in NO_SPACE:
+            if os.strerror(code) in str(exc):
+                raise OSError(code, os.strerror(code), str(path)) from exc
+        raise
 
 
 def write_png(path: Path, rgba8: np.ndarray) -> None:
     from PIL import Image
 
-    _write_atomically(path, lambda tmp: Image.fromarray(rgba8, "RGBA").save(tmp, format="PNG"))
+    _write_atomically(path, lambda tmp: Image.fromarray(rgba8).save(tmp, format="PNG"))  # (H, W, 4): RGBA
 
 
 def _write_atomically(path: Path, write) -> None:
     # Both libraries want a file name, not a file object, so the temporary file is named.
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def frame_paths(job: RenderJob, frame: int) -> tuple[Path, Path]:

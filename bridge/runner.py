@@ -4,12 +4,19 @@ A command is a function ``run(ctx, args) -> Done``. :func:`run_command` claims s
 (or, at a terminal, prints readable progress to stderr instead), starts the stdin command reader,
 turns a :class:`~.protocol.BridgeError` into an Error event plus its exit code, and any other
 exception into an ``internal`` error with the traceback.
+
+SIGTERM and SIGINT ask for a stop, exactly like the ``stop`` command: a training run saves its
+checkpoint and splats and ends with ``Done(status="stopped")``. A second signal of either kind ends
+the run at once (files are written atomically, so the last complete ones survive).
 """
 from __future__ import annotations
 
+import errno
 import os
 import platform
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -23,6 +30,7 @@ class RunContext:
         self.events = events
         self.commands = commands
         self.human = human  # print readable progress to stderr
+        self._signals = 0
 
     def emit(self, event: Event) -> None:
         self.events.emit(event)
@@ -30,6 +38,27 @@ class RunContext:
             line = _human_line(event)
             if line:
                 print(line, file=sys.stderr, flush=True)
+
+    def claim_signals(self) -> None:
+        """Make the first SIGTERM/SIGINT ask for a stop, and a second one raise KeyboardInterrupt.
+
+        Called at start, and again by a command once it has imported pycolmap: glog installs its own
+        SIGTERM handler then (a stack trace, then death), replacing this one. (pycolmap cannot simply
+        be imported first: before torch, it breaks Pillow's PNG writer with a double free in zlib.)
+        """
+        if threading.current_thread() is not threading.main_thread():  # Python delivers signals there only
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            raise KeyboardInterrupt
+        self.commands.request_stop()
+        # A raw write: the handler may run while the main thread is inside sys.stderr's own write.
+        os.write(2, f"{signal.Signals(signum).name} received: saving and stopping "
+                    "(send it again to end at once)\n".encode())
 
     def log(self, message: str, level: str = "info") -> None:
         self.emit(protocol.Log(level=level, message=message))
@@ -76,6 +105,16 @@ def _human_line(event: Event) -> str:
     return ""
 
 
+# Errors of a write that found no room: the disk or quota is full, or the file-size limit is hit.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_full_error(exc: OSError, hint: str = "") -> BridgeError:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return BridgeError("disk_full", f"{where}cannot write ({exc.strerror or exc})",
+                       hint=hint or "Free some space on that disk, or choose an output folder on another one.")
+
+
 def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool) -> int:
     """Run one bridge command with the protocol around it and return the process exit code.
 
@@ -91,11 +130,18 @@ def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool) -> i
     if ipc or sys.stdin.isatty():
         commands.start()
     ctx = RunContext(command, events, commands, human)
+    ctx.claim_signals()
     try:
         done = run(ctx)
     except BridgeError as exc:
         ctx.emit(protocol.Error(kind=exc.kind, message=exc.message, hint=exc.hint))
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            return _internal(ctx, exc)
+        error = disk_full_error(exc)
+        ctx.emit(protocol.Error(kind=error.kind, message=error.message, hint=error.hint))
+        return error.exit_code
     except KeyboardInterrupt:
         ctx.emit(protocol.Error(kind="interrupted", message="interrupted"))
         return 130
@@ -110,15 +156,19 @@ def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool) -> i
         )
         return protocol.EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never die silently
-        ctx.emit(
-            protocol.Error(
-                kind="internal",
-                message=f"{type(exc).__name__}: {exc}",
-                hint="This is a bug in Splatwork; the traceback is in the log.",
-                traceback=traceback.format_exc(),
-            )
-        )
-        traceback.print_exc()
-        return protocol.EXIT_FAILED
+        return _internal(ctx, exc)
     ctx.emit(done)
     return protocol.EXIT_OK
+
+
+def _internal(ctx: RunContext, exc: BaseException) -> int:
+    ctx.emit(
+        protocol.Error(
+            kind="internal",
+            message=f"{type(exc).__name__}: {exc}",
+            hint="This is a bug in Splatwork; the traceback is in the log.",
+            traceback=traceback.format_exc(),
+        )
+    )
+    traceback.print_exc()
+    return protocol.EXIT_FAILED

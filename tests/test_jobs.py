@@ -113,3 +113,43 @@ def test_quitting_blender_ends_the_bridge(splatwork, synthetic_scene, tmp_path):
     pid = int(result.stdout.split("BRIDGE ", 1)[1].split()[0])
     with pytest.raises(OSError):
         os.kill(pid, 0)
+
+
+def test_a_bridge_terminated_or_killed_mid_job_ends_the_job_and_blender_carries_on(blender_with_splatwork,
+                                                                                   splatwork, tmp_path):
+    """SIGTERM from outside (logout, a scheduler) stops the bridge as Cancel does: it saves and the job
+    ends "stopped". SIGKILL (the OOM killer) fails the job with a clear error; the checkpoint survives."""
+    import signal
+
+    from test_train import make_scene
+
+    from bridge.train import checkpoint
+
+    jobs = splatwork.addon.jobs
+    scene = make_scene(tmp_path / "scene")
+    out = tmp_path / "out"
+    args = ["train", "--model", str(scene.model), "--images", str(scene.images), "--out", str(out),
+            "--steps", "100000", "--device", "cpu", "--checkpoint-every", "2", "--progress-every", "1",
+            "--snapshot-every", "0", "--test-every", "0"]
+    finished = []
+    for sig, extra in ((signal.SIGTERM, []), (signal.SIGKILL, ["--resume"])):
+        job = jobs.start_job("train", args + extra, on_finish=finished.append, block=False,
+                             log_path=str(tmp_path / f"{sig.name}.log"))
+        first = 3 if sig == signal.SIGTERM else finished[-1].done.metrics["step"] + 3  # a checkpoint since
+        _pump_until(jobs, lambda j=job, n=first: not j.running or (j.progress is not None and j.progress.step >= n),
+                    timeout=180)
+        assert job.running, job.message()
+        os.kill(job.pid, sig)
+        _pump_until(jobs, lambda j=job: not j.running)
+        assert finished[-1] is job and not jobs.running_jobs() and jobs.pump() is None
+    stopped, killed = finished
+    assert stopped.state == "stopped" and stopped.exit_code == 0 and (out / "splats.ply").is_file()
+    assert killed.state == "failed" and killed.error.kind == "crashed", killed.error
+    assert "signal 9" in killed.error.message and killed.error.hint and killed.log_path in killed.message()
+    payload = checkpoint.load(checkpoint.checkpoint_path(str(out)), "cpu")
+    assert payload["step"] > stopped.done.metrics["step"]  # the killed run's last checkpoint, whole
+    # Blender carries on: operators run, and a new job of the same name starts.
+    assert bpy.ops.mesh.primitive_cube_add() == {"FINISHED"}
+    job = jobs.start_job("train", ["no-such-command"], block=False, log_path=str(tmp_path / "again.log"))
+    _pump_until(jobs, lambda: not job.running)
+    assert job.state == "failed" and job.exit_code == 2

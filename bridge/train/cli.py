@@ -136,6 +136,7 @@ def train(ctx: RunContext, argv: list[str]) -> protocol.Done:
     from .trainer import Trainer
 
     dataset = load_dataset(job, log=ctx.log)
+    ctx.claim_signals()  # again: importing pycolmap (reading the model) replaced the SIGTERM handler
     try:
         os.makedirs(job.out, exist_ok=True)
     except OSError as exc:

@@ -80,10 +80,13 @@ def load_dataset(job, log=None) -> Dataset:
         raise BridgeError("empty_reconstruction", f"{job.model}: the reconstruction has no 3D points",
                           hint="Set init to 'random' to start from random splats in the cameras' bounds.",
                           exit_code=EXIT_BAD_INPUT)
-    missing = [v.name for v in views if not os.path.isfile(os.path.join(job.images, v.name))]
+    for camera_id in sorted({v.camera_id for v in views}):
+        _check_intrinsics(job, rec.cameras[camera_id])
+    paths = {v.name: image_path(job, v.name) for v in views}
+    missing = [v.name for v in views if not os.path.isfile(paths[v.name])]
     if missing:
         raise BridgeError("missing_input",
-                          f"{os.path.join(job.images, missing[0])}: image not found"
+                          f"{paths[missing[0]]}: image not found"
                           + (f" (and {len(missing) - 1} more of the model's images)" if len(missing) > 1 else ""),
                           hint="The images folder must hold every image the COLMAP model names.",
                           exit_code=EXIT_BAD_INPUT)
@@ -95,7 +98,7 @@ def load_dataset(job, log=None) -> Dataset:
     if undistorted and log is not None:
         models = sorted({rec.cameras[v.camera_id].model for v in views if _distorted(rec.cameras[v.camera_id])})
         log(f"undistorting images of {', '.join(models)} cameras into pinhole cameras for training")
-    loaded = [_load_view(job, view, rec.cameras[view.camera_id]) for view in views]
+    loaded = [_load_view(job, view, rec.cameras[view.camera_id], paths[view.name]) for view in views]
     centers = np.stack([v.center() for v in views])
     scene_center = centers.mean(axis=0)
     spread = float(np.linalg.norm(centers - scene_center, axis=1).max())
@@ -113,10 +116,56 @@ def load_dataset(job, log=None) -> Dataset:
     )
 
 
-def _load_view(job, view, camera) -> TrainView:
+def image_path(job, name: str) -> str:
+    """The file of the model's image ``name`` inside the images folder; names come from the model file,
+    so one that is absolute, holds a NUL or climbs out with '..' is refused naming the image and model.
+    The rule is lexical: symlinks the user put inside the images folder keep working."""
+    # TODO: use bridge.formats.colmap.resolve_image_path (the same rule) once it is on this branch.
+    parts = name.replace("\\", "/").split("/")
+    if not name or "\0" in name:
+        problem = "is empty or holds a NUL byte"
+    elif name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        problem = "is an absolute path"
+    elif ".." in parts:
+        problem = "climbs out of the images folder with '..'"
+    else:
+        root = os.path.abspath(job.images)
+        path = os.path.abspath(os.path.join(root, name))
+        if os.path.commonpath([root, path]) == root and path != root:
+            return path
+        problem = "points outside the images folder"
+    raise BridgeError("bad_input", f"{job.model}: image name {name!r} {problem} ({job.images})",
+                      hint="Image names in a COLMAP model are relative to the images folder; fix the model.",
+                      exit_code=EXIT_BAD_INPUT)
+
+
+# A focal length over 100 image sizes is a field of view under 0.6 degrees: a broken model, not a lens.
+MAX_FOCAL_IN_IMAGE_SIZES = 100.0
+
+
+def _check_intrinsics(job, camera) -> None:
+    """Refuses intrinsics no photo has, before any image is read (they would train into NaN)."""
+    size = max(camera.width, camera.height)
+    problem = None
+    for name, value in (("fx", camera.fx), ("fy", camera.fy)):
+        if not (np.isfinite(value) and 0.0 < value <= MAX_FOCAL_IN_IMAGE_SIZES * size):
+            problem = f"focal length {name}={value!r} is not between 0 and {MAX_FOCAL_IN_IMAGE_SIZES:g} image sizes"
+            break
+    else:
+        for name, value, extent in (("cx", camera.cx, camera.width), ("cy", camera.cy, camera.height)):
+            if not (np.isfinite(value) and -extent <= value <= 2 * extent):
+                problem = (f"principal point {name}={value!r} is not within one image size of the "
+                           f"{camera.width}x{camera.height} image")
+                break
+    if problem:
+        raise BridgeError("bad_input", f"{job.model}: camera {camera.id} ({camera.model}): {problem}",
+                          hint="Calibrate again or fix the camera in the model (cameras.txt / cameras.bin).",
+                          exit_code=EXIT_BAD_INPUT)
+
+
+def _load_view(job, view, camera, path: str) -> TrainView:
     from PIL import Image, UnidentifiedImageError
 
-    path = os.path.join(job.images, view.name)
     try:
         with Image.open(path) as img:
             img.load()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,16 +148,53 @@ def _check(job: TrainJob) -> None:
         raise bad_job("eval_steps", f"must be a list of steps between 1 and {job.steps}, got {job.eval_steps!r}")
 
 
+# Every strategy option we pass on, with its type and range: gsplat checks none of them, and a bad value
+# fails mid-run (reset_every 0 divides by zero) or silently ruins it (prune_opa 2 prunes every splat).
+# An option missing here is refused, so a new gsplat field is never passed on unchecked.
+_INT, _NUMBER, _BOOL = "an integer", "a number", "true or false"
+_POSITIVE = "a number above 0"
+_OPTIONS: dict[str, tuple[str, float, float]] = {  # name -> (type, low, high), inclusive
+    "prune_opa": (_NUMBER, 0.0, 0.999),
+    "grow_grad2d": (_POSITIVE, 0.0, math.inf),
+    "grow_scale3d": (_POSITIVE, 0.0, math.inf),
+    "grow_scale2d": (_POSITIVE, 0.0, math.inf),
+    "prune_scale3d": (_POSITIVE, 0.0, math.inf),
+    "prune_scale2d": (_POSITIVE, 0.0, math.inf),
+    "refine_scale2d_stop_iter": (_INT, 0, math.inf),
+    "refine_start_iter": (_INT, 0, math.inf),
+    "refine_stop_iter": (_INT, 0, math.inf),
+    "reset_every": (_INT, 1, math.inf),
+    "refine_every": (_INT, 1, math.inf),
+    "pause_refine_after_reset": (_INT, 0, math.inf),
+    "absgrad": (_BOOL, 0, 1),
+    "revised_opacity": (_BOOL, 0, 1),
+    "verbose": (_BOOL, 0, 1),
+    "noise_lr": (_NUMBER, 0.0, math.inf),
+    "min_opacity": (_NUMBER, 0.0, 0.999),
+}
+
+
 def _check_strategy_options(job: TrainJob) -> None:
     # The strategies are gsplat dataclasses; their field names are the public option names.
     from gsplat.strategy import DefaultStrategy, MCMCStrategy
 
     cls = MCMCStrategy if job.strategy == "mcmc" else DefaultStrategy
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    known = [f.name for f in dataclasses.fields(cls) if f.name in _OPTIONS]
     for key, value in job.strategy_options.items():
-        if key not in known or key == "cap_max":  # the cap is a job field of its own
-            raise bad_job("strategy_options", f"{cls.__name__} has no option {key!r}",
-                          hint="Options: " + ", ".join(k for k in known if k != "cap_max"))
-        default = known[key].default
-        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (type(default), int)):
-            raise bad_job("strategy_options", f"{key} must be like {default!r}, got {value!r}")
+        if key not in known:  # also cap_max (a job field of its own) and key_for_gradient (2DGS only)
+            raise bad_job("strategy_options", f"{cls.__name__} has no option {key!r} we support",
+                          hint="Options: " + ", ".join(known))
+        kind, low, high = _OPTIONS[key]
+        is_bool = isinstance(value, bool)
+        if kind == _BOOL:
+            if not is_bool:
+                raise bad_job("strategy_options", f"{key} must be {kind}, got {value!r}")
+            continue
+        if is_bool or not isinstance(value, (int, float)) or (kind == _INT and not isinstance(value, int)):
+            raise bad_job("strategy_options", f"{key} must be {kind}, got {value!r}")
+        if not (math.isfinite(value) and low <= value <= high) or (kind == _POSITIVE and value <= 0):
+            if kind == _POSITIVE:
+                bounds = "above 0"
+            else:
+                bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+            raise bad_job("strategy_options", f"{key} must be {bounds}, got {value!r}")

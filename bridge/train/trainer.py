@@ -2,12 +2,19 @@
 
 One step: render a training view, L1 + lambda * D-SSIM (plus MCMC's opacity and scale
 regularisers), Adam, then the gsplat strategy densifies / prunes / relocates. The commands read on
-stdin are handled between steps, so "stop" always leaves a checkpoint and an exported PLY.
+stdin are handled between steps, so "stop" (and SIGTERM/SIGINT, see ``bridge/runner.py``) always
+leaves a checkpoint and an exported PLY.
+
+What was saved stays good: parameters are checked for NaN/infinity before every checkpoint, snapshot
+and export (and the loss at every progress report, where the device is waited for anyway), so a
+diverged run ends with a ``diverged`` error and the last finite checkpoint on disk; a write that
+finds no room ends with ``disk_full`` naming the file, the previous file intact (writes are atomic).
 """
 from __future__ import annotations
 
-import collections
+import contextlib
 import json
+import math
 import os
 import random
 import time
@@ -16,10 +23,11 @@ import numpy as np
 import torch
 
 from .. import protocol
-from ..formats import write_splats
-from ..formats.atomic import atomic_write
+from ..formats import FormatError, write_splats
+from ..formats.atomic import atomic_write, remove_stale_temporaries
 from ..protocol import BridgeError
 from ..raster import rasterize
+from ..runner import NO_SPACE, disk_full_error
 from . import checkpoint, gaussians
 from .job import bad_job
 from .losses import mse_to_psnr, photometric_loss, psnr, ssim
@@ -38,7 +46,6 @@ class Trainer:
         self.background = torch.tensor(job.background, dtype=torch.float32, device=device)
         self.images = [torch.from_numpy(v.image).to(device) for v in dataset.train]
         self.cameras = [self._camera(v) for v in dataset.train]
-        self.snapshots: collections.deque[str] = collections.deque()
         self.stopped = False
         self.train_seconds = 0.0
         self._seed_everything(job.seed)
@@ -50,8 +57,13 @@ class Trainer:
         self.strategy, self.strategy_state = self._make_strategy()
         self.strategy.check_sanity(self.params, self.optimizers)
         self.start_step = self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, once known good
         if job.resume:
             self._resume()
+        # A run killed mid-write (SIGKILL, power) leaves its temporary file; nothing else writes here.
+        for folder in (self.out, os.path.dirname(self.ckpt_path), os.path.join(self.out, "snapshots")):
+            for path in remove_stale_temporaries(folder):
+                ctx.log(f"removed {path}, left by an interrupted write")
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -80,14 +92,15 @@ class Trainer:
 
     def _resume(self) -> None:
         payload = checkpoint.load(self.ckpt_path, self.device)
-        saved = payload.get("job", {})
+        saved = payload["job"] if isinstance(payload["job"], dict) else {}
         for name in ("model", "sh_degree", "strategy", "downscale"):
             if name in saved and saved[name] != getattr(self.job, name):
                 raise bad_job(name, f"{getattr(self.job, name)!r} differs from the checkpoint's "
                               f"{saved[name]!r} ({self.ckpt_path})",
                               hint="Resume with the job the run started with, or start a new run.")
         self.start_step, self.strategy_state = checkpoint.restore(
-            payload, self.params, self.optimizers, self.scheduler)
+            self.ckpt_path, payload, self.params, self.optimizers, self.scheduler)
+        self.saved_step = self.start_step
         self.ctx.log(f"resumed from {self.ckpt_path} at step {self.start_step}")
 
     # ---- rendering -----------------------------------------------------------------------
@@ -130,6 +143,13 @@ class Trainer:
         if self.job.strategy == "mcmc":
             loss = (loss + MCMC_OPACITY_REG * torch.sigmoid(self.params["opacities"]).mean()
                     + MCMC_SCALE_REG * torch.exp(self.params["scales"]).mean())
+        if not loss.requires_grad:
+            # Our rasterizer culled every splat of this view (gsplat's keeps the graph). NaN splats are
+            # culled, so this is where a diverged run shows first; checking is a rare sync. Otherwise
+            # there is nothing to learn from this view.
+            self._check_finite(step + 1)
+            self.scheduler.step()
+            return loss.detach(), torch.mean((image.detach() - target) ** 2)
         loss.backward()
         for opt in self.optimizers.values():
             opt.step()
@@ -158,8 +178,46 @@ class Trainer:
             raise BridgeError(
                 "cuda_oom", f"out of GPU memory at step {self.step} with {self.num_splats} splats",
                 hint="Raise 'downscale', or use the 'mcmc' strategy with a lower 'cap_max'. "
-                     + (f"The checkpoint {self.ckpt_path} is intact: --resume continues from it."
-                        if os.path.exists(self.ckpt_path) else "")) from None
+                     + self._intact()) from None
+
+    def _intact(self) -> str:
+        if self.saved_step is None:
+            return "No checkpoint had been written yet."
+        return f"The checkpoint {self.ckpt_path} (step {self.saved_step}) is intact: --resume continues from it."
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Turns a failed write into an error naming the file, and says which checkpoint survived."""
+        try:
+            yield
+        except (OSError, FormatError) as exc:
+            # write_splats reports an OSError as FormatError (raised from None, the OSError kept as context)
+            error = exc if isinstance(exc, OSError) else exc.__context__
+            if not isinstance(error, OSError):
+                raise
+            if error.errno in NO_SPACE:
+                raise disk_full_error(error, hint="Free some space on that disk, or choose an output folder "
+                                                  "on another one. " + self._intact()) from None
+            raise BridgeError("write_failed", f"{error.filename or exc}: cannot write ({error.strerror})",
+                              hint="Check that the output folder is writable. " + self._intact()) from None
+
+    def _check_finite(self, step: int, loss: float | None = None) -> None:
+        """Ends the run before anything non-finite is saved. The parameter check waits for the device, so
+        it runs only before saving, or when ``loss`` (already read for a progress report) is not finite."""
+        if loss is not None and math.isfinite(loss):
+            return
+        bad = [name for name, p in self.params.items() if not bool(torch.isfinite(p).all())]
+        if loss is None and not bad:
+            return
+        what = " and ".join(([f"parameter(s) {', '.join(bad)}"] if bad else [])
+                            + (["the loss"] if loss is not None else []))
+        raise BridgeError(
+            "diverged", f"training diverged at step {step}: {what} became NaN or infinite; nothing of it "
+                        "was saved",
+            hint="Usually the learning rates are too high for the scene's scale: check the COLMAP model for "
+                 "outlier points or cameras far from the scene and for wrong intrinsics, or start again with "
+                 "another seed. "
+                 + self._intact())
 
     def _loop(self) -> None:
         job, ctx = self.job, self.ctx
@@ -175,6 +233,7 @@ class Trainer:
             loss, mse = self.train_step(self.step)
             if report:  # reading the values waits for the device, so the timing covers its work too
                 loss, train_psnr = float(loss), mse_to_psnr(float(mse))
+                self._check_finite(step, loss)
             self.train_seconds += time.perf_counter() - t0
             self.step = step
             if step == self.start_step + 1 and self.device.type == "cuda":
@@ -225,24 +284,26 @@ class Trainer:
         return torch.cuda.max_memory_allocated(self.device) / 2**20
 
     def save_checkpoint(self, step: int) -> None:
-        checkpoint.save(self.ckpt_path, step=step, params=self.params, optimizers=self.optimizers,
-                        scheduler=self.scheduler, strategy_state=self.strategy_state, job=self.job.to_dict())
+        self._check_finite(step)
+        with self._writing():
+            checkpoint.save(self.ckpt_path, step=step, params=self.params, optimizers=self.optimizers,
+                            scheduler=self.scheduler, strategy_state=self.strategy_state,
+                            job=self.job.to_dict())
+        self.saved_step = step
         self.ctx.log(f"checkpoint at step {step}: {self.ckpt_path}")
 
     def snapshot(self, step: int) -> None:
+        self._check_finite(step)
         folder = os.path.join(self.out, "snapshots")
-        os.makedirs(folder, exist_ok=True)
         preview = os.path.join(folder, f"preview_{step:06d}.png")
         ply = os.path.join(folder, f"splats_{step:06d}.ply")
         view = (self.data.test or self.data.train)[0]
-        write_png(preview, self.render_view(view))
-        write_splats(ply, gaussians.to_splats(self.params))
+        with self._writing():
+            os.makedirs(folder, exist_ok=True)
+            write_png(preview, self.render_view(view))
+            write_splats(ply, gaussians.to_splats(self.params))
         self.ctx.emit(protocol.Snapshot(step=step, preview=preview, ply=ply))
-        self.snapshots.extend([preview, ply])
-        while len(self.snapshots) > 2 * SNAPSHOTS_KEPT:
-            old = self.snapshots.popleft()
-            if old not in (preview, ply) and os.path.exists(old):
-                os.unlink(old)
+        _keep_newest(folder, SNAPSHOTS_KEPT, keep={preview, ply})
 
     @torch.no_grad()
     def evaluate(self, step: int) -> protocol.EvalResult | None:
@@ -266,7 +327,8 @@ class Trainer:
         result = None if self.stopped else self.evaluate(step)
         self.ctx.emit(protocol.Stage(stage="exporting"))
         splats_path = os.path.join(self.out, "splats.ply")
-        write_splats(splats_path, gaussians.to_splats(self.params))
+        with self._writing():
+            write_splats(splats_path, gaussians.to_splats(self.params))
         metrics = {
             "status": status,
             "step": step,
@@ -281,12 +343,24 @@ class Trainer:
             "eval": [dict(r) for r in result.images] if result else [],
         }
         metrics_path = os.path.join(self.out, "metrics.json")
-        with atomic_write(metrics_path) as fh:
+        with self._writing(), atomic_write(metrics_path) as fh:
             fh.write(json.dumps(metrics, indent=2).encode())
         return protocol.Done(
             status=status,
             outputs={"splats": splats_path, "metrics": metrics_path, "checkpoint": self.ckpt_path},
             metrics={k: v for k, v in metrics.items() if k != "eval"})
+
+
+def _keep_newest(folder: str, count: int, keep: set[str]) -> None:
+    """Keeps the ``count`` newest previews and PLYs in ``folder`` (and ``keep``), across resumed runs."""
+    for prefix in ("preview_", "splats_"):
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix) and e.is_file()]
+        # Newest first; the name (its zero-padded step) breaks ties of the file system's coarse clock.
+        entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name), reverse=True)
+        for entry in entries[count:]:
+            if entry.path not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
 
 def write_png(path: str, image: torch.Tensor) -> None:
