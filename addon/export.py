@@ -17,6 +17,7 @@ from ..bridge.formats import FormatError, FormatWarning, write_splats
 from ..bridge.formats.detect import format_for_extension
 from ..bridge.formats.transform import place_splats
 from .splats import SplatLayoutError, is_splat_object, object_to_splats
+from .splats.pointcloud import describe_splat_objects
 
 # format -> (label, file extension, description)
 FORMATS = {
@@ -125,7 +126,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
         objects = objects_to_export(context, self.use_selection, self.collection)
         if not objects:
             where = f"in collection {self.collection!r}" if self.collection else "selected (or turn off Selected Only)"
-            self.report({"ERROR"}, f"No splat object to export {where}")
+            self.report({"ERROR"}, f"No splat object to export {where}: Splatwork looks for {describe_splat_objects()}")
             return {"CANCELLED"}
         degree = None if self.sh_degree == "KEEP" else int(self.sh_degree)
         try:
@@ -135,6 +136,9 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
                 count = export_objects(objects, path, fmt, degree, self.apply_transform)
         except (FormatError, SplatLayoutError, OSError) as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        except Exception as exc:  # noqa: BLE001 - an operator reports, it never raises a traceback
+            self.report({"ERROR"}, f"Export failed: {path}: {type(exc).__name__}: {exc}")
             return {"CANCELLED"}
         for warning in caught:
             self.report({"WARNING"}, str(warning.message))

@@ -28,10 +28,31 @@ from . import register_timer
 
 ADDON_ID = __package__.rpartition(".")[0]  # the extension's module: the preferences' bl_idname
 
-# What the bridge imports, pinned as in the project's lock file.
+# What the bridge imports, pinned per Python version: the environment is made from Blender's own
+# Python (3.11 in Blender 5.0, 3.13 from 5.1), and numpy 1.26 has no wheels for 3.13. The 3.11 row
+# is the project's lock (constraints.txt); tests/test_install_pins.py resolves every row against
+# the package index for each platform the extension ships for.
 TORCH = "torch==2.13.0"
-BRIDGE_PACKAGES = ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "numpy==1.26.4",
-                   "pytorch-msssim==1.0.0", "pillow==11.3.0")
+_COMMON = ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "pytorch-msssim==1.0.0", "pillow==11.3.0")
+BRIDGE_PINS = {
+    (3, 11): (*_COMMON, "numpy==1.26.4"),
+    (3, 13): (*_COMMON, "numpy==2.5.5"),
+}
+BRIDGE_PACKAGES = BRIDGE_PINS[(3, 11)]  # kept for scripts that read it; bridge_packages() picks
+
+
+class UnsupportedPython(RuntimeError):
+    """No tested package set for the Python that would run the bridge."""
+
+
+def bridge_packages(version: tuple[int, int] | None = None) -> tuple[str, ...]:
+    """The pinned bridge packages for Python ``version`` (default: the one running Blender)."""
+    version = tuple(version or sys.version_info[:2])
+    if version not in BRIDGE_PINS:
+        known = ", ".join(f"{a}.{b}" for a, b in BRIDGE_PINS)
+        raise UnsupportedPython(f"no tested training environment for Python {version[0]}.{version[1]} "
+                                f"(tested: {known}); set Bridge Python to an interpreter with torch and gsplat")
+    return (TORCH, *BRIDGE_PINS[version])
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -83,8 +104,11 @@ def nvidia_gpu_present() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-def install_steps(env_dir: str, cuda: bool, base_python: str | None = None) -> list[list[str]]:
-    """The installer's commands: a venv, a pip that streams progress, torch, then the rest."""
+def install_steps(env_dir: str, cuda: bool, base_python: str | None = None,
+                  python_version: tuple[int, int] | None = None) -> list[list[str]]:
+    """The installer's commands: a venv, a pip that streams progress, torch, then the rest, pinned for
+    ``python_version`` (that of ``base_python``; default Blender's own). UnsupportedPython if none fits."""
+    packages = bridge_packages(python_version)
     python = managed_python(env_dir)
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "raw"]
     torch_index = TORCH_CUDA_INDEX if cuda else TORCH_CPU_INDEX
@@ -96,7 +120,7 @@ def install_steps(env_dir: str, cuda: bool, base_python: str | None = None) -> l
         # pip learnt the machine-readable "raw" progress bar in 24.1; the venv's bundled pip may be older.
         [python, "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "pip>=24.1"],
         torch_step,
-        [*pip, *BRIDGE_PACKAGES],
+        [*pip, *packages[1:]],
     ]
 
 
@@ -282,8 +306,8 @@ class SPLATWORK_OT_install_environment(bpy.types.Operator):
         if env_dir is None:
             self.report({"ERROR"}, "Splatwork is not installed as an extension; cannot make its environment")
             return {"CANCELLED"}
-        steps = install_steps(env_dir, cuda=nvidia_gpu_present())
         try:
+            steps = install_steps(env_dir, cuda=nvidia_gpu_present())
             start_task("installation", steps, _install_finished)
         except RuntimeError as exc:
             self.report({"ERROR"}, str(exc))

@@ -27,6 +27,7 @@ from ..bridge.formats import cameras, write_splats
 from ..bridge.formats.transform import check_transform
 from . import compat, jobs
 from .splats import is_splat_object, object_to_splats
+from .splats.pointcloud import describe_splat_objects
 
 JOB_NAME = "render_passes"
 NODE_GROUP = "Splatwork Composite"
@@ -102,8 +103,8 @@ def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: P
     """The render job for ``frames``: splat files in ``workdir`` and the JSON the bridge reads."""
     objects = splat_objects(view_layer)
     if not objects:
-        raise RenderSetupError("no splat objects to render in this view layer "
-                               "(objects hidden in the viewport are left out)")
+        raise RenderSetupError(f"no splat objects to render in this view layer: Splatwork looks for "
+                               f"{describe_splat_objects()} visible in the viewport")
     entries, splat_sets = [], []
     for i, obj in enumerate(objects):
         path = workdir / f"object_{i}.ply"  # standard PLY: lossless, so the bridge renders exactly these
