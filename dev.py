@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,14 @@ def run(args: list[str], python: Path = PY, env: dict | None = None) -> int:
     return subprocess.run([str(python), *args], cwd=ROOT, env=env).returncode
 
 
+def blender_test_files() -> list[str]:
+    """Test modules with at least one test that takes a Blender fixture (what the other Blender
+    versions run; the rest need the main environment's torch, scipy or scikit-image)."""
+    uses_blender = re.compile(r"def test_\w+\([^)]*\b(blender|splatwork|blender_with_splatwork|synthetic_scene)\b")
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
+                  if uses_blender.search(p.read_text()))
+
+
 def _counts(junit: Path) -> dict[str, int]:
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     try:
@@ -138,7 +147,9 @@ def test(rest: list[str]) -> int:
         junit = reports / f"blender-{version}.xml"
         print(f"\n=== Blender {version} (Python 3.13): the tests that use Blender ===", flush=True)
         env = dict(os.environ, SPLATWORK_TEST_BRIDGE_PYTHON=str(PY))
-        results[version] = (run(["-m", "pytest", "-m", "blender", f"--junitxml={junit}", *rest], python, env), junit)
+        files = [] if any(a.startswith("tests") for a in rest) else blender_test_files()  # or the caller's
+        args = ["-m", "pytest", "-m", "blender", f"--junitxml={junit}", *files, *rest]
+        results[version] = (run(args, python, env), junit)
     total = {"passed": 0, "failed": 0, "skipped": 0}
     print("\n=== Summary ===")
     worst = 0

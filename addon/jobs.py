@@ -368,9 +368,13 @@ def _bridge_env() -> dict[str, str]:
     return env
 
 
+BRIDGE_PYTHON_ENV = "SPLATWORK_BRIDGE_PYTHON"
+
+
 def bridge_python() -> str | None:
-    """The interpreter that runs the bridge: the preference if set, else :func:`detect_python`."""
-    chosen = preferences.bridge_python_setting()
+    """The interpreter that runs the bridge: the preference if set, else $SPLATWORK_BRIDGE_PYTHON
+    (headless Blender, render farms, CI), else :func:`detect_python`."""
+    chosen = preferences.bridge_python_setting() or os.environ.get(BRIDGE_PYTHON_ENV, "")
     if chosen:
         return chosen
     return detect_python()

@@ -1,18 +1,21 @@
 """Importing 1,000,000 SH-degree-3 splats from a 3DGS PLY: Splatwork vs Blender's own PLY importer.
 
-    .venv/bin/python benchmarks/bench_splat_import.py [--splats 1000000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_splat_import.py [--splats 1000000] [--repeat 3] [--blender all]
+
+``--blender all`` runs the imports on every supported Blender whose environment dev.py made
+(bpy 5.0.1 in .venv, 5.2.3 and 5.3.0 in .venvs/); the default is this interpreter's bpy.
 
 Writes a standard 3DGS binary PLY (62 float properties a splat) with ``bridge.formats.write_splats``,
 then times, each in a fresh Blender process so peak memory is the import's own:
 
-* ``splatwork``: ``import_splats`` (read, point cloud with every attribute, preview modifier and
-  material attached): a ready object;
+* ``splatwork``: ``import_splats`` (read, point cloud with every attribute, its modifier attached:
+  native splats with the controls on 5.3+, the quad preview and its material before): a ready object;
 * ``splatwork, node group already in the file``: the same for any import after the first in a file
-  (the preview node group is built once per file);
-* ``splatwork + first preview``: the same plus the first evaluation of the preview from a camera
+  (the node group is built once per file);
+* ``splatwork + first preview``: the same plus the first evaluation of the modifier from a camera
   (what the first viewport draw or render pays);
-* ``wm.ply_import``: Blender's own importer of the same file (what other splat add-ons use), which
-  makes a mesh with the same attributes and no preview.
+* ``wm.ply_import``: Blender's own importer of the same file, which makes a native Gaussian splat
+  point cloud on 5.3+ and a mesh with the PLY's properties (no preview) before.
 
 Prints a Markdown table of medians; peak RSS is the process's maximum resident set, with the
 empty-Blender baseline shown separately.
@@ -76,7 +79,8 @@ def child(mode: str, path: str) -> dict:
         start = time.perf_counter()
         bpy.ops.wm.ply_import(filepath=path)
         seconds = time.perf_counter() - start
-        count = len(bpy.context.selected_objects[0].data.vertices)
+        data = bpy.context.selected_objects[0].data
+        count = len(data.points) if hasattr(data, "points") else len(data.vertices)
     else:
         from bench_colmap_import import load_extension
 
@@ -89,20 +93,33 @@ def child(mode: str, path: str) -> dict:
         camera.location = (0.0, -8.0, 0.0)
         camera.rotation_euler = (1.5707963, 0.0, 0.0)
         if mode == "splatwork, node group already in the file":
-            splats_module.preview_nodes.ensure_preview_group()
+            if sys.modules["splatwork.addon.compat"].NATIVE_SPLATS:
+                splats_module.controls.ensure_controls_group()
+            else:
+                splats_module.preview_nodes.ensure_preview_group()
         start = time.perf_counter()
         obj = splats_module.import_splats(path, z_up=False)
         if mode == "splatwork + first preview":
             obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
         seconds = time.perf_counter() - start
         count = len(obj.data.points)
-    return {"seconds": seconds, "count": count, "peak_mb": _peak_mb(), "baseline_mb": baseline}
+    return {"seconds": seconds, "count": count, "peak_mb": _peak_mb(), "baseline_mb": baseline,
+            "blender": bpy.app.version_string}
+
+
+def blender_pythons(choice: str | None) -> list[str]:
+    if not choice:
+        return [sys.executable]
+    found = [str(p) for p in (ROOT / ".venvs/blender-5.3.0/bin/python", ROOT / ".venvs/blender-5.2.3/bin/python",
+                              ROOT / ".venv/bin/python") if p.exists()]
+    return found if choice == "all" else [choice]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splats", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--blender", help="'all', or the Python of a bpy environment (default: this one)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -113,20 +130,21 @@ def main() -> None:
         make_ply(path, args.splats)
         size_mb = path.stat().st_size / 2**20
         rows = []
-        for mode in MODES:
-            runs = []
-            for _ in range(args.repeat):
-                out = subprocess.run([sys.executable, __file__, "--child", mode, str(path)],
-                                     capture_output=True, text=True, check=True, cwd=ROOT)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            assert all(r["count"] == args.splats for r in runs), runs
-            keys = ("seconds", "peak_mb", "baseline_mb")
-            rows.append((mode, *(statistics.median(r[key] for r in runs) for key in keys)))
+        for python in blender_pythons(args.blender):
+            for mode in MODES:
+                runs = []
+                for _ in range(args.repeat):
+                    out = subprocess.run([python, __file__, "--child", mode, str(path)],
+                                         capture_output=True, text=True, check=True, cwd=ROOT)
+                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                assert all(r["count"] == args.splats for r in runs), runs
+                keys = ("seconds", "peak_mb", "baseline_mb")
+                rows.append((runs[0]["blender"], mode, *(statistics.median(r[key] for r in runs) for key in keys)))
     print(f"{args.splats:,} splats, SH degree 3, {size_mb:.0f} MiB PLY; median of {args.repeat} fresh processes\n")
-    print("| import | seconds | peak RSS (MiB) | empty Blender (MiB) |")
-    print("| --- | --- | --- | --- |")
-    for mode, seconds, peak, baseline in rows:
-        print(f"| {mode} | {seconds:.2f} | {peak:.0f} | {baseline:.0f} |")
+    print("| Blender | import | seconds | peak RSS (MiB) | empty Blender (MiB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for blender, mode, seconds, peak, baseline in rows:
+        print(f"| {blender} | {mode} | {seconds:.2f} | {peak:.0f} | {baseline:.0f} |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # The interpreter that runs the bridge (torch, gsplat): this one, unless the suite runs on a Blender
 # whose Python has no torch (bpy 5.2/5.3 on Python 3.13), where dev.py points it at the 3.11 venv.
 BRIDGE_PYTHON = os.environ.get("SPLATWORK_TEST_BRIDGE_PYTHON") or sys.executable
+if BRIDGE_PYTHON != sys.executable:  # as a farm points headless Blender at its training environment
+    os.environ["SPLATWORK_BRIDGE_PYTHON"] = BRIDGE_PYTHON
 # Fixtures that give a test real Blender: such tests carry the "blender" marker, the ones dev.py
 # also runs on every other supported Blender version.
 BLENDER_FIXTURES = {"blender", "splatwork", "blender_with_splatwork", "extension_zip", "synthetic_scene"}
@@ -47,7 +49,8 @@ EXTENSION_MODULE = "bl_ext.user_default.splatwork"
 
 # Modules that need torch in this process and have no Blender tests: on a Blender whose Python has
 # no torch (bpy 5.2/5.3), they are not collected; the main environment runs them.
-TORCH_MODULES = ["test_raster_autograd.py", "test_raster_reference.py", "test_raster_gpu.py", "test_train_parts.py"]
+TORCH_MODULES = ["test_raster_autograd.py", "test_raster_reference.py", "test_raster_gpu.py", "test_train_parts.py",
+                 "test_raster_render.py"]
 collect_ignore = [] if importlib.util.find_spec("torch") is not None else TORCH_MODULES
 
 
@@ -181,8 +184,6 @@ def install_extension(zip_path: Path):
 def splatwork(extension_zip):
     """The built-and-installed extension, enabled; yields its root module."""
     module = install_extension(extension_zip)
-    if BRIDGE_PYTHON != sys.executable:  # as an artist points Blender at a training environment
-        module.addon.preferences.prefs().python_path = BRIDGE_PYTHON
     yield module
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bpy
+import conftest
 import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
@@ -185,3 +186,64 @@ def test_with_pinhole_never_drops_fy_or_distortion():
         with_pinhole("SIMPLE_PINHOLE", [1, 2, 3], 60.0, 66.0, 30.0, 20.0, width=0, height=48)
     with pytest.raises(ValueError, match="no pinhole part"):
         with_pinhole("EQUIRECTANGULAR", [64, 32], 60.0, 66.0, 30.0, 20.0, width=64, height=32)
+
+
+def _one_splat(position, sigma=0.08, opacity=0.97, rgb=(0.9, 0.4, 0.1)):
+    from bridge.formats import SplatSet
+
+    s = SplatSet.empty(1)
+    s.means[0] = position
+    s.scales[0] = np.log(sigma)
+    s.opacities[0] = np.log(opacity / (1 - opacity))
+    s.sh_dc[0] = (np.asarray(rgb) - 0.5) / 0.28209479177387814
+    return s
+
+
+def _centroid(weights: np.ndarray) -> np.ndarray:
+    """(x, y) in pixel units, pixel centres at +0.5 as in the K matrix."""
+    ys, xs = np.mgrid[: weights.shape[0], : weights.shape[1]] + 0.5
+    return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
+
+
+def test_blender_camera_and_splat_agree_on_where_a_point_is(blender, render):
+    """A Cycles render of a small glowing ball and our render of a splat at its centre, from the same
+    Blender camera (lens shift, vertical fit, non-square resolution): the blobs coincide."""
+    from bridge.formats.cameras import blender_to_intrinsics, matrix_world_to_pose
+
+    bpy = blender
+    scene = bpy.context.scene
+    cam_data = bpy.data.cameras.new("cam")
+    cam_data.lens, cam_data.sensor_fit, cam_data.sensor_height = 40.0, "VERTICAL", 20.0
+    cam_data.shift_x, cam_data.shift_y = 0.08, -0.05
+    cam = bpy.data.objects.new("cam", cam_data)
+    scene.collection.objects.link(cam)
+    cam.location = (1.5, -3.0, 1.2)
+    cam.rotation_euler = (np.radians(72), 0.0, np.radians(25))
+    scene.camera = cam
+    point = (0.35, 0.2, 0.45)
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.06, location=point, segments=24, ring_count=12)
+    mat = bpy.data.materials.new("glow")
+    nodes = mat.node_tree.nodes
+    nodes.clear()
+    emit = nodes.new("ShaderNodeEmission")
+    emit.inputs["Strength"].default_value = 3.0
+    output = nodes.new("ShaderNodeOutputMaterial")
+    mat.node_tree.links.new(emit.outputs[0], output.inputs[0])
+    bpy.context.object.data.materials.append(mat)
+    scene.render.film_transparent = True
+    width, height = 80, 60
+    pixels = render(scene, samples=16, resolution=(width, height))
+    bpy.context.view_layer.update()
+
+    fx, fy, cx, cy, w, h = blender_to_intrinsics(
+        cam_data.lens, cam_data.sensor_width, cam_data.sensor_height, cam_data.sensor_fit, cam_data.shift_x,
+        cam_data.shift_y, width, height)
+    R, t = matrix_world_to_pose(np.array(cam.matrix_world))
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = R, t
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+    out = conftest.reference_render(_one_splat(point, sigma=0.03), K, w2c, w, h)
+    ball = _centroid(pixels[..., 3])
+    splat = _centroid(out["alpha"])
+    assert pixels[..., 3].sum() > 5 and out["alpha"].sum() > 5
+    np.testing.assert_allclose(splat, ball, atol=0.1)

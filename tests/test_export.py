@@ -88,7 +88,8 @@ def test_every_format_through_the_operator(blender_with_splatwork, splatwork, tm
     assert bpy.ops.splatwork.export_splats(filepath=str(path)) == {"FINISHED"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name], "no temporary files left behind"
     back = read_splats(path)
-    expected = bake_transform(splats, np.array(obj.matrix_world))
+    # What the object holds (Blender's splat attributes: normalised quaternions, sigmoid opacities).
+    expected = bake_transform(splatwork.addon.splats.object_to_splats(obj), np.array(obj.matrix_world))
     assert len(back) == len(splats)
     # Lossy formats quantise positions and may reorder splats: each baked splat has its twin in the file.
     gaps = np.linalg.norm(expected.means[:, None] - back.means[None], axis=-1).min(axis=1)

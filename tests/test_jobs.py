@@ -10,7 +10,7 @@ from pathlib import Path
 
 import bpy
 import pytest
-from conftest import EXTENSION_MODULE
+from conftest import BRIDGE_PYTHON, EXTENSION_MODULE, ROOT
 
 
 def _pump_until(jobs, condition, timeout=60.0):
@@ -27,7 +27,7 @@ def test_bridge_root_and_python(blender_with_splatwork, splatwork):
     assert (root / "bridge" / "__main__.py").is_file()
     assert (root / "blender_manifest.toml").is_file(), "bridge_root is the installed extension's root"
     # The bpy module runs inside a venv that has torch, so that interpreter is the one detected.
-    assert jobs.bridge_python() == sys.executable
+    assert jobs.bridge_python() == BRIDGE_PYTHON
 
 
 def test_a_failing_bridge_gives_one_clean_report_in_the_ui_path(blender_with_splatwork, splatwork, tmp_path):
@@ -123,7 +123,6 @@ def test_a_bridge_terminated_or_killed_mid_job_ends_the_job_and_blender_carries_
 
     from test_train import make_scene
 
-    from bridge.train import checkpoint
 
     jobs = splatwork.addon.jobs
     scene = make_scene(tmp_path / "scene")
@@ -146,8 +145,12 @@ def test_a_bridge_terminated_or_killed_mid_job_ends_the_job_and_blender_carries_
     assert stopped.state == "stopped" and stopped.exit_code == 0 and (out / "splats.ply").is_file()
     assert killed.state == "failed" and killed.error.kind == "crashed", killed.error
     assert "signal 9" in killed.error.message and killed.error.hint and killed.log_path in killed.message()
-    payload = checkpoint.load(checkpoint.checkpoint_path(str(out)), "cpu")
-    assert payload["step"] > stopped.done.metrics["step"]  # the killed run's last checkpoint, whole
+    # The killed run's last checkpoint is whole (read in the bridge's interpreter, which has torch).
+    code = ("import sys; from bridge.train import checkpoint; "
+            "print(checkpoint.load(checkpoint.checkpoint_path(sys.argv[1]), 'cpu')['step'])")
+    step = subprocess.run([BRIDGE_PYTHON, "-c", code, str(out)], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert int(step) > stopped.done.metrics["step"]
     # Blender carries on: operators run, and a new job of the same name starts.
     assert bpy.ops.mesh.primitive_cube_add() == {"FINISHED"}
     job = jobs.start_job("train", ["no-such-command"], block=False, log_path=str(tmp_path / "again.log"))

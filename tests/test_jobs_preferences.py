@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+from conftest import BRIDGE_PYTHON
 
 
 def test_install_steps_are_argument_lists_with_the_right_torch_build(splatwork, tmp_path):
@@ -47,7 +48,7 @@ def test_a_failing_install_ends_cleanly_with_the_failing_step_named(splatwork, b
 
 def test_check_environment_reports_packages_and_cuda_without_blocking(splatwork, blender_with_splatwork):
     prefs = splatwork.addon.preferences
-    task = prefs.check_environment(sys.executable, block=False)
+    task = prefs.check_environment(BRIDGE_PYTHON, block=False)
     deadline = time.monotonic() + 120
     while task.state == "running":
         assert time.monotonic() < deadline

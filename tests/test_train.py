@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import BRIDGE_PYTHON, ROOT
 from PIL import Image
 
 from bridge import protocol
@@ -72,7 +71,7 @@ def scene(tmp_path_factory):
 
 
 def start(args: list, log: Path) -> protocol.BridgeProcess:
-    argv = [sys.executable, "-m", "bridge", "train", *map(str, args), "--ipc"]
+    argv = [BRIDGE_PYTHON, "-m", "bridge", "train", *map(str, args), "--ipc"]
     return protocol.BridgeProcess(argv, log_path=str(log), cwd=str(ROOT))
 
 
@@ -280,7 +279,7 @@ def test_mcmc_runs_on_the_torch_backend_and_library_prints_never_reach_the_chann
     args = scene_args(scene, tmp_path / "out", "--steps", 10, "--strategy", "mcmc", "--cap-max", 90,
                       "--strategy-options", '{"refine_start_iter": 2, "refine_every": 3, "verbose": true}',
                       "--progress-every", 1, "--test-every", 0)
-    run = subprocess.run([sys.executable, "-c", code, "train", *map(str, args)], cwd=ROOT, capture_output=True,
+    run = subprocess.run([BRIDGE_PYTHON, "-c", code, "train", *map(str, args)], cwd=ROOT, capture_output=True,
                          text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
