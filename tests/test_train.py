@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import BRIDGE_PYTHON, ROOT
+from conftest import BRIDGE_PYTHON, ROOT, reference_render
 from PIL import Image
 
 from bridge import protocol
@@ -34,8 +34,6 @@ def _look_at(center: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_scene(folder: Path, seed: int = 0) -> SimpleNamespace:
-    from bridge.raster import render_splats
-
     rng = np.random.default_rng(seed)
     n = 80
     gt = SplatSet(
@@ -54,7 +52,7 @@ def make_scene(folder: Path, seed: int = 0) -> SimpleNamespace:
         angle = 2 * np.pi * i / NUM_VIEWS
         R, t = _look_at(np.array([4 * np.cos(angle), 4 * np.sin(angle), 1.0 + 0.5 * np.sin(3 * angle)]))
         view = View(i + 1, f"view_{i:03d}.png", 1, R, t)
-        rgb = render_splats(gt, camera.K(), view.world_to_camera(), WIDTH, HEIGHT)["rgb"]
+        rgb = reference_render(gt, camera.K(), view.world_to_camera(), WIDTH, HEIGHT)["rgb"]
         Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(images / view.name)
         views.append(view)
     # "SfM" points: the true centres, slightly off, with their colours.
