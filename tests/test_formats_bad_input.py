@@ -188,3 +188,30 @@ def test_extra_named_like_a_core_property_is_refused(tmp_path):
     splats.extras["opacity"] = np.zeros(3, np.float32)
     with pytest.raises(FormatError, match="extra property 'opacity'"):
         write_splats(tmp_path / "x.ply", splats)
+
+
+# ---- COLMAP image names cannot address files outside the images folder ------------------------
+
+@pytest.mark.parametrize("name, problem", [
+    ("../secret.jpg", r"'\.\.'"), ("sub/../../secret.jpg", r"'\.\.'"), ("..\\secret.jpg", r"'\.\.'"),
+    ("/etc/passwd", "absolute"), ("\\\\server\\share\\x.jpg", "absolute"), ("C:\\x.jpg", "absolute"),
+    ("a\0b.jpg", "NUL"), ("", "empty"), (".", "outside"),
+])
+def test_image_names_outside_the_images_folder_are_refused(tmp_path, name, problem):
+    from bridge.formats.colmap import resolve_image_path
+
+    model = tmp_path / "sparse" / "0" / "images.bin"
+    with pytest.raises(FormatError, match=problem) as info:
+        resolve_image_path(tmp_path / "images", name, model=model)
+    assert str(model) in str(info.value) and repr(name) in str(info.value)
+    with pytest.raises(FormatError, match=str(tmp_path / "images")):
+        resolve_image_path(tmp_path / "images", name)
+
+
+def test_image_names_inside_the_images_folder_resolve(tmp_path):
+    from bridge.formats.colmap import resolve_image_path
+
+    images = tmp_path / "images"
+    assert resolve_image_path(images, "a.jpg") == str(images / "a.jpg")
+    assert resolve_image_path(str(images), "cam1/./0001.jpg") == str(images / "cam1" / "0001.jpg")
+    assert resolve_image_path(images, "b..jpg") == str(images / "b..jpg")

@@ -67,6 +67,38 @@ def find_models(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
+def resolve_image_path(images_dir: str | os.PathLike, name: str, model: str | os.PathLike | None = None) -> str:
+    """The file of the image called ``name`` inside ``images_dir``, as an absolute path.
+
+    Image names come from the model file, so they are untrusted: a name that is absolute, holds a
+    NUL, or climbs out with ``..`` raises FormatError (naming ``model``, else ``images_dir``, and the
+    name). The check is lexical, so symlinks the user put inside the images folder keep working.
+    """
+    where = model if model is not None else images_dir
+    problem = image_name_problem(name)
+    if problem:
+        raise FormatError(where, f"image name {name!r} {problem}")
+    root = os.path.abspath(os.fspath(images_dir))
+    path = os.path.abspath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise FormatError(where, f"image name {name!r} points outside the images folder {root}")
+    return path
+
+
+def image_name_problem(name: str) -> str | None:
+    """Why an image name from a model cannot name a file inside an images folder, or None."""
+    if not name:
+        return "is empty"
+    if "\0" in name:
+        return "contains a NUL byte"
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    if ".." in parts:
+        return "climbs out of the images folder with '..'"
+    return None
+
+
 def read_model(model_dir: str | os.PathLike) -> Reconstruction:
     """A COLMAP model (binary or text). FormatError (naming the file and the problem) on bad input."""
     import pycolmap
