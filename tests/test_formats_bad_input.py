@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_formats import inria_columns, random_splats, write_ply_by_hand
 
-from bridge.formats import FormatError, SplatSet, read_splats, write_splats
+from bridge.formats import FormatError, FormatWarning, SplatSet, read_splats, write_splats
 
 
 def _ply(tmp_path, splats=None, **changes) -> bytes:
@@ -70,7 +70,36 @@ CASES = {
                             "version 9"),
     "gzip that is not spz": (lambda t: gzip.compress(b"hello world" * 10), "not SPZ"),
     ".splat of the wrong size": (lambda t: _written(t, "splat")[:-3], "unrecognised|32-byte"),
+    # Reproducers of the readers' fuzzing issue, and what tests/fuzzing.py found later.
+    "spz gzip cut short with trailing bytes (looped forever)": (
+        lambda t: gzip.compress(struct.pack("<4sIIBBBB", b"NGSP", 2, 1, 0, 12, 0, 0) + bytes(5), mtime=0)
+        + b"trailing" * 2, "truncated"),
+    "compressed ply with a char sh element": (
+        lambda t: _written(t, "compressed_ply", 8).replace(b"property uchar f_rest", b"property char f_rest"),
+        "is char, uchar wanted"),
+    "compressed ply with a float packed_color": (
+        lambda t: _written(t, "compressed_ply", 8).replace(b"uint packed_color", b"float packed_color"),
+        "is float, uint wanted"),
+    "ascii ply with huge counts in a tiny file": (lambda t: _ascii_header(3221225472) + b"0 " * 20, "truncated"),
+    "ascii ply with a count beyond any array": (
+        lambda t: b"ply\nformat ascii 1.0\nelement vertex " + b"9" * 30 + b"\nproperty float x\nend_header\n1\n",
+        "truncated"),
+    "ascii ply value that does not fit its type": (
+        lambda t: _ascii_header(1, extra=b"property uchar flag\n") + b"0 " * 14 + b"300\n", "'vertex.flag'"),
+    "ply with two elements of the same name": (
+        lambda t: _ply(t).replace(b"end_header", b"element vertex 0\nproperty float q\nend_header"),
+        "second element named 'vertex'"),
+    "compressed ply with two vertex elements": (
+        lambda t: _written(t, "compressed_ply", 8).replace(b"element chunk", b"element vertex"),
+        "second element named 'vertex'"),
 }
+
+
+def _ascii_header(count: int, extra: bytes = b"") -> bytes:
+    """An ASCII 3DGS PLY header (14 float properties at SH degree 0) for ``count`` vertices."""
+    names = inria_columns(random_splats(1, 0), normals=False)
+    return (b"ply\nformat ascii 1.0\nelement vertex %d\n" % count
+            + b"".join(b"property float %s\n" % name.encode() for name in names) + extra + b"end_header\n")
 
 
 def _with_nan(value=np.nan):
@@ -94,6 +123,13 @@ def test_bad_file_raises_one_clear_error(tmp_path, case):
         tracemalloc.stop()
     assert str(path) in str(info.value)
     assert peak < 8 * 1024 * 1024, f"reading a {path.stat().st_size}-byte bad file allocated {peak:,} bytes"
+
+
+def test_spz_with_trailing_bytes_after_the_gzip_stream_is_read_with_a_warning(tmp_path):
+    path = tmp_path / "trailing.spz"
+    path.write_bytes(_written(tmp_path, "spz", 5, version=3) + b"trailing bytes")
+    with pytest.warns(FormatWarning, match="unexpected data after the SPZ attributes"):
+        assert len(read_splats(path)) == 5
 
 
 def test_missing_file_is_a_format_error(tmp_path):
