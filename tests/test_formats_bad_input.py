@@ -251,3 +251,40 @@ def test_image_names_inside_the_images_folder_resolve(tmp_path):
     assert resolve_image_path(images, "a.jpg") == str(images / "a.jpg")
     assert resolve_image_path(str(images), "cam1/./0001.jpg") == str(images / "cam1" / "0001.jpg")
     assert resolve_image_path(images, "b..jpg") == str(images / "b..jpg")
+
+
+def _colmap_model(folder, binary: bool, params=(70.0, 77.0, 29.3, 26.1), name: str = "view_0.png"):
+    from bridge.formats.cameras import Camera, Reconstruction, View
+    from bridge.formats.colmap import write_model
+
+    rec = Reconstruction({1: Camera(1, "PINHOLE", 64, 48, np.array(params))},
+                         [View(1, name, 1, np.eye(3), np.array([0.0, 0.0, 3.0]))],
+                         np.zeros((1, 3)), np.zeros((1, 3), np.uint8), np.ones(1), np.zeros(1, int))
+    write_model(rec, folder, binary=binary)
+    return folder
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
+@pytest.mark.parametrize("params, problem", [
+    ((0.0, 77.0, 29.3, 26.1), "focal length fx = 0"), ((70.0, -5.0, 29.3, 26.1), "focal length fy = -5"),
+    ((1e300, 77.0, 29.3, 26.1), "focal length fx = 1e\\+300"), ((70.0, 77.0, 1e300, 26.1), "principal point cx"),
+])
+def test_colmap_cameras_with_impossible_intrinsics_are_refused(tmp_path, binary, params, problem):
+    from bridge.formats.colmap import read_model
+
+    folder = _colmap_model(tmp_path / "model", binary, params)
+    with pytest.raises(FormatError, match=f"camera 1 has {problem}") as info:
+        read_model(folder)
+    assert str(folder / ("cameras.bin" if binary else "cameras.txt")) in str(info.value)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
+@pytest.mark.parametrize("name, problem", [("../../etc/passwd", r"'\.\.'"), ("/etc/passwd", "absolute"),
+                                           ("sub/../../x.png", r"'\.\.'")])
+def test_colmap_image_names_outside_the_images_folder_are_refused(tmp_path, binary, name, problem):
+    from bridge.formats.colmap import read_model
+
+    folder = _colmap_model(tmp_path / "model", binary, name=name)
+    with pytest.raises(FormatError, match=problem) as info:
+        read_model(folder)
+    assert str(folder / ("images.bin" if binary else "images.txt")) in str(info.value) and name in str(info.value)

@@ -111,7 +111,7 @@ def read_model(model_dir: str | os.PathLike) -> Reconstruction:
         (rec.read_binary if fmt == "binary" else rec.read_text)(str(folder))
     except Exception as exc:  # noqa: BLE001 - pycolmap raises ValueError, IndexError, RuntimeError...
         raise FormatError(folder, f"COLMAP {fmt} model cannot be read: {_short(exc)}") from exc
-    return _from_pycolmap(rec, folder, points)
+    return _from_pycolmap(rec, folder, ".bin" if fmt == "binary" else ".txt", points)
 
 
 def _short(exc: Exception) -> str:
@@ -119,17 +119,20 @@ def _short(exc: Exception) -> str:
     return text[-1] if text else type(exc).__name__
 
 
-def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> Reconstruction:
+def _from_pycolmap(rec, folder: Path, ext: str, points: tuple[np.ndarray, ...] | None) -> Reconstruction:
     cameras = {}
     for cam_id, cam in rec.cameras.items():
         name = cam.model.name
         if name not in CAMERA_MODELS:
-            raise FormatError(folder, f"camera {cam_id} uses the unknown model {name}")
+            raise FormatError(folder / f"cameras{ext}", f"camera {cam_id} uses the unknown model {name}")
         params = np.array(cam.params, dtype=np.float64)
         sides_ok = 0 < cam.width <= MAX_IMAGE_SIDE and 0 < cam.height <= MAX_IMAGE_SIDE
         if not sides_ok or not np.all(np.isfinite(params)):
-            raise FormatError(folder, f"camera {cam_id} is invalid: {cam.width}x{cam.height}, params {params}")
-        cameras[int(cam_id)] = Camera(int(cam_id), name, int(cam.width), int(cam.height), params)
+            raise FormatError(folder / f"cameras{ext}",
+                              f"camera {cam_id} is invalid: {cam.width}x{cam.height}, params {params}")
+        camera = Camera(int(cam_id), name, int(cam.width), int(cam.height), params)
+        _check_intrinsics(folder / f"cameras{ext}", camera)
+        cameras[int(cam_id)] = camera
     views = []
     for image_id, image in rec.images.items():
         if not image.has_pose:
@@ -137,7 +140,10 @@ def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> 
         try:
             name = image.name
         except UnicodeDecodeError as exc:  # a text model's bytes; binary names are checked earlier
-            raise FormatError(folder, f"the name of image {image_id} is not UTF-8") from exc
+            raise FormatError(folder / f"images{ext}", f"the name of image {image_id} is not UTF-8") from exc
+        problem = image_name_problem(name)
+        if problem:  # the trainer and the importer open images by these names
+            raise FormatError(folder / f"images{ext}", f"image {image_id}: the name {name!r} {problem}")
         pose = image.cam_from_world()
         R = np.array(pose.rotation.matrix(), dtype=np.float64)
         t = np.array(pose.translation, dtype=np.float64)
@@ -153,6 +159,26 @@ def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> 
         raise FormatError(folder, f"{int(np.sum(~np.isfinite(xyz).all(axis=1)))} 3D points have non-finite coordinates")
     order = np.argsort(ids, kind="stable")  # by id, the order writers number points in
     return Reconstruction(cameras, views, xyz[order], rgb[order], errors[order], tracks[order])
+
+
+# Focal lengths beyond this many times the image's larger side are corrupt values, not lenses: a
+# 2,000 mm lens on a full-frame sensor is about 55 times the image side.
+MAX_FOCAL_PER_SIDE = 1000
+
+
+def _check_intrinsics(path: Path, camera: Camera) -> None:
+    """Focal lengths positive and plausible, principal point finite: anything else trains to garbage."""
+    if camera.model == "EQUIRECTANGULAR":  # no pinhole part
+        return
+    side = max(camera.width, camera.height)
+    for what, value in (("fx", camera.fx), ("fy", camera.fy)):
+        if not 0 < value <= MAX_FOCAL_PER_SIDE * side:
+            raise FormatError(path, f"camera {camera.id} has focal length {what} = {value:g} pixels; a "
+                              f"{camera.width}x{camera.height} camera needs one in (0, {MAX_FOCAL_PER_SIDE * side:,}]")
+    for what, value in (("cx", camera.cx), ("cy", camera.cy)):
+        if not abs(value) <= MAX_FOCAL_PER_SIDE * side:
+            raise FormatError(path, f"camera {camera.id} has principal point {what} = {value:g}, "
+                              f"far outside its {camera.width}x{camera.height} image")
 
 
 def _points_from_text(path: Path) -> tuple[np.ndarray, ...]:
