@@ -288,3 +288,45 @@ def test_colmap_image_names_outside_the_images_folder_are_refused(tmp_path, bina
     with pytest.raises(FormatError, match=problem) as info:
         read_model(folder)
     assert str(folder / ("images.bin" if binary else "images.txt")) in str(info.value) and name in str(info.value)
+
+
+def _point_lines(text: bytes, edit) -> bytes:
+    """points3D.txt with ``edit`` applied to its first point line."""
+    lines = text.split(b"\n")
+    first = next(i for i, line in enumerate(lines) if line and not line.startswith(b"#"))
+    lines[first] = edit(lines[first])
+    return b"\n".join(lines)
+
+
+def _column(line: bytes, index: int, value: bytes) -> bytes:
+    parts = line.split()
+    parts[index] = value
+    return b" ".join(parts)
+
+
+# What pycolmap reads leniently and our own points parser refused with a traceback (found by fuzzing).
+LENIENT_POINTS = {
+    "non-utf8 comment": lambda text: text.replace(b"# 3D point list", b"# 3D \xff\xfe point list"),
+    "non-utf8 value": lambda text: _point_lines(text, lambda line: line + b"\xc0"),
+    "trailing characters": lambda text: _point_lines(text, lambda line: line[:-3] + b"(47"),
+    "seven values": lambda text: _point_lines(text, lambda line: b" ".join(line.split()[:1] + line.split()[2:])),
+    "id beyond 63 bits": lambda text: _point_lines(text, lambda line: b"18446744073709551615" + line[1:]),
+    "colour 300": lambda text: _point_lines(text, lambda line: _column(line, 4, b"300")),
+}
+
+
+@pytest.mark.parametrize("case", LENIENT_POINTS)
+def test_colmap_text_points_that_pycolmap_tolerates_are_read_or_refused(tmp_path, case):
+    from bridge.formats.colmap import read_model
+
+    folder = _colmap_model(tmp_path / "model", binary=False)
+    points = folder / "points3D.txt"
+    points.write_bytes(LENIENT_POINTS[case](points.read_bytes()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            rec = read_model(folder)
+        except FormatError as exc:
+            assert str(folder) in str(exc)
+        else:  # only a comment was damaged
+            assert case == "non-utf8 comment" and len(rec.points) == 1

@@ -185,18 +185,28 @@ def _points_from_text(path: Path) -> tuple[np.ndarray, ...]:
     """(ids, xyz, rgb, errors, track_lengths) of a points3D.txt that pycolmap has already accepted.
 
     Parsed here because reading a million points back through pycolmap's Python objects takes
-    tens of seconds.
+    tens of seconds. pycolmap is lenient (it takes "1.5abc" as 1.5 and skips bytes it cannot decode in
+    comments), so every value is checked again here.
     """
     rows, lengths = [], []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
             parts = line.split()
-            if parts and not parts[0].startswith("#"):
-                rows.append(parts[:8])
-                lengths.append((len(parts) - 8) // 2)
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), 8)
-    ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
-    return ids, table[:, 1:4], table[:, 4:7].astype(np.uint8), table[:, 7], np.array(lengths, dtype=np.int64)
+            if not parts or parts[0].startswith(b"#"):
+                continue
+            if len(parts) < 8:
+                raise FormatError(path, f"line {number}: a 3D point needs an id, X Y Z, R G B and an error")
+            rows.append(parts[:8])
+            lengths.append((len(parts) - 8) // 2)
+    try:
+        table = np.array(rows, dtype=np.float64).reshape(len(rows), 8)
+        ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+    except (ValueError, OverflowError):
+        raise FormatError(path, "a 3D point has a value that is not a number, or an id beyond 64 bits") from None
+    rgb = table[:, 4:7]
+    if not np.all((rgb >= 0) & (rgb <= 255) & (rgb == np.round(rgb))):
+        raise FormatError(path, "a 3D point has a colour that is not a whole number from 0 to 255")
+    return ids, table[:, 1:4], rgb.astype(np.uint8), table[:, 7], np.array(lengths, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
