@@ -114,6 +114,10 @@ def build_seeds(shared: Path | None = SHARED_SPLATS) -> list[Seed]:
             files = {p.name: p.read_bytes() for p in sorted(model.iterdir()) if p.stem in
                      ("cameras", "images", "points3D")}
             seeds.append(Seed(label, label, files))
+        tracks = _colmap_with_tracks(Path(folder) / "tracks")
+        for ext, label in ((".bin", "colmap_binary"), (".txt", "colmap_text")):
+            files = {p.name: p.read_bytes() for p in sorted(tracks.iterdir()) if p.suffix == ext}
+            seeds.append(Seed(f"{label}_tracks", label, files))
     if shared is not None and shared.is_dir():
         for path in sorted(shared.iterdir()):
             if path.suffix in (".ply", ".spz", ".splat"):
@@ -122,6 +126,33 @@ def build_seeds(shared: Path | None = SHARED_SPLATS) -> list[Seed]:
                          else f"spz_v{data[4]}" if data.startswith(b"NGSP") else "spz_v3")
                 seeds.append(Seed(f"real:{path.name}", label, {path.name: data}))
     return seeds
+
+
+def _colmap_with_tracks(folder: Path) -> Path:
+    """A model with 2D points, tracks, rigs and frames (COLMAP 3.12's files), both binary and text.
+
+    ``write_model`` writes neither 2D points nor tracks, so this one is made with pycolmap itself.
+    """
+    import numpy as np
+    import pycolmap
+
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera(camera_id=1, model="PINHOLE", width=64, height=48,
+                                                    params=[70.0, 77.0, 32.0, 24.0]))
+    for i in (1, 2):
+        points = pycolmap.Point2DList([pycolmap.Point2D(np.array([10.0 * k, 5.0])) for k in range(1, 4)])
+        image = pycolmap.Image(name=f"view_{i}.png", camera_id=1, image_id=i, points2D=points)
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(np.eye(3)), np.array([0.0, 0.0, 3.0 + i]))
+        rec.add_image_with_trivial_frame(image, pose)
+    for k in range(3):
+        track = pycolmap.Track()
+        track.add_element(1, k)
+        track.add_element(2, k)
+        rec.add_point3D(np.array([0.1 * k, 0.0, 0.0]), track, np.array([10, 20, 30], np.uint8))
+    folder.mkdir()
+    rec.write_binary(str(folder))
+    rec.write_text(str(folder))
+    return folder
 
 
 def _ascii_ply(binary: bytes) -> bytes:
@@ -427,7 +458,8 @@ def _worker(seed_dir: Path, memory_limit: int) -> None:
 def _place(work: Path, seed: Seed, files: dict[str, bytes]) -> Path:
     if seed.colmap:
         folder = work / "model"
-        folder.mkdir(exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)  # no file of the previous model may stay
+        folder.mkdir()
         for name, data in files.items():
             (folder / name).write_bytes(data)
         return folder
