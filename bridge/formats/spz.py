@@ -146,14 +146,15 @@ def _inflate(inflater, limit: int) -> bytes:
     (After the end of a gzip stream zlib hands back the trailing bytes as ``unconsumed_tail`` on every
     call without consuming them, so "loop while there is a tail" never ends.)
     """
-    body = bytearray()
-    while len(body) < limit and not inflater.eof:
+    pieces, size = [], 0  # usually one piece, which join returns without copying
+    while size < limit and not inflater.eof:
         tail = inflater.unconsumed_tail
-        out = inflater.decompress(tail, limit - len(body))
-        body += out
+        out = inflater.decompress(tail, limit - size)
+        pieces.append(out)
+        size += len(out)
         if not out and len(inflater.unconsumed_tail) == len(tail):
             break  # no progress: the stream is cut short
-    return bytes(body)
+    return b"".join(pieces)
 
 
 def _split(body: bytes, sizes: list[int]) -> list[np.ndarray]:
