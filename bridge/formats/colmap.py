@@ -67,6 +67,38 @@ def find_models(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
+def resolve_image_path(images_dir: str | os.PathLike, name: str, model: str | os.PathLike | None = None) -> str:
+    """The file of the image called ``name`` inside ``images_dir``, as an absolute path.
+
+    Image names come from the model file, so they are untrusted: a name that is absolute, holds a
+    NUL, or climbs out with ``..`` raises FormatError (naming ``model``, else ``images_dir``, and the
+    name). The check is lexical, so symlinks the user put inside the images folder keep working.
+    """
+    where = model if model is not None else images_dir
+    problem = image_name_problem(name)
+    if problem:
+        raise FormatError(where, f"image name {name!r} {problem}")
+    root = os.path.abspath(os.fspath(images_dir))
+    path = os.path.abspath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise FormatError(where, f"image name {name!r} points outside the images folder {root}")
+    return path
+
+
+def image_name_problem(name: str) -> str | None:
+    """Why an image name from a model cannot name a file inside an images folder, or None."""
+    if not name:
+        return "is empty"
+    if "\0" in name:
+        return "contains a NUL byte"
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    if ".." in parts:
+        return "climbs out of the images folder with '..'"
+    return None
+
+
 def read_model(model_dir: str | os.PathLike) -> Reconstruction:
     """A COLMAP model (binary or text). FormatError (naming the file and the problem) on bad input."""
     import pycolmap
@@ -79,7 +111,7 @@ def read_model(model_dir: str | os.PathLike) -> Reconstruction:
         (rec.read_binary if fmt == "binary" else rec.read_text)(str(folder))
     except Exception as exc:  # noqa: BLE001 - pycolmap raises ValueError, IndexError, RuntimeError...
         raise FormatError(folder, f"COLMAP {fmt} model cannot be read: {_short(exc)}") from exc
-    return _from_pycolmap(rec, folder, points)
+    return _from_pycolmap(rec, folder, ".bin" if fmt == "binary" else ".txt", points)
 
 
 def _short(exc: Exception) -> str:
@@ -87,17 +119,20 @@ def _short(exc: Exception) -> str:
     return text[-1] if text else type(exc).__name__
 
 
-def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> Reconstruction:
+def _from_pycolmap(rec, folder: Path, ext: str, points: tuple[np.ndarray, ...] | None) -> Reconstruction:
     cameras = {}
     for cam_id, cam in rec.cameras.items():
         name = cam.model.name
         if name not in CAMERA_MODELS:
-            raise FormatError(folder, f"camera {cam_id} uses the unknown model {name}")
+            raise FormatError(folder / f"cameras{ext}", f"camera {cam_id} uses the unknown model {name}")
         params = np.array(cam.params, dtype=np.float64)
         sides_ok = 0 < cam.width <= MAX_IMAGE_SIDE and 0 < cam.height <= MAX_IMAGE_SIDE
         if not sides_ok or not np.all(np.isfinite(params)):
-            raise FormatError(folder, f"camera {cam_id} is invalid: {cam.width}x{cam.height}, params {params}")
-        cameras[int(cam_id)] = Camera(int(cam_id), name, int(cam.width), int(cam.height), params)
+            raise FormatError(folder / f"cameras{ext}",
+                              f"camera {cam_id} is invalid: {cam.width}x{cam.height}, params {params}")
+        camera = Camera(int(cam_id), name, int(cam.width), int(cam.height), params)
+        _check_intrinsics(folder / f"cameras{ext}", camera)
+        cameras[int(cam_id)] = camera
     views = []
     for image_id, image in rec.images.items():
         if not image.has_pose:
@@ -105,7 +140,10 @@ def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> 
         try:
             name = image.name
         except UnicodeDecodeError as exc:  # a text model's bytes; binary names are checked earlier
-            raise FormatError(folder, f"the name of image {image_id} is not UTF-8") from exc
+            raise FormatError(folder / f"images{ext}", f"the name of image {image_id} is not UTF-8") from exc
+        problem = image_name_problem(name)
+        if problem:  # the trainer and the importer open images by these names
+            raise FormatError(folder / f"images{ext}", f"image {image_id}: the name {name!r} {problem}")
         pose = image.cam_from_world()
         R = np.array(pose.rotation.matrix(), dtype=np.float64)
         t = np.array(pose.translation, dtype=np.float64)
@@ -123,22 +161,52 @@ def _from_pycolmap(rec, folder: Path, points: tuple[np.ndarray, ...] | None) -> 
     return Reconstruction(cameras, views, xyz[order], rgb[order], errors[order], tracks[order])
 
 
+# Focal lengths beyond this many times the image's larger side are corrupt values, not lenses: a
+# 2,000 mm lens on a full-frame sensor is about 55 times the image side.
+MAX_FOCAL_PER_SIDE = 1000
+
+
+def _check_intrinsics(path: Path, camera: Camera) -> None:
+    """Focal lengths positive and plausible, principal point finite: anything else trains to garbage."""
+    if camera.model == "EQUIRECTANGULAR":  # no pinhole part
+        return
+    side = max(camera.width, camera.height)
+    for what, value in (("fx", camera.fx), ("fy", camera.fy)):
+        if not 0 < value <= MAX_FOCAL_PER_SIDE * side:
+            raise FormatError(path, f"camera {camera.id} has focal length {what} = {value:g} pixels; a "
+                              f"{camera.width}x{camera.height} camera needs one in (0, {MAX_FOCAL_PER_SIDE * side:,}]")
+    for what, value in (("cx", camera.cx), ("cy", camera.cy)):
+        if not abs(value) <= MAX_FOCAL_PER_SIDE * side:
+            raise FormatError(path, f"camera {camera.id} has principal point {what} = {value:g}, "
+                              f"far outside its {camera.width}x{camera.height} image")
+
+
 def _points_from_text(path: Path) -> tuple[np.ndarray, ...]:
     """(ids, xyz, rgb, errors, track_lengths) of a points3D.txt that pycolmap has already accepted.
 
     Parsed here because reading a million points back through pycolmap's Python objects takes
-    tens of seconds.
+    tens of seconds. pycolmap is lenient (it takes "1.5abc" as 1.5 and skips bytes it cannot decode in
+    comments), so every value is checked again here.
     """
     rows, lengths = [], []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
             parts = line.split()
-            if parts and not parts[0].startswith("#"):
-                rows.append(parts[:8])
-                lengths.append((len(parts) - 8) // 2)
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), 8)
-    ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
-    return ids, table[:, 1:4], table[:, 4:7].astype(np.uint8), table[:, 7], np.array(lengths, dtype=np.int64)
+            if not parts or parts[0].startswith(b"#"):
+                continue
+            if len(parts) < 8:
+                raise FormatError(path, f"line {number}: a 3D point needs an id, X Y Z, R G B and an error")
+            rows.append(parts[:8])
+            lengths.append((len(parts) - 8) // 2)
+    try:
+        table = np.array(rows, dtype=np.float64).reshape(len(rows), 8)
+        ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+    except (ValueError, OverflowError):
+        raise FormatError(path, "a 3D point has a value that is not a number, or an id beyond 64 bits") from None
+    rgb = table[:, 4:7]
+    if not np.all((rgb >= 0) & (rgb <= 255) & (rgb == np.round(rgb))):
+        raise FormatError(path, "a 3D point has a colour that is not a whole number from 0 to 255")
+    return ids, table[:, 1:4], rgb.astype(np.uint8), table[:, 7], np.array(lengths, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import FormatError, warn
 from .ply import channel_major, rest_names
-from .ply_elements import header_bytes, read_elements, warn_trailing
+from .ply_elements import PLY_NAMES, header_bytes, read_elements, warn_trailing
 from .quantize import from_smallest_three, logit, sigmoid, smallest_three, unit_quats, unorm
 from .splatset import SH_C0, SH_REST_COUNT, SplatSet
 
@@ -49,7 +49,7 @@ def read(path: str | os.PathLike) -> SplatSet:
     if chunk is None or vertex is None:
         raise FormatError(path, "compressed PLY needs 'chunk' and 'vertex' elements")
     _require(path, "chunk", chunk, CHUNK_BOUNDS)
-    _require(path, "vertex", vertex, PACKED)
+    _require(path, "vertex", vertex, PACKED, "u4")
     n = len(vertex)
     if len(chunk) != -(-n // CHUNK):
         raise FormatError(
@@ -86,7 +86,7 @@ def read(path: str | os.PathLike) -> SplatSet:
         if len(names) % 3 or len(names) // 3 not in SH_REST_COUNT.values():
             raise FormatError(path, f"'sh' has {len(names)} properties; 9, 24 or 45 expected")
         order = rest_names(len(names) // 3)
-        _require(path, "sh", sh, order)
+        _require(path, "sh", sh, order, "u1")
         codes = np.stack([sh[name] for name in order], axis=1)
         rest = SH_DECODE[codes].reshape(n, -1, 3)
 
@@ -99,10 +99,15 @@ def read(path: str | os.PathLike) -> SplatSet:
     return splats
 
 
-def _require(path, element: str, rows: np.ndarray, names: list[str]) -> None:
+def _require(path, element: str, rows: np.ndarray, names: list[str], kind: str | None = None) -> None:
+    """``names`` are properties of ``element`` (all of numpy type ``kind`` when given: packed bits are)."""
     missing = [n for n in names if n not in rows.dtype.names]
     if missing:
         raise FormatError(path, f"compressed PLY element '{element}' lacks {', '.join(missing)}")
+    wrong = [n for n in names if kind is not None and rows.dtype[n].newbyteorder("=") != np.dtype(kind)]
+    if wrong:
+        found = PLY_NAMES[rows.dtype[wrong[0]].str[1:]]
+        raise FormatError(path, f"compressed PLY property '{element}.{wrong[0]}' is {found}, {PLY_NAMES[kind]} wanted")
 
 
 def _unpack_111011(packed: np.ndarray) -> np.ndarray:

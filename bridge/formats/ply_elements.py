@@ -89,6 +89,8 @@ def read_header(path: str | os.PathLike, head: bytes) -> Header:
         elif keyword == "element":
             if len(words) != 3 or not words[2].isdigit():
                 raise FormatError(path, f"PLY header line {number}: bad element line {raw.strip()!r}")
+            if any(e.name == words[1] for e in elements):
+                raise FormatError(path, f"PLY header line {number}: a second element named '{words[1]}'")
             elements.append(Element(words[1], int(words[2])))
         elif keyword == "property":
             if not elements:
@@ -117,7 +119,7 @@ def read_head(path: str | os.PathLike) -> tuple[int, bytes]:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            return size, f.read(MAX_HEADER_BYTES)
+            return size, f.read(min(size, MAX_HEADER_BYTES))  # read(n) allocates n bytes up front
     except OSError as exc:
         raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
 
@@ -130,6 +132,12 @@ def open_ply(path: str | os.PathLike) -> Header:
     size, head = read_head(path)
     header = read_header(path, head)
     if header.byte_order is None:
+        # Each ASCII value takes at least two bytes (a digit and a separator; the last may lack its own).
+        wanted = sum(e.count * len(e.properties) for e in header.elements)
+        room = (size - header.data_offset + 1) // 2
+        if wanted > room:
+            raise FormatError(path, f"truncated: the header declares {wanted:,} values but the ASCII body "
+                              f"has room for at most {room:,}")
         return header
     offset = header.data_offset
     for element in header.elements:
@@ -187,11 +195,7 @@ def _read_ascii(path, header: Header, names: set[str] | None) -> dict[str, np.nd
     with open(path, "rb") as f:
         f.seek(header.data_offset)
         body = f.read()
-    # Each value takes at least two bytes (a digit and a separator): bound the counts before parsing.
-    wanted = sum(e.count * len(e.properties) for e in header.elements)
-    if wanted > (len(body) + 1) // 2:
-        raise FormatError(path, f"truncated: the header declares {wanted:,} values but the ASCII body "
-                          f"has room for at most {(len(body) + 1) // 2:,}")
+    wanted = sum(e.count * len(e.properties) for e in header.elements)  # bounded by open_ply
     # fromstring parses in C: no Python object per value, so memory stays at 8 bytes a value.
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # numpy's signal for unparsable text
@@ -210,10 +214,24 @@ def _read_ascii(path, header: Header, names: set[str] | None) -> dict[str, np.nd
         start += element.count * width
         if names is None or element.name in names:
             out = np.empty(element.count, element.dtype("="))
-            for column, (name, _) in enumerate(element.properties):
-                out[name] = block[:, column]
+            for column, (name, kind) in enumerate(element.properties):
+                out[name] = _fitting(path, element.name, name, kind, block[:, column])
             arrays[element.name] = out
     return arrays
+
+
+def _fitting(path, element: str, name: str, kind: str, values: np.ndarray) -> np.ndarray:
+    """ASCII values checked to fit their property's type, which a plain cast would wrap or overflow."""
+    if kind.startswith("f"):
+        bad = np.isfinite(values) & (np.abs(values) > np.finfo(kind).max)  # NaN and Inf are judged later
+    else:
+        limits = np.iinfo(kind)
+        with np.errstate(invalid="ignore"):
+            bad = ~((values >= limits.min) & (values <= limits.max) & (values == np.round(values)))
+    if bad.any():
+        raise FormatError(path, f"ASCII PLY value {values[bad][0]!r} does not fit '{element}.{name}', "
+                          f"a {PLY_NAMES[kind]} property")
+    return values.astype(kind)
 
 
 def warn_trailing(path, header: Header) -> None:

@@ -115,9 +115,11 @@ class SplatSet:
         found = []
         for name in ("means", "scales", "quats", "opacities", "sh_dc", "sh_rest"):
             values = getattr(self, name).reshape(len(self), -1)
-            # NaN and Inf survive a sum, so one fast reduction clears the usual all-finite case.
-            if values.size == 0 or np.isfinite(values.sum()):
-                continue
+            # NaN and Inf survive a sum, so one fast reduction clears the usual all-finite case
+            # (huge finite values may overflow it: the exact check below then decides).
+            with np.errstate(over="ignore", invalid="ignore"):
+                if values.size == 0 or np.isfinite(values.sum()):
+                    continue
             ok = np.isfinite(values).all(axis=1)
             if not ok.all():
                 bad = np.flatnonzero(~ok)

@@ -65,10 +65,9 @@ def flip_yz(splats: SplatSet, in_place: bool = False) -> SplatSet:
     splats.quats[:, 2:] *= -1
     n, k = splats.sh_rest.shape[:2]
     # One factor per value of a flattened row: broadcasting over the size-3 colour axis is far slower.
-    # (Assigning .shape raises rather than silently flipping a copy.)
-    rows = splats.sh_rest.view()
-    rows.shape = (n, 3 * k)
+    rows = splats.sh_rest.reshape(n, 3 * k)  # a view of the contiguous arrays readers make
     rows *= np.repeat(FLIP_YZ_SH[:k], 3)
+    splats.sh_rest = rows.reshape(n, k, 3)  # the flipped values even where reshape had to copy
     return splats
 
 
@@ -123,21 +122,39 @@ def _read_gzip(path, data: bytes):
         if version == 4:
             raise FormatError(path, "SPZ version 4 must not be gzip-compressed")
         sizes = _sizes(n, version, degree)
-        body = inflater.decompress(inflater.unconsumed_tail, sum(sizes))
-        while len(body) < sum(sizes) and inflater.unconsumed_tail:
-            body += inflater.decompress(inflater.unconsumed_tail, sum(sizes) - len(body))
+        body = _inflate(inflater, sum(sizes))
     except zlib.error as exc:
         raise FormatError(path, f"corrupt gzip stream: {exc}") from None
     if len(body) < sum(sizes):
         raise FormatError(
             path, f"truncated: {n:,} splats need {sum(sizes):,} bytes of data, the stream has {len(body):,}")
-    try:
-        extra = inflater.decompress(inflater.unconsumed_tail, 1)
-    except zlib.error:
-        extra = b"?"
+    if inflater.eof:
+        extra = inflater.unused_data  # bytes after the gzip stream
+    else:
+        try:
+            extra = inflater.decompress(inflater.unconsumed_tail, 1)  # data inside it, past the attributes
+        except zlib.error:
+            extra = b"?"
     if extra and not flags & FLAG_EXTENSIONS:
         warn(path, "unexpected data after the SPZ attributes was ignored")
     return version, n, degree, bits, flags, _split(body, sizes)
+
+
+def _inflate(inflater, limit: int) -> bytes:
+    """Up to ``limit`` more bytes of the stream; stops at its end, never spins on what follows it.
+
+    (After the end of a gzip stream zlib hands back the trailing bytes as ``unconsumed_tail`` on every
+    call without consuming them, so "loop while there is a tail" never ends.)
+    """
+    pieces, size = [], 0  # usually one piece, which join returns without copying
+    while size < limit and not inflater.eof:
+        tail = inflater.unconsumed_tail
+        out = inflater.decompress(tail, limit - size)
+        pieces.append(out)
+        size += len(out)
+        if not out and len(inflater.unconsumed_tail) == len(tail):
+            break  # no progress: the stream is cut short
+    return b"".join(pieces)
 
 
 def _split(body: bytes, sizes: list[int]) -> list[np.ndarray]:
