@@ -15,6 +15,7 @@ import numpy as np
 
 from ..formats import FormatError
 from ..formats.cameras import PINHOLE_MODELS
+from ..formats.colmap import resolve_image_path
 from ..protocol import EXIT_BAD_INPUT, BridgeError
 from .job import bad_job
 
@@ -118,25 +119,14 @@ def load_dataset(job, log=None) -> Dataset:
 
 def image_path(job, name: str) -> str:
     """The file of the model's image ``name`` inside the images folder; names come from the model file,
-    so one that is absolute, holds a NUL or climbs out with '..' is refused naming the image and model.
-    The rule is lexical: symlinks the user put inside the images folder keep working."""
-    # TODO: use bridge.formats.colmap.resolve_image_path (the same rule) once it is on this branch.
-    parts = name.replace("\\", "/").split("/")
-    if not name or "\0" in name:
-        problem = "is empty or holds a NUL byte"
-    elif name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
-        problem = "is an absolute path"
-    elif ".." in parts:
-        problem = "climbs out of the images folder with '..'"
-    else:
-        root = os.path.abspath(job.images)
-        path = os.path.abspath(os.path.join(root, name))
-        if os.path.commonpath([root, path]) == root and path != root:
-            return path
-        problem = "points outside the images folder"
-    raise BridgeError("bad_input", f"{job.model}: image name {name!r} {problem} ({job.images})",
-                      hint="Image names in a COLMAP model are relative to the images folder; fix the model.",
-                      exit_code=EXIT_BAD_INPUT)
+    so one that is absolute, holds a NUL or climbs out with '..' is refused naming the image and model
+    (``bridge.formats.colmap.resolve_image_path``: lexical, so symlinks inside the folder keep working)."""
+    try:
+        return resolve_image_path(job.images, name, model=job.model)
+    except FormatError as exc:
+        raise BridgeError("bad_input", f"{exc} ({job.images})",
+                          hint="Image names in a COLMAP model are relative to the images folder; fix the model.",
+                          exit_code=EXIT_BAD_INPUT) from None
 
 
 # A focal length over 100 image sizes is a field of view under 0.6 degrees: a broken model, not a lens.
