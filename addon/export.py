@@ -16,6 +16,7 @@ from bpy_extras.io_utils import ExportHelper
 from ..bridge.formats import FormatError, FormatWarning, write_splats
 from ..bridge.formats.detect import format_for_extension
 from ..bridge.formats.transform import place_splats
+from .reports import failure
 from .splats import SplatLayoutError, is_splat_object, object_to_splats
 from .splats.pointcloud import describe_splat_objects
 
@@ -138,7 +139,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}
         except Exception as exc:  # noqa: BLE001 - an operator reports, it never raises a traceback
-            self.report({"ERROR"}, f"Export failed: {path}: {type(exc).__name__}: {exc}")
+            self.report({"ERROR"}, f"Export failed: {path}: {failure(exc)}")
             return {"CANCELLED"}
         for warning in caught:
             self.report({"WARNING"}, str(warning.message))

@@ -26,6 +26,7 @@ import numpy as np
 from ..bridge.formats import cameras, write_splats
 from ..bridge.formats.transform import check_transform
 from . import compat, jobs
+from .reports import failure
 from .splats import is_splat_object, object_to_splats
 from .splats.pointcloud import describe_splat_objects
 
@@ -240,9 +241,9 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
             job_path = write_job(scene, view_layer, folder, _frames(scene, self.use_frame_range), workdir)
         # Every "this scene cannot be rendered" problem (setup, splat layout, camera, transform) is a
         # ValueError; OSError: the temporary job folder could not be written.
-        except (ValueError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - operators report, never raise
             shutil.rmtree(workdir, ignore_errors=True)
-            self.report({"ERROR"}, f"Splat passes: {exc}")
+            self.report({"ERROR"}, f"Splat passes: {failure(exc)}")
             return {"CANCELLED"}
 
         name = settings(scene).name or "splats"
@@ -289,8 +290,8 @@ class SPLATWORK_OT_composite_splat_passes(bpy.types.Operator):
         try:
             folder = output_folder(scene, self.output_dir)
             build_compositor(scene, context.view_layer, folder, settings(scene).name or "splats")
-        except (RenderSetupError, RuntimeError) as exc:
-            self.report({"ERROR"}, f"Splat compositing: {exc}")
+        except Exception as exc:  # noqa: BLE001 - operators report, never raise
+            self.report({"ERROR"}, f"Splat compositing: {failure(exc)}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Compositor set up with the splat passes of {folder}")
         return {"FINISHED"}

@@ -23,6 +23,7 @@ from ..bridge.formats import colmap
 from ..bridge.formats.cameras import Reconstruction
 from .colmap.build import CreatedData
 from .colmap.exporting import cameras_to_reconstruction
+from .reports import failure
 
 BACKGROUND = (0.55, 0.62, 0.70)  # sRGB of the world behind the scene
 TARGET = Vector((0.0, 0.0, 0.35))  # where every camera looks
@@ -277,8 +278,8 @@ class SPLATWORK_OT_make_synthetic_scene(bpy.types.Operator):
         out = Path(bpy.path.abspath(self.directory))
         try:
             make_synthetic_scene(out, self.n_views, (self.width, self.height), self.samples, self.n_points, self.seed)
-        except (OSError, ValueError, RuntimeError) as exc:
-            self.report({"ERROR"}, f"synthetic scene failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - operators report, never raise
+            self.report({"ERROR"}, f"synthetic scene failed: {failure(exc)}")
             return {"CANCELLED"}
         if self.import_result:
             return bpy.ops.splatwork.import_colmap(model_dir=str(out / "sparse" / "0"),

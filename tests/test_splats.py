@@ -187,3 +187,16 @@ def test_entry_points_are_registered(blender_with_splatwork, splatwork):
     assert panel is not None and panel.bl_category == "Splatwork"
     assert "UNDO" in operators.SPLATWORK_OT_import_splats.bl_options
 
+
+
+def test_a_failure_after_reading_reports_and_leaves_no_data_block(blender_with_splatwork, splatwork, tmp_path):
+    """A readable file whose extra cannot become a Blender attribute (a 60-byte name: with the
+    ``extra:`` prefix past Blender's 63 bytes) fails while building the object: a report, nothing left."""
+    formats = splatwork.bridge.formats
+    splats = _random_splats(formats, 10, 0, {"p" * 60: np.arange(10, dtype=np.float32)})
+    path = tmp_path / "long_name.ply"
+    formats.write_splats(path, splats)
+    before = (len(bpy.data.objects), len(bpy.data.pointclouds), len(bpy.data.meshes))
+    with pytest.raises(RuntimeError, match="Cannot import splats: .*long_name.ply.*longer than"):
+        bpy.ops.splatwork.import_splats(filepath=str(path))
+    assert (len(bpy.data.objects), len(bpy.data.pointclouds), len(bpy.data.meshes)) == before

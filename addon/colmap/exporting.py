@@ -16,7 +16,7 @@ from ...bridge.formats.cameras import (
     matrix_world_to_pose,
     with_pinhole,
 )
-from ...bridge.formats.errors import FormatError
+from ..reports import failure
 from .props import FRAMES_KEY, PARAMS_KEY, POINTS_KEY, WORLD_KEY
 
 
@@ -153,8 +153,8 @@ class SPLATWORK_OT_export_colmap(bpy.types.Operator):
         try:
             rec = cameras_to_reconstruction(_objects(context, self.selection), context.scene, self.use_import_transform)
             colmap.write_model(rec, Path(bpy.path.abspath(self.directory)), binary=self.binary)
-        except (FormatError, OSError, ValueError) as exc:
-            self.report({"ERROR"}, f"COLMAP export failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - operators report, never raise
+            self.report({"ERROR"}, f"COLMAP export failed: {failure(exc)}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {len(rec.views)} cameras to {self.directory}")
         return {"FINISHED"}
@@ -182,8 +182,8 @@ class SPLATWORK_OT_export_transforms(bpy.types.Operator):
             # transforms.json lives in Blender's world: the matrices are the cameras' matrix_world.
             rec = cameras_to_reconstruction(_objects(context, self.selection), context.scene, False)
             transforms_json.write_transforms(path, rec, self.image_prefix)
-        except (FormatError, OSError, ValueError) as exc:
-            self.report({"ERROR"}, f"transforms.json export failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - operators report, never raise
+            self.report({"ERROR"}, f"transforms.json export failed: {failure(exc)}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Exported {len(rec.views)} cameras to {path}")
         return {"FINISHED"}

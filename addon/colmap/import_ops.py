@@ -9,6 +9,7 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from ...bridge.formats import colmap
 from ...bridge.formats.cameras import PINHOLE_MODELS, up_and_centre_transform
 from ...bridge.formats.errors import FormatError
+from ..reports import failure
 from .activate import activate_camera
 from .build import ImportOptions, build_collection
 
@@ -89,8 +90,8 @@ class SPLATWORK_OT_import_colmap(bpy.types.Operator):
     def execute(self, context):
         try:
             collection = self._import(context)
-        except (FormatError, OSError, ValueError, RuntimeError) as exc:
-            self.report({"ERROR"}, f"COLMAP import failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - operators report, never raise; the import removed its data
+            self.report({"ERROR"}, f"COLMAP import failed: {failure(exc)}")
             return {"CANCELLED"}
         distorted = sorted({o.data.splatwork_colmap.model for o in collection.objects
                             if o.type == "CAMERA" and o.data.splatwork_colmap.model not in PINHOLE_MODELS

@@ -11,10 +11,10 @@ from mathutils import Vector
 
 from ...bridge.formats import FormatError
 from .. import compat
+from ..reports import failure
 from .controls import attach_splat_modifier, splat_modifier
 from .importer import EXTENSIONS, import_splats
 from .pointcloud import (
-    SplatLayoutError,
     convert_legacy,
     describe_splat_objects,
     is_legacy,
@@ -53,7 +53,7 @@ class SPLATWORK_OT_import_splats(bpy.types.Operator, ImportHelper):
                 self.report({"ERROR"}, f"Cannot import splats: {exc}")
                 return {"CANCELLED"} if not imported else {"FINISHED"}
             except Exception as exc:  # noqa: BLE001 - an operator reports, it never raises a traceback
-                self.report({"ERROR"}, f"Cannot import splats: {path}: {type(exc).__name__}: {exc}")
+                self.report({"ERROR"}, f"Cannot import splats: {path}: {failure(exc)}")
                 return {"CANCELLED"} if not imported else {"FINISHED"}
             for warning in caught:  # oddities the reader tolerated, e.g. trailing bytes
                 self.report({"WARNING"}, str(warning.message))
@@ -129,8 +129,8 @@ class SPLATWORK_OT_convert_splats(bpy.types.Operator):
                     convert_legacy(obj)
                 attach_splat_modifier(obj, context.scene)
                 done += 1
-            except (SplatLayoutError, FormatError) as exc:
-                self.report({"ERROR"}, f"Cannot convert {obj.name!r}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - operators report, never raise
+                self.report({"ERROR"}, f"Cannot convert {obj.name!r}: {failure(exc)}")
         if not done:
             return {"CANCELLED"}
         self.report({"INFO"}, f"Converted {done} splat object{'s' if done != 1 else ''}")
