@@ -145,3 +145,13 @@ def test_leftovers_of_killed_builds_are_removed(tmp_path):
     poisoned.mkdir()
     (poisoned / ("gsplat_cuda.pyd" if sys.platform == "win32" else "gsplat_cuda.so")).write_text("")
     assert remove_leftovers(str(tmp_path)) == [] and poisoned.is_dir()
+
+
+def test_the_gpu_raster_benchmark_runs_with_tiny_settings():
+    proc = subprocess.run([BRIDGE_PYTHON, str(ROOT / "benchmarks" / "bench_raster_gpu.py"), "--device", "cpu",
+                           "--splats", "300", "--width", "32", "--height", "24", "--steps", "2", "--warmup", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rows"][0]["backend"] == "torch" and result["rows"][0]["steps_per_sec"] > 0
+    assert result["rows"][1] == {"backend": "gsplat", "skipped": "gsplat needs CUDA tensors"}
