@@ -458,7 +458,9 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
                     continue
                 box = layout.box()
                 box.alert = True
-                text = task.error if task.state == "failed" else "cancelled; nothing half-built was kept"
+                text = task.error if task.state == "failed" else (
+                    "nothing half-built was kept" if kind == "kernel build" else
+                    "press Install Training Environment again to finish it")
                 box.label(text=f"{title} {task.state}: {text}"[:200], icon="ERROR")
                 box.operator("splatwork.open_job_log", text=f"Open {title} Log").filepath = task.log_path
 

@@ -251,7 +251,13 @@ def run(ctx: RunContext, args: argparse.Namespace) -> Done:
     for i, frame in enumerate(job.frames):
         if "stop" in ctx.commands.poll():
             return _done(job, written, "stopped", start)
-        out = render_frame(splats, job.object_names, frame, choice.device, choice.backend)
+        try:
+            out = render_frame(splats, job.object_names, frame, choice.device, choice.backend)
+        except torch.OutOfMemoryError:
+            raise BridgeError("cuda_oom", f"out of GPU memory rendering frame {frame.frame} "
+                              f"({sum(len(s) for s in splats):,} splats)",
+                              hint=f"{len(written)} frame(s) were written. Render fewer splats (crop them), "
+                                   "a smaller resolution, or on the CPU (--device cpu).") from None
         exr, png = frame_paths(job, frame.frame)
         write_exr(exr, out["rgba"], out["depth"])
         write_png(png, out["preview"])

@@ -149,6 +149,6 @@ def missing_compiler_advice() -> str:
 def missing_nvcc_advice(torch_cuda: str) -> str:
     major = (version_tuple(torch_cuda) or (12,))[0]
     if major >= 13:
-        return (f"Install NVIDIA's CUDA {major} compiler into the training environment "
-                f"(pip install nvidia-cuda-nvcc=={torch_cuda}.*) or the CUDA Toolkit {torch_cuda}")
+        return (f"Install NVIDIA's CUDA {major} compiler into the training environment (pip install "
+                f"nvidia-cuda-nvcc=={torch_cuda}.* nvidia-cuda-cccl=={torch_cuda}.*) or the CUDA Toolkit {torch_cuda}")
     return f"Install the CUDA Toolkit {torch_cuda} from developer.nvidia.com/cuda-downloads (nvcc is part of it)"

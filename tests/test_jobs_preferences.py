@@ -61,3 +61,20 @@ def test_check_environment_reports_packages_and_cuda_without_blocking(splatwork,
     assert result["packages"]["torch"].startswith("2.13.0")
     assert result["packages"]["gsplat"] == "1.5.3" and result["packages"]["plyfile"]
     assert result["cuda"] in (True, False) and result["executable"]
+
+
+def test_build_gpu_kernels_fails_cleanly_and_the_install_step_only_warns(splatwork, blender_with_splatwork, tmp_path,
+                                                                        monkeypatch):
+    """The real bridge command through the preferences' task runner, on a machine without a GPU."""
+    prefs = splatwork.addon.preferences
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    task = prefs.start_task("kernel build", [prefs.build_kernels_step(BRIDGE_PYTHON)], block=True)
+    assert task.state == "failed"
+    assert "CPU-only build" in task.error or "CUDA is not available" in task.error, task.error
+    assert "Install Training Environment" in task.error or "driver" in task.error  # the hint came along
+    task = prefs.start_task("kernel build", [prefs.build_kernels_step(BRIDGE_PYTHON, if_possible=True)],
+                            block=True)
+    assert task.state == "completed" and task.warnings and "not built" in task.warnings[0]
+    import bpy
+
+    assert hasattr(bpy.types, "SPLATWORK_OT_build_kernels")
