@@ -56,20 +56,29 @@ def choose(requested: str, cuda: bool, mps: bool, kernels_unavailable: str, fiel
     return Choice(requested, "torch")
 
 
+def _why_no_cuda() -> str:
+    """Why a CUDA build of torch finds no CUDA, where nvidia-smi can tell ("" otherwise)."""
+    import torch
+
+    if not torch.version.cuda:
+        return ""
+    from .toolchain import driver_fits, nvidia_smi
+
+    gpu = nvidia_smi()
+    if gpu is None:
+        return "nvidia-smi finds no NVIDIA GPU"
+    if not driver_fits(gpu["cuda"], torch.version.cuda):
+        return (f"the NVIDIA driver {gpu['driver']} runs CUDA up to {gpu['cuda']}, older than torch's "
+                f"CUDA {torch.version.cuda}: update the driver")
+    return f"nvidia-smi sees {gpu['name']} but torch cannot use it"
+
+
 def no_cuda(requested: str, field: str) -> BridgeError:
     import torch
 
     build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-    why = ""
-    if torch.version.cuda:
-        from .toolchain import driver_fits, nvidia_smi
-
-        gpu = nvidia_smi()
-        if gpu is None:
-            why = "; nvidia-smi finds no NVIDIA GPU"
-        elif not driver_fits(gpu["cuda"], torch.version.cuda):
-            why = (f"; the NVIDIA driver {gpu['driver']} runs CUDA up to {gpu['cuda']}, older than torch's "
-                   f"CUDA {torch.version.cuda}: update the driver")
+    why = _why_no_cuda()
+    why = f"; {why}" if why else ""
     return BridgeError("no_cuda", f"{field} '{requested}': CUDA was requested but is not available "
                        f"(torch {torch.__version__}, {build}{why})",
                        hint="Use device 'auto' or 'cpu' here, or run on a machine with an NVIDIA GPU "
@@ -90,4 +99,9 @@ def resolve(requested: str, field: str = "device", build=None) -> Choice:
         build()
         kernels.reset()
         reason = kernels.kernels_unavailable()
-    return choose(requested, cuda, mps, reason, field)
+    choice = choose(requested, cuda, mps, reason, field)
+    if requested == "auto" and choice.device == "cpu":
+        why = _why_no_cuda()  # a GPU torch cannot use (an old driver) must not pass silently as "no GPU"
+        if why and not why.startswith("nvidia-smi finds no"):
+            choice.notice = f"Running on the CPU (much slower): {why}."
+    return choice
