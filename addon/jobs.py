@@ -443,6 +443,8 @@ def status_line(job: Job) -> str:
         parts.append(f"{p.images_registered} registered")
     if p.eta_sec is not None:
         parts.append(f"ETA {format_duration(p.eta_sec)}")
+    if job.hello is not None and job.hello.device.startswith("cuda") and job.hello.backend == "torch":
+        parts.append("GPU, no-compile rasterizer (slower)")  # the panel and the log say why
     return " · ".join(parts)
 
 

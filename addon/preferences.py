@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
 
 import bpy
 
-from ..bridge import envcheck
+from ..bridge import envcheck, protocol
 from . import register_timer
 
 ADDON_ID = __package__.rpartition(".")[0]  # the extension's module: the preferences' bl_idname
@@ -115,13 +116,21 @@ def install_steps(env_dir: str, cuda: bool, base_python: str | None = None,
     torch_step = [*pip, TORCH]
     if cuda or sys.platform != "darwin":  # macOS wheels come from PyPI; elsewhere the index picks the build
         torch_step += ["--index-url", torch_index]
-    return [
+    steps = [
         [base_python or sys.executable, "-m", "venv", env_dir],
         # pip learnt the machine-readable "raw" progress bar in 24.1; the venv's bundled pip may be older.
         [python, "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "pip>=24.1"],
         torch_step,
         [*pip, *packages[1:]],
     ]
+    if cuda:  # gsplat's kernels now, not at the first training; skipped with a warning without a toolchain
+        steps.append(build_kernels_step(python, if_possible=True))
+    return steps
+
+
+def build_kernels_step(python: str, if_possible: bool = False) -> list[str]:
+    """``python -m bridge build-kernels``: runs with the bridge's root as working folder (see Task)."""
+    return [python, "-m", "bridge", "build-kernels", *(["--if-possible"] if if_possible else [])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +152,8 @@ class Task:
         self.state = "running"  # running, completed, failed, cancelled
         self.error = ""
         self.exit_code: int | None = None
+        self.bridge_error = ""  # message and hint of a bridge step's Error event
+        self.warnings: list[str] = []  # a bridge step's warnings (e.g. kernels not built, and why)
         self.proc: subprocess.Popen | None = None
         self._queue: queue.Queue[str] = queue.Queue()
         self._reader: threading.Thread | None = None
@@ -155,9 +166,11 @@ class Task:
         self._log.write(f"$ {' '.join(argv)}\n")
         self._log.flush()
         self.status = f"step {self.step + 1} of {len(self.steps)}: {Path(argv[0]).name} {' '.join(argv[1:4])}"
-        try:
+        from . import jobs
+
+        try:  # in the bridge's root, so "-m bridge" steps find it; pip steps do not mind
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, env=_task_env())
+                                         stderr=subprocess.STDOUT, env=_task_env(), cwd=jobs.bridge_root())
         except OSError as exc:
             self._end("failed", f"could not run {argv[0]}: {exc}")
             return
@@ -176,6 +189,8 @@ class Task:
             except queue.Empty:
                 break
             self._log.write(line + "\n")
+            if self._bridge_event(line):
+                continue
             progress = re.match(r"Progress (\d+) of (\d+)", line)
             if progress:
                 done, total = int(progress.group(1)), int(progress.group(2))
@@ -191,6 +206,9 @@ class Task:
         if self._reader is not None and self._reader.is_alive():
             return  # output still draining
         code = self.proc.returncode
+        if code != 0 and self.bridge_error:
+            self._end("failed", self.bridge_error)
+            return
         if code != 0:
             tail = next((line for line in reversed(self.lines) if "error" in line.lower()), "")
             self._end("failed", f"'{' '.join(self.steps[self.step][:4])} ...' exited with code {code}. {tail}")
@@ -202,10 +220,33 @@ class Task:
         else:
             self._start_step()
 
+    def _bridge_event(self, line: str) -> bool:
+        """Applies a bridge step's protocol event; False when the line is not one."""
+        event = protocol.decode_event(line)
+        if event is None:
+            return False
+        if isinstance(event, protocol.Progress) and event.total:
+            self.fraction = (self.step + event.step / event.total) / len(self.steps)
+            self.status = f"{event.stage.replace('_', ' ')} {event.step} / {event.total}"
+        elif isinstance(event, protocol.Stage):
+            self.status = f"{event.stage.replace('_', ' ')} {event.message}"[:120]
+        elif isinstance(event, protocol.Log) and event.level != "info":
+            self.warnings.append(event.message)
+            self.lines = [*self.lines[-7:], event.message]
+        elif isinstance(event, protocol.Error):
+            self.bridge_error = f"{event.message}. {event.hint}".strip()
+        return True
+
     def cancel(self) -> None:
+        """Asks the step to stop (a bridge step cleans up: a kernel build removes its half-built files),
+        then kills it if it has not ended within 10 s."""
         if self.state == "running" and self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         if self.state == "running":
             self._end("cancelled", "")
 
@@ -317,16 +358,41 @@ class SPLATWORK_OT_install_environment(bpy.types.Operator):
 
 
 class SPLATWORK_OT_cancel_install(bpy.types.Operator):
-    """Stop installing the training environment"""
+    """Stop installing the training environment (or building the GPU kernels)"""
 
     bl_idname = "splatwork.cancel_install"
     bl_label = "Cancel Installation"
     bl_options = {"INTERNAL"}
 
+    kind: bpy.props.StringProperty(default="installation", options={"SKIP_SAVE"})
+
     def execute(self, context):
-        task = TASKS.get("installation")
+        task = TASKS.get(self.kind)
         if task is not None:
             task.cancel()
+        return {"FINISHED"}
+
+
+class SPLATWORK_OT_build_kernels(bpy.types.Operator):
+    """Build gsplat's CUDA kernels for this GPU now (needs nvcc and a C++ compiler; a few minutes), so
+    training starts without compiling and runs at full speed"""
+
+    bl_idname = "splatwork.build_kernels"
+    bl_label = "Build GPU Kernels"
+
+    def execute(self, context):
+        from . import jobs
+
+        python = jobs.bridge_python()
+        if not python:
+            self.report({"ERROR"}, "No training environment yet: press Install Training Environment first")
+            return {"CANCELLED"}
+        try:
+            start_task("kernel build", [build_kernels_step(python)],
+                       lambda task: check_environment(python, block=False) if task.state == "completed" else None)
+        except RuntimeError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -373,19 +439,30 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
             box.label(text="Press 'Install Training Environment' (needs internet, 1-3 GB),")
             box.label(text="or set Bridge Python to an interpreter that has torch and gsplat.")
 
-        task = TASKS.get("installation")
+        running = [t for t in (TASKS.get("installation"), TASKS.get("kernel build")) if t and t.state == "running"]
         row = layout.row()
-        if task is not None and task.state == "running":
+        for task in running:
             row.progress(factor=task.fraction, type="BAR", text=task.status)
-            row.operator("splatwork.cancel_install", text="", icon="X")
+            row.operator("splatwork.cancel_install", text="", icon="X").kind = task.kind
             for line in task.lines[-3:]:
                 layout.label(text=line[:140])
-        else:
+        if not running:
             row.operator("splatwork.install_environment", icon="IMPORT")
+            row.operator("splatwork.build_kernels", icon="MODIFIER")
             row.operator("splatwork.check_environment", icon="VIEWZOOM")
-            if task is not None and task.state == "failed":
-                layout.label(text=f"Installation failed: {task.error}"[:200], icon="ERROR")
-                layout.operator("splatwork.open_job_log", text="Open Install Log").filepath = task.log_path
+            for kind, title in (("installation", "Installation"), ("kernel build", "Kernel build")):
+                task = TASKS.get(kind)
+                if task is None or task.state not in ("failed", "cancelled"):
+                    for warning in task.warnings if task is not None else ():
+                        layout.label(text=warning[:200], icon="INFO")
+                    continue
+                box = layout.box()
+                box.alert = True
+                text = task.error if task.state == "failed" else (
+                    "nothing half-built was kept" if kind == "kernel build" else
+                    "press Install Training Environment again to finish it")
+                box.label(text=f"{title} {task.state}: {text}"[:200], icon="ERROR")
+                box.operator("splatwork.open_job_log", text=f"Open {title} Log").filepath = task.log_path
 
         check = TASKS.get("environment check")
         if check is not None and check.state == "running":
@@ -394,22 +471,14 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
             box = layout.box()
             if CHECK_RESULT.get("error"):
                 box.label(text=CHECK_RESULT["error"][:200], icon="ERROR")
-            if "python" in CHECK_RESULT:
-                box.label(text=f"Python {CHECK_RESULT['python']}: {CHECK_RESULT.get('executable', '')}")
-            grid = box.grid_flow(columns=2, even_columns=True)
-            for name, version in CHECK_RESULT.get("packages", {}).items():
-                grid.label(text=name, icon="CHECKMARK" if version else "X")
-                grid.label(text=version or "missing")
-            if "cuda" in CHECK_RESULT:
-                if CHECK_RESULT["cuda"]:
-                    box.label(text=f"CUDA {CHECK_RESULT.get('cuda_version')}: {CHECK_RESULT['device']}",
-                              icon="CHECKMARK")
-                else:
-                    box.label(text="CUDA not available: training uses the slower CPU rasterizer", icon="INFO")
+            icons = {"ok": "CHECKMARK", "info": "INFO", "error": "ERROR"}
+            for level, text in envcheck.report_lines(CHECK_RESULT):  # the words `bridge check` prints
+                for i, part in enumerate(textwrap.wrap(text, 110)):
+                    box.label(text=part, icon=icons[level] if i == 0 else "BLANK1")
 
 
-_classes = (SPLATWORK_OT_install_environment, SPLATWORK_OT_cancel_install, SPLATWORK_OT_check_environment,
-            SplatworkPreferences)
+_classes = (SPLATWORK_OT_install_environment, SPLATWORK_OT_cancel_install, SPLATWORK_OT_build_kernels,
+            SPLATWORK_OT_check_environment, SplatworkPreferences)
 
 
 def _cancel_tasks() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol
+from .device import DEVICES, resolve
 from .formats import FormatError, SplatSet, read_splats
 from .formats.atomic import atomic_path
 from .formats.transform import check_transform, place_splats
@@ -240,16 +241,23 @@ def run(ctx: RunContext, args: argparse.Namespace) -> Done:
 
     import torch
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    ctx.hello(device=device, backend="gsplat" if device.startswith("cuda") else "torch",
-              versions={"torch": torch.__version__})
+    choice = resolve(args.device, field="--device")
+    ctx.hello(device=choice.device, backend=choice.backend, versions={"torch": torch.__version__})
+    if choice.notice:
+        ctx.log(choice.notice, level="warning")
     ctx.emit(protocol.Stage(stage="rendering", message=f"{len(job.frames)} frame(s) to {job.output_dir}"))
     written: list[Path] = []
     start = time.monotonic()
     for i, frame in enumerate(job.frames):
         if "stop" in ctx.commands.poll():
             return _done(job, written, "stopped", start)
-        out = render_frame(splats, job.object_names, frame, device)
+        try:
+            out = render_frame(splats, job.object_names, frame, choice.device, choice.backend)
+        except torch.OutOfMemoryError:
+            raise BridgeError("cuda_oom", f"out of GPU memory rendering frame {frame.frame} "
+                              f"({sum(len(s) for s in splats):,} splats)",
+                              hint=f"{len(written)} frame(s) were written. Render fewer splats (crop them), "
+                                   "a smaller resolution, or on the CPU (--device cpu).") from None
         exr, png = frame_paths(job, frame.frame)
         write_exr(exr, out["rgba"], out["depth"])
         write_png(png, out["preview"])
@@ -273,7 +281,8 @@ def _done(job: RenderJob, written: list[Path], status: str, start: float) -> Don
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge render", description=__doc__.split("\n")[0])
     parser.add_argument("job", help="render job (JSON) as written by the add-on")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="auto (CUDA when available, gsplat's kernels when they load), cuda, cuda-torch, mps, cpu")
     parser.add_argument("--ipc", action="store_true", help="driven by a program: events on stdout, EOF stops")
     args = parser.parse_args(argv)
     return run_command("render", lambda ctx: run(ctx, args), args.ipc)

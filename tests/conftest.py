@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(config, items):
     cuda = _cuda_available()
     skip_gpu = pytest.mark.skip(reason=f"needs a CUDA GPU: {cuda[1]}")
     for item in items:
-        if "gpu" in item.keywords and not cuda[0]:
+        if item.get_closest_marker("gpu") is not None and not cuda[0]:  # not keywords: a folder named gpu matches
             item.add_marker(skip_gpu)
         if BLENDER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.blender)

@@ -18,12 +18,14 @@ def test_install_steps_are_argument_lists_with_the_right_torch_build(splatwork, 
         assert all(isinstance(step, list) and all(isinstance(a, str) for a in step) for step in steps)
         assert steps[0] == [sys.executable, "-m", "venv", env]
         python = prefs.managed_python(env)
-        assert all(step[:4] == [python, "-m", "pip", "install"] for step in steps[1:])
+        assert all(step[:4] == [python, "-m", "pip", "install"] for step in steps[1:4])
         assert "--progress-bar" in steps[2] and "raw" in steps[2]
-        rest = steps[-1]
+        rest = steps[3]
         for package in ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3"):
             assert package in rest
     assert "torch==2.13.0" in cpu[2] and "torch==2.13.0" in cuda[2]
+    # with an NVIDIA GPU gsplat's kernels are built during set-up (skipped with a warning without a toolchain)
+    assert len(cpu) == 4 and cuda[4] == [prefs.managed_python(env), "-m", "bridge", "build-kernels", "--if-possible"]
     assert prefs.TORCH_CUDA_INDEX in cuda[2] and prefs.TORCH_CUDA_INDEX not in cpu[2]
     if sys.platform != "darwin":
         assert prefs.TORCH_CPU_INDEX in cpu[2]
@@ -59,3 +61,20 @@ def test_check_environment_reports_packages_and_cuda_without_blocking(splatwork,
     assert result["packages"]["torch"].startswith("2.13.0")
     assert result["packages"]["gsplat"] == "1.5.3" and result["packages"]["plyfile"]
     assert result["cuda"] in (True, False) and result["executable"]
+
+
+def test_build_gpu_kernels_fails_cleanly_and_the_install_step_only_warns(splatwork, blender_with_splatwork, tmp_path,
+                                                                        monkeypatch):
+    """The real bridge command through the preferences' task runner, on a machine without a GPU."""
+    prefs = splatwork.addon.preferences
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    task = prefs.start_task("kernel build", [prefs.build_kernels_step(BRIDGE_PYTHON)], block=True)
+    assert task.state == "failed"
+    assert "CPU-only build" in task.error or "CUDA is not available" in task.error, task.error
+    assert "Install Training Environment" in task.error or "driver" in task.error  # the hint came along
+    task = prefs.start_task("kernel build", [prefs.build_kernels_step(BRIDGE_PYTHON, if_possible=True)],
+                            block=True)
+    assert task.state == "completed" and task.warnings and "not built" in task.warnings[0]
+    import bpy
+
+    assert hasattr(bpy.types, "SPLATWORK_OT_build_kernels")

@@ -68,9 +68,9 @@ def scene(tmp_path_factory):
     return make_scene(tmp_path_factory.mktemp("train_scene"))
 
 
-def start(args: list, log: Path) -> protocol.BridgeProcess:
+def start(args: list, log: Path, env: dict | None = None) -> protocol.BridgeProcess:
     argv = [BRIDGE_PYTHON, "-m", "bridge", "train", *map(str, args), "--ipc"]
-    return protocol.BridgeProcess(argv, log_path=str(log), cwd=str(ROOT))
+    return protocol.BridgeProcess(argv, log_path=str(log), cwd=str(ROOT), env=env)
 
 
 def scene_args(scene, out: Path, *extra) -> list:
@@ -340,7 +340,20 @@ def test_gpu_training_with_gsplat(scene, tmp_path):
     proc = start(scene_args(scene, tmp_path / "out", "--steps", 300, "--device", "cuda"), tmp_path / "log.txt")
     assert finish(proc, seen, timeout=600) == protocol.EXIT_OK, proc.log_tail()
     assert seen[0].backend == "gsplat" and seen[0].device.startswith("cuda")
-    assert "compiling_cuda" in [e.stage for e in of_type(seen, protocol.Stage)]
+    # the kernels are built first where they were not yet ("compiling_cuda"), else loaded without compiling
     assert of_type(seen, protocol.Progress)[-1].gpu_mem_mb > 0
     (result,) = of_type(seen, protocol.EvalResult)
     assert result.mean_psnr >= PSNR_FLOOR
+
+
+@pytest.mark.gpu
+def test_gpu_training_without_gsplat_kernels_falls_back_to_the_torch_rasterizer_on_the_gpu(scene, tmp_path):
+    """The documented hook makes the kernel probe fail; Automatic then trains on CUDA with our rasterizer."""
+    seen: list = []
+    env = {**os.environ, "SPLATWORK_GSPLAT_KERNELS": "off"}
+    proc = start(scene_args(scene, tmp_path / "out", "--steps", 100, "--device", "auto"), tmp_path / "log.txt", env)
+    assert finish(proc, seen, timeout=600) == protocol.EXIT_OK, proc.log_tail()
+    assert seen[0].backend == "torch" and seen[0].device.startswith("cuda")
+    (notice,) = [e for e in of_type(seen, protocol.Log) if e.level == "warning"]
+    assert "SPLATWORK_GSPLAT_KERNELS=off" in notice.message and "Build GPU Kernels" in notice.message
+    assert of_type(seen, protocol.Progress)[-1].gpu_mem_mb > 0

@@ -52,6 +52,10 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
             self._draw_progress(layout, settings, job)
         elif settings.state:
             self._draw_result(layout, settings)
+        if settings.notice:
+            box = layout.box()
+            for i, line in enumerate(_wrap(settings.notice, 48)):
+                box.label(text=line, icon="INFO" if i == 0 else "NONE")
 
     @staticmethod
     def _draw_progress(layout, settings, job) -> None:

@@ -132,6 +132,7 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
 
 def _reset_status(settings, out: str, name: str) -> None:
     settings.state, settings.stage, settings.message, settings.hint = "running", "starting", "", ""
+    settings.notice = ""
     settings.step = settings.num_splats = 0
     settings.total = settings.steps
     settings.loss = settings.psnr = settings.eta_sec = settings.eval_psnr = settings.eval_ssim = 0.0
@@ -154,6 +155,8 @@ def _on_event(scene_name: str, event: protocol.Event) -> None:
         settings.device_used = f"{event.device} ({event.backend})" if event.backend else event.device
     elif isinstance(event, protocol.Stage):
         settings.stage = event.stage
+    elif isinstance(event, protocol.Log) and event.level == "warning":
+        settings.notice = event.message
     elif isinstance(event, protocol.Progress):
         settings.stage, settings.step, settings.total = event.stage, event.step, event.total
         for name in ("loss", "psnr", "eta_sec"):

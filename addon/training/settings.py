@@ -81,8 +81,13 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
     )
     device: bpy.props.EnumProperty(
         name="Device",
-        items=[("auto", "Automatic", "CUDA when available, else Apple MPS, else the CPU"),
-               ("cuda", "CUDA", "An NVIDIA GPU (gsplat)"),
+        items=[("auto", "Automatic", "An NVIDIA GPU with gsplat's kernels when they load, else with the "
+                "PyTorch rasterizer (no compile); else Apple MPS; else the CPU"),
+               ("cuda", "CUDA (gsplat kernels)", "An NVIDIA GPU with gsplat's CUDA kernels (fastest; built once "
+                "during set-up)"),
+               ("cuda-torch", "CUDA (no compile)", "An NVIDIA GPU with Splatwork's PyTorch rasterizer: nothing "
+                "to compile, slower than gsplat's kernels"),
+               ("mps", "Apple MPS", "An Apple GPU with the PyTorch rasterizer"),
                ("cpu", "CPU", "Pure PyTorch rasterizer: slow, for small scenes and previews")],
         default="auto",
     )
@@ -100,6 +105,7 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
     eval_psnr: bpy.props.FloatProperty()
     eval_ssim: bpy.props.FloatProperty()
     message: bpy.props.StringProperty()
+    notice: bpy.props.StringProperty()  # a warning from the bridge, e.g. the no-compile fallback and its cost
     hint: bpy.props.StringProperty()
     log_path: bpy.props.StringProperty(subtype="FILE_PATH")
     run_dir: bpy.props.StringProperty(subtype="DIR_PATH")

@@ -12,12 +12,15 @@ RASTERIZE_MODES = ("classic", "antialiased")
 
 
 def select_backend(backend: str, device: torch.device | str) -> str:
-    """"torch" or "gsplat" for a requested backend and the device the tensors live on."""
+    """"torch" or "gsplat" for a requested backend and the device the tensors live on: "auto" on CUDA is
+    gsplat when its kernels load (``kernels.kernels_unavailable``), else our PyTorch rasterizer."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown rasterizer backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     is_cuda = torch.device(device).type == "cuda"
     if backend == "auto":
-        return "gsplat" if is_cuda else "torch"
+        from .kernels import kernels_unavailable
+
+        return "gsplat" if is_cuda and not kernels_unavailable() else "torch"
     if backend == "gsplat" and not is_cuda:
         raise ValueError(f"the gsplat backend needs CUDA tensors, these are on {device}; use backend='torch'")
     return backend

@@ -14,10 +14,11 @@ import os
 import platform
 import sys
 
-from .. import protocol
+from .. import build_kernels, device, protocol
+from ..device import DEVICES
 from ..protocol import EXIT_BAD_INPUT, BridgeError
 from ..runner import RunContext, run_command
-from .job import DEVICES, INITS, STRATEGIES, bad_job, make_job, read_job_file
+from .job import INITS, STRATEGIES, bad_job, make_job, read_job_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--test-every", type=int, help="hold out every Nth image sorted by name (default 8; 0: none)")
     p.add_argument("--background", type=_background, metavar="R,G,B", help="background colour (default 0,0,0)")
-    p.add_argument("--device", choices=DEVICES, help="default auto: cuda, else mps, else cpu")
+    p.add_argument("--device", choices=DEVICES,
+                   help="auto (default): CUDA with gsplat's kernels, else CUDA with the PyTorch rasterizer, "
+                   "else mps, else cpu; cuda: gsplat's kernels; cuda-torch: no compile")
     p.add_argument("--init", choices=INITS, help="initial splats: the SfM points or random (default sfm)")
     p.add_argument("--init-num-points", type=int, help="random init: how many splats (default 100000)")
     p.add_argument("--ssim-lambda", type=float, help="weight of D-SSIM in the loss (default 0.2)")
@@ -95,25 +98,6 @@ def parse_job(argv: list[str]):
     return make_job(values)
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise BridgeError("no_cuda", f"job field 'device': CUDA was requested but is not available "
-                          f"(torch {torch.__version__}, {build})",
-                          hint="Use device 'auto' or 'cpu' here, or run on a machine with an NVIDIA GPU "
-                               "and a CUDA build of torch.", exit_code=EXIT_BAD_INPUT)
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise BridgeError("no_mps", "job field 'device': Apple MPS was requested but is not available",
-                          hint="Use device 'auto' or 'cpu'.", exit_code=EXIT_BAD_INPUT)
-    return torch.device(name)
-
-
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -128,9 +112,10 @@ def _versions() -> dict[str, str]:
 
 def train(ctx: RunContext, argv: list[str]) -> protocol.Done:
     job = parse_job(argv)
-    device = resolve_device(job.device)
-    backend = "gsplat" if device.type == "cuda" else "torch"
-    ctx.hello(device=str(device), backend=backend, versions=_versions())
+    choice = device.resolve(job.device, field="job field 'device'", build=lambda: build_kernels.build(ctx))
+    ctx.hello(device=choice.device, backend=choice.backend, versions=_versions())
+    if choice.notice:
+        ctx.log(choice.notice, level="warning")
     ctx.emit(protocol.Stage(stage="loading_images"))
     from .data import load_dataset
     from .trainer import Trainer
@@ -141,7 +126,9 @@ def train(ctx: RunContext, argv: list[str]) -> protocol.Done:
         os.makedirs(job.out, exist_ok=True)
     except OSError as exc:
         raise bad_job("out", f"cannot create {job.out} ({exc.strerror})") from None
-    return Trainer(ctx, job, dataset, device, backend).run()
+    import torch
+
+    return Trainer(ctx, job, dataset, torch.device(choice.device), choice.backend).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..device import DEVICES
 from ..protocol import EXIT_BAD_INPUT, BridgeError
 
-DEVICES = ("auto", "cuda", "cpu", "mps")
 STRATEGIES = ("default", "mcmc")
 INITS = ("sfm", "random")
 

@@ -38,18 +38,20 @@ def relocation(opacities: torch.Tensor, scales: torch.Tensor, ratios: torch.Tens
 def _install_once():
     from gsplat.strategy import ops
 
+    from ..raster.kernels import kernels_unavailable
     from ..raster.projection import quat_scale_to_covar
 
     cuda_relocation = ops.compute_relocation
     cuda_covar = ops.quat_scale_to_covar_preci
 
     def compute_relocation(opacities, scales, ratios, binoms):
-        if opacities.is_cuda:
+        if opacities.is_cuda and not kernels_unavailable():
             return cuda_relocation(opacities, scales, ratios, binoms)
         return relocation(opacities, scales, ratios, binoms)
 
     def quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=True, triu=False):
-        if quats.is_cuda or compute_preci or triu:  # the noise step asks only for full covariances
+        # the noise step asks only for full covariances
+        if (quats.is_cuda and not kernels_unavailable()) or compute_preci or triu:
             return cuda_covar(quats, scales, compute_covar, compute_preci, triu)
         return quat_scale_to_covar(quats, scales), None
 

@@ -81,7 +81,7 @@ class Trainer:
         from gsplat.strategy import DefaultStrategy, MCMCStrategy
 
         if self.job.strategy == "mcmc":
-            if self.device.type != "cuda":
+            if self.backend != "gsplat":
                 from . import mcmc
 
                 mcmc.install()
@@ -112,7 +112,7 @@ class Trainer:
             opacities=torch.sigmoid(p["opacities"]), colors=torch.cat([p["sh0"], p["shN"]], dim=1),
             viewmats=viewmat, Ks=K, width=width, height=height, sh_degree=sh_degree,
             backgrounds=self.background[None], absgrad=getattr(self.strategy, "absgrad", False),
-            rasterize_mode="antialiased" if self.job.antialiased else "classic",
+            rasterize_mode="antialiased" if self.job.antialiased else "classic", backend=self.backend,
         )
         return colors[0, ..., :3], info
 
@@ -167,9 +167,6 @@ class Trainer:
         ctx = self.ctx
         ctx.emit(protocol.Stage(stage="training", message=f"{len(self.images)} training views, "
                                 f"{len(self.data.test)} held out, {self.num_splats} initial splats"))
-        if self.device.type == "cuda":
-            # gsplat compiles its kernels on first use; say so, since that takes minutes.
-            ctx.emit(protocol.Stage(stage="compiling_cuda"))
         self.step = self.start_step
         try:
             self._loop()
@@ -236,8 +233,6 @@ class Trainer:
                 self._check_finite(step, loss)
             self.train_seconds += time.perf_counter() - t0
             self.step = step
-            if step == self.start_step + 1 and self.device.type == "cuda":
-                ctx.emit(protocol.Stage(stage="training"))
             if report:
                 rate = (step - window_step) / max(self.train_seconds - window_seconds, 1e-9)
                 window_seconds, window_step = self.train_seconds, step

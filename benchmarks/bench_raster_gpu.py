@@ -1,0 +1,107 @@
+"""Training-step speed of our PyTorch rasterizer against gsplat's CUDA kernels on the same scene and GPU.
+
+    .venv/bin/python benchmarks/bench_raster_gpu.py [--splats 100000] [--width 1000 --height 660]
+        [--steps 50] [--warmup 5] [--device cuda]
+
+A step is what training does per view: rasterize with SH degree 3 over a background, an L1 loss,
+backward. Prints a Markdown table (steps/s, ms/step, peak GPU memory) and one JSON line. gsplat runs
+only where its kernels load (``bridge.raster.kernels``; built by ``python -m bridge build-kernels``),
+else its row says why. ``--device cpu`` with tiny settings checks that the script runs (the tests do).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def time_backend(backend: str, leaves, viewmats, Ks, width: int, height: int, steps: int, warmup: int,
+                 device: str) -> dict:
+    import torch
+
+    from bridge.raster import rasterize
+
+    params = [t.to(device).requires_grad_(True) for t in leaves]
+    viewmats, Ks = viewmats.to(device), Ks.to(device)
+    target = torch.rand(1, height, width, 3, device=device, generator=None)
+    background = torch.zeros(1, 3, device=device)
+
+    def step():
+        means, quats, scales, opacities, coeffs = params
+        colors, _, _ = rasterize(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height,
+                                 sh_degree=3, backgrounds=background, backend=backend)
+        loss = (colors - target).abs().mean()
+        loss.backward()
+        for p in params:
+            p.grad = None
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    sync()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    seconds = time.perf_counter() - start
+    row = {"backend": backend, "steps_per_sec": steps / seconds, "ms_per_step": 1000 * seconds / steps}
+    if device.startswith("cuda"):
+        row["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--splats", type=int, default=100_000)
+    parser.add_argument("--width", type=int, default=1000)
+    parser.add_argument("--height", type=int, default=660)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+
+    import torch
+    from bench_raster import synthetic
+
+    from bridge.raster.kernels import kernels_unavailable
+
+    leaves, viewmats, Ks = synthetic(args.splats, args.width, args.height)
+    rows = [time_backend("torch", leaves, viewmats, Ks, args.width, args.height, args.steps, args.warmup,
+                         args.device)]
+    reason = kernels_unavailable() if args.device.startswith("cuda") else "gsplat needs CUDA tensors"
+    if reason:
+        rows.append({"backend": "gsplat", "skipped": reason})
+    else:
+        rows.append(time_backend("gsplat", leaves, viewmats, Ks, args.width, args.height, args.steps,
+                                 args.warmup, args.device))
+    name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device
+    print(f"{args.splats:,} splats, {args.width}x{args.height}, SH 3, forward + backward, {name}, "
+          f"torch {torch.__version__}\n")
+    print("| rasterizer | steps/s | ms/step | peak GPU MB |\n| --- | --- | --- | --- |")
+    for row in rows:
+        if "skipped" in row:
+            print(f"| {row['backend']} | skipped: {row['skipped']} | | |")
+        else:
+            mem = f"{row['peak_mem_mb']:.0f}" if "peak_mem_mb" in row else "-"
+            print(f"| {row['backend']} | {row['steps_per_sec']:.2f} | {row['ms_per_step']:.1f} | {mem} |")
+    timed = {r["backend"]: r for r in rows if "skipped" not in r}
+    if len(timed) == 2:
+        print(f"\ngsplat is {timed['gsplat']['steps_per_sec'] / timed['torch']['steps_per_sec']:.1f}x "
+              "the PyTorch rasterizer")
+    print(json.dumps({"device": name, **vars(args), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
