@@ -130,6 +130,24 @@ def assert_splats_close(got, want, exact_extras: bool = True) -> None:
             np.testing.assert_array_equal(got.extras[name], want.extras[name], err_msg=name)
 
 
+def one_splat(position, sigma=0.08, opacity=0.97, rgb=(0.9, 0.4, 0.1)):
+    """A single round splat at ``position`` with an sRGB colour (a SplatSet of one)."""
+    from bridge.formats import SplatSet
+
+    s = SplatSet.empty(1)
+    s.means[0] = position
+    s.scales[0] = np.log(sigma)
+    s.opacities[0] = np.log(opacity / (1 - opacity))
+    s.sh_dc[0] = (np.asarray(rgb) - 0.5) / 0.28209479177387814
+    return s
+
+
+def centroid(weights: np.ndarray) -> np.ndarray:
+    """(x, y) in pixel units, pixel centres at +0.5 as in the K matrix."""
+    ys, xs = np.mgrid[: weights.shape[0], : weights.shape[1]] + 0.5
+    return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
+
+
 def reference_render(splats, K, world_to_camera, width: int, height: int, **options) -> np.ndarray:
     """``bridge.raster.render_splats`` (our reference rasterizer, torch): in this process where torch
     imports, else in the bridge's interpreter (bpy 5.2/5.3 run on a Python without torch)."""

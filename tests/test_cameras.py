@@ -188,22 +188,6 @@ def test_with_pinhole_never_drops_fy_or_distortion():
         with_pinhole("EQUIRECTANGULAR", [64, 32], 60.0, 66.0, 30.0, 20.0, width=64, height=32)
 
 
-def _one_splat(position, sigma=0.08, opacity=0.97, rgb=(0.9, 0.4, 0.1)):
-    from bridge.formats import SplatSet
-
-    s = SplatSet.empty(1)
-    s.means[0] = position
-    s.scales[0] = np.log(sigma)
-    s.opacities[0] = np.log(opacity / (1 - opacity))
-    s.sh_dc[0] = (np.asarray(rgb) - 0.5) / 0.28209479177387814
-    return s
-
-
-def _centroid(weights: np.ndarray) -> np.ndarray:
-    """(x, y) in pixel units, pixel centres at +0.5 as in the K matrix."""
-    ys, xs = np.mgrid[: weights.shape[0], : weights.shape[1]] + 0.5
-    return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
-
 
 def test_blender_camera_and_splat_agree_on_where_a_point_is(blender, render):
     """A Cycles render of a small glowing ball and our render of a splat at its centre, from the same
@@ -242,8 +226,8 @@ def test_blender_camera_and_splat_agree_on_where_a_point_is(blender, render):
     w2c = np.eye(4)
     w2c[:3, :3], w2c[:3, 3] = R, t
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
-    out = conftest.reference_render(_one_splat(point, sigma=0.03), K, w2c, w, h)
-    ball = _centroid(pixels[..., 3])
-    splat = _centroid(out["alpha"])
+    out = conftest.reference_render(conftest.one_splat(point, sigma=0.03), K, w2c, w, h)
+    ball = conftest.centroid(pixels[..., 3])
+    splat = conftest.centroid(out["alpha"])
     assert pixels[..., 3].sum() > 5 and out["alpha"].sum() > 5
     np.testing.assert_allclose(splat, ball, atol=0.1)

@@ -3,25 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import reference_render, shared_data
+from conftest import centroid, one_splat, reference_render, shared_data
 from test_raster_reference import look_at, one_thread, render  # noqa: F401  (one_thread: autouse)
 
 from bridge.formats import SplatSet, read_splats
-
-
-def one_splat(position, sigma=0.08, opacity=0.97, rgb=(0.9, 0.4, 0.1)) -> SplatSet:
-    s = SplatSet.empty(1)
-    s.means[0] = position
-    s.scales[0] = np.log(sigma)
-    s.opacities[0] = np.log(opacity / (1 - opacity))
-    s.sh_dc[0] = (np.asarray(rgb) - 0.5) / 0.28209479177387814
-    return s
-
-
-def centroid(weights: np.ndarray) -> np.ndarray:
-    """(x, y) in pixel units, pixel centres at +0.5 as in the K matrix."""
-    ys, xs = np.mgrid[: weights.shape[0], : weights.shape[1]] + 0.5
-    return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
 
 
 def test_a_splat_lands_where_the_camera_matrix_says_with_its_depth_and_colour():

@@ -79,13 +79,15 @@ def scene_args(scene, out: Path, *extra) -> list:
 
 # Timeouts are generous because CI machines are shared; they only catch a hung bridge.
 def wait_for(proc: protocol.BridgeProcess, seen: list, predicate, timeout: float = 300.0):
-    """Collects events into ``seen`` until one matches (returned) or the bridge exits (None)."""
+    """Collects events into ``seen`` (every one received, also those after the match) until one
+    matches (returned) or the bridge exits (None)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for event in proc.events():
-            seen.append(event)
-            if predicate(event):
-                return event
+        new = proc.events()
+        seen.extend(new)
+        match = next((e for e in new if predicate(e)), None)
+        if match is not None:
+            return match
         if proc.finished():
             seen.extend(proc.events())
             return None

@@ -11,13 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_train import finish, make_scene, of_type, scene_args, start
+from test_train import finish, make_scene, of_type, scene_args, start, wait_for
 
 from bridge import protocol
 from bridge.formats.atomic import ordinary_mode
@@ -38,24 +37,6 @@ def good_checkpoint(scene, tmp_path_factory) -> Path:
     proc = start(scene_args(scene, out, "--steps", 2, *QUICK), out.parent / "log.txt")
     assert finish(proc, seen) == protocol.EXIT_OK, proc.log_tail()
     return out / "checkpoints" / "last.pt"
-
-
-def wait_for(proc: protocol.BridgeProcess, seen: list, predicate, timeout: float = 300.0):
-    """The first new event matching ``predicate`` (None if the bridge exits first); unlike
-    test_train's helper, every event received goes into ``seen``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        new = proc.events()
-        seen.extend(new)
-        match = next((e for e in new if predicate(e)), None)
-        if match is not None:
-            return match
-        if proc.finished():
-            seen.extend(proc.events())
-            return None
-        time.sleep(0.02)
-    proc.kill()
-    raise TimeoutError(f"no matching event within {timeout} s; log:\n{proc.log_tail()}")
 
 
 def _out_with(tmp_path: Path, name: str, content: bytes) -> Path:

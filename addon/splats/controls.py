@@ -14,11 +14,9 @@ quads and has the same controls plus its own. ``attach_splat_modifier`` picks th
 """
 from __future__ import annotations
 
-import bpy
-
 from ...bridge.formats.splatset import SH_REST_COUNT
 from .. import compat
-from .node_builder import NodeBuilder
+from .node_builder import NodeBuilder, versioned_group
 from .pointcloud import SCALE, is_native, sh_name
 from .preview_nodes import INPUTS, MODIFIER_NAME, attach_preview, common_parts, declare_interface, hidden_splats
 
@@ -68,14 +66,11 @@ def _carry_settings(old, new) -> None:
 
 
 def ensure_controls_group():
-    group = bpy.data.node_groups.get(GROUP_NAME)
-    if group is not None and group.bl_idname == "GeometryNodeTree" and group.get(VERSION_KEY) == CONTROLS_VERSION:
-        return group
-    if group is None or group.bl_idname != "GeometryNodeTree":
-        group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    return versioned_group(GROUP_NAME, VERSION_KEY, CONTROLS_VERSION, _build)
+
+
+def _build(group) -> None:
     parts = common_parts()
-    group.nodes.clear()
-    group.interface.clear()
     declare_interface(group, CONTROL_INPUTS)
     b = NodeBuilder(group)
     gin = b.node("NodeGroupInput")
@@ -98,5 +93,3 @@ def ensure_controls_group():
         below = b.compare("LESS_THAN", arg["SH Degree"], band - 0.5)
         geometry = b.switch("GEOMETRY", below, geometry, without)
     b.links.new(geometry, gout.inputs[0])
-    group[VERSION_KEY] = CONTROLS_VERSION
-    return group

@@ -103,3 +103,20 @@ def build_group(name: str, inputs, outputs, build, kind: str = "GeometryNodeTree
     for socket_name, socket in result.items():
         b.links.new(socket, gout.inputs[socket_name])
     return tree
+
+
+def versioned_group(name: str, version_key: str, version: int, fill):
+    """The node group ``name``, as it is when it carries ``version``, else emptied and rebuilt in place
+    by ``fill(group)`` (in place, so modifiers using it keep pointing at it)."""
+    import bpy
+
+    group = bpy.data.node_groups.get(name)
+    if group is not None and group.bl_idname == "GeometryNodeTree" and group.get(version_key) == version:
+        return group
+    if group is None or group.bl_idname != "GeometryNodeTree":
+        group = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    group.nodes.clear()
+    group.interface.clear()
+    fill(group)
+    group[version_key] = version
+    return group

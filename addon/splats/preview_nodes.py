@@ -25,7 +25,7 @@ import bpy
 from ...bridge.formats.sh import SH_C0, SH_C1, SH_C2, SH_C3
 from .. import compat
 from . import material
-from .node_builder import NodeBuilder, build_group
+from .node_builder import NodeBuilder, build_group, versioned_group
 from .pointcloud import BASE, EXTRA_PREFIX, ROTATION, SCALE, sh_name
 from .viewport import ensure_view_camera
 
@@ -61,17 +61,8 @@ INPUTS = (
 
 def ensure_preview_group():
     """The shared preview node group, built (or rebuilt in place) at the current version."""
-    group = bpy.data.node_groups.get(GROUP_NAME)
-    if group is not None and group.bl_idname == "GeometryNodeTree" and group.get(VERSION_KEY) == PREVIEW_VERSION:
-        return group
-    if group is None or group.bl_idname != "GeometryNodeTree":
-        group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
-    parts = _build_parts()
-    group.nodes.clear()
-    group.interface.clear()
-    _build(group, material.ensure_material(), parts)
-    group[VERSION_KEY] = PREVIEW_VERSION
-    return group
+    return versioned_group(GROUP_NAME, VERSION_KEY, PREVIEW_VERSION,
+                           lambda group: _build(group, material.ensure_material(), _build_parts()))
 
 
 def attach_preview(obj, scene=None):
