@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import bpy
+
+from ..bridge.formats.atomic import atomic_path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -168,18 +169,9 @@ def render_preview(scene, collection, path: str, image_name: str | None = None, 
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # an ordinary file's permissions; replaced only when the render worked
         scene.render.filepath = tmp
         bpy.ops.render.render(write_still=True, scene=scene.name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a render is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
