@@ -17,11 +17,13 @@ COMMANDS = {
     "train": (".train.cli", "train Gaussian splats from a COLMAP model"),
     "sfm": (".sfm", "structure-from-motion: a COLMAP model from a folder of photos or a video"),
     "render": (".render", "render splats from cameras (RGBA + depth EXR passes)"),
+    "check": (".check", "what this Python has: packages, CUDA (the environment check)"),
 }
 
 
 def usage() -> str:
-    lines = ["usage: python -m bridge COMMAND [options]", "", "commands:"]
+    lines = ["usage: python -m bridge COMMAND [JOB.json | --job FILE | --job -] [--FIELD VALUE ...] [--ipc]",
+             "", "commands:"]
     lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "file conversion: python -m bridge.formats --help"]
     return "\n".join(lines)

@@ -35,7 +35,7 @@ def test_addon_never_imports_torch_or_gsplat(path):
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}: Blender's Python has no torch"
 
 
-ADDON_SIDE = ["bridge/protocol.py", "bridge/envcheck.py",
+ADDON_SIDE = ["bridge/envcheck.py", *[str(p.relative_to(ROOT)) for p in _sources("bridge/protocol")],
               *[str(p.relative_to(ROOT)) for p in _sources("bridge/formats")]]
 
 

@@ -23,6 +23,11 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
+__all__ = ["PROTOCOL", "VERSION", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "COMMANDS", "Event", "Hello",
+           "Stage", "Progress", "Snapshot", "EvalResult", "Log", "Done", "Error", "Unknown", "EVENT_TYPES",
+           "BridgeError", "encode_event", "decode_event", "encode_command", "decode_command", "EventWriter",
+           "claim_stdout", "CommandReader", "BridgeProcess", "run_to_end"]
+
 PROTOCOL = "splatwork"
 VERSION = 1
 
@@ -30,21 +35,6 @@ VERSION = 1
 EXIT_OK = 0  # finished, or stopped on request with results saved
 EXIT_FAILED = 1  # a runtime failure (an Error event says which)
 EXIT_BAD_INPUT = 2  # a bad job, bad arguments or bad input files
-
-# Stage names used by the bridge commands.
-STAGES = (
-    "starting",
-    "loading_images",
-    "compiling_cuda",
-    "training",
-    "evaluating",
-    "exporting",
-    "extracting_features",
-    "matching",
-    "mapping",
-    "undistorting",
-    "rendering",
-)
 
 COMMANDS = ("stop", "pause", "resume", "snapshot")
 
@@ -265,13 +255,20 @@ class CommandReader:
     """Reads commands from stdin on a daemon thread.
 
     ``eof_means_stop``: the client is a program (``--ipc``) whose going away must stop the run.
+
+    ``job_first``: the job comes on stdin before any command: its first line (``"line"``, a program
+    driving the run) or everything up to end of file (``"all"``, a job file piped in by hand); it is
+    handed over by :meth:`job_text`.
     """
 
-    def __init__(self, stream: IO[bytes] | None = None, eof_means_stop: bool = False):
+    def __init__(self, stream: IO[bytes] | None = None, eof_means_stop: bool = False,
+                 job_first: str | None = None):
         self.commands: queue.Queue[str] = queue.Queue()
         self._stream = stream
         self._eof_means_stop = eof_means_stop
         self._stop_requested = False
+        self._job_first = job_first
+        self._job: queue.Queue[bytes] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._run, name="bridge-commands", daemon=True)
 
     def start(self) -> CommandReader:
@@ -284,14 +281,21 @@ class CommandReader:
         # for <stdin>", exit 134) whenever the client keeps the pipe open. A raw file has no lock.
         stream = self._stream if self._stream is not None else os.fdopen(os.dup(0), "rb", buffering=0)
         try:
+            if self._job_first is not None:
+                self._job.put(stream.read() if self._job_first == "all" else stream.readline())
             for line in stream:
                 cmd = decode_command(line)
                 if cmd is not None:
                     self.commands.put(cmd)
         except (OSError, ValueError):
-            pass
+            if self._job_first is not None and self._job.empty():
+                self._job.put(b"")
         if self._eof_means_stop:
             self.commands.put("stop")
+
+    def job_text(self) -> str:
+        """The job read from stdin ("" when stdin ended first); waits for it."""
+        return self._job.get().decode("utf-8", "replace")
 
     def request_stop(self) -> None:
         """Make the next :meth:`poll` return "stop". Safe in a signal handler: it takes no lock (the
@@ -328,12 +332,12 @@ class BridgeProcess:
         log_path: str,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        job: str | None = None,
     ):
+        """``job``: the job as one JSON line, written to stdin before any command (``--job -``)."""
         self.argv = list(argv)
         self.log_path = log_path
         self.events_queue: queue.Queue[Event] = queue.Queue()
-        self.last_error: Error | None = None
-        self.done: Done | None = None
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         self._log = open(log_path, "ab")
         kwargs: dict[str, Any] = {}
@@ -352,18 +356,15 @@ class BridgeProcess:
         )
         self._reader = threading.Thread(target=self._read, name="bridge-events", daemon=True)
         self._reader.start()
+        if job is not None:
+            self._write(job.rstrip("\n").encode() + b"\n")
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
             event = decode_event(raw)
-            if event is None:
-                continue
-            if isinstance(event, Error):
-                self.last_error = event
-            elif isinstance(event, Done):
-                self.done = event
-            self.events_queue.put(event)
+            if event is not None:
+                self.events_queue.put(event)
 
     def events(self) -> list[Event]:
         """Events received since the last call (never blocks)."""
@@ -376,7 +377,9 @@ class BridgeProcess:
 
     def send(self, cmd: str) -> bool:
         """Send a command; False when the bridge is no longer listening."""
-        line = encode_command(cmd).encode()
+        return self._write(encode_command(cmd).encode())
+
+    def _write(self, line: bytes) -> bool:
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write(line)
@@ -387,10 +390,6 @@ class BridgeProcess:
 
     def poll(self) -> int | None:
         return self.proc.poll()
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
 
     def finished(self) -> bool:
         """The process has exited and every event it wrote has been read."""
