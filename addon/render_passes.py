@@ -13,7 +13,6 @@ alpha over (the Switch node).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ..bridge import protocol
 from ..bridge.formats import cameras, write_splats
 from ..bridge.formats.transform import check_transform
 from . import compat, jobs
@@ -99,8 +99,8 @@ def camera_at_current_frame(scene, depsgraph) -> dict:
             "clip_start": data.clip_start, "clip_end": data.clip_end}
 
 
-def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: Path) -> Path:
-    """The render job for ``frames``: splat files in ``workdir`` and the JSON the bridge reads."""
+def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: Path) -> protocol.RenderJob:
+    """The render job for ``frames``, its splat files written to ``workdir``; checked by the protocol."""
     objects = splat_objects(view_layer)
     if not objects:
         raise RenderSetupError(f"no splat objects to render in this view layer: Splatwork looks for "
@@ -129,9 +129,10 @@ def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: P
         scene.frame_set(current)
     job = {"output_dir": str(output_dir), "name": settings(scene).name or "splats",
            "objects": entries, "frames": frame_jobs}
-    path = workdir / "job.json"
-    path.write_text(json.dumps(job), encoding="utf-8")
-    return path
+    try:
+        return protocol.job_from_dict(protocol.RenderJob, job)
+    except protocol.JobError as exc:  # e.g. a frame over the size limit: refused before a bridge starts
+        raise RenderSetupError(f"{exc.message}. {exc.hint}") from None
 
 
 def _frames(scene, use_frame_range: bool) -> list[int]:
@@ -237,7 +238,7 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
         workdir = Path(tempfile.mkdtemp(prefix="splatwork-render-"))
         try:
             folder = output_folder(scene, self.output_dir)
-            job_path = write_job(scene, view_layer, folder, _frames(scene, self.use_frame_range), workdir)
+            request = write_job(scene, view_layer, folder, _frames(scene, self.use_frame_range), workdir)
         # Every "this scene cannot be rendered" problem (setup, splat layout, camera, transform) is a
         # ValueError; OSError: the temporary job folder could not be written.
         except (ValueError, OSError) as exc:
@@ -257,7 +258,7 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
                 build_compositor(target, layer, folder, name)
 
         try:
-            job = jobs.start_job(JOB_NAME, ["render", str(job_path)], on_finish=on_finish)
+            job = jobs.start_job(JOB_NAME, request, on_finish=on_finish)
         except jobs.JobError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             self.report({"ERROR"}, f"{exc.message}. {exc.hint}".strip())
