@@ -21,7 +21,7 @@ from pathlib import Path
 import bpy
 
 from ..bridge import envcheck, protocol
-from . import jobs, runtime
+from . import jobs, remote, runtime
 from .runtime import ADDON_ID, log_dir, managed_env_dir, managed_python, prefs  # noqa: F401 - used here and by callers
 
 # What the bridge imports, pinned per Python version: the environment is made from Blender's own
@@ -279,6 +279,7 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
         "empty: detected automatically",
         subtype="FILE_PATH",
     )
+    machines: bpy.props.CollectionProperty(type=remote.SplatworkMachine)
 
     def draw(self, context):
         layout = self.layout
@@ -327,9 +328,11 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
                 else:
                     box.label(text="CUDA not available: training uses the slower CPU rasterizer", icon="INFO")
 
+        remote.draw_preferences(layout, self)
 
-_classes = (SPLATWORK_OT_install_environment, SPLATWORK_OT_cancel_install, SPLATWORK_OT_check_environment,
-            SplatworkPreferences)
+
+_classes = (*remote.classes, SPLATWORK_OT_install_environment, SPLATWORK_OT_cancel_install,
+            SPLATWORK_OT_check_environment, SplatworkPreferences)
 
 
 def _cancel_tasks() -> None:

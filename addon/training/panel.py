@@ -37,6 +37,7 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         sub.prop(settings, "snapshot_every")
         col.prop(settings, "background")
         col.prop(settings, "device")
+        col.prop(settings, "machine", icon="NETWORK_DRIVE")
         col.prop(settings, "output_dir")
 
         row = layout.row(align=True)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 from pathlib import Path
 
 import bpy
 
 from ...bridge import formats, protocol
-from .. import jobs, runtime
+from .. import jobs, remote, runtime
 
 JOB_NAME = "train"
 PREVIEW_IMAGE = "Splatwork Training Preview"
@@ -104,8 +105,14 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
     settings = scene.splatwork_training
     model, images, name = dataset_paths(settings)
     out = output_dir(settings, name)
-    if resume and not os.path.isfile(checkpoint_path(out)):
-        raise TrainingError(f"nothing to resume in {out}", "Start a new training run with Train.")
+    try:
+        machine = remote.machine_named(settings.machine)
+        if resume and not (machine.exists(posixpath.join(machine.place(out, "out"), "checkpoints", "last.pt"))
+                           if machine else os.path.isfile(checkpoint_path(out))):
+            where = f" on {machine.name}" if machine else ""
+            raise TrainingError(f"nothing to resume in {out}{where}", "Start a new training run with Train.")
+    except jobs.JobError as exc:
+        raise TrainingError(exc.message, exc.hint) from None
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
@@ -122,7 +129,7 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
             JOB_NAME, request,
             on_event=lambda job, event: _on_event(scene_name, event),
             on_finish=lambda job: _on_finish(scene_name, job),
-            block=block, log_path=settings.log_path,
+            block=block, log_path=settings.log_path, machine=machine,
         )
     except jobs.JobError as exc:
         settings.state, settings.message, settings.hint = "failed", exc.message, exc.hint

@@ -27,6 +27,12 @@ def _custom(self, _context) -> None:
             self["preset"] = 3  # CUSTOM's index
 
 
+def _machine_names() -> list[str]:
+    from ..remote import machines
+
+    return [m.name for m in machines()]
+
+
 def _is_colmap_import(_self, collection) -> bool:
     from ..colmap.props import MODEL_DIR_KEY
 
@@ -85,6 +91,10 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
                ("cuda", "CUDA", "An NVIDIA GPU (gsplat)"),
                ("cpu", "CPU", "Pure PyTorch rasterizer: slow, for small scenes and previews")],
         default="auto",
+    )
+    machine: bpy.props.StringProperty(
+        name="Machine", search=lambda self, context, text: _machine_names(),
+        description="Run on a remote machine (Preferences > Splatwork > Remote Machines); empty: this computer",
     )
     # -- the last run (written by the job's callbacks) -----------------------------------------
     state: bpy.props.StringProperty(name="State")  # "", running, completed, stopped, failed, killed

@@ -33,12 +33,13 @@ class JobError(BridgeError):
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple = (), low: float | None = None,
-           high: float | None = None, flag: bool = True, path: bool = False, factory=None) -> Any:
+           high: float | None = None, flag: bool = True, path: str = "", factory=None) -> Any:
     """A job field: its default, its help (the flag's), and the bounds the validator checks.
 
     ``low``/``high`` are inclusive bounds of a number; ``choices`` the allowed values; ``flag=False``
     keeps a field out of the command line (nested data only a file can hold); ``path`` marks a file
-    or folder (the client may have to carry it to another machine).
+    or folder the command reads (``"in"``) or writes (``"out"``): what a client carries to another
+    machine and back.
     """
     metadata = {"help": help, "choices": tuple(choices), "low": low, "high": high, "flag": flag, "path": path}
     if factory is not None:
@@ -99,10 +100,10 @@ STRATEGY_OPTIONS: dict[str, tuple[str, float, float, tuple[str, ...]]] = {
 class TrainJob(Job):
     command: ClassVar[str] = "train"
 
-    model: str = option(help="COLMAP model folder (e.g. sparse/0)", path=True)
-    images: str = option(help="folder with the model's images", path=True)
+    model: str = option(help="COLMAP model folder (e.g. sparse/0)", path="in")
+    images: str = option(help="folder with the model's images", path="in")
     out: str = option(help="output folder: splats.ply, metrics.json, checkpoints/, previews/, snapshots/",
-                      path=True)
+                      path="out")
     steps: int = option(30_000, "training steps", low=1)
     downscale: float = option(1.0, "divide the image size by this", low=1.0, high=64.0)
     sh_degree: int = option(3, "spherical harmonics degree 0-3", low=0, high=3)
@@ -166,9 +167,9 @@ QUALITIES = ("low", "medium", "high")
 class SfmJob(Job):
     command: ClassVar[str] = "sfm"
 
-    out: str = option(help="output folder: new, empty, or an earlier sfm result", path=True)
-    images: str | None = option(None, "folder of photos (its subfolders are not read)", path=True)
-    video: str | None = option(None, "video file; frames are taken every --every frames", path=True)
+    out: str = option(help="output folder: new, empty, or an earlier sfm result", path="out")
+    images: str | None = option(None, "folder of photos (its subfolders are not read)", path="in")
+    video: str | None = option(None, "video file; frames are taken every --every frames", path="in")
     every: int = option(10, "with --video: take every Nth frame", low=1)
     matcher: str = option("auto", "auto: sequential for video frames, exhaustive (every pair) for photos",
                           choices=("auto", "exhaustive", "sequential"))
@@ -204,7 +205,7 @@ MAX_NAME_BYTES = 200
 
 @dataclass
 class RenderObject:
-    splats: str = option(help="splat file (PLY) of this object", path=True)
+    splats: str = option(help="splat file (PLY) of this object", path="in")
     name: str = option("", "the object's name, for messages")
 
 
@@ -224,7 +225,7 @@ class RenderFrame:
 class RenderJob(Job):
     command: ClassVar[str] = "render"
 
-    output_dir: str = option(help="folder for <name>_<frame>.exr and .png", path=True)
+    output_dir: str = option(help="folder for <name>_<frame>.exr and .png", path="out")
     objects: list[RenderObject] = option(help="the splat objects", flag=False)
     frames: list[RenderFrame] = option(help="cameras and object matrices per frame", flag=False)
     name: str = option("splats", "file names start with this")
@@ -379,6 +380,16 @@ def job_from_json(cls: type, text: str, source: str = "job") -> Any:
     return job_from_dict(cls, parse_job_text(cls, text, source))
 
 
-def path_fields(job: Job) -> list[str]:
-    """The names of the job's top-level fields that hold a file or folder."""
-    return [f.name for f in dataclasses.fields(job) if f.metadata.get("path")]
+def path_fields(job: Any, direction: str) -> list[tuple[Any, str]]:
+    """(object, field name) of every set path the job reads (``"in"``) or writes (``"out"``), nested
+    objects included: what a client must carry to another machine, or fetch back."""
+    out = []
+    for f in dataclasses.fields(job):
+        value = getattr(job, f.name)
+        if f.metadata.get("path") == direction and value is not None:
+            out.append((job, f.name))
+        elif isinstance(value, list):
+            for item in value:
+                if dataclasses.is_dataclass(item):
+                    out.extend(path_fields(item, direction))
+    return out
