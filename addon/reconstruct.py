@@ -14,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from ..bridge import protocol
-from . import jobs
+from . import jobs, remote
 
 JOB_NAME = "reconstruct"
 
@@ -50,6 +50,7 @@ def _settings_fields():
         "camera": EnumProperty(name="Cameras", items=_CAMERA_ITEMS, default="single"),
         "matcher": EnumProperty(name="Matching", items=_MATCHER_ITEMS, default="auto"),
         "mapper": EnumProperty(name="Mapping", items=_MAPPER_ITEMS, default="incremental"),
+        "machine": remote.machine_property(),
     }
 
 
@@ -112,7 +113,7 @@ class SPLATWORK_OT_reconstruct(bpy.types.Operator):
         settings.state, settings.message, settings.warning = "running", "", ""
         scene_name, import_result, z_up = context.scene.name, self.import_result, self.z_up
         try:
-            job = jobs.start_job(JOB_NAME, request,
+            job = jobs.start_job(JOB_NAME, request, machine=remote.machine_named(self.machine),
                                  on_finish=lambda job: _finish(job, scene_name, import_result, z_up),
                                  block=None if self.wait == "AUTO" else self.wait == "YES")
         except jobs.JobError as exc:
@@ -245,6 +246,7 @@ class SPLATWORK_PT_reconstruct(bpy.types.Panel):
         else:
             col.prop(settings, "images_dir")
         col.prop(settings, "out_dir")
+        col.prop(settings, "machine", icon="NETWORK_DRIVE")
         col.prop(settings, "quality")
         col.prop(settings, "camera")
         sub = col.column(heading="Advanced")

@@ -348,8 +348,11 @@ def machine_named(name: str) -> Machine | None:
                       "or choose This Computer.")
 
 
-def search_machines(_self, _context, _text):
-    return [m.name for m in machines()]
+def machine_property():
+    """The "Machine" setting of a job: a remote machine's name, empty for this computer."""
+    return bpy.props.StringProperty(
+        name="Machine", search=lambda _self, _context, _text: [m.name for m in machines()],
+        description="Run on a remote machine (Preferences > Splatwork > Remote Machines); empty: this computer")
 
 
 CHECKS: dict[str, dict] = {}  # machine name -> the last check's answer (or {"error": ..., "hint": ...})

@@ -25,7 +25,7 @@ import numpy as np
 from ..bridge import protocol
 from ..bridge.formats import cameras, write_splats
 from ..bridge.formats.transform import check_transform
-from . import compat, jobs
+from . import compat, jobs, remote
 from .splats import is_splat_object, object_to_splats
 from .splats.pointcloud import describe_splat_objects
 
@@ -45,6 +45,7 @@ class SplatworkRenderSettings(bpy.types.PropertyGroup):
         subtype="DIR_PATH",
     )
     name: bpy.props.StringProperty(name="Name", description="File name prefix", default="splats")
+    machine: remote.machine_property()
     use_frame_range: bpy.props.BoolProperty(
         name="Frame Range", description="Render the scene's frame range (off: the current frame only)",
         default=True,
@@ -258,7 +259,8 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
                 build_compositor(target, layer, folder, name)
 
         try:
-            job = jobs.start_job(JOB_NAME, request, on_finish=on_finish)
+            job = jobs.start_job(JOB_NAME, request, on_finish=on_finish,
+                                 machine=remote.machine_named(settings(scene).machine))
         except jobs.JobError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             self.report({"ERROR"}, f"{exc.message}. {exc.hint}".strip())
@@ -311,6 +313,7 @@ class SPLATWORK_PT_render_passes(bpy.types.Panel):
         layout.prop(props, "output_dir")
         layout.prop(props, "name")
         layout.prop(props, "use_frame_range")
+        layout.prop(props, "machine", icon="NETWORK_DRIVE")
         job = jobs.get_job(JOB_NAME)
         if job is not None and job.running:
             layout.label(text=job.status_line())

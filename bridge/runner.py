@@ -8,7 +8,7 @@ the job's fields; any bad job becomes an Error event and exit code 2. :func:`run
 turns a :class:`~.protocol.BridgeError` into an Error event plus its exit code, and any other
 exception into an ``internal`` error with the traceback.
 
-SIGTERM and SIGINT ask for a stop, exactly like the ``stop`` command: a training run saves its
+SIGTERM, SIGINT and SIGHUP ask for a stop, exactly like the ``stop`` command: a training run saves its
 checkpoint and splats and ends with ``Done(status="stopped")``. A second signal of either kind ends
 the run at once (files are written atomically, so the last complete ones survive).
 """
@@ -55,7 +55,8 @@ class RunContext:
         """
         if threading.current_thread() is not threading.main_thread():  # Python delivers signals there only
             return
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a remote run's session may end with it when its ssh connection drops.
+        for sig in (signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:

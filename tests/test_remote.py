@@ -183,3 +183,28 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_render_passes_there_come_back_as_if_rendered_here(blender_with_splatwork, splatwork, sshd, tmp_path):
+    import numpy as np
+    from test_render_passes import _plane_of_splats, read_exr, set_camera
+
+    from bridge.formats import cameras
+
+    scene = bpy.context.scene
+    set_camera(scene, cameras.intrinsics_to_blender(20.0, 20.0, 8.0, 8.0, 16, 16), np.eye(4))
+    splatwork.addon.splats.splats_to_object(_plane_of_splats(1.0, -3.0, 0.1), "S")
+    prefs = bpy.context.preferences.addons[splatwork.__name__].preferences
+    prefs.machines.clear()
+    m = prefs.machines.add()
+    m.name, m.host, m.python = "far", "farbox", BRIDGE_PYTHON
+    m.workdir, m.ssh_config = str(tmp_path / "far"), str(sshd / "ssh_config")
+    for where, machine in (("here", ""), ("there", "far")):
+        scene.splatwork_render.machine = machine
+        out = tmp_path / where
+        assert bpy.ops.splatwork.render_passes(output_dir=str(out), use_frame_range=False) == {"FINISHED"}
+    names = {where: sorted(p.name for p in (tmp_path / where).iterdir()) for where in ("here", "there")}
+    assert names["here"] == names["there"] == ["splats_0001.exr", "splats_0001.png"]
+    here, there = read_exr(tmp_path / "here" / "splats_0001.exr"), read_exr(tmp_path / "there" / "splats_0001.exr")
+    assert here.keys() == there.keys() and all((here[k] == there[k]).all() for k in here)
+    assert next((tmp_path / "far" / "out").glob("*-there")).is_dir(), "rendered there, fetched here"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import bpy
 
+from ..remote import machine_property
+
 # name -> (label, description, steps, downscale, sh degree, snapshot every)
 PRESETS = {
     "FAST": ("Fast Preview", "A rough result in minutes: 3,000 steps on quarter-size images", 3000, 4.0, 1, 250),
@@ -25,12 +27,6 @@ def _custom(self, _context) -> None:
         if (self.steps, self.downscale, self.sh_degree, self.snapshot_every) != (
                 steps, downscale, sh_degree, snapshot_every):
             self["preset"] = 3  # CUSTOM's index
-
-
-def _machine_names() -> list[str]:
-    from ..remote import machines
-
-    return [m.name for m in machines()]
 
 
 def _is_colmap_import(_self, collection) -> bool:
@@ -92,10 +88,7 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
                ("cpu", "CPU", "Pure PyTorch rasterizer: slow, for small scenes and previews")],
         default="auto",
     )
-    machine: bpy.props.StringProperty(
-        name="Machine", search=lambda self, context, text: _machine_names(),
-        description="Run on a remote machine (Preferences > Splatwork > Remote Machines); empty: this computer",
-    )
+    machine: machine_property()
     # -- the last run (written by the job's callbacks) -----------------------------------------
     state: bpy.props.StringProperty(name="State")  # "", running, completed, stopped, failed, killed
     stage: bpy.props.StringProperty()
