@@ -101,7 +101,7 @@ class Job:
 
     @property
     def pid(self) -> int:
-        return self.process.proc.pid
+        return self.process.pid
 
     @property
     def running(self) -> bool:

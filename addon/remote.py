@@ -25,6 +25,7 @@ import io
 import json
 import os
 import posixpath
+import queue
 import shlex
 import subprocess
 import tarfile
@@ -172,24 +173,26 @@ class Machine:
                         f"{self.home_path(self.python)} {bridge}")
 
     def start(self, request: protocol.Job, log_path: str) -> RemoteProcess:
-        """Carry the code and the job's inputs there, then start the bridge; RemoteError when it cannot."""
+        """Start the job there: the upload and then the bridge run on the returned process's own thread,
+        so Blender stays responsive; anything that goes wrong arrives as an Error event."""
+        return RemoteProcess(self, request, log_path)
+
+    def prepare(self, request: protocol.Job) -> tuple[list[str], protocol.Job, dict[str, str]]:
+        """Carry the code and the job's inputs there: (ssh argv, the job with paths there, output
+        folder there -> here). RemoteError when it cannot."""
         from . import runtime
 
         remote_job = copy_job(request)
         self.sync(_tree(os.path.join(runtime.bridge_root(), "bridge"), "bridge"), self.code_dir())
         for obj, name in path_fields(remote_job, "in"):
-            local = getattr(obj, name)
-            setattr(obj, name, self._upload(request, name, local))
+            setattr(obj, name, self._upload(request, name, getattr(obj, name)))
         outputs = {}
         for obj, name in path_fields(remote_job, "out"):
             local = os.path.abspath(getattr(obj, name))
             there = self.place(local, "out")
             outputs[there] = local
             setattr(obj, name, there)
-        try:
-            return RemoteProcess(self, self.bridge_argv(request.command), log_path, remote_job, outputs)
-        except OSError as exc:
-            raise RemoteError(f"could not run ssh: {exc}", "Install OpenSSH's ssh client.") from exc
+        return self.bridge_argv(request.command), remote_job, outputs
 
     def _upload(self, request: protocol.Job, field: str, local: str) -> str:
         local = os.path.abspath(local)
@@ -247,14 +250,95 @@ def _model_image_names(model: str) -> list[str]:
 
 
 class RemoteProcess(protocol.BridgeProcess):
-    """The ssh client running a bridge there, with events translated to this machine's files."""
+    """The ssh client running a bridge there, with events translated to this machine's files.
 
-    def __init__(self, machine: Machine, argv: list[str], log_path: str, remote_job: protocol.Job,
-                 outputs: dict[str, str]):
+    Its thread first uploads (a "uploading" Stage event), then starts ssh and reads the events; until
+    ssh runs, ``proc`` is None, "stop" cancels the upload and the job ends stopped.
+    """
+
+    def __init__(self, machine: Machine, request: protocol.Job, log_path: str):
         self.machine = machine
-        self.outputs = outputs  # output folder there -> here
+        self.request = request
+        self.outputs: dict[str, str] = {}  # output folder there -> here
+        self.argv = machine.ssh("python -m bridge " + request.command)  # until the real one is known
+        self.log_path = log_path
+        self.queue = queue.Queue()
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        self._log = open(log_path, "ab")
+        self.proc: subprocess.Popen | None = None
+        self._code: int | None = None  # the exit code when ssh never ran
+        self._cancelled = False
         self._final = threading.Event()
-        super().__init__(argv, log_path, job=remote_job.to_json())
+        self._reader = threading.Thread(target=self._run, name="remote-job", daemon=True)
+        self._reader.start()
+
+    def _run(self) -> None:
+        self.queue.put(protocol.Stage(stage="uploading", message=f"to {self.machine.host}"))
+        try:
+            argv, remote_job, self.outputs = self.machine.prepare(self.request)
+        except (JobError, OSError, ValueError, tarfile.TarError) as exc:  # ValueError: an unreadable model
+            message, hint = (exc.message, exc.hint) if isinstance(exc, JobError) else (str(exc), "")
+            self._log.write(f"upload to {self.machine.host} failed: {message}\n".encode())
+            self._log.flush()
+            self.queue.put(protocol.Error(kind="remote_failed", message=message, hint=hint))
+            self._code = protocol.EXIT_FAILED
+            return
+        if self._cancelled:
+            self.queue.put(protocol.Done(status="stopped"))
+            self._code = protocol.EXIT_OK
+            return
+        self.argv = argv
+        kwargs = {"creationflags": subprocess.CREATE_NO_WINDOW} if os.name == "nt" else {"start_new_session": True}
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                         **kwargs)  # type: ignore[arg-type]
+        except OSError as exc:
+            self.queue.put(protocol.Error(kind="remote_failed", message=f"could not run ssh: {exc}",
+                                          hint="Install OpenSSH's ssh client (it must be on PATH)."))
+            self._code = protocol.EXIT_FAILED
+            return
+        self._write(remote_job.to_json().encode() + b"\n")
+        self._read()
+
+    # Before ssh runs there is no process: these answer for the upload.
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def poll(self) -> int | None:
+        if self.proc is None:
+            return None if self._reader.is_alive() else self._code
+        return self.proc.poll()
+
+    def finished(self) -> bool:
+        return not self._reader.is_alive() and (self.proc is None or self.proc.poll() is not None)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._reader.join(timeout)
+        if self.proc is None:
+            if self._reader.is_alive():
+                raise subprocess.TimeoutExpired(self.argv, timeout or 0)
+            return self._code if self._code is not None else protocol.EXIT_FAILED
+        return super().wait(timeout)
+
+    def send(self, cmd: str) -> bool:
+        if self.proc is None:
+            if cmd == "stop":
+                self._cancelled = True  # the upload finishes its file, then nothing starts
+            return True
+        return super().send(cmd)
+
+    def kill(self) -> int:
+        self._cancelled = True
+        if self.proc is None:
+            self._reader.join(5)
+            return self._code if self._code is not None else protocol.EXIT_FAILED
+        return super().kill()
+
+    def close_stdin(self) -> None:
+        if self.proc is not None:
+            super().close_stdin()
 
     def parse(self, raw: bytes) -> protocol.Event | None:
         event = protocol.decode_event(raw)
@@ -300,10 +384,11 @@ class RemoteProcess(protocol.BridgeProcess):
         said = tail[-1] if tail else ""
         if code == 255 or code < 0:
             how = "was lost" if code < 0 or "closed" in said or "reset" in said.lower() else "failed"
-            error = protocol.Error(
-                kind="connection_lost", message=f"the connection to {self.machine.host} {how}: {said}".rstrip(": "),
-                hint="The remote run saw its input close, saved a checkpoint and stopped: press Resume to "
-                     "continue it there.")
+            hint = ("The run there saw its input close, saved a checkpoint and stopped: press Resume to "
+                    "continue it there." if isinstance(self.request, protocol.TrainJob)
+                    else "The run there stopped when its input closed: run it again.")
+            error = protocol.Error(kind="connection_lost", hint=hint,
+                                   message=f"the connection to {self.machine.host} {how}: {said}".rstrip(": "))
         else:
             failure = self.machine._failure(code, "\n".join(tail))
             error = protocol.Error(kind="no_environment" if "not found" in failure.message else "crashed",

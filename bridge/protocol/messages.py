@@ -372,6 +372,10 @@ class PipeProcess:
             except queue.Empty:
                 return out
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def poll(self) -> int | None:
         return self.proc.poll()
 
