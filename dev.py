@@ -122,6 +122,30 @@ def _counts(junit: Path) -> dict[str, int]:
     return counts
 
 
+def ensure_sshd() -> None:
+    """tests/test_remote.py starts its own sshd on 127.0.0.1: install OpenSSH's server if it is missing and
+    this runs as root with apt-get (a CI container), without letting the package start a system sshd."""
+    if shutil.which("sshd") or os.path.isfile("/usr/sbin/sshd"):
+        return
+    if os.name == "nt" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("note: no sshd here; the remote-machine tests will skip (apt-get install openssh-server)", flush=True)
+        return
+    print("installing openssh-server for the remote-machine tests ...", flush=True)
+    policy = Path("/usr/sbin/policy-rc.d")
+    made = not policy.exists()
+    if made:  # Debian's switch that keeps the package's postinst from starting a daemon on port 22
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        if subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env)
+            subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], env=env)
+    finally:
+        if made:
+            policy.unlink()
+
+
 def test(rest: list[str]) -> int:
     versions = list(SUPPORTED_BLENDERS)
     if "--blender" in rest:
@@ -133,6 +157,7 @@ def test(rest: list[str]) -> int:
             sys.exit(f"error: --blender {','.join(unknown)}: supported are {', '.join(SUPPORTED_BLENDERS)}")
     # Set every environment up first, so a missing Python 3.13 fails before minutes of tests.
     others = {v: ensure_blender_env(v) for v in OTHER_BLENDERS if v in versions}
+    ensure_sshd()
     code = run(["-m", "ruff", "check", "."])  # lint first (fast)
     if code != 0:
         return code

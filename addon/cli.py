@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", type=_colour, metavar="R,G,B",
                    help="colour behind the splats while training, sRGB in [0, 1] (default 0,0,0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--machine", default="", help="train on this remote machine (Preferences > Splatwork > "
+                   "Remote Machines; default: this computer)")
     p.add_argument("--blend", help="save the scene to this .blend file")
     p.add_argument("--render", help="render a preview PNG here with Cycles")
     p.add_argument("--camera", help="image name of the camera to render from (default: the first image)")
@@ -116,6 +118,7 @@ def _run(args) -> int:
     if args.background is not None:
         settings.background = args.background
     settings.output_dir = os.path.abspath(args.out)
+    settings.machine = args.machine
     try:
         job = start_training(scene, resume=args.resume, block=True)
     except TrainingError as exc:

@@ -13,28 +13,15 @@ import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper
 
-from ..bridge.formats import FormatError, FormatWarning, write_splats
+from ..bridge.formats import FormatError, FormatWarning, table, write_splats
 from ..bridge.formats.detect import format_for_extension
 from ..bridge.formats.transform import place_splats
 from .reports import failure
 from .splats import SplatLayoutError, is_splat_object, object_to_splats
 from .splats.pointcloud import describe_splat_objects
 
-# format -> (label, file extension, description)
-FORMATS = {
-    "ply": ("PLY", ".ply", "Standard 3DGS PLY: lossless, read by every splat tool"),
-    "compressed_ply": ("Compressed PLY", ".compressed.ply", "SuperSplat compressed PLY: quantised, much smaller"),
-    "splat": (".splat", ".splat", "antimatter15 .splat: small, no view-dependent colour"),
-    "spz": ("SPZ", ".spz", "Niantic SPZ: the smallest, quantised and compressed"),
-}
-
-
-def _strip_extension(path: str) -> str:
-    lower = path.lower()
-    for ext in sorted((e for _, e, _ in FORMATS.values()), key=len, reverse=True):
-        if lower.endswith(ext):
-            return path[: -len(ext)]
-    return path
+# format -> (label, file extension, description), from the one table of splat formats
+FORMATS = {f.name: (f.label, f.extension, f.description) for f in table.FORMATS}
 
 
 def objects_to_export(context, use_selection: bool, collection: str = "") -> list:
@@ -73,7 +60,8 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
     bl_options = {"REGISTER"}
 
     filename_ext = ".ply"
-    filter_glob: bpy.props.StringProperty(default="*.ply;*.splat;*.spz", options={"HIDDEN"})
+    filter_glob: bpy.props.StringProperty(default=";".join("*" + e for e in table.FILE_EXTENSIONS),
+                                          options={"HIDDEN"})
     file_format: bpy.props.EnumProperty(
         name="Format",
         items=[("AUTO", "From File Name", "Pick the format from the file's extension")]
@@ -107,7 +95,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
         wanted = FORMATS[self.file_format.lower()][1]
         if self.filepath.lower().endswith(wanted):
             return False
-        self.filepath = _strip_extension(self.filepath) + wanted
+        self.filepath = table.strip_extension(self.filepath) + wanted
         return True
 
     def invoke(self, context, event):
@@ -122,7 +110,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
         fmt = self.file_format.lower() if self.file_format != "AUTO" else format_for_extension(path)
         if fmt is None:
             self.report({"ERROR"}, f"{path}: the file name does not say which splat format to write; "
-                        "end it in .ply, .compressed.ply, .splat or .spz, or choose a format")
+                        "end it in " + ", ".join(f.extension for f in table.FORMATS) + ", or choose a format")
             return {"CANCELLED"}
         objects = objects_to_export(context, self.use_selection, self.collection)
         if not objects:
@@ -148,7 +136,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
 
 
 def _menu_entry(self, context):
-    self.layout.operator(SPLATWORK_OT_export_splats.bl_idname, text="Gaussian Splats (.ply, .splat, .spz)")
+    self.layout.operator(SPLATWORK_OT_export_splats.bl_idname, text=f"Gaussian Splats ({table.extensions_text()})")
 
 
 class SPLATWORK_FH_export_splats(bpy.types.FileHandler):
@@ -157,7 +145,7 @@ class SPLATWORK_FH_export_splats(bpy.types.FileHandler):
     bl_idname = "SPLATWORK_FH_export_splats"
     bl_label = "Gaussian Splats"
     bl_export_operator = SPLATWORK_OT_export_splats.bl_idname
-    bl_file_extensions = ".ply;.splat;.spz"
+    bl_file_extensions = ";".join(table.FILE_EXTENSIONS)
 
 
 _classes = (SPLATWORK_OT_export_splats, SPLATWORK_FH_export_splats)

@@ -2,16 +2,19 @@
 
 API (training, SfM and render passes all use it)::
 
-    job = start_job(name, bridge_args, on_event=None, on_finish=None, *, block=None,
-                    log_path=None, python=None) -> Job
-        Runs ``[python, "-m", "bridge", *bridge_args, "--ipc"]`` with cwd and PYTHONPATH at
-        bridge_root(). ``on_event(job, event)`` gets every protocol event and ``on_finish(job)`` is
+    job = start_job(name, request, on_event=None, on_finish=None, *, block=None,
+                    log_path=None, python=None, machine=None) -> Job
+        ``request`` is a ``protocol`` job (TrainJob, SfmJob, RenderJob, CheckJob): it runs as
+        ``python -m bridge CMD --job - --ipc`` (``runtime.bridge_command``) with the job as the first
+        line on stdin, here (cwd and PYTHONPATH at bridge_root()) or on ``machine`` (a
+        ``remote.Machine``: over ssh, see addon/remote.py). ``on_event(job, event)`` gets every
+        protocol event and ``on_finish(job)`` is
         called once when the process has exited and every event was applied, always on the main
         thread. ``block`` (default: ``bpy.app.background``) runs the job to its end before returning
         and prints progress; otherwise a timer (``addon.register_timer``) applies events while the UI
         stays live. Raises JobError (message + hint) when the job cannot start: no interpreter set
         up, another job of the same name still running, the interpreter cannot be executed.
-    Job: name, argv, log_path, pid, state ("running", "completed", "stopped", "failed", "killed"),
+    Job: name, request, argv, log_path, pid, state ("running", "completed", "stopped", "failed", "killed"),
         hello, stage, progress, snapshot, evaluation, done, error (a protocol.Error, also made up
         for a crash or a bad exit code), warnings (warning logs, a non-zero exit after Done),
         exit_code, fraction(), status_line(), message() (message + hint + log path, for reports),
@@ -20,10 +23,10 @@ API (training, SfM and render passes all use it)::
         exits badly: Done comes after every output is written.
     get_job(name) -> Job | None      the latest job of that name, running or finished
     running_jobs() -> list[Job]
-    pump() -> float | None           applies pending events; the timer callback (tests call it)
+    pump() -> float | None           applies pending events of jobs and watched tasks; the timer callback
+    watch(task)                      pumps any object with update() and state ("running" while it runs):
+                                     the preferences' installs and checks use it
     end_all_jobs(grace)              stops every job, kills what does not stop in time
-    bridge_python() -> str | None    interpreter from the preferences, else detected (detect_python)
-    bridge_root() -> str             the folder that holds bridge/ (the installed extension's root)
     format_duration(seconds) -> str   "42s", "3m 05s", "1h 02m"
     status_line(job) -> str          "Train 120/500 · loss 0.0312 · PSNR 24.10 dB · ..." for UI and console
     operator splatwork.open_job_log(name, filepath)  opens a job's log in Blender's text editor
@@ -38,10 +41,7 @@ itself dies, ``--ipc`` makes the bridge stop on end of file on its stdin.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
-import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -51,13 +51,15 @@ from pathlib import Path
 import bpy
 
 from ..bridge import protocol
-from . import preferences, register_timer
+from . import register_timer, runtime
+from .runtime import bridge_python, bridge_root  # noqa: F401 - part of this module's API
 
 _PUMP_INTERVAL = 0.1  # seconds between event polls while a job runs in the UI
 _PRINT_INTERVAL = 2.0  # seconds between progress lines when blocking in the background
 _END_GRACE = 10.0  # seconds a bridge gets to save and exit when the add-on goes away
 
 _jobs: list[Job] = []
+_watched: list = []  # other subprocess runners the same timer pumps (installs, checks)
 
 
 class JobError(RuntimeError):
@@ -70,9 +72,12 @@ class JobError(RuntimeError):
 
 
 class Job:
-    def __init__(self, name: str, argv: list[str], log_path: str, on_event, on_finish):
+    def __init__(self, name: str, request: protocol.Job, log_path: str, on_event, on_finish,
+                 process: protocol.BridgeProcess):
         self.name = name
-        self.argv = argv
+        self.request = request
+        self.process = process
+        self.argv = process.argv
         self.log_path = log_path
         self.on_event: Callable[[Job, protocol.Event], None] | None = on_event
         self.on_finish: Callable[[Job], None] | None = on_finish
@@ -91,13 +96,12 @@ class Job:
         self.cancel_requested = False
         self._killed = False
         self._last_print = 0.0
-        self.process = protocol.BridgeProcess(argv, log_path, cwd=bridge_root(), env=_bridge_env())
 
     # -- state ---------------------------------------------------------------------------------
 
     @property
     def pid(self) -> int:
-        return self.process.proc.pid
+        return self.process.pid
 
     @property
     def running(self) -> bool:
@@ -166,7 +170,7 @@ class Job:
         elif isinstance(event, protocol.Error):
             self.error = event
         if isinstance(event, (protocol.Done, protocol.Error)):
-            self._release_stdin()
+            self.process.close_stdin()
         if self.on_event is not None:
             try:
                 self.on_event(self, event)
@@ -181,15 +185,6 @@ class Job:
                 self._apply(event)
             self.exit_code = self.process.wait()
             self._finish()
-
-    def _release_stdin(self) -> None:
-        # The run is over: end of file lets the bridge's command reader thread end before the
-        # interpreter shuts down, whatever the bridge's Python does with a reader still blocked then.
-        try:
-            if self.process.proc.stdin is not None:
-                self.process.proc.stdin.close()
-        except OSError:
-            pass
 
     def _run_blocking(self) -> None:
         def on_event(event):
@@ -276,18 +271,33 @@ def _crash_error(job: Job) -> protocol.Error:
 
 def start_job(
     name: str,
-    bridge_args: list[str],
+    request: protocol.Job,
     on_event: Callable[[Job, protocol.Event], None] | None = None,
     on_finish: Callable[[Job], None] | None = None,
     *,
     block: bool | None = None,
     log_path: str | None = None,
     python: str | None = None,
+    machine=None,
 ) -> Job:
     previous = get_job(name)
     if previous is not None and previous.running:
         raise JobError(f"a {name} job is already running", "Cancel it first, or wait for it to finish.")
-    python = python or bridge_python()
+    if log_path is None:
+        log_path = os.path.join(runtime.log_dir(), f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    process = machine.start(request, log_path) if machine is not None else _start_here(request, log_path, python)
+    job = Job(name, request, log_path, on_event, on_finish, process)
+    _jobs[:] = [j for j in _jobs if j.name != name]
+    _jobs.append(job)
+    if bpy.app.background if block is None else block:
+        job._run_blocking()
+    else:
+        register_timer(pump, first_interval=_PUMP_INTERVAL, persistent=True)
+    return job
+
+
+def _start_here(request: protocol.Job, log_path: str, python: str | None) -> protocol.BridgeProcess:
+    python = python or runtime.bridge_python()
     if not python:
         raise JobError(
             "no Python environment with PyTorch is set up for Splatwork",
@@ -296,21 +306,12 @@ def start_job(
         )
     if not os.path.isfile(python):
         raise JobError(f"the bridge Python '{python}' does not exist", "Fix 'Bridge Python' in the preferences.")
-    if log_path is None:
-        log_path = os.path.join(preferences.log_dir(), f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
-    argv = [python, "-m", "bridge", *[str(a) for a in bridge_args], "--ipc"]
     try:
-        job = Job(name, argv, log_path, on_event, on_finish)
+        return protocol.BridgeProcess(runtime.bridge_command(python, request.command), log_path,
+                                      cwd=runtime.bridge_root(), env=runtime.bridge_env(), job=request.to_json())
     except OSError as exc:
         raise JobError(f"could not start the bridge with '{python}': {exc}",
                        "Check 'Bridge Python' in the preferences.") from exc
-    _jobs[:] = [j for j in _jobs if j.name != name]
-    _jobs.append(job)
-    if bpy.app.background if block is None else block:
-        job._run_blocking()
-    else:
-        register_timer(pump, first_interval=_PUMP_INTERVAL, persistent=True)
-    return job
 
 
 def get_job(name: str) -> Job | None:
@@ -324,13 +325,25 @@ def running_jobs() -> list[Job]:
     return [job for job in _jobs if job.running]
 
 
+def watch(task) -> None:
+    """Pump ``task`` (``update()``, ``state``) with the jobs until its state is no longer "running"."""
+    if task not in _watched:
+        _watched.append(task)
+    register_timer(pump, first_interval=_PUMP_INTERVAL, persistent=True)
+
+
 def pump() -> float | None:
-    """Apply pending events of every running job; the timer reschedules itself while any runs."""
+    """Apply pending events of every running job and watched task; reschedules itself while any runs."""
     for job in running_jobs():
         job._update()
+    for task in list(_watched):
+        if task.state == "running":
+            task.update()
+        if task.state != "running":
+            _watched.remove(task)
     if not bpy.app.background:
         _redraw()
-    return _PUMP_INTERVAL if running_jobs() else None
+    return _PUMP_INTERVAL if running_jobs() or _watched else None
 
 
 def end_all_jobs(grace: float = _END_GRACE) -> None:
@@ -345,71 +358,8 @@ def _redraw() -> None:
     wm = bpy.context.window_manager
     for window in wm.windows if wm else ():
         for area in window.screen.areas:
-            if area.type in {"VIEW_3D", "STATUSBAR", "PROPERTIES", "IMAGE_EDITOR"}:
+            if area.type in {"VIEW_3D", "STATUSBAR", "PROPERTIES", "IMAGE_EDITOR", "PREFERENCES"}:
                 area.tag_redraw()
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the bridge lives and which Python runs it
-
-
-def bridge_root() -> str:
-    """The extension's root folder: ``python -m bridge`` works from here."""
-    return str(Path(__file__).resolve().parent.parent)
-
-
-def _bridge_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = bridge_root()
-    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else root
-    env["PYTHONUNBUFFERED"] = "1"
-    # Blender's own Python home must not leak into a different interpreter.
-    env.pop("PYTHONHOME", None)
-    return env
-
-
-BRIDGE_PYTHON_ENV = "SPLATWORK_BRIDGE_PYTHON"
-
-
-def bridge_python() -> str | None:
-    """The interpreter that runs the bridge: the preference if set, else $SPLATWORK_BRIDGE_PYTHON
-    (headless Blender, render farms, CI), else :func:`detect_python`."""
-    chosen = preferences.bridge_python_setting() or os.environ.get(BRIDGE_PYTHON_ENV, "")
-    if chosen:
-        return chosen
-    return detect_python()
-
-
-_detected: list[str | None] = []
-
-
-def detect_python(refresh: bool = False) -> str | None:
-    """The first interpreter that can import torch: the environment the add-on installed, then
-    Blender's own (true for the bpy module in a venv), then python3 on PATH."""
-    if _detected and not refresh:
-        return _detected[0]
-    found = None
-    managed = preferences.managed_python()
-    if managed and os.path.isfile(managed):
-        found = managed
-    elif importlib.util.find_spec("torch") is not None and os.path.isfile(sys.executable):
-        found = sys.executable
-    else:
-        for name in ("python3.11", "python3", "python"):
-            candidate = shutil.which(name)
-            if candidate and _has_torch(candidate):
-                found = candidate
-                break
-    _detected[:] = [found]
-    return found
-
-
-def _has_torch(python: str) -> bool:
-    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"
-    try:
-        return subprocess.run([python, "-c", code], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,33 +1,29 @@
 """Add-on preferences: which Python runs the bridge, installing that environment, and checking it.
 
-``bridge_python_setting()`` is the interpreter the artist chose ("" when automatic) and
-``managed_python()`` the one "Install training environment" makes; ``jobs.bridge_python()`` picks.
+Which interpreter runs the bridge is decided in ``runtime`` (``runtime.bridge_python()``; the
+*Bridge Python* setting and the environment the installer makes are read there).
 ``install_steps(env_dir, cuda)`` is the exact list of argument lists the installer runs, and
 ``start_task(kind, steps)`` runs such steps in the background (one at a time, output streamed into
-``TASKS[kind]``, a timer applying it on the main thread); ``check_environment()`` starts the check.
+``TASKS[kind]``, pumped by the jobs' timer on the main thread); ``check_environment()`` starts the check.
 """
 from __future__ import annotations
 
 import atexit
 import json
 import os
-import queue
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import bpy
 
 from ..bridge import envcheck, protocol
-from . import register_timer
-
-ADDON_ID = __package__.rpartition(".")[0]  # the extension's module: the preferences' bl_idname
+from . import jobs, remote, runtime
+from .runtime import ADDON_ID, log_dir, managed_env_dir, managed_python, prefs  # noqa: F401 - used here and by callers
 
 # What the bridge imports, pinned per Python version: the environment is made from Blender's own
 # Python (3.11 in Blender 5.0, 3.13 from 5.1), and numpy 1.26 has no wheels for 3.13. The 3.11 row
@@ -57,41 +53,6 @@ def bridge_packages(version: tuple[int, int] | None = None) -> tuple[str, ...]:
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
-
-
-def prefs():
-    addon = bpy.context.preferences.addons.get(ADDON_ID)
-    return addon.preferences if addon is not None else None
-
-
-def bridge_python_setting() -> str:
-    p = prefs()
-    if p is None or not p.python_path:
-        return ""
-    return bpy.path.abspath(p.python_path)
-
-
-def managed_env_dir(create: bool = False) -> str | None:
-    """The virtual environment the add-on installs, in the extension's user folder."""
-    try:
-        return bpy.utils.extension_path_user(ADDON_ID, path="training-env", create=create)
-    except ValueError:  # not running as an installed extension
-        return None
-
-
-def log_dir() -> str:
-    """Where bridge jobs and installs write their logs: kept across sessions, so "Open Log" still works."""
-    try:
-        return bpy.utils.extension_path_user(ADDON_ID, path="logs", create=True)
-    except ValueError:
-        return os.path.join(tempfile.gettempdir(), "splatwork-logs")
-
-
-def managed_python(env_dir: str | None = None) -> str | None:
-    env = env_dir or managed_env_dir()
-    if not env:
-        return None
-    return os.path.join(env, "Scripts", "python.exe") if os.name == "nt" else os.path.join(env, "bin", "python")
 
 
 def nvidia_gpu_present() -> bool:
@@ -138,7 +99,8 @@ def build_kernels_step(python: str, if_possible: bool = False) -> list[str]:
 
 
 class Task:
-    """Runs argument lists one after another; a reader thread queues output lines."""
+    """Runs argument lists one after another (each a ``protocol.PipeProcess``: its output lines arrive
+    on a queue); the jobs' timer pumps it (``jobs.watch``)."""
 
     def __init__(self, kind: str, steps: list[list[str]], log_path: str, on_finish=None):
         self.kind = kind
@@ -154,9 +116,7 @@ class Task:
         self.exit_code: int | None = None
         self.bridge_error = ""  # message and hint of a bridge step's Error event
         self.warnings: list[str] = []  # a bridge step's warnings (e.g. kernels not built, and why)
-        self.proc: subprocess.Popen | None = None
-        self._queue: queue.Queue[str] = queue.Queue()
-        self._reader: threading.Thread | None = None
+        self.process: protocol.PipeProcess | None = None
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "a", encoding="utf-8")
         self._start_step()
@@ -166,28 +126,15 @@ class Task:
         self._log.write(f"$ {' '.join(argv)}\n")
         self._log.flush()
         self.status = f"step {self.step + 1} of {len(self.steps)}: {Path(argv[0]).name} {' '.join(argv[1:4])}"
-        from . import jobs
-
         try:  # in the bridge's root, so "-m bridge" steps find it; pip steps do not mind
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, env=_task_env(), cwd=jobs.bridge_root())
+            self.process = protocol.PipeProcess(argv, None, cwd=runtime.bridge_root(), env=runtime.tool_env())
         except OSError as exc:
             self._end("failed", f"could not run {argv[0]}: {exc}")
             return
-        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
-        self._reader.start()
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            self._queue.put(raw.decode("utf-8", "replace").rstrip())
+        self.process.close_stdin()
 
     def update(self) -> None:
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        for line in self.process.items() if self.process is not None else ():
             self._log.write(line + "\n")
             if self._bridge_event(line):
                 continue
@@ -201,11 +148,9 @@ class Task:
                 if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
                     self.status = line[:120]
         self._log.flush()
-        if self.state != "running" or self.proc is None or self.proc.poll() is None:
-            return
-        if self._reader is not None and self._reader.is_alive():
-            return  # output still draining
-        code = self.proc.returncode
+        if self.state != "running" or self.process is None or not self.process.finished():
+            return  # still running, or its output still draining
+        code = self.process.wait()
         if code != 0 and self.bridge_error:
             self._end("failed", self.bridge_error)
             return
@@ -240,33 +185,25 @@ class Task:
     def cancel(self) -> None:
         """Asks the step to stop (a bridge step cleans up: a kernel build removes its half-built files),
         then kills it if it has not ended within 10 s."""
-        if self.state == "running" and self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        if self.state == "running" and self.process is not None and self.process.poll() is None:
+            self.process.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                pass
+            self.process.kill()
         if self.state == "running":
             self._end("cancelled", "")
 
     def _end(self, state: str, error: str) -> None:
         self.state = state
         self.error = error
-        self.exit_code = self.proc.returncode if self.proc is not None else None
+        self.exit_code = self.process.proc.returncode if self.process is not None else None
         self.status = {"completed": "done", "cancelled": "cancelled"}.get(state, "failed")
         self._log.write(f"== {state} {error}\n")
         self._log.close()
         if self.on_finish is not None:
             self.on_finish(self)
-
-
-def _task_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONHOME", None)  # Blender's Python home must not leak into the venv's interpreter
-    env.pop("PYTHONPATH", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 TASKS: dict[str, Task] = {}
@@ -284,27 +221,13 @@ def start_task(kind: str, steps: list[list[str]], on_finish=None, block: bool | 
             task.update()
             time.sleep(0.05)
     else:
-        register_timer(_pump_tasks, first_interval=0.1, persistent=True)
+        jobs.watch(task)
     return task
-
-
-def _pump_tasks() -> float | None:
-    for task in TASKS.values():
-        if task.state == "running":
-            task.update()
-    if not bpy.app.background:
-        for window in bpy.context.window_manager.windows:
-            for area in window.screen.areas:
-                if area.type == "PREFERENCES":
-                    area.tag_redraw()
-    return 0.1 if any(t.state == "running" for t in TASKS.values()) else None
 
 
 def check_environment(python: str | None = None, block: bool | None = None) -> Task:
     """Ask the bridge interpreter (in a subprocess) what it has; the answer lands in CHECK_RESULT."""
-    from . import jobs
-
-    python = python or jobs.bridge_python()
+    python = python or runtime.bridge_python()
     CHECK_RESULT.clear()
     if not python:
         CHECK_RESULT["error"] = "No Python with PyTorch is set up yet."
@@ -317,17 +240,15 @@ def check_environment(python: str | None = None, block: bool | None = None) -> T
         if task.state == "failed":
             CHECK_RESULT["error"] = task.error
 
-    script = os.path.join(jobs.bridge_root(), "bridge", "envcheck.py")
+    script = os.path.join(runtime.bridge_root(), "bridge", "envcheck.py")
     return start_task("environment check", [[python, script]], finished, block)
 
 
 def _install_finished(task: Task) -> None:
-    from . import jobs
-
     if task.state == "completed":
         p = prefs()
         if p is not None and not p.python_path:
-            jobs.detect_python(refresh=True)
+            runtime.detect_python(refresh=True)
         check_environment(managed_python(), block=False)
 
 
@@ -383,7 +304,7 @@ class SPLATWORK_OT_build_kernels(bpy.types.Operator):
     def execute(self, context):
         from . import jobs
 
-        python = jobs.bridge_python()
+        python = runtime.bridge_python()
         if not python:
             self.report({"ERROR"}, "No training environment yet: press Install Training Environment first")
             return {"CANCELLED"}
@@ -423,14 +344,13 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
         "empty: detected automatically",
         subtype="FILE_PATH",
     )
+    machines: bpy.props.CollectionProperty(type=remote.SplatworkMachine)
 
     def draw(self, context):
-        from . import jobs
-
         layout = self.layout
         col = layout.column()
         col.prop(self, "python_path")
-        python = jobs.bridge_python()
+        python = runtime.bridge_python()
         if python:
             col.label(text=f"In use: {python}", icon="CHECKMARK")
         else:
@@ -476,8 +396,10 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
                 for i, part in enumerate(textwrap.wrap(text, 110)):
                     box.label(text=part, icon=icons[level] if i == 0 else "BLANK1")
 
+        remote.draw_preferences(layout, self)
 
-_classes = (SPLATWORK_OT_install_environment, SPLATWORK_OT_cancel_install, SPLATWORK_OT_build_kernels,
+
+_classes = (*remote.classes, SPLATWORK_OT_install_environment, SPLATWORK_OT_cancel_install, SPLATWORK_OT_build_kernels,
             SPLATWORK_OT_check_environment, SplatworkPreferences)
 
 

@@ -14,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from ..bridge import protocol
-from . import jobs
+from . import jobs, remote
 
 JOB_NAME = "reconstruct"
 
@@ -50,6 +50,7 @@ def _settings_fields():
         "camera": EnumProperty(name="Cameras", items=_CAMERA_ITEMS, default="single"),
         "matcher": EnumProperty(name="Matching", items=_MATCHER_ITEMS, default="auto"),
         "mapper": EnumProperty(name="Mapping", items=_MAPPER_ITEMS, default="incremental"),
+        "machine": remote.machine_property(),
     }
 
 
@@ -105,14 +106,14 @@ class SPLATWORK_OT_reconstruct(bpy.types.Operator):
             if not self.properties.is_property_set(name):
                 setattr(self, name, getattr(settings, name))
         try:
-            args = self._bridge_args()
+            request = self._job()
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         settings.state, settings.message, settings.warning = "running", "", ""
         scene_name, import_result, z_up = context.scene.name, self.import_result, self.z_up
         try:
-            job = jobs.start_job(JOB_NAME, args,
+            job = jobs.start_job(JOB_NAME, request, machine=remote.machine_named(self.machine),
                                  on_finish=lambda job: _finish(job, scene_name, import_result, z_up),
                                  block=None if self.wait == "AUTO" else self.wait == "YES")
         except jobs.JobError as exc:
@@ -133,28 +134,29 @@ class SPLATWORK_OT_reconstruct(bpy.types.Operator):
         self.report({"INFO"}, settings.message)
         return {"FINISHED"}
 
-    def _bridge_args(self) -> list[str]:
+    def _job(self) -> protocol.SfmJob:
         out_dir = _absolute(self.out_dir) or _default_out_dir(self)
         if not out_dir:
             raise ValueError("Choose an output folder (or save the .blend file: the result then goes next to it)")
-        args = ["sfm"]
+        source: dict = {}
         if self.source == "VIDEO":
             video = _absolute(self.video_path)
             if not video or not os.path.isfile(video):
                 raise ValueError(f"Video file not found: '{video or self.video_path}'")
-            args += ["--video", video, "--every", str(self.every)]
+            source = {"video": video, "every": self.every}
         else:
             images = _absolute(self.images_dir)
             if not images or not os.path.isdir(images):
                 raise ValueError(f"Photo folder not found: '{images or self.images_dir}'")
             if os.path.abspath(images) == os.path.abspath(out_dir):
                 raise ValueError("The output folder must not be the photo folder")
-            args += ["--images", images]
-        args += ["--out", out_dir, "--quality", self.quality, "--camera", self.camera,
-                 "--matcher", self.matcher, "--mapper", self.mapper, "--threads", str(self.threads)]
-        if self.max_size:
-            args += ["--max-size", str(self.max_size)]
-        return args
+            source = {"images": images}
+        try:
+            return protocol.job_from_dict(protocol.SfmJob, {
+                **source, "out": out_dir, "quality": self.quality, "camera": self.camera, "matcher": self.matcher,
+                "mapper": self.mapper, "threads": self.threads, "max_size": self.max_size or None})
+        except protocol.JobError as exc:  # a ValueError to the caller, like every other bad setting
+            raise ValueError(f"{exc.message} ({exc.hint})") from None
 
 
 def _absolute(path: str) -> str:
@@ -244,6 +246,7 @@ class SPLATWORK_PT_reconstruct(bpy.types.Panel):
         else:
             col.prop(settings, "images_dir")
         col.prop(settings, "out_dir")
+        col.prop(settings, "machine", icon="NETWORK_DRIVE")
         col.prop(settings, "quality")
         col.prop(settings, "camera")
         sub = col.column(heading="Advanced")

@@ -13,7 +13,6 @@ alpha over (the Switch node).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,9 +22,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ..bridge import protocol
 from ..bridge.formats import cameras, write_splats
 from ..bridge.formats.transform import check_transform
-from . import compat, jobs
+from . import compat, jobs, remote
 from .reports import failure
 from .splats import is_splat_object, object_to_splats
 from .splats.pointcloud import describe_splat_objects
@@ -46,6 +46,7 @@ class SplatworkRenderSettings(bpy.types.PropertyGroup):
         subtype="DIR_PATH",
     )
     name: bpy.props.StringProperty(name="Name", description="File name prefix", default="splats")
+    machine: remote.machine_property()
     use_frame_range: bpy.props.BoolProperty(
         name="Frame Range", description="Render the scene's frame range (off: the current frame only)",
         default=True,
@@ -100,8 +101,8 @@ def camera_at_current_frame(scene, depsgraph) -> dict:
             "clip_start": data.clip_start, "clip_end": data.clip_end}
 
 
-def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: Path) -> Path:
-    """The render job for ``frames``: splat files in ``workdir`` and the JSON the bridge reads."""
+def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: Path) -> protocol.RenderJob:
+    """The render job for ``frames``, its splat files written to ``workdir``; checked by the protocol."""
     objects = splat_objects(view_layer)
     if not objects:
         raise RenderSetupError(f"no splat objects to render in this view layer: Splatwork looks for "
@@ -130,9 +131,10 @@ def write_job(scene, view_layer, output_dir: Path, frames: list[int], workdir: P
         scene.frame_set(current)
     job = {"output_dir": str(output_dir), "name": settings(scene).name or "splats",
            "objects": entries, "frames": frame_jobs}
-    path = workdir / "job.json"
-    path.write_text(json.dumps(job), encoding="utf-8")
-    return path
+    try:
+        return protocol.job_from_dict(protocol.RenderJob, job)
+    except protocol.JobError as exc:  # e.g. a frame over the size limit: refused before a bridge starts
+        raise RenderSetupError(f"{exc.message}. {exc.hint}") from None
 
 
 def _frames(scene, use_frame_range: bool) -> list[int]:
@@ -238,7 +240,7 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
         workdir = Path(tempfile.mkdtemp(prefix="splatwork-render-"))
         try:
             folder = output_folder(scene, self.output_dir)
-            job_path = write_job(scene, view_layer, folder, _frames(scene, self.use_frame_range), workdir)
+            request = write_job(scene, view_layer, folder, _frames(scene, self.use_frame_range), workdir)
         # Every "this scene cannot be rendered" problem (setup, splat layout, camera, transform) is a
         # ValueError; OSError: the temporary job folder could not be written.
         except Exception as exc:  # noqa: BLE001 - operators report, never raise
@@ -258,7 +260,8 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
                 build_compositor(target, layer, folder, name)
 
         try:
-            job = jobs.start_job(JOB_NAME, ["render", str(job_path)], on_finish=on_finish)
+            job = jobs.start_job(JOB_NAME, request, on_finish=on_finish,
+                                 machine=remote.machine_named(settings(scene).machine))
         except jobs.JobError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             self.report({"ERROR"}, f"{exc.message}. {exc.hint}".strip())
@@ -311,6 +314,7 @@ class SPLATWORK_PT_render_passes(bpy.types.Panel):
         layout.prop(props, "output_dir")
         layout.prop(props, "name")
         layout.prop(props, "use_frame_range")
+        layout.prop(props, "machine", icon="NETWORK_DRIVE")
         job = jobs.get_job(JOB_NAME)
         if job is not None and job.running:
             layout.label(text=job.status_line())

@@ -17,13 +17,14 @@ COMMANDS = {
     "train": (".train.cli", "train Gaussian splats from a COLMAP model"),
     "sfm": (".sfm", "structure-from-motion: a COLMAP model from a folder of photos or a video"),
     "render": (".render", "render splats from cameras (RGBA + depth EXR passes)"),
-    "check": (".envcheck", "what this environment has and what its GPU path will do (--json)"),
+    "check": (".check", "what this environment has and what its GPU path will do (--json; a job with --ipc)"),
     "build-kernels": (".build_kernels", "build gsplat's CUDA kernels once, so training never compiles"),
 }
 
 
 def usage() -> str:
-    lines = ["usage: python -m bridge COMMAND [options]", "", "commands:"]
+    lines = ["usage: python -m bridge COMMAND [JOB.json | --job FILE | --job -] [--FIELD VALUE ...] [--ipc]",
+             "", "commands:"]
     lines += [f"  {name:<14} {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "file conversion: python -m bridge.formats --help"]
     return "\n".join(lines)

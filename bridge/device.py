@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .protocol import EXIT_BAD_INPUT, BridgeError
+from .protocol.jobs import DEVICES  # one list of device names, owned by the jobs
 
-DEVICES = ("auto", "cuda", "cuda-torch", "mps", "cpu")
+__all__ = ["DEVICES", "Choice", "choose", "no_cuda", "resolve"]
 
 
 @dataclass

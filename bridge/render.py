@@ -1,6 +1,6 @@
 """``python -m bridge render JOB.json``: splat render passes for compositing, one multilayer EXR per frame.
 
-The job (written by the add-on's render-passes operator, or by hand) names the splat files and, per
+The job (:class:`~.protocol.RenderJob`; the add-on sends it on stdin, ``--job -``) names the splat files and, per
 frame, the camera (``K`` and an OpenCV ``world_to_camera``, as ``bridge.formats.cameras`` makes them
 from a Blender camera), the clip range and each object's world matrix at that frame::
 
@@ -15,8 +15,6 @@ premultiplied) and ``Depth`` (Z: distance along the camera's view axis, Blender'
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -25,24 +23,23 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol
-from .device import DEVICES, resolve
+from .device import resolve
 from .formats import FormatError, SplatSet, read_splats
 from .formats.atomic import atomic_path
 from .formats.transform import check_transform, place_splats
-from .protocol import BridgeError, Done
-from .runner import NO_SPACE, RunContext, run_command
+from .protocol import BridgeError, Done, RenderJob, job_from_json
+from .protocol.jobs import MAX_NAME_BYTES, MAX_PIXELS, MAX_SIDE
+from .runner import NO_SPACE, RunContext
+from .runner import main as command_main
+
+__all__ = ["BACKGROUND_DEPTH", "MAX_NAME_BYTES", "MAX_PIXELS", "MAX_SIDE", "FrameJob", "load_job", "prepare",
+           "render_frame", "main"]
 
 # What Blender's Z pass holds where nothing was hit, so a Z-combine treats empty pixels alike.
 BACKGROUND_DEPTH = 1e10
 # gsplat draws nothing fainter than this; below it a pixel has no meaningful depth.
 MIN_ALPHA = 1.0 / 255.0
 EXR_LAYER = "Splats"
-# A frame's buffers take about 40 bytes a pixel (float RGBA, depth, preview, the rasteriser's
-# per-pixel state): 16384 a side and 2^27 pixels (16384 x 8192, twice 8K) keep one frame near 5 GB.
-MAX_SIDE = 16384
-MAX_PIXELS = 2**27
-# Files are "<name>_<frame>.exr"; most file systems allow 255 bytes a name.
-MAX_NAME_BYTES = 200
 
 
 @dataclass
@@ -58,7 +55,9 @@ class FrameJob:
 
 
 @dataclass
-class RenderJob:
+class PreparedJob:
+    """A checked :class:`~.protocol.RenderJob` with its matrices as numpy arrays."""
+
     output_dir: Path
     name: str
     object_names: list[str]
@@ -66,80 +65,22 @@ class RenderJob:
     frames: list[FrameJob]
 
 
-def _bad(message: str) -> BridgeError:
-    return BridgeError("bad_job", message, exit_code=protocol.EXIT_BAD_INPUT)
+def prepare(job: RenderJob) -> PreparedJob:
+    frames = [FrameJob(f.frame, f.width, f.height, np.asarray(f.K, np.float64),
+                       np.asarray(f.world_to_camera, np.float64), f.clip_start, f.clip_end,
+                       [np.asarray(m, np.float64) for m in f.object_matrices]) for f in job.frames]
+    return PreparedJob(Path(job.output_dir), job.name, [o.name for o in job.objects],
+                       [Path(o.splats) for o in job.objects], frames)
 
 
-def _matrix(value, shape, where: str) -> np.ndarray:
+def load_job(path: str | os.PathLike) -> PreparedJob:
+    """Read and check a job file; :class:`BridgeError` (exit code 2) names the first problem."""
     try:
-        m = np.asarray(value, np.float64)
-    except (TypeError, ValueError):
-        m = np.zeros(0)
-    if m.shape != shape or not np.all(np.isfinite(m)):
-        raise _bad(f"{where} must be a finite {shape[0]}x{shape[1]} matrix")
-    return m
-
-
-def load_job(path: str | os.PathLike) -> RenderJob:
-    """Parse and check a job file; :class:`BridgeError` (exit code 2) names the first problem."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise BridgeError("missing_input", f"cannot read the render job {path}: {exc.strerror}",
                           exit_code=protocol.EXIT_BAD_INPUT) from exc
-    except ValueError as exc:
-        raise _bad(f"the render job {path} is not valid JSON: {exc}") from exc
-    try:
-        objects, frames = list(data["objects"]), list(data["frames"])
-        output_dir = Path(data["output_dir"])
-        name = str(data.get("name", "splats"))
-        job = RenderJob(output_dir, name, [str(o.get("name", "")) for o in objects],
-                        [Path(o["splats"]) for o in objects], [])
-    except (KeyError, TypeError, AttributeError) as exc:
-        what = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
-        raise _bad(f"the render job {path} {what}: it needs output_dir, a list of objects (each with "
-                   "splats) and a list of frames") from exc
-    if not objects or not frames:
-        raise _bad(f"the render job {path} has no {'objects' if not objects else 'frames'}")
-    problem = _name_problem(name)
-    if problem:
-        raise _bad(f"the output name {name!r} {problem}")
-    for i, f in enumerate(frames):
-        where = f"frame {f.get('frame', i) if isinstance(f, dict) else i}"
-        try:
-            width, height = int(f["width"]), int(f["height"])
-            start, end = float(f["clip_start"]), float(f["clip_end"])
-            matrices = f["object_matrices"]
-            frame = FrameJob(int(f["frame"]), width, height, _matrix(f["K"], (3, 3), f"{where}: K"),
-                             _matrix(f["world_to_camera"], (4, 4), f"{where}: world_to_camera"), start, end,
-                             [_matrix(m, (4, 4), f"{where}: object matrix") for m in matrices])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            what = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
-            raise _bad(f"{where} of the render job {path} {what}") from exc
-        if width <= 0 or height <= 0:
-            raise _bad(f"{where}: the resolution {width}x{height} is empty")
-        if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-            raise BridgeError("bad_job", f"{where}: the resolution {width}x{height} is over the limit of "
-                              f"{MAX_SIDE} pixels a side and {MAX_PIXELS:,} pixels a frame",
-                              hint="Lower the resolution or its percentage in the Output properties.",
-                              exit_code=protocol.EXIT_BAD_INPUT)
-        if not 0.0 <= start < end:
-            raise _bad(f"{where}: the clip range {start}..{end} is empty")
-        if len(frame.object_matrices) != len(objects):
-            raise _bad(f"{where} has {len(frame.object_matrices)} object matrices for {len(objects)} objects")
-        job.frames.append(frame)
-    return job
-
-
-def _name_problem(name: str) -> str | None:
-    """Why ``name`` cannot start every frame's file name, or None."""
-    if not name:
-        return "is empty"
-    if any(c in name for c in "/\\:") or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "must be a plain file name (no slashes, colons or control characters)"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        return f"is longer than {MAX_NAME_BYTES} bytes"
-    return None
+    return prepare(job_from_json(RenderJob, text, str(path)))
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
@@ -211,15 +152,15 @@ def _write_atomically(path: Path, write) -> None:
         write(tmp)
 
 
-def frame_paths(job: RenderJob, frame: int) -> tuple[Path, Path]:
+def frame_paths(job: PreparedJob, frame: int) -> tuple[Path, Path]:
     stem = f"{job.name}_{frame:04d}"
     return job.output_dir / f"{stem}.exr", job.output_dir / f"{stem}.png"
 
 
-def run(ctx: RunContext, args: argparse.Namespace) -> Done:
+def run(ctx: RunContext, request: RenderJob) -> Done:
     # Everything that can be wrong with the input is checked before torch loads (seconds) and before
     # any frame is written, so a bad job fails at once rather than at frame 50.
-    job = load_job(args.job)
+    job = prepare(request)
     splats = []
     for name, path in zip(job.object_names, job.splat_paths, strict=True):
         try:
@@ -241,7 +182,7 @@ def run(ctx: RunContext, args: argparse.Namespace) -> Done:
 
     import torch
 
-    choice = resolve(args.device, field="--device")
+    choice = resolve(request.device, field="device")
     ctx.hello(device=choice.device, backend=choice.backend, versions={"torch": torch.__version__})
     if choice.notice:
         ctx.log(choice.notice, level="warning")
@@ -269,7 +210,7 @@ def run(ctx: RunContext, args: argparse.Namespace) -> Done:
     return _done(job, written, "completed", start)
 
 
-def _done(job: RenderJob, written: list[Path], status: str, start: float) -> Done:
+def _done(job: PreparedJob, written: list[Path], status: str, start: float) -> Done:
     outputs = {"folder": str(job.output_dir)}
     if written:
         outputs["first_exr"], outputs["last_exr"] = str(written[0]), str(written[-1])
@@ -279,10 +220,4 @@ def _done(job: RenderJob, written: list[Path], status: str, start: float) -> Don
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge render", description=__doc__.split("\n")[0])
-    parser.add_argument("job", help="render job (JSON) as written by the add-on")
-    parser.add_argument("--device", default="auto", choices=DEVICES,
-                        help="auto (CUDA when available, gsplat's kernels when they load), cuda, cuda-torch, mps, cpu")
-    parser.add_argument("--ipc", action="store_true", help="driven by a program: events on stdout, EOF stops")
-    args = parser.parse_args(argv)
-    return run_command("render", lambda ctx: run(ctx, args), args.ipc)
+    return command_main(RenderJob, run, argv, __doc__.split("\n")[0])

@@ -1,17 +1,23 @@
 """What every bridge command shares: the event channel, the command reader, errors and exit codes.
 
-A command is a function ``run(ctx, args) -> Done``. :func:`run_command` claims stdout for events
+A command is a function ``run(ctx, job) -> Done`` over its job dataclass (``protocol.jobs``), and
+:func:`main` is its whole command line: the job from a file (``--job FILE`` or a positional FILE) or
+from stdin (``--job -``: the first line under ``--ipc``, else all of stdin), then flags named after
+the job's fields; any bad job becomes an Error event and exit code 2. :func:`run_command` claims stdout for events
 (or, at a terminal, prints readable progress to stderr instead), starts the stdin command reader,
 turns a :class:`~.protocol.BridgeError` into an Error event plus its exit code, and any other
 exception into an ``internal`` error with the traceback.
 
-SIGTERM and SIGINT ask for a stop, exactly like the ``stop`` command: a training run saves its
+SIGTERM, SIGINT and SIGHUP ask for a stop, exactly like the ``stop`` command: a training run saves its
 checkpoint and splats and ends with ``Done(status="stopped")``. A second signal of either kind ends
 the run at once (files are written atomically, so the last complete ones survive).
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import errno
+import json
 import os
 import platform
 import signal
@@ -21,7 +27,8 @@ import traceback
 from collections.abc import Callable
 
 from . import __version__, protocol
-from .protocol import BridgeError, CommandReader, Done, Event, EventWriter
+from .protocol import EXIT_BAD_INPUT, BridgeError, CommandReader, Done, Event, EventWriter
+from .protocol.jobs import Job, job_from_dict, parse_job_text
 
 
 class RunContext:
@@ -48,7 +55,8 @@ class RunContext:
         """
         if threading.current_thread() is not threading.main_thread():  # Python delivers signals there only
             return
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a remote run's session may end with it when its ssh connection drops.
+        for sig in (signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:
@@ -115,10 +123,11 @@ def disk_full_error(exc: OSError, hint: str = "") -> BridgeError:
                        hint=hint or "Free some space on that disk, or choose an output folder on another one.")
 
 
-def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool) -> int:
+def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool, job_on_stdin: bool = False) -> int:
     """Run one bridge command with the protocol around it and return the process exit code.
 
     ``ipc``: a program drives this run: events on stdout, and end of file on stdin stops the run.
+    ``job_on_stdin``: the job comes first on stdin (``RunContext.commands.job_text()``).
     """
     if ipc or not sys.stdout.isatty():
         events = protocol.claim_stdout()
@@ -126,8 +135,8 @@ def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool) -> i
     else:
         events = EventWriter(None)
         human = True
-    commands = CommandReader(eof_means_stop=ipc)
-    if ipc or sys.stdin.isatty():
+    commands = CommandReader(eof_means_stop=ipc, job_first=("line" if ipc else "all") if job_on_stdin else None)
+    if ipc or sys.stdin.isatty() or job_on_stdin:
         commands.start()
     ctx = RunContext(command, events, commands, human)
     ctx.claim_signals()
@@ -172,3 +181,113 @@ def _internal(ctx: RunContext, exc: BaseException) -> int:
     )
     traceback.print_exc()
     return protocol.EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line of every command, made from its job dataclass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print and exit; the client needs an Error event instead
+        raise BridgeError("bad_job", f"bad arguments: {message}", hint=self.format_usage().strip(),
+                          exit_code=EXIT_BAD_INPUT)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected JSON, got {text!r}") from None
+
+
+def _list_of(kind):
+    def parse(text: str) -> list:
+        try:
+            return [kind(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}") from None
+    return parse
+
+
+def job_parser(cls: type[Job], description: str = "") -> argparse.ArgumentParser:
+    """``python -m bridge CMD``'s parser: ``--job``/FILE, ``--ipc``, and one flag per job field."""
+    import typing
+
+    p = _Parser(prog=f"python -m bridge {cls.command}", description=description,
+                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
+    p.add_argument("job_file", nargs="?", metavar="FILE", help="the job as JSON (- : read it from stdin)")
+    p.add_argument("--job", metavar="FILE", help="the job as JSON (- : the first line of stdin with --ipc)")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("flag", True):
+            continue
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) not in (None, list, dict) and args:  # X | None
+            tp = args[0]
+        origin = typing.get_origin(tp)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f.metadata.get("help", "") + (f" (default {default})" if default not in (None, "") else "")
+        kwargs: dict = {"help": help_text, "dest": f.name}
+        if tp is bool:
+            kwargs.update(type=_bool, nargs="?", const=True)
+        elif origin is list:
+            kwargs.update(type=_list_of(typing.get_args(tp)[0]), metavar="A,B,...")
+        elif origin is dict:
+            kwargs.update(type=_json, metavar="JSON")
+        elif f.metadata.get("choices"):
+            kwargs.update(type=tp, choices=f.metadata["choices"])
+        else:
+            kwargs.update(type=tp)
+        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    p.add_argument("--ipc", action="store_true", help="a program drives this run (events on stdout; EOF stops)")
+    return p
+
+
+def _wants_stdin(argv: list[str]) -> bool:
+    return "-" in argv or "--job=-" in argv
+
+
+def read_job(cls: type[Job], argv: list[str], commands: CommandReader | None = None) -> Job:
+    """The job from its file or stdin, with the flags over it, validated; BridgeError names the problem."""
+    args = vars(job_parser(cls).parse_args(argv))
+    args.pop("ipc")
+    source = args.pop("job") or args.pop("job_file", None)
+    args.pop("job_file", None)
+    values: dict = {}
+    if source == "-":
+        text = commands.job_text() if commands is not None else sys.stdin.read()
+        if not text.strip():
+            raise BridgeError("bad_job", "no job on stdin", hint="Send the job as one JSON line first.",
+                              exit_code=EXIT_BAD_INPUT)
+        values = parse_job_text(cls, text, "stdin")
+    elif source:
+        try:
+            with open(source, encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            raise BridgeError("missing_input", f"{source}: job file not found", hint="Check the --job path.",
+                              exit_code=EXIT_BAD_INPUT) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BridgeError("bad_job", f"{source}: not a readable JSON job file ({exc})",
+                              exit_code=EXIT_BAD_INPUT) from None
+        values = parse_job_text(cls, text, source)
+    values.update({k: v for k, v in args.items() if v is not None})
+    return job_from_dict(cls, values)
+
+
+def main(cls: type[Job], run: Callable[[RunContext, Job], Done], argv: list[str], description: str = "") -> int:
+    """A whole bridge command: help, the job (errors as events, exit code 2), the run."""
+    if "-h" in argv or "--help" in argv:
+        job_parser(cls, description).print_help()
+        return 0
+    return run_command(cls.command, lambda ctx: run(ctx, read_job(cls, argv, ctx.commands)),
+                       ipc="--ipc" in argv, job_on_stdin=_wants_stdin(argv))

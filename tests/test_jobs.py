@@ -30,28 +30,34 @@ def test_bridge_root_and_python(blender_with_splatwork, splatwork):
     assert jobs.bridge_python() == BRIDGE_PYTHON
 
 
+def _missing(splatwork, tmp_path):
+    """A training job whose model is not there: the bridge refuses it with an Error event, exit code 2."""
+    return splatwork.bridge.protocol.TrainJob(model=str(tmp_path / "no-model"), images=str(tmp_path),
+                                              out=str(tmp_path / "out"))
+
+
 def test_a_failing_bridge_gives_one_clean_report_in_the_ui_path(blender_with_splatwork, splatwork, tmp_path):
     jobs = splatwork.addon.jobs
     seen, finished = [], []
-    job = jobs.start_job("probe", ["no-such-command"], lambda j, e: seen.append(e), finished.append,
+    job = jobs.start_job("probe", _missing(splatwork, tmp_path), lambda j, e: seen.append(e), finished.append,
                          block=False, log_path=str(tmp_path / "probe.log"))
     assert job.running and jobs.get_job("probe") is job and job in jobs.running_jobs()
+    assert job.argv[-4:] == ["train", "--job", "-", "--ipc"], "the job goes on stdin, never as arguments"
     assert bpy.app.timers.is_registered(jobs.pump)
     _pump_until(jobs, lambda: not job.running)
     assert finished == [job] and job.state == "failed" and job.exit_code == 2
-    assert job.error.kind == "crashed" and "code 2" in job.error.message
-    # The bridge's own words reach the report through the log tail, and the log path is named.
-    assert "unknown command" in job.error.message
+    # The bridge's own words (an Error event, not a scraped log) reach the report, and the log path is named.
+    assert job.error.kind == "missing_input" and "no-model" in job.error.message and seen[-1] == job.error
     assert str(tmp_path / "probe.log") in job.message()
     assert jobs.pump() is None, "the timer stops once nothing runs"
     assert bpy.ops.splatwork.open_job_log(name="probe") == {"FINISHED"}
-    assert any("unknown command" in t.as_string() for t in bpy.data.texts)
 
 
 def test_blocking_start_runs_to_the_end_and_calls_back_once(blender_with_splatwork, splatwork, tmp_path):
     jobs = splatwork.addon.jobs
     finished = []
-    job = jobs.start_job("probe", ["no-such-command"], on_finish=finished.append, log_path=str(tmp_path / "l.log"))
+    job = jobs.start_job("probe", _missing(splatwork, tmp_path), on_finish=finished.append,
+                         log_path=str(tmp_path / "l.log"))
     assert bpy.app.background and not job.running and finished == [job]
     assert job.state == "failed"
     with pytest.raises(OSError):
@@ -61,13 +67,13 @@ def test_blocking_start_runs_to_the_end_and_calls_back_once(blender_with_splatwo
 def test_start_errors_are_job_errors_with_hints(blender_with_splatwork, splatwork, tmp_path):
     jobs = splatwork.addon.jobs
     with pytest.raises(jobs.JobError, match="does not exist") as info:
-        jobs.start_job("probe", ["train"], python=str(tmp_path / "missing-python"))
+        jobs.start_job("probe", _missing(splatwork, tmp_path), python=str(tmp_path / "missing-python"))
     assert "preferences" in info.value.hint
     prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
     prefs.python_path = str(tmp_path / "nothing-here")
     try:
         with pytest.raises(jobs.JobError, match="nothing-here"):
-            jobs.start_job("probe", ["train"])
+            jobs.start_job("probe", _missing(splatwork, tmp_path))
     finally:
         prefs.python_path = ""
 
@@ -77,9 +83,10 @@ def test_loading_another_file_ends_every_job_without_calling_back(blender_with_s
     """The documented choice for load_pre: stop (the bridge saves), kill after the grace period, no callbacks."""
     jobs = splatwork.addon.jobs
     events, finished = [], []
-    job = jobs.start_job("probe", ["train", "--model", str(synthetic_scene / "sparse" / "0"),
-                                   "--images", str(synthetic_scene / "images"), "--out", str(tmp_path / "out"),
-                                   "--steps", "1000000", "--device", "cpu"],
+    request = splatwork.bridge.protocol.TrainJob(
+        model=str(synthetic_scene / "sparse" / "0"), images=str(synthetic_scene / "images"),
+        out=str(tmp_path / "out"), steps=1000000, device="cpu")
+    job = jobs.start_job("probe", request,
                          lambda j, e: events.append(e), finished.append, block=False, log_path=str(tmp_path / "l.log"))
     _pump_until(jobs, lambda: job.hello is not None or not job.running)
     assert job.running and job.process.poll() is None, "the bridge is mid-run"
@@ -96,10 +103,12 @@ def test_quitting_blender_ends_the_bridge(splatwork, synthetic_scene, tmp_path):
         import importlib, sys, time
         import bpy
         bpy.ops.preferences.addon_enable(module={EXTENSION_MODULE!r})
-        jobs = importlib.import_module({EXTENSION_MODULE!r}).addon.jobs
-        job = jobs.start_job("train", ["train", "--model", {str(synthetic_scene / "sparse" / "0")!r},
-                                       "--images", {str(synthetic_scene / "images")!r}, "--out", {str(tmp_path)!r},
-                                       "--steps", "1000000", "--device", "cpu"], block=False)
+        splatwork = importlib.import_module({EXTENSION_MODULE!r})
+        jobs = splatwork.addon.jobs
+        request = splatwork.bridge.protocol.TrainJob(
+            model={str(synthetic_scene / "sparse" / "0")!r}, images={str(synthetic_scene / "images")!r},
+            out={str(tmp_path)!r}, steps=1000000, device="cpu")
+        job = jobs.start_job("train", request, block=False)
         print("BRIDGE", job.pid, flush=True)
         while job.hello is None and job.running:
             jobs.pump()
@@ -127,12 +136,13 @@ def test_a_bridge_terminated_or_killed_mid_job_ends_the_job_and_blender_carries_
     jobs = splatwork.addon.jobs
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "out"
-    args = ["train", "--model", str(scene.model), "--images", str(scene.images), "--out", str(out),
-            "--steps", "100000", "--device", "cpu", "--checkpoint-every", "2", "--progress-every", "1",
-            "--snapshot-every", "0", "--test-every", "0"]
+    TrainJob = splatwork.bridge.protocol.TrainJob
     finished = []
-    for sig, extra in ((signal.SIGTERM, []), (signal.SIGKILL, ["--resume"])):
-        job = jobs.start_job("train", args + extra, on_finish=finished.append, block=False,
+    for sig, resume in ((signal.SIGTERM, False), (signal.SIGKILL, True)):
+        request = TrainJob(model=str(scene.model), images=str(scene.images), out=str(out), steps=100000,
+                           device="cpu", checkpoint_every=2, progress_every=1, snapshot_every=0, test_every=0,
+                           resume=resume)
+        job = jobs.start_job("train", request, on_finish=finished.append, block=False,
                              log_path=str(tmp_path / f"{sig.name}.log"))
         first = 3 if sig == signal.SIGTERM else finished[-1].done.metrics["step"] + 3  # a checkpoint since
         _pump_until(jobs, lambda j=job, n=first: not j.running or (j.progress is not None and j.progress.step >= n),
@@ -153,6 +163,6 @@ def test_a_bridge_terminated_or_killed_mid_job_ends_the_job_and_blender_carries_
     assert int(step) > stopped.done.metrics["step"]
     # Blender carries on: operators run, and a new job of the same name starts.
     assert bpy.ops.mesh.primitive_cube_add() == {"FINISHED"}
-    job = jobs.start_job("train", ["no-such-command"], block=False, log_path=str(tmp_path / "again.log"))
+    job = jobs.start_job("train", _missing(splatwork, tmp_path), block=False, log_path=str(tmp_path / "again.log"))
     _pump_until(jobs, lambda: not job.running)
     assert job.state == "failed" and job.exit_code == 2

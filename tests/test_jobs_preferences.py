@@ -43,7 +43,7 @@ def test_a_failing_install_ends_cleanly_with_the_failing_step_named(splatwork, b
     assert task.state == "failed" and task.step == 1
     assert "exited with code" in task.error and "pip install" in task.error
     with pytest.raises(OSError):
-        os.kill(task.proc.pid, 0)
+        os.kill(task.process.proc.pid, 0)
     log = open(task.log_path).read()
     assert "-m venv" in log and "torch==2.13.0" in log
 
@@ -54,7 +54,7 @@ def test_check_environment_reports_packages_and_cuda_without_blocking(splatwork,
     deadline = time.monotonic() + 120
     while task.state == "running":
         assert time.monotonic() < deadline
-        prefs._pump_tasks()
+        splatwork.addon.jobs.pump()
         time.sleep(0.05)
     result = prefs.CHECK_RESULT
     assert task.state == "completed", task.error

@@ -358,8 +358,8 @@ def test_cancel_stops_between_frames_and_keeps_what_was_rendered(blender_with_sp
     splatwork.addon.splats.splats_to_object(_plane_of_splats(1.0, -3.0, 0.1), "S")
     bpy.context.view_layer.update()
     frames = list(range(1, 301))
-    job_path = passes.write_job(scene, bpy.context.view_layer, tmp_path / "out", frames, tmp_path)
-    job = jobs.start_job(passes.JOB_NAME, ["render", str(job_path)], block=False, log_path=str(tmp_path / "log"))
+    request = passes.write_job(scene, bpy.context.view_layer, tmp_path / "out", frames, tmp_path)
+    job = jobs.start_job(passes.JOB_NAME, request, block=False, log_path=str(tmp_path / "log"))
     deadline = time.monotonic() + 120
     while job.running and job.progress is None:
         assert time.monotonic() < deadline

@@ -222,7 +222,7 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_eof_stops(scene, tmp_path):
     assert resumed_step >= 4 and resumed_step % 2 == 0
     first = wait_for(proc, seen, lambda e: isinstance(e, protocol.Progress))
     assert first.step == resumed_step + 1
-    proc._close_stdin()  # the client is gone (--ipc): the bridge must save and stop by itself
+    proc.close_stdin()  # the client is gone (--ipc): the bridge must save and stop by itself
     assert finish(proc, seen) == protocol.EXIT_OK, proc.log_tail()
     assert seen[-1].status == "stopped" and (out / "splats.ply").is_file()
 

@@ -5,12 +5,12 @@ import os
 
 import bpy
 
-from ...bridge.formats import FormatError, read_splats
+from ...bridge.formats import FormatError, read_splats, table
 from .. import compat
 from .controls import attach_splat_modifier
 from .pointcloud import splats_to_object
 
-EXTENSIONS = (".ply", ".spz", ".splat")
+EXTENSIONS = table.FILE_EXTENSIONS
 
 # Splats overlap deeply: Cycles must see through hundreds of layers, and Russian roulette on
 # transparent bounces turns the faint far layers into fireflies.
@@ -37,7 +37,10 @@ def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = T
     if not os.path.isfile(path):
         raise FormatError(path, "no such file")
     splats = read_splats(path)
-    name = os.path.splitext(os.path.basename(path))[0].removesuffix(".compressed")
+    base = os.path.basename(path)
+    name = table.strip_extension(base)
+    if name == base:  # read by content whatever it is called
+        name = os.path.splitext(base)[0]
     obj = splats_to_object(splats, name, collection)
     try:
         # 3DGS scenes are usually y-down (COLMAP); turning the object, not the data, keeps them raw.

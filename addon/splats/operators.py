@@ -10,6 +10,7 @@ from bpy_extras.io_utils import ImportHelper
 from mathutils import Vector
 
 from ...bridge.formats import FormatError
+from ...bridge.formats.table import extensions_text
 from .. import compat
 from ..reports import failure
 from .controls import attach_splat_modifier, splat_modifier
@@ -138,7 +139,8 @@ class SPLATWORK_OT_convert_splats(bpy.types.Operator):
 
 
 def menu_import(self, context):
-    self.layout.operator(SPLATWORK_OT_import_splats.bl_idname, text="Gaussian Splats (Splatwork: .ply/.spz/.splat)")
+    label = f"Gaussian Splats (Splatwork: {extensions_text('/')})"
+    self.layout.operator(SPLATWORK_OT_import_splats.bl_idname, text=label)
 
 
 class SPLATWORK_FH_splats(bpy.types.FileHandler):

@@ -5,7 +5,7 @@ import os
 
 import bpy
 
-from .. import jobs, preferences
+from .. import jobs, runtime
 from .operators import training_job
 from .run import PREVIEW_IMAGE, checkpoint_path, output_dir
 
@@ -20,10 +20,10 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         layout = self.layout
         settings = context.scene.splatwork_training
         job = training_job()
-        if jobs.bridge_python() is None:
+        if runtime.bridge_python() is None:
             box = layout.box()
             box.label(text="No Python with PyTorch set up", icon="ERROR")
-            box.operator("preferences.addon_show", text="Open Preferences").module = preferences.ADDON_ID
+            box.operator("preferences.addon_show", text="Open Preferences").module = runtime.ADDON_ID
 
         col = layout.column()
         col.enabled = job is None
@@ -37,6 +37,7 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         sub.prop(settings, "snapshot_every")
         col.prop(settings, "background")
         col.prop(settings, "device")
+        col.prop(settings, "machine", icon="NETWORK_DRIVE")
         col.prop(settings, "output_dir")
 
         row = layout.row(align=True)

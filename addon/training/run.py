@@ -1,13 +1,15 @@
 """One training run: where the data is, the bridge command, and applying its events to the scene."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import posixpath
 from pathlib import Path
 
 import bpy
 
 from ...bridge import formats, protocol
-from .. import jobs, preferences
+from .. import jobs, remote, runtime
 
 JOB_NAME = "train"
 PREVIEW_IMAGE = "Splatwork Training Preview"
@@ -87,7 +89,7 @@ def output_dir(settings, dataset_name: str) -> str:
     if bpy.data.filepath:
         return os.path.abspath(bpy.path.abspath(f"//splatwork/{safe}"))
     # An unsaved file has no folder of its own: keep runs where the add-on keeps its data.
-    return os.path.join(os.path.dirname(preferences.log_dir()), "runs", safe)
+    return os.path.join(os.path.dirname(runtime.log_dir()), "runs", safe)
 
 
 def checkpoint_path(out: str) -> str:
@@ -103,31 +105,47 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
     settings = scene.splatwork_training
     model, images, name = dataset_paths(settings)
     out = output_dir(settings, name)
-    if resume and not os.path.isfile(checkpoint_path(out)):
-        raise TrainingError(f"nothing to resume in {out}", "Start a new training run with Train.")
+    try:
+        machine = remote.machine_named(settings.machine)
+        if resume and not (machine.exists(posixpath.join(machine.place(out, "out"), "checkpoints", "last.pt"))
+                           if machine else os.path.isfile(checkpoint_path(out))):
+            where = f" on {machine.name}" if machine else ""
+            raise TrainingError(f"nothing to resume in {out}{where}", "Start a new training run with Train.")
+    except jobs.JobError as exc:
+        raise TrainingError(exc.message, exc.hint) from None
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise TrainingError(f"cannot create the output folder {out}: {exc.strerror}",
                             "Choose another Output.") from None
-    args = ["train", "--model", model, "--images", images, "--out", out, "--steps", settings.steps,
-            "--downscale", settings.downscale, "--sh-degree", settings.sh_degree,
-            "--snapshot-every", settings.snapshot_every, "--device", settings.device,
-            "--background", ",".join(f"{c:.6g}" for c in settings.background)]
-    if resume:
-        args.append("--resume")
+    try:
+        request = train_job(settings, model=model, images=images, out=out, resume=resume)
+    except protocol.JobError as exc:
+        raise TrainingError(exc.message, exc.hint) from None
     _reset_status(settings, out, name)
     scene_name = scene.name
     try:
         return jobs.start_job(
-            JOB_NAME, args,
+            JOB_NAME, request,
             on_event=lambda job, event: _on_event(scene_name, event),
             on_finish=lambda job: _on_finish(scene_name, job),
-            block=block, log_path=settings.log_path,
+            block=block, log_path=settings.log_path, machine=machine,
         )
     except jobs.JobError as exc:
         settings.state, settings.message, settings.hint = "failed", exc.message, exc.hint
         raise TrainingError(exc.message, exc.hint) from None
+
+
+def train_job(settings, **paths) -> protocol.TrainJob:
+    """The job from the settings: every TrainJob field that the settings have a property of the same
+    name for (so a new option is a job field plus a property and its place in the panel), plus the
+    paths; checked by the protocol's validator before any process starts."""
+    values = {}
+    for f in dataclasses.fields(protocol.TrainJob):
+        if f.name in settings.bl_rna.properties and f.name not in paths:
+            value = getattr(settings, f.name)
+            values[f.name] = value if isinstance(value, (str, int, float, bool)) else list(value)
+    return protocol.job_from_dict(protocol.TrainJob, {**values, **paths})
 
 
 def _reset_status(settings, out: str, name: str) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import bpy
 
+from ..remote import machine_property
+
 # name -> (label, description, steps, downscale, sh degree, snapshot every)
 PRESETS = {
     "FAST": ("Fast Preview", "A rough result in minutes: 3,000 steps on quarter-size images", 3000, 4.0, 1, 250),
@@ -91,6 +93,7 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
                ("cpu", "CPU", "Pure PyTorch rasterizer: slow, for small scenes and previews")],
         default="auto",
     )
+    machine: machine_property()
     # -- the last run (written by the job's callbacks) -----------------------------------------
     state: bpy.props.StringProperty(name="State")  # "", running, completed, stopped, failed, killed
     stage: bpy.props.StringProperty()

@@ -15,8 +15,10 @@ import os
 from .detect import FORMAT_NAMES, detect_format, format_for_extension
 from .errors import FormatError, FormatWarning
 from .splatset import SH_C0, SH_REST_COUNT, SplatSet
+from .table import FILE_EXTENSIONS, FORMATS, SplatFormat
 
-__all__ = ["FORMAT_NAMES", "SH_C0", "FormatError", "FormatWarning", "SplatSet", "detect_format",
+__all__ = ["FILE_EXTENSIONS", "FORMATS", "FORMAT_NAMES", "SH_C0", "FormatError", "FormatWarning", "SplatFormat",
+           "SplatSet", "detect_format",
            "read_splats", "write_splats"]
 
 
@@ -50,8 +52,8 @@ def write_splats(
     fmt = fmt or format_for_extension(path)
     if fmt not in FORMAT_NAMES:
         what = f"unknown splat format {fmt!r}" if fmt else "the file name does not say which splat format to write"
-        raise FormatError(path, f"{what}: use one of {', '.join(FORMAT_NAMES)} "
-                          "or a .ply / .compressed.ply / .splat / .spz file name")
+        raise FormatError(path, f"{what}: use one of {', '.join(FORMAT_NAMES)} or a "
+                          + " / ".join(f.extension for f in FORMATS) + " file name")
     if sh_degree is not None:
         if sh_degree not in SH_REST_COUNT:
             raise FormatError(path, f"SH degree {sh_degree} is not supported (0 to 3)")

@@ -12,8 +12,10 @@ import numpy as np
 
 from .errors import FormatError
 from .ply_elements import read_head, read_header
+from .table import FORMAT_NAMES, format_for_extension
 
-FORMAT_NAMES = ("ply", "compressed_ply", "splat", "spz")
+__all__ = ["FORMAT_NAMES", "detect_format", "format_for_extension"]
+
 
 # Files people mistake for splats, named so the error says what the file really is.
 OTHER_MAGIC = [
@@ -29,14 +31,6 @@ OTHER_MAGIC = [
 ]
 SPZ_MAGIC = b"NGSP"
 SPLAT_ROW_BYTES = 32
-
-
-def format_for_extension(path: str | os.PathLike) -> str | None:
-    """The format a file name asks for when writing (``x.compressed.ply`` is compressed PLY)."""
-    name = os.fspath(path).lower()
-    if name.endswith(".compressed.ply"):
-        return "compressed_ply"
-    return {".ply": "ply", ".splat": "splat", ".spz": "spz"}.get(os.path.splitext(name)[1])
 
 
 def detect_format(path: str | os.PathLike) -> str:

@@ -1,101 +1,33 @@
-"""``python -m bridge train``: flags and/or a JSON job in, events out (see ``bridge/protocol.py``).
+"""``python -m bridge train``: a training job in (``protocol.TrainJob``), events out.
 
     python -m bridge train --model sparse/0 --images images --out run --steps 7000 --downscale 4
     python -m bridge train --job job.json [--resume] [--ipc]
+    python -m bridge train --job - --ipc        (the job as the first line on stdin)
 
 Flags use the job's field names (``sh_degree`` -> ``--sh-degree``); a flag given with ``--job``
 overrides that field of the file.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
 
 from .. import build_kernels, device, protocol
-from ..device import DEVICES
-from ..protocol import EXIT_BAD_INPUT, BridgeError
-from ..runner import RunContext, run_command
-from .job import INITS, STRATEGIES, bad_job, make_job, read_job_file
+from ..protocol import TrainJob
+from ..runner import RunContext, job_parser, read_job
+from ..runner import main as command_main
+from .job import absolute_paths, bad_job
+
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print and exit; the client needs an Error event instead
-        raise BridgeError("bad_job", f"bad arguments: {message}", hint=self.format_usage().strip(),
-                          exit_code=EXIT_BAD_INPUT)
+def build_parser():
+    return job_parser(TrainJob, DESCRIPTION)
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _background(text: str) -> list[float]:
-    try:
-        return [float(c) for c in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected R,G,B in [0, 1], got {text!r}") from None
-
-
-def _json_object(text: str) -> dict:
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}") from None
-
-
-def _steps(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected steps separated by commas, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bridge train", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
-    p.add_argument("--job", metavar="FILE", help="JSON file with the job's fields")
-    p.add_argument("--model", help="COLMAP model folder (e.g. sparse/0)")
-    p.add_argument("--images", help="folder with the model's images")
-    p.add_argument("--out", help="output folder")
-    p.add_argument("--steps", type=int, help="training steps (default 30000)")
-    p.add_argument("--downscale", type=float, help="divide the image size by this (default 1)")
-    p.add_argument("--sh-degree", type=int, help="spherical harmonics degree 0-3 (default 3)")
-    p.add_argument("--strategy", choices=STRATEGIES, help="densification: gsplat DefaultStrategy or MCMCStrategy")
-    p.add_argument("--cap-max", type=int, help="MCMC: the most splats (default 1000000)")
-    p.add_argument("--strategy-options", type=_json_object, metavar="JSON",
-                   help='extra strategy fields, e.g. \'{"refine_every": 50}\'')
-    p.add_argument("--antialiased", type=_bool, nargs="?", const=True, help="antialiased rasterization")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--test-every", type=int, help="hold out every Nth image sorted by name (default 8; 0: none)")
-    p.add_argument("--background", type=_background, metavar="R,G,B", help="background colour (default 0,0,0)")
-    p.add_argument("--device", choices=DEVICES,
-                   help="auto (default): CUDA with gsplat's kernels, else CUDA with the PyTorch rasterizer, "
-                   "else mps, else cpu; cuda: gsplat's kernels; cuda-torch: no compile")
-    p.add_argument("--init", choices=INITS, help="initial splats: the SfM points or random (default sfm)")
-    p.add_argument("--init-num-points", type=int, help="random init: how many splats (default 100000)")
-    p.add_argument("--ssim-lambda", type=float, help="weight of D-SSIM in the loss (default 0.2)")
-    p.add_argument("--progress-every", type=int, help="a progress event every N steps (default 10)")
-    p.add_argument("--snapshot-every", type=int, help="preview PNG + PLY snapshot every N steps (0: never)")
-    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps (default 1000)")
-    p.add_argument("--eval-steps", type=_steps, metavar="N,M", help="evaluate also at these steps")
-    p.add_argument("--resume", action="store_const", const=True, help="continue from OUT/checkpoints/last.pt")
-    p.add_argument("--ipc", action="store_true", help="a program drives this run (events on stdout; EOF stops)")
-    return p
-
-
-def parse_job(argv: list[str]):
-    args = vars(build_parser().parse_args(argv))
-    args.pop("ipc")
-    job_file = args.pop("job")
-    values = read_job_file(job_file) if job_file else {}
-    values.update({k: v for k, v in args.items() if v is not None})
-    return make_job(values)
+def parse_job(argv: list[str]) -> TrainJob:
+    return absolute_paths(read_job(TrainJob, argv))
 
 
 def _versions() -> dict[str, str]:
@@ -110,8 +42,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def train(ctx: RunContext, argv: list[str]) -> protocol.Done:
-    job = parse_job(argv)
+def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
+    job = absolute_paths(job)
     choice = device.resolve(job.device, field="job field 'device'", build=lambda: build_kernels.build(ctx))
     ctx.hello(device=choice.device, backend=choice.backend, versions=_versions())
     if choice.notice:
@@ -132,8 +64,4 @@ def train(ctx: RunContext, argv: list[str]) -> protocol.Done:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        build_parser().print_help()
-        return 0
-    return run_command("train", lambda ctx: train(ctx, argv), ipc="--ipc" in argv)
+    return command_main(TrainJob, train, list(sys.argv[1:] if argv is None else argv), DESCRIPTION)

@@ -23,6 +23,11 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
+__all__ = ["PROTOCOL", "VERSION", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "COMMANDS", "Event", "Hello",
+           "Stage", "Progress", "Snapshot", "EvalResult", "Log", "Done", "Error", "Unknown", "EVENT_TYPES",
+           "BridgeError", "encode_event", "decode_event", "encode_command", "decode_command", "EventWriter",
+           "claim_stdout", "CommandReader", "PipeProcess", "BridgeProcess", "run_to_end"]
+
 PROTOCOL = "splatwork"
 VERSION = 1
 
@@ -30,21 +35,6 @@ VERSION = 1
 EXIT_OK = 0  # finished, or stopped on request with results saved
 EXIT_FAILED = 1  # a runtime failure (an Error event says which)
 EXIT_BAD_INPUT = 2  # a bad job, bad arguments or bad input files
-
-# Stage names used by the bridge commands.
-STAGES = (
-    "starting",
-    "loading_images",
-    "compiling_cuda",
-    "training",
-    "evaluating",
-    "exporting",
-    "extracting_features",
-    "matching",
-    "mapping",
-    "undistorting",
-    "rendering",
-)
 
 COMMANDS = ("stop", "pause", "resume", "snapshot")
 
@@ -265,13 +255,20 @@ class CommandReader:
     """Reads commands from stdin on a daemon thread.
 
     ``eof_means_stop``: the client is a program (``--ipc``) whose going away must stop the run.
+
+    ``job_first``: the job comes on stdin before any command: its first line (``"line"``, a program
+    driving the run) or everything up to end of file (``"all"``, a job file piped in by hand); it is
+    handed over by :meth:`job_text`.
     """
 
-    def __init__(self, stream: IO[bytes] | None = None, eof_means_stop: bool = False):
+    def __init__(self, stream: IO[bytes] | None = None, eof_means_stop: bool = False,
+                 job_first: str | None = None):
         self.commands: queue.Queue[str] = queue.Queue()
         self._stream = stream
         self._eof_means_stop = eof_means_stop
         self._stop_requested = False
+        self._job_first = job_first
+        self._job: queue.Queue[bytes] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._run, name="bridge-commands", daemon=True)
 
     def start(self) -> CommandReader:
@@ -284,14 +281,21 @@ class CommandReader:
         # for <stdin>", exit 134) whenever the client keeps the pipe open. A raw file has no lock.
         stream = self._stream if self._stream is not None else os.fdopen(os.dup(0), "rb", buffering=0)
         try:
+            if self._job_first is not None:
+                self._job.put(stream.read() if self._job_first == "all" else stream.readline())
             for line in stream:
                 cmd = decode_command(line)
                 if cmd is not None:
                     self.commands.put(cmd)
         except (OSError, ValueError):
-            pass
+            if self._job_first is not None and self._job.empty():
+                self._job.put(b"")
         if self._eof_means_stop:
             self.commands.put("stop")
+
+    def job_text(self) -> str:
+        """The job read from stdin ("" when stdin ended first); waits for it."""
+        return self._job.get().decode("utf-8", "replace")
 
     def request_stop(self) -> None:
         """Make the next :meth:`poll` return "stop". Safe in a signal handler: it takes no lock (the
@@ -315,27 +319,22 @@ class CommandReader:
 # Client side (used by the add-on and the tests; no bpy here)
 
 
-class BridgeProcess:
-    """A running bridge subprocess: events arrive on a queue from a reader thread.
-
-    ``argv`` is a list (never a shell string). The bridge's stderr goes to ``log_path``. The client
-    polls :meth:`events` from its own loop (Blender: a ``bpy.app.timers`` callback), so nothing blocks.
+class PipeProcess:
+    """A subprocess started from an argument list (never a shell string) whose stdout lines arrive on a
+    queue from a reader thread; the client polls :meth:`items` from its own loop (Blender: a
+    ``bpy.app.timers`` callback), so nothing blocks. stderr goes to ``log_path``, or joins stdout when
+    ``log_path`` is None. Installs use it as it is; :class:`BridgeProcess` reads events from the lines.
     """
 
-    def __init__(
-        self,
-        argv: list[str],
-        log_path: str,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-    ):
+    def __init__(self, argv: list[str], log_path: str | None, cwd: str | None = None,
+                 env: dict[str, str] | None = None):
         self.argv = list(argv)
         self.log_path = log_path
-        self.events_queue: queue.Queue[Event] = queue.Queue()
-        self.last_error: Error | None = None
-        self.done: Done | None = None
-        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-        self._log = open(log_path, "ab")
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self._log = None
+        if log_path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+            self._log = open(log_path, "ab")
         kwargs: dict[str, Any] = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
@@ -345,38 +344,105 @@ class BridgeProcess:
             self.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._log,
+            stderr=self._log if self._log is not None else subprocess.STDOUT,
             cwd=cwd,
             env=env,
             **kwargs,
         )
-        self._reader = threading.Thread(target=self._read, name="bridge-events", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="bridge-output", daemon=True)
         self._reader.start()
+
+    def parse(self, raw: bytes) -> Any:
+        """What a line of output means (None: nothing); here the line's text."""
+        return raw.decode("utf-8", "replace").rstrip()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
-            event = decode_event(raw)
-            if event is None:
-                continue
-            if isinstance(event, Error):
-                self.last_error = event
-            elif isinstance(event, Done):
-                self.done = event
-            self.events_queue.put(event)
+            item = self.parse(raw)
+            if item is not None:
+                self.queue.put(item)
 
-    def events(self) -> list[Event]:
-        """Events received since the last call (never blocks)."""
+    def items(self) -> list:
+        """What arrived since the last call (never blocks)."""
         out = []
         while True:
             try:
-                out.append(self.events_queue.get_nowait())
+                out.append(self.queue.get_nowait())
             except queue.Empty:
                 return out
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def finished(self) -> bool:
+        """The process has exited and every line it wrote has been read."""
+        return self.proc.poll() is not None and not self._reader.is_alive()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def kill(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        code = self.proc.wait()
+        self._reader.join(timeout=5)
+        self.close_stdin()
+        return code
+
+    def close_stdin(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.close_stdin()
+        if self._log is not None:
+            self._log.close()
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        try:
+            with open(self.log_path or "", "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+class BridgeProcess(PipeProcess):
+    """A running bridge: its events arrive on the queue; its stderr (the log) goes to ``log_path``.
+
+    ``job``: the job as one JSON line, written to stdin before any command (``--job -``).
+    """
+
+    def __init__(self, argv: list[str], log_path: str, cwd: str | None = None,
+                 env: dict[str, str] | None = None, job: str | None = None):
+        super().__init__(argv, log_path, cwd, env)
+        if job is not None:
+            self._write(job.rstrip("\n").encode() + b"\n")
+
+    def parse(self, raw: bytes) -> Event | None:
+        return decode_event(raw)
+
+    def events(self) -> list[Event]:
+        """Events received since the last call (never blocks)."""
+        return self.items()
+
     def send(self, cmd: str) -> bool:
         """Send a command; False when the bridge is no longer listening."""
-        line = encode_command(cmd).encode()
+        return self._write(encode_command(cmd).encode())
+
+    def _write(self, line: bytes) -> bool:
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write(line)
@@ -385,59 +451,14 @@ class BridgeProcess:
         except (BrokenPipeError, OSError, ValueError):
             return False
 
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def finished(self) -> bool:
-        """The process has exited and every event it wrote has been read."""
-        return self.proc.poll() is not None and not self._reader.is_alive()
-
-    def wait(self, timeout: float | None = None) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(timeout=5)
-        return code
-
     def stop(self, grace: float = 30.0) -> int:
         """Ask the bridge to save and exit; kill it if it has not exited after ``grace`` seconds."""
         self.send("stop")
-        self._close_stdin()
+        self.close_stdin()
         try:
             return self.wait(grace)
         except subprocess.TimeoutExpired:
             return self.kill()
-
-    def kill(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        code = self.proc.wait()
-        self._reader.join(timeout=5)
-        self._close_stdin()
-        return code
-
-    def _close_stdin(self) -> None:
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._close_stdin()
-        self._log.close()
-
-    def log_tail(self, max_bytes: int = 4000) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - max_bytes))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
 
 def run_to_end(

@@ -1,0 +1,549 @@
+"""Bridge jobs on another machine over SSH: the same job, the same events, the same Job in Blender.
+
+A machine (Preferences > Splatwork > Remote Machines) is an SSH host or an alias from ~/.ssh/config,
+the Python there that has torch and gsplat, and a work folder there. :meth:`Machine.start` carries
+what the job needs (the bridge's code, then each input the job names: the model, the images the
+model uses, splat files, photos) into the work folder, only the files that changed since the last
+time (a manifest per folder, size and modification time), then runs ``python -m bridge CMD --job -
+--ipc`` through the system ``ssh`` client (an argument list; only the remote command line is shell
+text, every part quoted). The job goes as the first line on ssh's stdin, commands follow it, events
+come back on its stdout, the bridge's log on its stderr: the client cannot tell it from a local run.
+Files named by events are fetched as they arrive (snapshots, previews) and the output folder when the
+run ends; their paths are rewritten to the local ones.
+
+When the connection drops or Blender goes away, ssh's end closes, the bridge sees end of file on its
+stdin (``--ipc``) and stops after saving its checkpoint; the job ends with a ``connection_lost``
+error, and Resume continues the run on the same machine from that checkpoint (an output folder here
+always maps to the same folder there). Passwords are never stored: ssh uses keys or an agent
+(``BatchMode``, so it fails rather than prompting).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import posixpath
+import queue
+import shlex
+import subprocess
+import tarfile
+import threading
+
+import bpy
+
+from ..bridge import protocol
+from ..bridge.protocol.jobs import path_fields
+from .jobs import JobError
+
+MANIFEST = ".splatwork-sync.json"
+SSH_TIMEOUT = 60  # seconds for each short ssh call (a transfer gets longer)
+
+
+class RemoteError(JobError):
+    """A remote job could not start, or a transfer failed; ``hint`` says what to do."""
+
+
+@dataclasses.dataclass
+class Machine:
+    name: str
+    host: str  # an SSH host, user@host, or an alias from the ssh config
+    python: str  # the Python on that machine with torch and gsplat
+    workdir: str  # the folder there that holds the code, the data and the runs
+    ssh_config: str = ""  # an ssh config file (-F); empty: ssh's own (~/.ssh/config)
+
+    # -- ssh ------------------------------------------------------------------------------------
+
+    def ssh(self, remote_command: str) -> list[str]:
+        """The argument list that runs ``remote_command`` (shell text, already quoted) on the machine."""
+        argv = ["ssh"]
+        if self.ssh_config:
+            argv += ["-F", self.ssh_config]
+        # BatchMode: fail rather than ask for a password nobody can type; keepalives notice a dead
+        # link within a minute, so a dropped connection ends the job instead of hanging it.
+        argv += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+                 "-T", self.host, "--", remote_command]
+        return argv
+
+    def run(self, remote_command: str, stdin: bytes | None = None, timeout: float = SSH_TIMEOUT) -> bytes:
+        """Run a short command there; RemoteError (with ssh's own words) when it fails."""
+        try:
+            result = subprocess.run(self.ssh(remote_command), input=stdin or b"", capture_output=True,
+                                    timeout=timeout)
+        except FileNotFoundError:
+            raise RemoteError("no ssh client found", "Install OpenSSH's ssh client (it must be on PATH).") from None
+        except subprocess.TimeoutExpired:
+            raise RemoteError(f"{self.host} did not answer within {timeout:.0f} s",
+                              "Check that the machine is on and reachable: ssh " + self.host) from None
+        if result.returncode != 0:
+            raise self._failure(result.returncode, result.stderr.decode("utf-8", "replace"))
+        return result.stdout
+
+    def _failure(self, code: int, stderr: str) -> RemoteError:
+        said = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
+        if code == 255:
+            return RemoteError(f"cannot reach {self.host} over ssh: {said or 'connection failed'}",
+                               f"Check that 'ssh {self.host}' works in a terminal without a password prompt "
+                               "(a key or an agent; Splatwork never stores passwords).")
+        if code == 127 or "No such file or directory" in said or "not found" in said:
+            return RemoteError(f"{self.host}: the remote Python '{self.python}' was not found ({said})",
+                               "Set Remote Python to an interpreter there that has torch and gsplat "
+                               "(e.g. a virtual environment's bin/python), then press Check.")
+        return RemoteError(f"{self.host}: a remote command failed with exit code {code}: {said}",
+                           "The job's log has ssh's and the remote side's messages.")
+
+    def home_path(self, path: str) -> str:
+        """A path there as shell text: quoted, with a leading ~/ left to the remote shell."""
+        if path == "~" or path.startswith("~/"):
+            return '"$HOME"' + ("/" + shlex.quote(path[2:]) if path[2:] else "")
+        return shlex.quote(path)
+
+    # -- the work folder ------------------------------------------------------------------------
+
+    _absolute_workdir: str = dataclasses.field(default="", init=False, repr=False)
+
+    def root(self) -> str:
+        """The work folder there, absolute (made on first use)."""
+        if not self._absolute_workdir:
+            w = self.home_path(self.workdir)
+            self._absolute_workdir = self.run(f"mkdir -p {w} && cd {w} && pwd").decode().strip()
+        return self._absolute_workdir
+
+    def code_dir(self) -> str:
+        return posixpath.join(self.root(), "code")
+
+    def place(self, local: str, kind: str) -> str:
+        """Where a local path lives there: the same folder every time, so a resumed run finds its files."""
+        local = os.path.abspath(local)
+        key = hashlib.sha1(local.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        return posixpath.join(self.root(), kind, f"{key}-{_safe(os.path.basename(local.rstrip(os.sep)))}")
+
+    def sync(self, files: dict[str, str], remote_dir: str) -> int:
+        """Copy ``files`` (relative name there -> local path) into ``remote_dir``, skipping those whose
+        size and modification time match what was sent before; returns how many were sent."""
+        d = shlex.quote(remote_dir)
+        try:
+            sent = json.loads(self.run(f"cat {d}/{MANIFEST} 2>/dev/null || true") or b"{}")
+        except ValueError:
+            sent = {}
+        now = {}
+        for rel, path in files.items():
+            st = os.stat(path)
+            now[rel] = [st.st_size, st.st_mtime_ns]
+        changed = [rel for rel in files if sent.get(rel) != now[rel]]
+        if not changed:
+            return 0
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for rel in changed:
+                tar.add(files[rel], arcname=rel, recursive=False)
+            manifest = json.dumps({**sent, **now}).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+        self.run(f"mkdir -p {d} && tar -xf - -C {d}", stdin=buffer.getvalue(), timeout=3600)
+        return len(changed)
+
+    def fetch(self, remote_dir: str, names: list[str], local_dir: str, exclude: tuple[str, ...] = ()) -> None:
+        """Copy ``names`` (relative to ``remote_dir``; ``["."]`` for all of it) into ``local_dir``."""
+        excludes = " ".join(f"--exclude={shlex.quote(e)}" for e in exclude)
+        data = self.run(f"tar -cf - {excludes} -C {shlex.quote(remote_dir)} "
+                        + " ".join(shlex.quote(n) for n in names), timeout=3600)
+        os.makedirs(local_dir, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(local_dir, filter="data")  # nothing outside local_dir, no links out
+            else:  # Python before 3.11.4: check the names ourselves
+                for member in tar.getmembers():
+                    target = os.path.realpath(os.path.join(local_dir, member.name))
+                    if not (member.isfile() or member.isdir()) or not target.startswith(os.path.realpath(local_dir)):
+                        raise RemoteError(f"{self.host} sent an unsafe file name: {member.name}")
+                tar.extractall(local_dir)
+
+    def exists(self, remote_path: str) -> bool:
+        return self.run(f"test -e {shlex.quote(remote_path)} && echo yes || true").strip() == b"yes"
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def bridge_argv(self, command: str) -> list[str]:
+        code = shlex.quote(self.code_dir())
+        bridge = " ".join(shlex.quote(a) for a in ["-m", "bridge", command, "--job", "-", "--ipc"])
+        return self.ssh(f"cd {code} && exec env PYTHONPATH={code} PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE "
+                        f"{self.home_path(self.python)} {bridge}")
+
+    def start(self, request: protocol.Job, log_path: str) -> RemoteProcess:
+        """Start the job there: the upload and then the bridge run on the returned process's own thread,
+        so Blender stays responsive; anything that goes wrong arrives as an Error event."""
+        return RemoteProcess(self, request, log_path)
+
+    def prepare(self, request: protocol.Job) -> tuple[list[str], protocol.Job, dict[str, str]]:
+        """Carry the code and the job's inputs there: (ssh argv, the job with paths there, output
+        folder there -> here). RemoteError when it cannot."""
+        from . import runtime
+
+        remote_job = copy_job(request)
+        self.sync(_tree(os.path.join(runtime.bridge_root(), "bridge"), "bridge"), self.code_dir())
+        for obj, name in path_fields(remote_job, "in"):
+            setattr(obj, name, self._upload(request, name, getattr(obj, name)))
+        outputs = {}
+        for obj, name in path_fields(remote_job, "out"):
+            local = os.path.abspath(getattr(obj, name))
+            there = self.place(local, "out")
+            outputs[there] = local
+            setattr(obj, name, there)
+        return self.bridge_argv(request.command), remote_job, outputs
+
+    def _upload(self, request: protocol.Job, field: str, local: str) -> str:
+        local = os.path.abspath(local)
+        if not os.path.exists(local):
+            raise RemoteError(f"{local} not found", "Was the input moved or deleted?")
+        there = self.place(local, "data")
+        if os.path.isfile(local):
+            self.sync({os.path.basename(local): local}, there)
+            return posixpath.join(there, os.path.basename(local))
+        if isinstance(request, protocol.TrainJob) and field == "images":
+            files = {name: os.path.join(local, name) for name in _model_image_names(request.model)
+                     if os.path.isfile(os.path.join(local, name))}
+        elif isinstance(request, protocol.SfmJob):  # sfm reads the folder's own files, not its subfolders
+            files = {n: os.path.join(local, n) for n in os.listdir(local) if os.path.isfile(os.path.join(local, n))}
+        else:
+            files = _tree(local, "")
+        self.sync(files, there)
+        return there
+
+    def check(self, block: bool | None = None, on_finish=None):
+        """Run the environment check there (``python -m bridge check``) as a job named "check <name>"."""
+        from . import jobs
+
+        return jobs.start_job(f"check {self.name}", protocol.CheckJob(), on_finish=on_finish, block=block,
+                              machine=self)
+
+
+def copy_job(job):
+    """A deep copy of a job (its nested objects too), to rewrite paths in."""
+    return protocol.job_from_dict(type(job), json.loads(job.to_json()))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:60] or "x"
+
+
+def _tree(folder: str, prefix: str) -> dict[str, str]:
+    out = {}
+    for base, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
+        for name in names:
+            if name.endswith((".pyc", ".pyo")) or name.startswith("."):
+                continue
+            path = os.path.join(base, name)
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            out[posixpath.join(prefix, rel) if prefix else rel] = path
+    return out
+
+
+def _model_image_names(model: str) -> list[str]:
+    """The images a COLMAP model uses: only these go over, not everything beside them."""
+    from ..bridge.formats.colmap import read_model
+
+    return [view.name for view in read_model(model).views]
+
+
+class RemoteProcess(protocol.BridgeProcess):
+    """The ssh client running a bridge there, with events translated to this machine's files.
+
+    Its thread first uploads (a "uploading" Stage event), then starts ssh and reads the events; until
+    ssh runs, ``proc`` is None, "stop" cancels the upload and the job ends stopped.
+    """
+
+    def __init__(self, machine: Machine, request: protocol.Job, log_path: str):
+        self.machine = machine
+        self.request = request
+        self.outputs: dict[str, str] = {}  # output folder there -> here
+        self.argv = machine.ssh("python -m bridge " + request.command)  # until the real one is known
+        self.log_path = log_path
+        self.queue = queue.Queue()
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        self._log = open(log_path, "ab")
+        self.proc: subprocess.Popen | None = None
+        self._code: int | None = None  # the exit code when ssh never ran
+        self._cancelled = False
+        self._final = threading.Event()
+        self._reader = threading.Thread(target=self._run, name="remote-job", daemon=True)
+        self._reader.start()
+
+    def _run(self) -> None:
+        self.queue.put(protocol.Stage(stage="uploading", message=f"to {self.machine.host}"))
+        try:
+            argv, remote_job, self.outputs = self.machine.prepare(self.request)
+        except (JobError, OSError, ValueError, tarfile.TarError) as exc:  # ValueError: an unreadable model
+            message, hint = (exc.message, exc.hint) if isinstance(exc, JobError) else (str(exc), "")
+            self._log.write(f"upload to {self.machine.host} failed: {message}\n".encode())
+            self._log.flush()
+            self.queue.put(protocol.Error(kind="remote_failed", message=message, hint=hint))
+            self._code = protocol.EXIT_FAILED
+            return
+        if self._cancelled:
+            self.queue.put(protocol.Done(status="stopped"))
+            self._code = protocol.EXIT_OK
+            return
+        self.argv = argv
+        kwargs = {"creationflags": subprocess.CREATE_NO_WINDOW} if os.name == "nt" else {"start_new_session": True}
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                         **kwargs)  # type: ignore[arg-type]
+        except OSError as exc:
+            self.queue.put(protocol.Error(kind="remote_failed", message=f"could not run ssh: {exc}",
+                                          hint="Install OpenSSH's ssh client (it must be on PATH)."))
+            self._code = protocol.EXIT_FAILED
+            return
+        self._write(remote_job.to_json().encode() + b"\n")
+        self._read()
+
+    # Before ssh runs there is no process: these answer for the upload.
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def poll(self) -> int | None:
+        if self.proc is None:
+            return None if self._reader.is_alive() else self._code
+        return self.proc.poll()
+
+    def finished(self) -> bool:
+        return not self._reader.is_alive() and (self.proc is None or self.proc.poll() is not None)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._reader.join(timeout)
+        if self.proc is None:
+            if self._reader.is_alive():
+                raise subprocess.TimeoutExpired(self.argv, timeout or 0)
+            return self._code if self._code is not None else protocol.EXIT_FAILED
+        return super().wait(timeout)
+
+    def send(self, cmd: str) -> bool:
+        if self.proc is None:
+            if cmd == "stop":
+                self._cancelled = True  # the upload finishes its file, then nothing starts
+            return True
+        return super().send(cmd)
+
+    def kill(self) -> int:
+        self._cancelled = True
+        if self.proc is None:
+            self._reader.join(5)
+            return self._code if self._code is not None else protocol.EXIT_FAILED
+        return super().kill()
+
+    def close_stdin(self) -> None:
+        if self.proc is not None:
+            super().close_stdin()
+
+    def parse(self, raw: bytes) -> protocol.Event | None:
+        event = protocol.decode_event(raw)
+        if isinstance(event, protocol.Snapshot):
+            try:
+                event.preview = self._fetch_file(event.preview)
+                event.ply = self._fetch_file(event.ply)
+            except (RemoteError, OSError, tarfile.TarError) as exc:  # a preview only: the run goes on
+                return protocol.Log(level="warning", message=f"a snapshot could not be fetched: {exc}")
+        try:
+            if isinstance(event, protocol.Done):
+                for there, here in self.outputs.items():
+                    # The output folder comes back; checkpoints stay there, where Resume runs.
+                    self.machine.fetch(there, ["."], here, exclude=("./checkpoints",))
+                event.outputs = {k: self._local(v) for k, v in event.outputs.items()}
+        except (RemoteError, OSError, tarfile.TarError) as exc:
+            message = exc.message if isinstance(exc, RemoteError) else str(exc)
+            return protocol.Error(kind="fetch_failed", message=f"could not fetch the results: {message}",
+                                  hint="The run's files are still on the remote machine; Resume or run again.")
+        if isinstance(event, (protocol.Done, protocol.Error)):
+            self._final.set()
+        return event
+
+    def _local(self, path: str | None) -> str | None:
+        for there, here in self.outputs.items():
+            if path and (path == there or path.startswith(there + "/")):
+                return os.path.join(here, *path[len(there):].strip("/").split("/"))
+        return path
+
+    def _fetch_file(self, path: str | None) -> str | None:
+        local = self._local(path)
+        if path and local != path:
+            self.machine.fetch(posixpath.dirname(path), [posixpath.basename(path)], os.path.dirname(local))
+        return local
+
+    def _read(self) -> None:
+        super()._read()
+        if self._final.is_set():
+            return
+        # ssh ended before the bridge said how the run ended: say what that means.
+        code = self.proc.wait()
+        tail = self.log_tail(2000).strip().splitlines()
+        said = tail[-1] if tail else ""
+        if code == 255 or code < 0:
+            how = "was lost" if code < 0 or "closed" in said or "reset" in said.lower() else "failed"
+            hint = ("The run there saw its input close, saved a checkpoint and stopped: press Resume to "
+                    "continue it there." if isinstance(self.request, protocol.TrainJob)
+                    else "The run there stopped when its input closed: run it again.")
+            error = protocol.Error(kind="connection_lost", hint=hint,
+                                   message=f"the connection to {self.machine.host} {how}: {said}".rstrip(": "))
+        else:
+            failure = self.machine._failure(code, "\n".join(tail))
+            error = protocol.Error(kind="no_environment" if "not found" in failure.message else "crashed",
+                                   message=failure.message, hint=failure.hint)
+        self.queue.put(error)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blender: the machines in the preferences, their Check, and the choice of machine for a job
+
+
+class SplatworkMachine(bpy.types.PropertyGroup):
+    # ``name`` (the PropertyGroup's own) is what jobs refer to.
+    host: bpy.props.StringProperty(name="SSH Host", description="user@host, a host name, or an alias from "
+                                   "~/.ssh/config; ssh must log in without a password prompt (a key or an agent)")
+    python: bpy.props.StringProperty(name="Remote Python", default="python3",
+                                     description="The Python there that has torch and gsplat (e.g. ~/venv/bin/python)")
+    workdir: bpy.props.StringProperty(name="Remote Folder", default="~/splatwork",
+                                      description="Where Splatwork keeps the code, the data and the runs there")
+    ssh_config: bpy.props.StringProperty(name="SSH Config", subtype="FILE_PATH",
+                                         description="An ssh config file to use instead of ~/.ssh/config (optional)")
+
+
+def machines() -> list:
+    from . import runtime
+
+    p = runtime.prefs()
+    return list(p.machines) if p is not None and hasattr(p, "machines") else []
+
+
+def machine_named(name: str) -> Machine | None:
+    """The machine called ``name`` in the preferences (None for "" = this computer); RemoteError if unknown."""
+    if not name:
+        return None
+    for m in machines():
+        if m.name == name:
+            if not m.host:
+                raise RemoteError(f"machine '{name}' has no SSH host", "Set it in Preferences > Splatwork.")
+            return Machine(m.name, m.host, m.python or "python3", m.workdir or "~/splatwork",
+                           bpy.path.abspath(m.ssh_config) if m.ssh_config else "")
+    raise RemoteError(f"no remote machine named '{name}'", "Add it in Preferences > Splatwork > Remote Machines, "
+                      "or choose This Computer.")
+
+
+def machine_property():
+    """The "Machine" setting of a job: a remote machine's name, empty for this computer."""
+    return bpy.props.StringProperty(
+        name="Machine", search=lambda _self, _context, _text: [m.name for m in machines()],
+        description="Run on a remote machine (Preferences > Splatwork > Remote Machines); empty: this computer")
+
+
+CHECKS: dict[str, dict] = {}  # machine name -> the last check's answer (or {"error": ..., "hint": ...})
+
+
+class SPLATWORK_OT_add_machine(bpy.types.Operator):
+    """Add a remote machine that runs training, reconstruction and render passes over SSH"""
+
+    bl_idname = "splatwork.add_machine"
+    bl_label = "Add Remote Machine"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context):
+        from . import runtime
+
+        p = runtime.prefs()
+        m = p.machines.add()
+        m.name = f"machine {len(p.machines)}"
+        return {"FINISHED"}
+
+
+class SPLATWORK_OT_remove_machine(bpy.types.Operator):
+    """Remove this remote machine (nothing on it is touched)"""
+
+    bl_idname = "splatwork.remove_machine"
+    bl_label = "Remove Remote Machine"
+    bl_options = {"INTERNAL"}
+
+    index: bpy.props.IntProperty()
+
+    def execute(self, context):
+        from . import runtime
+
+        runtime.prefs().machines.remove(self.index)
+        return {"FINISHED"}
+
+
+class SPLATWORK_OT_check_machine(bpy.types.Operator):
+    """Run the environment check on this machine: can it be reached, and does its Python have torch and gsplat"""
+
+    bl_idname = "splatwork.check_machine"
+    bl_label = "Check"
+    bl_options = {"INTERNAL"}
+
+    name: bpy.props.StringProperty()
+
+    def execute(self, context):
+        CHECKS.pop(self.name, None)
+        try:
+            job = machine_named(self.name).check(on_finish=lambda job: _record_check(self.name, job))
+        except JobError as exc:
+            CHECKS[self.name] = {"error": exc.message, "hint": exc.hint}
+            self.report({"ERROR"}, f"{exc.message}. {exc.hint}")
+            return {"CANCELLED"}
+        if not job.running and self.name in CHECKS and CHECKS[self.name].get("error"):
+            self.report({"ERROR"}, f"{CHECKS[self.name]['error']}. {CHECKS[self.name].get('hint', '')}")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+def _record_check(name: str, job) -> None:
+    CHECKS[name] = result = check_result(job)
+    if not result.get("error"):
+        print(f"Splatwork: {name}: {result.get('summary')}", flush=True)
+
+
+def check_result(job) -> dict:
+    """What a finished check job says, with an error and a hint when the machine cannot train."""
+    if job.done is None:
+        error = job.error or protocol.Error(kind="crashed", message=f"the check {job.state}")
+        return {"error": error.message, "hint": error.hint}
+    info = dict(job.done.metrics)
+    missing = info.get("missing") or []
+    if "torch" in missing or "gsplat" in missing:
+        info["error"] = f"the Python there ({info.get('executable')}) lacks {', '.join(missing)}"
+        info["hint"] = ("Install Splatwork's training packages there (requirements.txt: torch, gsplat, pycolmap, "
+                        "plyfile, numpy, pytorch-msssim, pillow) or set Remote Python to one that has them.")
+    gpu = f"CUDA: {info.get('device')}" if info.get("cuda") else "no CUDA (CPU training)"
+    info["summary"] = f"Python {info.get('python')}, torch {info.get('packages', {}).get('torch')}, {gpu}"
+    return info
+
+
+def draw_preferences(layout, prefs) -> None:
+    box = layout.box()
+    row = box.row()
+    row.label(text="Remote Machines (SSH)", icon="NETWORK_DRIVE")
+    row.operator("splatwork.add_machine", text="", icon="ADD")
+    for i, m in enumerate(prefs.machines):
+        col = box.column(align=True)
+        row = col.row(align=True)
+        row.prop(m, "name", text="")
+        row.operator("splatwork.check_machine", icon="VIEWZOOM").name = m.name
+        row.operator("splatwork.remove_machine", text="", icon="X").index = i
+        col.prop(m, "host")
+        col.prop(m, "python")
+        col.prop(m, "workdir")
+        col.prop(m, "ssh_config")
+        check = CHECKS.get(m.name)
+        if check is None:
+            continue
+        if check.get("error"):
+            col.label(text=check["error"][:200], icon="ERROR")
+            if check.get("hint"):
+                col.label(text=check["hint"][:200])
+        else:
+            col.label(text=check["summary"][:200], icon="CHECKMARK")
+
+
+classes = (SplatworkMachine, SPLATWORK_OT_add_machine, SPLATWORK_OT_remove_machine, SPLATWORK_OT_check_machine)

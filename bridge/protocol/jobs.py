@@ -1,0 +1,399 @@
+"""What a bridge command is asked to do: one dataclass per command, JSON both ways, one validator.
+
+The add-on builds a job object and sends it as one JSON line on the bridge's stdin (``--job -``); a
+person writes the same JSON in a file (``--job FILE``) or gives the fields as flags (``steps`` ->
+``--steps``), which override the file. :func:`job_from_dict` is the only way in: it refuses unknown
+and missing fields, checks every value against its type and the bounds in the field's metadata, then
+the job's own cross-field rules, and raises :class:`JobError` naming the field. Standard library only:
+the add-on imports this inside Blender.
+
+Adding an option to a command is adding a field here (and, for the add-on, a property of the same
+name in the UI): the flag, the JSON and the validation follow from the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .messages import EXIT_BAD_INPUT, BridgeError
+
+
+class JobError(BridgeError):
+    """A bad job: ``field`` names the offending field (``frames[2].K`` inside lists)."""
+
+    def __init__(self, name: str, problem: str, hint: str = ""):
+        hint = hint or f"Fix \"{name}\" in the job file or the --{name.split('[')[0].replace('_', '-')} flag."
+        super().__init__("bad_job", f"job field '{name}': {problem}", hint=hint, exit_code=EXIT_BAD_INPUT)
+        self.field = name
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple = (), low: float | None = None,
+           high: float | None = None, flag: bool = True, path: str = "", factory=None) -> Any:
+    """A job field: its default, its help (the flag's), and the bounds the validator checks.
+
+    ``low``/``high`` are inclusive bounds of a number; ``choices`` the allowed values; ``flag=False``
+    keeps a field out of the command line (nested data only a file can hold); ``path`` marks a file
+    or folder the command reads (``"in"``) or writes (``"out"``): what a client carries to another
+    machine and back.
+    """
+    metadata = {"help": help, "choices": tuple(choices), "low": low, "high": high, "flag": flag, "path": path}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Job:
+    command: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """One line of JSON (the form sent on stdin)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    def check(self) -> None:
+        """Rules between fields, after every field has its type and bounds; raise JobError."""
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+# Which rasterizer runs where (bridge/device.py owns the rule): gsplat's kernels on CUDA, our PyTorch
+# rasterizer on CUDA without compiling, Apple MPS, the CPU; auto picks the first that works.
+DEVICES = ("auto", "cuda", "cuda-torch", "mps", "cpu")
+TRAIN_DEVICES = DEVICES
+STRATEGIES = ("default", "mcmc")
+INITS = ("sfm", "random")
+
+# Every gsplat strategy option we pass on: (type, low, high, strategies that have it). gsplat checks
+# none of them, and a bad value fails mid-run (reset_every 0 divides by zero) or silently ruins it
+# (prune_opa 2 prunes every splat). An option missing here is refused, so a new gsplat field is never
+# passed on unchecked. tests/test_jobs_protocol.py holds this table against gsplat's dataclasses.
+_INT, _NUMBER, _BOOL, _POSITIVE = "an integer", "a number", "true or false", "a number above 0"
+_D, _M, _DM = ("default",), ("mcmc",), ("default", "mcmc")
+STRATEGY_OPTIONS: dict[str, tuple[str, float, float, tuple[str, ...]]] = {
+    "prune_opa": (_NUMBER, 0.0, 0.999, _D),
+    "grow_grad2d": (_POSITIVE, 0.0, math.inf, _D),
+    "grow_scale3d": (_POSITIVE, 0.0, math.inf, _D),
+    "grow_scale2d": (_POSITIVE, 0.0, math.inf, _D),
+    "prune_scale3d": (_POSITIVE, 0.0, math.inf, _D),
+    "prune_scale2d": (_POSITIVE, 0.0, math.inf, _D),
+    "refine_scale2d_stop_iter": (_INT, 0, math.inf, _D),
+    "refine_start_iter": (_INT, 0, math.inf, _DM),
+    "refine_stop_iter": (_INT, 0, math.inf, _DM),
+    "reset_every": (_INT, 1, math.inf, _D),
+    "refine_every": (_INT, 1, math.inf, _DM),
+    "pause_refine_after_reset": (_INT, 0, math.inf, _D),
+    "absgrad": (_BOOL, 0, 1, _D),
+    "revised_opacity": (_BOOL, 0, 1, _D),
+    "verbose": (_BOOL, 0, 1, _DM),
+    "noise_lr": (_NUMBER, 0.0, math.inf, _M),
+    "min_opacity": (_NUMBER, 0.0, 0.999, _M),
+}
+
+
+@dataclass
+class TrainJob(Job):
+    command: ClassVar[str] = "train"
+
+    model: str = option(help="COLMAP model folder (e.g. sparse/0)", path="in")
+    images: str = option(help="folder with the model's images", path="in")
+    out: str = option(help="output folder: splats.ply, metrics.json, checkpoints/, previews/, snapshots/",
+                      path="out")
+    steps: int = option(30_000, "training steps", low=1)
+    downscale: float = option(1.0, "divide the image size by this", low=1.0, high=64.0)
+    sh_degree: int = option(3, "spherical harmonics degree 0-3", low=0, high=3)
+    strategy: str = option("default", "densification: gsplat DefaultStrategy or MCMCStrategy", choices=STRATEGIES)
+    cap_max: int = option(1_000_000, "MCMC: the most splats", low=1)
+    strategy_options: dict[str, Any] = option(help='extra strategy fields, e.g. \'{"refine_every": 50}\'',
+                                              factory=dict)
+    antialiased: bool = option(False, "antialiased rasterization")
+    seed: int = option(0, "random seed", low=0)
+    test_every: int = option(8, "hold out every Nth image sorted by name (0: none)", low=0)
+    background: list[float] = option(help="background colour R,G,B in [0, 1]", low=0.0, high=1.0,
+                                     factory=lambda: [0.0, 0.0, 0.0])
+    device: str = option("auto", "auto: gsplat's kernels on CUDA, else cuda-torch, else mps, else cpu",
+                         choices=TRAIN_DEVICES)
+    init: str = option("sfm", "initial splats: the SfM points or random", choices=INITS)
+    init_num_points: int = option(100_000, "random init: how many splats", low=1)
+    ssim_lambda: float = option(0.2, "weight of D-SSIM in the loss", low=0.0, high=1.0)
+    progress_every: int = option(10, "a progress event every N steps", low=1)
+    snapshot_every: int = option(1000, "preview PNG + PLY snapshot every N steps (0: never)", low=0)
+    checkpoint_every: int = option(1000, "checkpoint every N steps", low=1)
+    eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, factory=list)
+    resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
+
+    def check(self) -> None:
+        if len(self.background) != 3:
+            raise JobError("background", f"must be three numbers in [0, 1] (R, G, B), got {self.background!r}")
+        if any(s > self.steps for s in self.eval_steps):
+            raise JobError("eval_steps", f"must be a list of steps between 1 and {self.steps}, got {self.eval_steps!r}")
+        for key, value in self.strategy_options.items():
+            _check_strategy_option(self.strategy, key, value)
+
+
+def _check_strategy_option(strategy: str, key: str, value: Any) -> None:
+    known = [k for k, spec in STRATEGY_OPTIONS.items() if strategy in spec[3]]
+    if key not in known:  # also cap_max (a job field of its own) and key_for_gradient (2DGS only)
+        cls = "MCMCStrategy" if strategy == "mcmc" else "DefaultStrategy"
+        raise JobError("strategy_options", f"{cls} has no option {key!r} we support",
+                       hint="Options: " + ", ".join(known))
+    kind, low, high, _ = STRATEGY_OPTIONS[key]
+    is_bool = isinstance(value, bool)
+    if kind == _BOOL:
+        if not is_bool:
+            raise JobError("strategy_options", f"{key} must be {kind}, got {value!r}")
+        return
+    if is_bool or not isinstance(value, (int, float)) or (kind == _INT and not isinstance(value, int)):
+        raise JobError("strategy_options", f"{key} must be {kind}, got {value!r}")
+    if not (math.isfinite(value) and low <= value <= high) or (kind == _POSITIVE and value <= 0):
+        if kind == _POSITIVE:
+            bounds = "above 0"
+        else:
+            bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+        raise JobError("strategy_options", f"{key} must be {bounds}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# sfm
+
+QUALITIES = ("low", "medium", "high")
+
+
+@dataclass
+class SfmJob(Job):
+    command: ClassVar[str] = "sfm"
+
+    out: str = option(help="output folder: new, empty, or an earlier sfm result", path="out")
+    images: str | None = option(None, "folder of photos (its subfolders are not read)", path="in")
+    video: str | None = option(None, "video file; frames are taken every --every frames", path="in")
+    every: int = option(10, "with --video: take every Nth frame", low=1)
+    matcher: str = option("auto", "auto: sequential for video frames, exhaustive (every pair) for photos",
+                          choices=("auto", "exhaustive", "sequential"))
+    mapper: str = option("incremental", "incremental (robust) or global (GLOMAP; faster on large sets)",
+                         choices=("incremental", "global"))
+    quality: str = option("medium", "working image size: low 1000 px, medium 1600 px, high as shot",
+                          choices=QUALITIES)
+    max_size: int | None = option(None, "working size in pixels (longest side), instead of --quality", low=64)
+    camera: str = option("single", "single: one camera for all photos; per-image: one each",
+                         choices=("single", "per-image"))
+    min_registered: float = option(0.5, "fail unless this fraction of the photos is placed in the model",
+                                   low=0.0, high=1.0)
+    threads: int = option(-1, "CPU threads (-1: all)", low=-1)
+    seed: int = option(0, "random seed, for repeatable results", low=0)
+
+    def check(self) -> None:
+        if (self.images is None) == (self.video is None):
+            raise JobError("images", "give exactly one of images (a photo folder) and video (a video file)",
+                           hint="Give --images or --video, not both.")
+
+
+# ---------------------------------------------------------------------------------------------
+# render
+
+RENDER_DEVICES = DEVICES
+# A frame's buffers take about 40 bytes a pixel (float RGBA, depth, preview, the rasteriser's
+# per-pixel state): 16384 a side and 2^27 pixels (16384 x 8192, twice 8K) keep one frame near 5 GB.
+MAX_SIDE = 16384
+MAX_PIXELS = 2**27
+# Files are "<name>_<frame>.exr"; most file systems allow 255 bytes a name.
+MAX_NAME_BYTES = 200
+
+
+@dataclass
+class RenderObject:
+    splats: str = option(help="splat file (PLY) of this object", path="in")
+    name: str = option("", "the object's name, for messages")
+
+
+@dataclass
+class RenderFrame:
+    frame: int = option(help="frame number")
+    width: int = option(help="width in pixels", low=1)
+    height: int = option(help="height in pixels", low=1)
+    K: list[list[float]] = option(help="3x3 pinhole intrinsics")
+    world_to_camera: list[list[float]] = option(help="4x4 OpenCV world-to-camera matrix")
+    clip_start: float = option(help="near clip distance", low=0.0)
+    clip_end: float = option(help="far clip distance", low=0.0)
+    object_matrices: list[list[list[float]]] = option(help="each object's 4x4 world matrix at this frame")
+
+
+@dataclass
+class RenderJob(Job):
+    command: ClassVar[str] = "render"
+
+    output_dir: str = option(help="folder for <name>_<frame>.exr and .png", path="out")
+    objects: list[RenderObject] = option(help="the splat objects", flag=False)
+    frames: list[RenderFrame] = option(help="cameras and object matrices per frame", flag=False)
+    name: str = option("splats", "file names start with this")
+    device: str = option("auto", "as for training: auto, cuda, cuda-torch, mps or cpu", choices=RENDER_DEVICES)
+
+    def check(self) -> None:
+        problem = _name_problem(self.name)
+        if problem:
+            raise JobError("name", f"the output name {self.name!r} {problem}")
+        if not self.objects:
+            raise JobError("objects", "is empty: name at least one splat file")
+        if not self.frames:
+            raise JobError("frames", "is empty: give at least one frame")
+        for i, f in enumerate(self.frames):
+            where = f"frames[{i}]"
+            if max(f.width, f.height) > MAX_SIDE or f.width * f.height > MAX_PIXELS:
+                raise JobError(f"{where}.width", f"frame {f.frame}: the resolution {f.width}x{f.height} is over the "
+                               f"limit of {MAX_SIDE} pixels a side and {MAX_PIXELS:,} pixels a frame",
+                               hint="Lower the resolution or its percentage in the Output properties.")
+            _shape(f.K, (3, 3), f"{where}.K")
+            _shape(f.world_to_camera, (4, 4), f"{where}.world_to_camera")
+            if len(f.object_matrices) != len(self.objects):
+                raise JobError(f"{where}.object_matrices",
+                               f"has {len(f.object_matrices)} matrices for {len(self.objects)} objects")
+            for j, m in enumerate(f.object_matrices):
+                _shape(m, (4, 4), f"{where}.object_matrices[{j}]")
+            if not f.clip_start < f.clip_end:
+                raise JobError(f"{where}.clip_start", f"the clip range {f.clip_start}..{f.clip_end} is empty")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot start every frame's file name, or None."""
+    if not name:
+        return "is empty"
+    if any(c in name for c in "/\\:") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must be a plain file name (no slashes, colons or control characters)"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _shape(rows: list[list[float]], shape: tuple[int, int], where: str) -> None:
+    if len(rows) != shape[0] or any(len(r) != shape[1] for r in rows):
+        raise JobError(where, f"must be a {shape[0]}x{shape[1]} matrix")
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+@dataclass
+class CheckJob(Job):
+    """What the bridge interpreter has (packages, CUDA); answered in the Done event's metrics."""
+
+    command: ClassVar[str] = "check"
+
+
+JOB_TYPES: dict[str, type[Job]] = {cls.command: cls for cls in (TrainJob, SfmJob, RenderJob, CheckJob)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The validator
+
+
+def job_from_dict(cls: type, values: Any, where: str = "") -> Any:
+    """A checked ``cls`` from JSON values; JobError names the first bad field."""
+    if not isinstance(values, dict):
+        raise JobError(where or cls.__name__, f"must be a JSON object, got {type(values).__name__}",
+                       hint="A job is one JSON object with the job's fields.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for name in values:
+        if name not in fields:
+            raise JobError(where + str(name), "unknown field", hint="Known fields: " + ", ".join(fields))
+    kwargs = {}
+    for name, f in fields.items():
+        path = where + name
+        if name not in values or (values[name] in (None, "") and _required(f)):
+            if _required(f):
+                raise JobError(path, "is required",
+                               hint=f"Give --{name.replace('_', '-')} or \"{name}\" in the job file.")
+            continue
+        kwargs[name] = _value(values[name], hints[name], f.metadata, path)
+    job = cls(**kwargs)
+    if isinstance(job, Job):
+        job.check()
+    return job
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _value(value: Any, tp: Any, meta: dict, path: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return job_from_dict(tp, value, path + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise JobError(path, f"must be a list, got {value!r}"[:300])
+        nested = dataclasses.is_dataclass(args[0]) or typing.get_origin(args[0]) is list
+        return [_value(v, args[0], meta, f"{path}[{i}]" if nested else path) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise JobError(path, f"must be an object, got {value!r}"[:300])
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise JobError(path, f"must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise JobError(path, f"must be {'a path' if meta.get('path') else 'text'}, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise JobError(path, f"must be an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise JobError(path, f"must be a number, got {value!r}")
+        value = float(value)
+    if meta.get("choices") and value not in meta["choices"]:
+        raise JobError(path, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None and not low <= value <= high:
+        raise JobError(path, f"must be between {low:g} and {high:g}, got {value}")
+    if low is not None and value < low:
+        raise JobError(path, f"must be at least {low:g}, got {value}")
+    return value
+
+
+def parse_job_text(cls: type, text: str, source: str) -> dict[str, Any]:
+    """The JSON object in ``text`` (a job file's or stdin's content); BridgeError when it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BridgeError("bad_job", f"{source}: not a readable JSON job ({exc})",
+                          hint="A job is one JSON object with the job's fields.", exit_code=EXIT_BAD_INPUT) from None
+    if not isinstance(data, dict):
+        raise BridgeError("bad_job", f"{source}: a job is one JSON object, got {type(data).__name__}",
+                          hint="Put the job's fields in one JSON object.", exit_code=EXIT_BAD_INPUT)
+    return data
+
+
+def job_from_json(cls: type, text: str, source: str = "job") -> Any:
+    return job_from_dict(cls, parse_job_text(cls, text, source))
+
+
+def path_fields(job: Any, direction: str) -> list[tuple[Any, str]]:
+    """(object, field name) of every set path the job reads (``"in"``) or writes (``"out"``), nested
+    objects included: what a client must carry to another machine, or fetch back."""
+    out = []
+    for f in dataclasses.fields(job):
+        value = getattr(job, f.name)
+        if f.metadata.get("path") == direction and value is not None:
+            out.append((job, f.name))
+        elif isinstance(value, list):
+            for item in value:
+                if dataclasses.is_dataclass(item):
+                    out.extend(path_fields(item, direction))
+    return out

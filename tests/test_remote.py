@@ -1,0 +1,210 @@
+"""Remote machines for real: OpenSSH's sshd on 127.0.0.1 (a throwaway host key and user key, a free
+port), the system ssh client with a generated config and known_hosts, and a real bridge on the far
+side (this machine, another work folder). Training there looks like a local run in Blender; a drop
+of the connection stops the run there with a checkpoint, and Resume continues it; a machine without
+the environment gives a clear error with a hint."""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import bpy
+import pytest
+from conftest import BRIDGE_PYTHON
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not os.path.isfile(SSHD) or shutil.which("ssh") is None:
+        pytest.skip("needs OpenSSH's sshd and ssh (apt-get install openssh-server; dev.py test installs it as root)")
+    d = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # the privilege separation folder sshd wants as root
+    # Options for a config nobody installed: no system config (-f /dev/null), keys from the temp
+    # folder (StrictModes off: it sits under /tmp), no PAM, no passwords, loopback only.
+    argv = [SSHD, "-D", "-e", "-f", "/dev/null", "-p", str(port), "-o", "ListenAddress=127.0.0.1",
+            "-o", f"HostKey={d / 'host_key'}", "-o", f"AuthorizedKeysFile={d / 'authorized_keys'}",
+            "-o", "StrictModes=no", "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
+            "-o", "UsePAM=no", "-o", "PidFile=none", "-o", "PermitRootLogin=prohibit-password"]
+    log = open(d / "sshd.log", "wb")
+    server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while b"Server listening" not in (d / "sshd.log").read_bytes():
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.skip(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}")
+        time.sleep(0.05)
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {(d / 'host_key.pub').read_text()}")
+    (d / "ssh_config").write_text(
+        f"Host farbox\n  HostName 127.0.0.1\n  Port {port}\n  User {getpass.getuser()}\n"
+        f"  IdentityFile {d / 'user_key'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {d / 'known_hosts'}\n"
+        "  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n")
+    yield d
+    server.terminate()
+    server.wait(10)
+    log.close()
+
+
+def _machine(splatwork, sshd, tmp_path, python=BRIDGE_PYTHON, name="far"):
+    return splatwork.addon.remote.Machine(name, "farbox", python, str(tmp_path / "far"), str(sshd / "ssh_config"))
+
+
+def _pump_until(jobs, condition, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        jobs.pump()
+        time.sleep(0.05)
+
+
+def test_check_runs_the_environment_check_there(blender_with_splatwork, splatwork, sshd, tmp_path):
+    remote = splatwork.addon.remote
+    job = _machine(splatwork, sshd, tmp_path).check(block=True)
+    result = remote.check_result(job)
+    assert job.state == "completed" and not result.get("error"), (result, Path(job.log_path).read_text()[-2000:])
+    assert result["packages"]["torch"].startswith("2.13.0") and result["executable"] == BRIDGE_PYTHON
+    assert (tmp_path / "far" / "code" / "bridge" / "__main__.py").is_file(), "the code went over"
+
+
+def test_a_remote_without_the_environment_is_a_clear_error_with_a_hint(blender_with_splatwork, splatwork, sshd,
+                                                                       tmp_path):
+    remote = splatwork.addon.remote
+    job = _machine(splatwork, sshd, tmp_path, python=str(tmp_path / "no-python")).check(block=True)
+    result = remote.check_result(job)
+    assert job.state == "failed" and job.error.kind == "no_environment", job.error
+    assert "no-python" in result["error"] and "not found" in result["error"] and "Remote Python" in result["hint"]
+    # A Python that runs but has no torch: the check answers, and says what is missing.
+    bare = shutil.which("python3.11") or shutil.which("python3")
+    job = _machine(splatwork, sshd, tmp_path, python=bare).check(block=True)
+    result = remote.check_result(job)
+    if job.done is not None and "torch" not in (job.done.metrics.get("missing") or []):
+        pytest.skip(f"{bare} has torch: no bare Python to test with")
+    assert "lacks" in result["error"] and "torch" in result["error"] and "Remote Python" in result["hint"]
+    # No such host: ssh's own words and what to do.
+    with pytest.raises(remote.RemoteError, match="cannot reach") as info:
+        remote.Machine("x", "nohost.invalid", BRIDGE_PYTHON, "~/x", str(sshd / "ssh_config")).root()
+    assert "without a password" in info.value.hint
+
+
+def _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps, snapshot_every=0):
+    prefs = bpy.context.preferences.addons[splatwork.__name__].preferences
+    prefs.machines.clear()
+    m = prefs.machines.add()
+    m.name, m.host, m.python = "far", "farbox", BRIDGE_PYTHON
+    m.workdir, m.ssh_config = str(tmp_path / "far"), str(sshd / "ssh_config")
+    assert bpy.ops.splatwork.import_colmap(model_dir=str(synthetic_scene / "sparse" / "0"),
+                                           images_dir=str(synthetic_scene / "images")) == {"FINISHED"}
+    scene = bpy.context.scene
+    settings = scene.splatwork_training
+    settings.source, settings.collection = "COLLECTION", scene.splatwork_colmap.collection
+    settings.preset = "FAST"
+    settings.steps, settings.downscale, settings.sh_degree = steps, 2.0, 0
+    settings.snapshot_every, settings.device = snapshot_every, "cpu"
+    settings.output_dir, settings.machine = str(tmp_path / "run"), "far"
+    return scene, settings
+
+
+def test_training_there_looks_like_a_local_run(blender_with_splatwork, splatwork, sshd, synthetic_scene, tmp_path):
+    jobs, training = splatwork.addon.jobs, splatwork.addon.training
+    scene, settings = _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps=6, snapshot_every=3)
+    job = training.start_training(scene, block=False)
+    assert job.argv[0] == "ssh" and "farbox" in job.argv
+    _pump_until(jobs, lambda: not job.running)
+    assert job.state == "completed" and settings.state == "completed", (job.message(), settings.message)
+    assert settings.step == 6 and settings.num_splats > 0 and settings.eval_psnr > 0
+    # Outputs came back to the local output folder; the events named local files.
+    run = tmp_path / "run"
+    assert Path(settings.splats_path).is_file() and Path(settings.splats_path).parent == run
+    assert (run / "metrics.json").is_file() and (run / "train.log").is_file()
+    assert not (run / "checkpoints").exists(), "checkpoints stay there, where Resume runs"
+    assert job.snapshot is not None and Path(job.snapshot.ply).is_file() and str(run) in job.snapshot.ply
+    obj = settings.result_object
+    assert obj is not None and len(obj.data.points) == settings.num_splats and obj.name in settings.collection.objects
+    # Only the images the model uses went over, once: a second run sends nothing new.
+    data = next((tmp_path / "far" / "data").glob("*-images"))
+    assert sorted(p.name for p in data.iterdir() if not p.name.startswith(".")) == sorted(
+        p.name for p in (synthetic_scene / "images").iterdir())
+    machine = splatwork.addon.remote.machine_named("far")
+    images = {p.name: str(p) for p in (synthetic_scene / "images").iterdir()}
+    assert machine.sync(images, str(data)) == 0
+
+
+def test_a_dropped_connection_stops_the_run_there_with_a_checkpoint_and_resume_continues(
+        blender_with_splatwork, splatwork, sshd, synthetic_scene, tmp_path):
+    jobs, training = splatwork.addon.jobs, splatwork.addon.training
+    scene, settings = _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps=100_000)
+    job = training.start_training(scene, block=False)
+    _pump_until(jobs, lambda: not job.running or (job.progress is not None and job.progress.step >= 3))
+    assert job.running, job.message()
+    far_pid = job.hello.pid  # the bridge there (the same machine here, so its pid can be watched)
+    os.kill(job.pid, signal.SIGKILL)  # the ssh client: the connection drops
+    _pump_until(jobs, lambda: not job.running)
+    assert job.state == "failed" and job.error.kind == "connection_lost", job.error
+    assert "Resume" in job.error.hint and settings.state == "failed"
+    deadline = time.monotonic() + 120
+    while _alive(far_pid):  # the bridge there saw end of file on its stdin: it saves and stops
+        assert time.monotonic() < deadline, "the bridge there did not stop after the connection dropped"
+        time.sleep(0.1)
+    far_out = next((tmp_path / "far" / "out").glob("*-run"))
+    assert (far_out / "checkpoints" / "last.pt").is_file() and (far_out / "splats.ply").is_file()
+
+    job = training.start_training(scene, resume=True, block=False)
+    _pump_until(jobs, lambda: not job.running or job.progress is not None)
+    assert job.running and job.progress.step > 3, "resumed from the checkpoint, not from step 0"
+    job.cancel()
+    _pump_until(jobs, lambda: not job.running)
+    assert job.state == "stopped" and settings.state == "stopped", job.message()
+    assert Path(settings.splats_path).is_file() and str(tmp_path / "run") in settings.splats_path
+    assert settings.result_object is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie (exited, not yet reaped by sshd) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_render_passes_there_come_back_as_if_rendered_here(blender_with_splatwork, splatwork, sshd, tmp_path):
+    import numpy as np
+    from test_render_passes import _plane_of_splats, read_exr, set_camera
+
+    from bridge.formats import cameras
+
+    scene = bpy.context.scene
+    set_camera(scene, cameras.intrinsics_to_blender(20.0, 20.0, 8.0, 8.0, 16, 16), np.eye(4))
+    splatwork.addon.splats.splats_to_object(_plane_of_splats(1.0, -3.0, 0.1), "S")
+    prefs = bpy.context.preferences.addons[splatwork.__name__].preferences
+    prefs.machines.clear()
+    m = prefs.machines.add()
+    m.name, m.host, m.python = "far", "farbox", BRIDGE_PYTHON
+    m.workdir, m.ssh_config = str(tmp_path / "far"), str(sshd / "ssh_config")
+    for where, machine in (("here", ""), ("there", "far")):
+        scene.splatwork_render.machine = machine
+        out = tmp_path / where
+        assert bpy.ops.splatwork.render_passes(output_dir=str(out), use_frame_range=False) == {"FINISHED"}
+    names = {where: sorted(p.name for p in (tmp_path / where).iterdir()) for where in ("here", "there")}
+    assert names["here"] == names["there"] == ["splats_0001.exr", "splats_0001.png"]
+    here, there = read_exr(tmp_path / "here" / "splats_0001.exr"), read_exr(tmp_path / "there" / "splats_0001.exr")
+    assert here.keys() == there.keys() and all((here[k] == there[k]).all() for k in here)
+    assert next((tmp_path / "far" / "out").glob("*-there")).is_dir(), "rendered there, fetched here"
