@@ -302,7 +302,6 @@ class SPLATWORK_OT_build_kernels(bpy.types.Operator):
     bl_label = "Build GPU Kernels"
 
     def execute(self, context):
-        from . import jobs
 
         python = runtime.bridge_python()
         if not python:
