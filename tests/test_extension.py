@@ -55,7 +55,7 @@ def test_zip_is_built_by_blenders_builder_without_tests_or_dev_files(extension_z
     names = zipfile.ZipFile(extension_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert any(n.startswith("addon/") for n in names)
-    assert any(n.startswith("bridge/protocol.py") for n in names)
+    assert any(n.startswith("bridge/protocol/") for n in names)
     assert any(n.startswith("wheels/pycolmap") for n in names)
     for banned in ("tests/", "benchmarks/", "tools/", ".venv/", ".git/", "dev.py", "out/"):
         assert not any(n.startswith(banned) for n in names), banned
