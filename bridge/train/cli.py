@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-every", type=int, help="preview PNG + PLY snapshot every N steps (0: never)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps (default 1000)")
     p.add_argument("--eval-steps", type=_steps, metavar="N,M", help="evaluate also at these steps")
+    p.add_argument("--schedule-scale", type=float,
+                   help="scale gsplat's densification and SH schedule by this (default 1; 0: steps/30000)")
+    p.add_argument("--max-splats", type=int, help="DefaultStrategy splat budget, 0: none (default 0)")
+    p.add_argument("--res-start", type=int, help="start at 1/N of the image size: 1, 2, 4 or 8 (default 1)")
+    p.add_argument("--res-full-at", type=float, help="fraction of the run from which images are full size (0.5)")
+    p.add_argument("--visible-adam", type=_bool, nargs="?", const=True,
+                   help="update only the splats seen in each step's view (default false)")
+    p.add_argument("--sh-rest-every", type=int, help="the higher SH bands learn every Nth step (default 1)")
     p.add_argument("--resume", action="store_const", const=True, help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--ipc", action="store_true", help="a program drives this run (events on stdout; EOF stops)")
     return p

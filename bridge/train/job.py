@@ -17,6 +17,7 @@ from ..protocol import EXIT_BAD_INPUT, BridgeError
 DEVICES = ("auto", "cuda", "cpu", "mps")
 STRATEGIES = ("default", "mcmc")
 INITS = ("sfm", "random")
+RES_STARTS = (1, 2, 4, 8)
 
 
 @dataclass
@@ -43,6 +44,14 @@ class TrainJob:
     checkpoint_every: int = 1000
     eval_steps: list[int] = field(default_factory=list)  # extra evaluations besides the final one
     resume: bool = False
+    # Speed-ups (bridge/train/schedule.py). The defaults train exactly as gsplat's simple_trainer does;
+    # the presets turn them on.
+    schedule_scale: float = 1.0  # densification and SH-band schedule x this (gsplat's steps_scaler); 0: steps/30000
+    max_splats: int = 0  # DefaultStrategy's splat budget, reached linearly over the refinement window; 0: none
+    res_start: int = 1  # train at 1/res_start of the size first (1, 2, 4 or 8), halving up to full size
+    res_full_at: float = 0.5  # the fraction of the run from which images are full size
+    visible_adam: bool = False  # Adam updates only splats seen in the step's view (gsplat's SelectiveAdam)
+    sh_rest_every: int = 1  # the higher SH bands (shN) learn every Nth step only
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,6 +152,15 @@ def _check(job: TrainJob) -> None:
     _int(job, "progress_every", 1)
     _int(job, "snapshot_every", 0)
     _int(job, "checkpoint_every", 1)
+    _number(job, "schedule_scale", 0.0, 100.0)
+    _int(job, "max_splats", 0)
+    _int(job, "res_start", 1)
+    if job.res_start not in RES_STARTS:
+        raise bad_job("res_start", f"must be one of {', '.join(map(str, RES_STARTS))}, got {job.res_start}")
+    _number(job, "res_full_at", 0.0, 1.0)
+    if not isinstance(job.visible_adam, bool):
+        raise bad_job("visible_adam", f"must be true or false, got {job.visible_adam!r}")
+    _int(job, "sh_rest_every", 1)
     if not isinstance(job.eval_steps, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and 0 < s <= job.steps for s in job.eval_steps):
         raise bad_job("eval_steps", f"must be a list of steps between 1 and {job.steps}, got {job.eval_steps!r}")
