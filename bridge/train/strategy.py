@@ -8,7 +8,7 @@ periods; 0 means steps / 30,000. Options given in ``strategy_options`` are taken
 :class:`BudgetStrategy` is gsplat's DefaultStrategy with two changes: its per-step statistics are
 gathered without ``torch.where`` (which waits for the GPU every step), and with ``max_splats`` each
 refinement grows only the splats with the largest gradients that fit under a budget rising linearly
-from the initial count to ``max_splats`` over the refinement window.
+from the initial count to ``max_splats`` over the refinement window (or up to the run's end, if sooner).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def make_strategy(job, num_splats: int, scene_scale: float):
     if job.strategy == "mcmc":
         strategy = MCMCStrategy(cap_max=job.cap_max, **options)
         return strategy, strategy.initialize_state()
-    strategy = BudgetStrategy(max_splats=job.max_splats, initial_splats=num_splats, **options)
+    strategy = BudgetStrategy(max_splats=job.max_splats, initial_splats=num_splats, run_steps=job.steps, **options)
     return strategy, strategy.initialize_state(scene_scale=scene_scale)
 
 
@@ -53,11 +53,13 @@ def make_strategy(job, num_splats: int, scene_scale: float):
 class BudgetStrategy(DefaultStrategy):
     max_splats: int = 0  # 0: no budget (gsplat's DefaultStrategy)
     initial_splats: int = 0
+    run_steps: int = 0  # the budget is all there by the end of refinement or of the run, whichever is first
 
     def budget(self, step: int) -> float:
         if self.max_splats <= 0:
             return float("inf")
-        window = max(1, self.refine_stop_iter - self.refine_start_iter)
+        stop = min(self.refine_stop_iter, self.run_steps) if self.run_steps > 0 else self.refine_stop_iter
+        window = max(1, stop - self.refine_start_iter)
         frac = min(1.0, max(0.0, (step - self.refine_start_iter) / window))
         start = min(self.initial_splats, self.max_splats)
         return start + (self.max_splats - start) * frac
