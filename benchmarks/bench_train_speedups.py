@@ -39,12 +39,13 @@ VARIANTS = {
 
 
 def command(name: str, flags: list[str], args, out: Path) -> tuple[list[str], Path]:
-    evals = sorted({max(1, round(args.steps * i / args.evals)) for i in range(1, args.evals)})
+    steps = int(flags[flags.index("--steps") + 1]) if "--steps" in flags else args.steps  # a variant may differ
+    evals = sorted({max(1, round(steps * i / args.evals)) for i in range(1, args.evals)})
     argv = [sys.executable, "-m", "bridge", "train", "--model", str(args.data / "sparse" / "0"),
             "--images", str(args.data / "images"), "--out", str(out / name), "--steps", str(args.steps),
             "--downscale", str(args.downscale), "--progress-every", str(max(1, args.steps // 60)),
             "--snapshot-every", "0", "--checkpoint-every", str(10 * args.steps),
-            "--eval-steps", ",".join(map(str, evals)), "--sh-degree", str(args.sh_degree), *flags]
+            "--eval-steps", ",".join(map(str, evals)), "--sh-degree", str(args.sh_degree), *args.flags.split(), *flags]
     cwd = args.baseline_tree if name == "baseline" and args.baseline_tree else ROOT
     return argv, Path(cwd)
 
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sh-degree", type=int, default=3)
     parser.add_argument("--evals", type=int, default=10, help="evaluations per run, the last at the end")
     parser.add_argument("--variants", default="baseline,fast", help=f"comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--flags", default="", help="flags for every run, before the variant's (which win)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="also score each run's splats.ply on the held-out views at the data's full size")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                         help='another variant, e.g. --variant "budget4k=--max-splats 4000" (then list it)')
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
@@ -184,7 +188,38 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(table({n: results[n] for n in names if n in results}))
+    if args.full_size:
+        print("\nHeld-out PSNR of each run's splats.ply rendered at the data's full size:")
+        for name in names:
+            if name in results:
+                print(f"- {name}: {full_size_psnr(args, args.out / name):.2f} dB", flush=True)
     return 0
+
+
+def full_size_psnr(args, run: Path) -> float:
+    """Mean held-out PSNR of ``run``/splats.ply rendered at full size (downscale 1), whatever it trained at."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from bridge.formats import read_splats
+    from bridge.raster import render_splats
+    from bridge.train.data import load_dataset
+    from bridge.train.job import make_job
+    from bridge.train.losses import mse_to_psnr
+
+    flags = args.flags.split()
+    background = [float(c) for c in flags[flags.index("--background") + 1].split(",")] if "--background" in flags \
+        else [0.0, 0.0, 0.0]
+    data = load_dataset(make_job({"model": str(args.data / "sparse" / "0"), "images": str(args.data / "images"),
+                                  "out": str(run), "background": background}))
+    splats = read_splats(run / "splats.ply")
+    values = []
+    for view in data.test:
+        rgb = render_splats(splats, view.K, view.world_to_camera, view.width, view.height,
+                            background=np.array(background))["rgb"]
+        mse = float(np.mean((np.clip(rgb, 0, 1) - view.image / 255.0) ** 2))
+        values.append(mse_to_psnr(mse))
+    return float(np.mean(values))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ GOOD = {"model": "/m", "images": "/i", "out": "/o"}
     ("strategy_options", {"prune_opa": float("nan")}), ("strategy_options", {"key_for_gradient": "means2d"}),
     # The speed-up options.
     ("schedule_scale", -1), ("max_splats", -5), ("res_start", 3), ("res_full_at", 1.5), ("visible_adam", "yes"),
-    ("sh_rest_every", 0),
+    ("sh_rest_every", 0), ("splats_per_pixel", -0.5),
 ])
 def test_a_bad_job_field_is_named(field, value):
     with pytest.raises(BridgeError) as info:
@@ -193,7 +193,7 @@ def test_initial_splats_from_sfm_points_or_random_in_the_cameras_bounds():
 
 
 def test_schedule_scale_scales_gsplats_schedule_with_floors_and_options_win():
-    from bridge.train.strategy import make_strategy, sh_band_every
+    from bridge.train.strategy import make_strategy, sh_band_every, splat_budget
 
     def strategy(**values):
         job = make_job({**GOOD, **values})
@@ -210,6 +210,11 @@ def test_schedule_scale_scales_gsplats_schedule_with_floors_and_options_win():
             every) == (10, 300, 10, 300, 20)
     given, _ = strategy(steps=3000, schedule_scale=0, strategy_options={"refine_every": 50})
     assert given.refine_every == 50 and given.refine_stop_iter == 1500
+    budgeted = make_strategy(make_job({**GOOD, "max_splats": 5000, "splats_per_pixel": 0.5}), 100, 1.0, 4000)[0]
+    assert budgeted.max_splats == 2000  # the smaller of the two budgets
+    assert splat_budget(make_job({**GOOD, "max_splats": 5000}), 4000) == 5000
+    assert splat_budget(make_job({**GOOD, "splats_per_pixel": 2}), 4000) == 8000
+    assert splat_budget(make_job(GOOD), 4000) == 0
     mcmc, _ = strategy(steps=3000, schedule_scale=0.5, strategy="mcmc", cap_max=500)
     assert (mcmc.refine_start_iter, mcmc.refine_stop_iter, mcmc.refine_every, mcmc.cap_max) == (250, 12_500, 50, 500)
 

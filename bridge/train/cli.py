@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule-scale", type=float,
                    help="scale gsplat's densification and SH schedule by this (default 1; 0: steps/30000)")
     p.add_argument("--max-splats", type=int, help="DefaultStrategy splat budget, 0: none (default 0)")
+    p.add_argument("--splats-per-pixel", type=float,
+                   help="splat budget as a multiple of a training image's pixels, 0: none (default 0)")
     p.add_argument("--res-start", type=int, help="start at 1/N of the image size: 1, 2, 4 or 8 (default 1)")
     p.add_argument("--res-full-at", type=float, help="fraction of the run from which images are full size (0.5)")
     p.add_argument("--visible-adam", type=_bool, nargs="?", const=True,

@@ -48,6 +48,7 @@ class TrainJob:
     # the presets turn them on.
     schedule_scale: float = 1.0  # densification and SH-band schedule x this (gsplat's steps_scaler); 0: steps/30000
     max_splats: int = 0  # DefaultStrategy's splat budget, reached linearly over the refinement window; 0: none
+    splats_per_pixel: float = 0.0  # the same budget as a multiple of a training image's pixels; 0: none
     res_start: int = 1  # train at 1/res_start of the size first (1, 2, 4 or 8), halving up to full size
     res_full_at: float = 0.5  # the fraction of the run from which images are full size
     visible_adam: bool = False  # Adam updates only splats seen in the step's view (gsplat's SelectiveAdam)
@@ -154,6 +155,7 @@ def _check(job: TrainJob) -> None:
     _int(job, "checkpoint_every", 1)
     _number(job, "schedule_scale", 0.0, 100.0)
     _int(job, "max_splats", 0)
+    _number(job, "splats_per_pixel", 0.0, 1000.0)
     _int(job, "res_start", 1)
     if job.res_start not in RES_STARTS:
         raise bad_job("res_start", f"must be one of {', '.join(map(str, RES_STARTS))}, got {job.res_start}")

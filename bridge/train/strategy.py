@@ -32,8 +32,18 @@ def sh_band_every(job) -> int:
     return max(1, int(SH_BAND_EVERY * schedule_scale(job)))
 
 
-def make_strategy(job, num_splats: int, scene_scale: float):
-    """(strategy, state) for the job; ``num_splats`` is where the budget starts."""
+def splat_budget(job, pixels: int) -> int:
+    """The DefaultStrategy budget: the smaller of ``max_splats`` and ``splats_per_pixel`` x ``pixels``
+    (a training image's pixel count at the training size); 0 for none."""
+    budgets = [job.max_splats] if job.max_splats > 0 else []
+    if job.splats_per_pixel > 0:
+        budgets.append(max(1, int(job.splats_per_pixel * pixels)))
+    return min(budgets, default=0)
+
+
+def make_strategy(job, num_splats: int, scene_scale: float, pixels: int = 0):
+    """(strategy, state) for the job; ``num_splats`` is where the budget starts, ``pixels`` the size of
+    the largest training image."""
     cls = MCMCStrategy if job.strategy == "mcmc" else BudgetStrategy
     names = {f.name for f in dataclasses.fields(cls)}
     scale = schedule_scale(job)
@@ -45,7 +55,8 @@ def make_strategy(job, num_splats: int, scene_scale: float):
     if job.strategy == "mcmc":
         strategy = MCMCStrategy(cap_max=job.cap_max, **options)
         return strategy, strategy.initialize_state()
-    strategy = BudgetStrategy(max_splats=job.max_splats, initial_splats=num_splats, run_steps=job.steps, **options)
+    strategy = BudgetStrategy(max_splats=splat_budget(job, pixels), initial_splats=num_splats, run_steps=job.steps,
+                              **options)
     return strategy, strategy.initialize_state(scene_scale=scene_scale)
 
 

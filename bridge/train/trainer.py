@@ -64,7 +64,8 @@ class Trainer:
             from . import mcmc
 
             mcmc.install()
-        self.strategy, self.strategy_state = make_strategy(job, self.num_splats, dataset.scene_scale)
+        pixels = max((v.width * v.height for v in dataset.train), default=0)
+        self.strategy, self.strategy_state = make_strategy(job, self.num_splats, dataset.scene_scale, pixels)
         self.strategy.check_sanity(self.params, self.optimizers)
         self.start_step = self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk, once known good
