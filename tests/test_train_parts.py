@@ -294,15 +294,18 @@ def test_visible_adam_updates_only_seen_splats_as_gsplats_kernel_does():
 def test_resolution_schedule_goes_coarse_to_fine_with_exact_intrinsics():
     from bridge.train.resolution import ResolutionSchedule
 
-    image = torch.arange(16 * 24 * 3, dtype=torch.float32).reshape(16, 24, 3) % 256
-    K = torch.tensor([[[30.0, 0.0, 12.0], [0.0, 30.0, 8.0], [0.0, 0.0, 1.0]]])
+    image = torch.arange(128 * 192 * 3, dtype=torch.float32).reshape(128, 192, 3) % 251
+    K = torch.tensor([[[150.0, 0.0, 96.0], [0.0, 150.0, 64.0], [0.0, 0.0, 1.0]]])
     sched = ResolutionSchedule([image.to(torch.uint8)], [K], steps=1000, res_start=4, full_at=0.5)
     assert [sched.level(s) for s in (0, 249, 250, 499, 500, 999)] == [2, 2, 1, 1, 0, 0]
     small, K_small = sched.view(0, 0)
-    assert small.shape == (4, 6, 3)
+    assert small.shape == (32, 48, 3)
     torch.testing.assert_close(small[0, 0], image[:4, :4].reshape(-1, 3).mean(0) / 255.0)
     torch.testing.assert_close(K_small[0, :2], K[0, :2] / 4)  # pixel (0, 0) covers [0, 1]^2: exact
     full, K_full = sched.view(500, 0)
-    assert full.shape == (16, 24, 3) and full.dtype == torch.float32 and K_full is K
+    assert full.shape == (128, 192, 3) and full.dtype == torch.float32 and K_full is K
+    # No coarse level under 32 pixels on the short side: 1/8 of 128 would be 16.
+    assert ResolutionSchedule([image.to(torch.uint8)], [K], 1000, res_start=8, full_at=0.5).levels == 2
+    assert ResolutionSchedule([image[:40, :60].to(torch.uint8)], [K], 1000, res_start=4, full_at=0.5).levels == 0
     off = ResolutionSchedule([image.to(torch.uint8)], [K], steps=1000, res_start=1, full_at=0.5)
     assert off.level(0) == 0 and len(off.images) == 1

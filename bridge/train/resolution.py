@@ -4,20 +4,26 @@ With ``res_start`` 4 and ``res_full_at`` 0.5, the first quarter of the run train
 size, the second at 1/2 and the rest at full size. A step costs about its pixel count on the CPU
 rasterizer, so early steps are cheap while the splats are still coarse; the end of the run, and every
 evaluation, is at full size. Images are area-averaged on the device once, intrinsics scaled exactly.
+A coarse level whose smallest image would be under ``MIN_SIDE`` pixels on its short side is skipped:
+splats fitted to a dozen pixels come out as specks at full size (held-out SSIM fell from 0.83 to
+0.3-0.6 on the statue at 50x75 px started at 1/4), and on the CPU such tiny steps cost no less.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+MIN_SIDE = 32
 
 
 class ResolutionSchedule:
     def __init__(self, images: list[torch.Tensor], Ks: list[torch.Tensor], steps: int, res_start: int,
                  full_at: float):
         """``images``: (H, W, 3) uint8 on the device; ``Ks``: their (1, 3, 3) intrinsics."""
-        self.levels = int(round(math.log2(res_start)))  # coarse levels before full size
+        short = min((min(image.shape[:2]) for image in images), default=0)
+        self.levels = 0  # coarse levels before full size
+        while 2 ** (self.levels + 1) <= res_start and short / 2 ** (self.levels + 1) >= MIN_SIDE:
+            self.levels += 1
         self.full_step = int(full_at * steps) if self.levels else 0
         self.images = {0: images}
         self.Ks = {0: Ks}
