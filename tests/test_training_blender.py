@@ -66,7 +66,7 @@ def test_train_through_the_operator_to_the_end_and_render_the_result(
 
     job = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["job"]
     assert settings.preset == "CUSTOM" and settings.speedups == "FAST"
-    assert (job["res_start"], job["visible_adam"], job["schedule_scale"]) == (4, True, 0.0)
+    assert (job["res_start"], job["visible_adam"], job["splats_per_pixel"]) == (4, True, 1.0)
     obj = settings.result_object
     assert obj is not None and obj.type == "POINTCLOUD" and len(obj.data.points) == settings.num_splats
     assert obj.name in settings.collection.objects, "the splats live next to the cameras they line up with"

@@ -6,10 +6,10 @@ import bpy
 # name -> (label, description, steps, downscale, sh degree, snapshot every, speed-ups: bridge job fields)
 PRESETS = {
     "FAST": ("Fast Preview", "A rough result in minutes: 3,000 steps on quarter-size images, small images first, "
-             "a splat budget", 3000, 4.0, 1, 250,
-             {"schedule_scale": 0, "max_splats": 200_000, "res_start": 4, "visible_adam": True, "sh_rest_every": 4}),
-    "STANDARD": ("Standard", "15,000 steps on half-size images, small images first", 15000, 2.0, 3, 1000,
-                 {"schedule_scale": 0, "res_start": 2, "visible_adam": True}),
+             "visible-only updates, at most one splat per pixel", 3000, 4.0, 1, 250,
+             {"res_start": 4, "res_full_at": 0.75, "visible_adam": True, "splats_per_pixel": 1.0}),
+    "STANDARD": ("Standard", "15,000 steps on half-size images, half-size images first, visible-only updates",
+                 15000, 2.0, 3, 1000, {"res_start": 2, "visible_adam": True}),
     "HIGH": ("High Quality", "30,000 steps on full-size images, as in the 3DGS paper", 30000, 1.0, 3, 1000, {}),
 }
 
