@@ -38,7 +38,9 @@ FAST_FLAGS = "--visible-adam --res-start 4 --res-full-at 0.5 --sh-rest-every 4"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "colmap" / "statue_of_liberty")
-    p.add_argument("--kit", type=Path, help="the gpu-kit folder (needed for the anchor runs)")
+    kits = [k for k in (ROOT / ".gpu" / "kit", ROOT.parent / "shared" / "gpu-kit") if k.is_dir()]
+    p.add_argument("--kit", type=Path, default=kits[0] if kits else None,
+                   help="the gpu-kit folder (default .gpu/kit, else ../shared/gpu-kit; needed for the anchor runs)")
     p.add_argument("--wheels", type=Path, help="folder of wheels to install into /tmp/site first")
     p.add_argument("--steps", type=int, help="training steps (default 7000; 20 with --dry)")
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, from {', '.join(RUNS)}")

@@ -1,7 +1,7 @@
 """The trainer's speed-ups on a real capture on the CPU: held-out PSNR against training time, each
 variant against today's defaults, at equal steps and at equal training time.
 
-    .venv/bin/python benchmarks/bench_train_speedups.py [--data DIR] [--downscale 16] [--steps 3000]
+    .venv/bin/python benchmarks/bench_train_speedups.py [--data DIR] [--downscale 16] [--steps 1500]
         [--variants baseline,fast,...] [--parallel 2] [--out DIR] [--baseline-tree DIR]
 
 Each variant is a real ``python -m bridge train`` run (held-out views: every 8th photo), evaluated at
@@ -28,13 +28,12 @@ DATA = ROOT.parent / "shared" / "data" / "colmap" / "statue_of_liberty"
 # name -> extra flags of `python -m bridge train`
 VARIANTS = {
     "baseline": [],
-    "schedule": ["--schedule-scale", "0"],
-    "budget": ["--schedule-scale", "0", "--max-splats", "6000"],
-    "res": ["--res-start", "4"],
+    "fast": ["--visible-adam", "--splats-per-pixel", "1", "--res-start", "4", "--res-full-at", "0.75"],  # the preset
+    "budget": ["--splats-per-pixel", "1"],
+    "schedule": ["--splats-per-pixel", "1", "--schedule-scale", "0"],
+    "res": ["--res-start", "4", "--res-full-at", "0.75"],
     "visible_adam": ["--visible-adam"],
     "sh_rest": ["--sh-rest-every", "4"],
-    "fast": ["--schedule-scale", "0", "--max-splats", "6000", "--res-start", "4", "--visible-adam",
-             "--sh-rest-every", "4"],
 }
 
 
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="folder with images/ and sparse/0")
     parser.add_argument("--downscale", type=float, default=16.0)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--sh-degree", type=int, default=3)
     parser.add_argument("--evals", type=int, default=10, help="evaluations per run, the last at the end")
     parser.add_argument("--variants", default="baseline,fast", help=f"comma-separated: {', '.join(VARIANTS)}")

@@ -27,9 +27,6 @@ def test_gpu_bench_arguments(capsys):
     with pytest.raises(SystemExit):
         gpu.parse_args(["--runs", "ours,bogus"])
     assert "unknown run(s) bogus" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        gpu.parse_args(["--runs", "anchor"])  # simple_trainer needs the kit
-    assert "--kit" in capsys.readouterr().err
     dry = gpu.parse_args(["--dry"])
     assert dry.steps == 20 and "anchor" not in dry.runs and dry.runs == ["ours", "ours_fast", "ours_mcmc",
                                                                          "ours_mcmc_fast"]
