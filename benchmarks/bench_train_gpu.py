@@ -10,7 +10,8 @@ the carried ``.gpu/data``). KIT is ../shared/gpu-kit copied to ``.gpu/kit`` (gsp
 LPIPS stubbed, the pure-Python COLMAP reader simple_trainer imports, fused-ssim, viewer stubs);
 WHL the wheels its README lists, installed into /tmp/site first. The recipe, for the device tool:
 ``carry [".gpu"]``, command ``python3 benchmarks/bench_train_gpu.py --data .gpu/data/statue_of_liberty
---kit .gpu/kit --wheels .gpu/whl --out $OUT``, timeout about 540 s.
+--kit .gpu/kit --wheels .gpu/whl --out $OUT``, timeout 540 s: ``--deadline`` (460 s) cuts the runs
+short so the table always comes back; runs that did not fit are listed as skipped.
 
 Both trainers: SH degree 3, black background, classic rasterization, full-size images (data factor 1:
 simple_trainer would resize JPEGs its own way), every 8th image sorted by name held out, evaluated
@@ -47,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cap-max", type=int, default=300_000, help="MCMC splat cap for both trainers")
     p.add_argument("--fast-flags", default=FAST_FLAGS, help="our flags for the *_fast runs")
     p.add_argument("--timeout", type=float, default=200.0, help="seconds per trainer run")
+    p.add_argument("--deadline", type=float, default=460.0,
+                   help="seconds for the whole benchmark: a run that would end later is cut short or skipped, "
+                        "so one device call always returns its table")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/bench_train_gpu")))
     p.add_argument("--dry", action="store_true", help="CPU: our runs only, --steps 20 at 1/16 size unless given")
     args = p.parse_args(argv)
@@ -100,14 +104,14 @@ def ours_command(args, name: str, work: Path) -> tuple[list[str], Path]:
     return argv, ROOT
 
 
-def run_one(args, name: str, work: Path, env: dict) -> dict:
+def run_one(args, name: str, work: Path, env: dict, timeout: float) -> dict:
     argv, cwd = (anchor_command if name.startswith("anchor") else ours_command)(args, name, work)
     log = work / f"{name}.log"
     start = time.perf_counter()
     with open(log, "wb") as fh:
         try:
             code = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                  timeout=args.timeout).returncode
+                                  timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
     wall = time.perf_counter() - start
@@ -194,6 +198,7 @@ def install(args, env: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     gpu = "CPU (dry run)" if args.dry else cuda_name()
     if gpu is None:
         print("bench_train_gpu: needs a CUDA GPU (torch.cuda.is_available() is False here); "
@@ -211,7 +216,12 @@ def main(argv=None) -> int:
             [str(args.kit / "colmapfork"), str(args.kit / "stubs"), env.get("PYTHONPATH", "")])
     rows = []
     for name in args.runs:
-        rows.append(run_one(args, name, work, anchor_env if name.startswith("anchor") else env))
+        left = args.deadline - (time.perf_counter() - started)
+        if left < 30:
+            rows.append({"run": name, "wall_s": 0.0, "error": f"skipped: the {args.deadline:.0f} s deadline"})
+            continue
+        rows.append(run_one(args, name, work, anchor_env if name.startswith("anchor") else env,
+                            min(args.timeout, left)))
         r = rows[-1]
         result = r.get("error") or f"PSNR {r['psnr']:.2f}, {r['train_s']:.1f} s training"
         print(f"{name}: {result} ({r['wall_s']:.1f} s wall)", flush=True)
