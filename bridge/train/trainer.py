@@ -3,9 +3,9 @@
 One step: render a training view, L1 + lambda * D-SSIM (plus MCMC's opacity and scale
 regularisers), Adam, then the gsplat strategy densifies / prunes / relocates. The job's speed-ups
 (coarse-to-fine images, visible-only Adam, a splat budget, a scaled schedule, fewer SH-band updates)
-are all off by default; the loop itself never waits for the device except at progress reports. The commands read on
-stdin are handled between steps, so "stop" (and SIGTERM/SIGINT, see ``bridge/runner.py``) always
-leaves a checkpoint and an exported PLY.
+are all off by default. A step waits for the device only at progress reports and at densification
+steps (gsplat counts the splats it grows). The commands read on stdin are handled between steps, so
+"stop" (and SIGTERM/SIGINT, see ``bridge/runner.py``) always leaves a checkpoint and an exported PLY.
 
 What was saved stays good: parameters are checked for NaN/infinity before every checkpoint, snapshot
 and export (and the loss at every progress report, where the device is waited for anyway), so a
