@@ -64,8 +64,10 @@ def test_train_through_the_operator_to_the_end_and_render_the_result(
     # The preset's speed-ups reached the bridge, although steps and size were edited by hand (CUSTOM now).
     import torch
 
-    job = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["job"]
+    job = json.loads(torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["job"])
     assert settings.preset == "CUSTOM" and settings.speedups == "FAST"
+    # ... and the dataset's name survived them (the splat object is named after it)
+    assert settings.result_object.name.startswith(settings.collection.name)
     assert (job["res_start"], job["visible_adam"], job["splats_per_pixel"]) == (4, True, 1.0)
     obj = settings.result_object
     assert obj is not None and obj.type == "POINTCLOUD" and len(obj.data.points) == settings.num_splats

@@ -115,8 +115,8 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
             "--downscale", settings.downscale, "--sh-degree", settings.sh_degree,
             "--snapshot-every", settings.snapshot_every, "--device", settings.device,
             "--background", ",".join(f"{c:.6g}" for c in settings.background)]
-    for name, value in PRESETS[settings.speedups][-1].items():  # the preset's speed-ups, as job fields
-        args += [f"--{name.replace('_', '-')}", str(value).lower()]
+    for field, value in PRESETS[settings.speedups][-1].items():  # the preset's speed-ups, as job fields
+        args += [f"--{field.replace('_', '-')}", str(value).lower()]
     if resume:
         args.append("--resume")
     _reset_status(settings, out, name)
