@@ -1,101 +1,238 @@
-"""Our trainer against gsplat's own ``examples/simple_trainer.py`` on one CUDA GPU, same data, same
-settings, same session: wall time, peak GPU memory and held-out PSNR/SSIM at 7k and 30k steps.
+"""Our trainer against gsplat 1.5.3's own ``examples/simple_trainer.py`` on one CUDA GPU: same data,
+same settings, same machine, Default and MCMC, in one device call (under 8 minutes, kernels included).
 
-    python benchmarks/bench_train_gpu.py --data DATA --gsplat-repo GSPLAT [--factor 4] [--out OUT]
+    python3 benchmarks/bench_train_gpu.py --data DATA --kit KIT [--wheels WHL] [--steps 7000]
+        [--runs anchor,ours,ours_fast,anchor_mcmc,ours_mcmc,ours_mcmc_fast] [--out DIR]
+    python3 benchmarks/bench_train_gpu.py --dry [--data DATA]     # on the CPU: ours only, a few steps
 
-DATA holds ``images/`` and ``sparse/0`` (a COLMAP model; e.g. Mip-NeRF 360's garden, whose
-``images_4/`` gsplat's parser uses for --factor 4). GSPLAT is a checkout of
-github.com/nerfstudio-project/gsplat at the tag of the installed gsplat (v1.5.3), with its
-examples' requirements installed. Both trainers: DefaultStrategy, SH degree 3, black background,
-classic rasterization, every 8th image (sorted by name) held out, 30,000 steps with evaluations at
-7,000 and 30,000. Prints a Markdown table for BENCHMARKS.md.
+DATA holds ``images/`` and ``sparse/0`` (e.g. ../shared/data/colmap/statue_of_liberty, copied into
+the carried ``.gpu/data``). KIT is ../shared/gpu-kit copied to ``.gpu/kit`` (gsplat's examples with
+LPIPS stubbed, the pure-Python COLMAP reader simple_trainer imports, fused-ssim, viewer stubs);
+WHL the wheels its README lists, installed into /tmp/site first. The recipe, for the device tool:
+``carry [".gpu"]``, command ``python3 benchmarks/bench_train_gpu.py --data .gpu/data/statue_of_liberty
+--kit .gpu/kit --wheels .gpu/whl --out $OUT``, timeout 540 s: ``--deadline`` (460 s) cuts the runs
+short so the table always comes back; runs that did not fit are listed as skipped.
+
+Both trainers: SH degree 3, black background, classic rasterization, full-size images (data factor 1:
+simple_trainer would resize JPEGs its own way), every 8th image sorted by name held out, evaluated
+once at the end. ``ours`` runs our defaults (gsplat's schedule); ``*_fast`` adds ``--fast-flags``.
+MCMC runs cap at ``--cap-max``. Reported per run: process wall time (start-up, data loading and
+evaluation included), training seconds and steps/s (simple_trainer's ``ellipse_time``, our
+``train_seconds``), peak GPU memory (``torch.cuda.max_memory_allocated``, as both report it), splats,
+held-out PSNR/SSIM. Writes ``summary.md`` and ``results.json`` to --out; exits 2 at once without CUDA.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bridge import protocol  # noqa: E402
-
-STEPS = (7_000, 30_000)
+RUNS = ("anchor", "ours", "ours_fast", "anchor_mcmc", "ours_mcmc", "ours_mcmc_fast")
+FAST_FLAGS = "--visible-adam --res-start 4 --res-full-at 0.5 --sh-rest-every 4"
 
 
-def run_ours(data: Path, factor: int, out: Path) -> dict[int, dict]:
-    """Our bridge as the add-on runs it; wall time and peak memory read from its events."""
-    argv = [sys.executable, "-m", "bridge", "train", "--model", str(data / "sparse" / "0"),
-            "--images", str(data / "images"), "--out", str(out), "--steps", str(STEPS[-1]),
-            "--downscale", str(factor), "--device", "cuda", "--eval-steps", ",".join(map(str, STEPS[:-1])),
-            "--progress-every", "100", "--snapshot-every", "0", "--checkpoint-every", "10000", "--ipc"]
-    rows: dict[int, dict] = {}
-    state = {"mem": 0.0, "splats": 0}
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "colmap" / "statue_of_liberty")
+    kits = [k for k in (ROOT / ".gpu" / "kit", ROOT.parent / "shared" / "gpu-kit") if k.is_dir()]
+    p.add_argument("--kit", type=Path, default=kits[0] if kits else None,
+                   help="the gpu-kit folder (default .gpu/kit, else ../shared/gpu-kit; needed for the anchor runs)")
+    p.add_argument("--wheels", type=Path, help="folder of wheels to install into /tmp/site first")
+    p.add_argument("--steps", type=int, help="training steps (default 7000; 20 with --dry)")
+    p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, from {', '.join(RUNS)}")
+    p.add_argument("--cap-max", type=int, default=300_000, help="MCMC splat cap for both trainers")
+    p.add_argument("--fast-flags", default=FAST_FLAGS, help="our flags for the *_fast runs")
+    p.add_argument("--timeout", type=float, default=200.0, help="seconds per trainer run")
+    p.add_argument("--deadline", type=float, default=460.0,
+                   help="seconds for the whole benchmark: a run that would end later is cut short or skipped, "
+                        "so one device call always returns its table")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/bench_train_gpu")))
+    p.add_argument("--dry", action="store_true", help="CPU: our runs only, --steps 20 at 1/16 size unless given")
+    args = p.parse_args(argv)
+    runs = [r for r in args.runs.split(",") if r]
+    bad = [r for r in runs if r not in RUNS]
+    if bad:
+        p.error(f"unknown run(s) {', '.join(bad)}; known: {', '.join(RUNS)}")
+    if args.steps is None:
+        args.steps = 20 if args.dry else 7000
+    if args.steps < 1:
+        p.error("--steps must be at least 1")
+    args.runs = [r for r in runs if not (args.dry and r.startswith("anchor"))]
+    if not args.dry and any(r.startswith("anchor") for r in args.runs) and args.kit is None:
+        p.error("--kit is needed for the anchor (simple_trainer) runs")
+    if not (args.data / "sparse" / "0").is_dir() or not (args.data / "images").is_dir():
+        p.error(f"{args.data}: needs images/ and sparse/0")
+    return args
+
+
+def cuda_name() -> str | None:
+    """The GPU's name, or None without CUDA; asked in a subprocess so a bad CUDA set-up cannot hang us."""
+    code = "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+# ---- runs -------------------------------------------------------------------------------------
+
+def anchor_command(args, name: str, work: Path) -> tuple[list[str], Path]:
+    argv = [sys.executable, "simple_trainer.py", "mcmc" if name.endswith("mcmc") else "default",
+            "--data_dir", str(args.data.resolve()), "--data_factor", "1", "--result_dir", str(work / name),
+            "--max_steps", str(args.steps), "--eval_steps", str(args.steps), "--save_steps", str(args.steps),
+            "--disable_viewer", "--test_every", "8"]
+    if name.endswith("mcmc"):
+        argv += ["--strategy.cap-max", str(args.cap_max)]
+    return argv, args.kit / "gsplat-examples"
+
+
+def ours_command(args, name: str, work: Path) -> tuple[list[str], Path]:
+    argv = [sys.executable, "-m", "bridge", "train", "--model", str(args.data.resolve() / "sparse" / "0"),
+            "--images", str(args.data.resolve() / "images"), "--out", str(work / name), "--steps", str(args.steps),
+            "--progress-every", "100", "--snapshot-every", "0", "--checkpoint-every", str(10 * args.steps)]
+    argv += ["--device", "cpu", "--downscale", "16"] if args.dry else ["--device", "cuda", "--downscale", "1"]
+    if "mcmc" in name:
+        argv += ["--strategy", "mcmc", "--cap-max", str(args.cap_max)]
+    if name.endswith("fast"):
+        argv += args.fast_flags.split()
+    return argv, ROOT
+
+
+def run_one(args, name: str, work: Path, env: dict, timeout: float) -> dict:
+    argv, cwd = (anchor_command if name.startswith("anchor") else ours_command)(args, name, work)
+    log = work / f"{name}.log"
     start = time.perf_counter()
-
-    def on_event(event):
-        if isinstance(event, protocol.Progress):
-            state["mem"] = max(state["mem"], event.gpu_mem_mb or 0.0)
-            state["splats"] = event.num_splats
-        elif isinstance(event, protocol.EvalResult):
-            rows[event.step] = {"psnr": event.mean_psnr, "ssim": event.mean_ssim,
-                                "wall_s": time.perf_counter() - start,
-                                "peak_mem_gb": state["mem"] / 1024, "splats": state["splats"]}
-
-    proc = protocol.BridgeProcess(argv, log_path=str(out / "bridge.log"), cwd=str(ROOT))
-    code = protocol.run_to_end(proc, on_event)
-    proc.close()
-    if code != 0:
-        raise SystemExit(f"our trainer failed ({code}); see {out / 'bridge.log'}")
-    return rows
+    with open(log, "wb") as fh:
+        try:
+            code = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                  timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    wall = time.perf_counter() - start
+    try:
+        row = parse_anchor(work / name) if name.startswith("anchor") else parse_ours(work / name, log)
+    except (OSError, ValueError, KeyError) as exc:
+        row = {"error": f"exit {code}: {exc}"}
+    return {"run": name, "wall_s": wall, "exit": code, **row}
 
 
-def run_gsplat(data: Path, factor: int, repo: Path, out: Path) -> dict[int, dict]:
-    argv = [sys.executable, str(repo / "examples" / "simple_trainer.py"), "default", "--data_dir", str(data),
-            "--data_factor", str(factor), "--result_dir", str(out), "--max_steps", str(STEPS[-1]),
-            "--eval_steps", *map(str, STEPS), "--save_steps", str(STEPS[-1]), "--disable_viewer",
-            "--test_every", "8"]
-    with open(out / "simple_trainer.log", "wb") as log:
-        code = subprocess.run(argv, cwd=repo / "examples", stdout=log, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        raise SystemExit(f"gsplat's simple_trainer failed ({code}); see {out / 'simple_trainer.log'}")
-    rows = {}
-    for step in STEPS:
-        val = json.loads((out / "stats" / f"val_step{step - 1:04d}.json").read_text())
-        train = json.loads((out / "stats" / f"train_step{step - 1:04d}_rank0.json").read_text())
-        rows[step] = {"psnr": val["psnr"], "ssim": val["ssim"], "wall_s": train["ellipse_time"],
-                      "peak_mem_gb": train["mem"], "splats": val["num_GS"]}
-    return rows
+def parse_anchor(folder: Path) -> dict:
+    """simple_trainer's last stats: val_stepNNNN.json (psnr, ssim, num_GS), train_stepNNNN_rank0.json."""
+    stats = folder / "stats"
+    val = sorted(stats.glob("val_step*.json"), key=lambda p: int(p.stem.removeprefix("val_step")))
+    train = sorted(stats.glob("train_step*_rank0.json"),
+                   key=lambda p: int(p.stem.removeprefix("train_step").removesuffix("_rank0")))
+    if not val or not train:
+        raise ValueError(f"no stats in {stats}")
+    v, t = json.loads(val[-1].read_text()), json.loads(train[-1].read_text())
+    steps = int(val[-1].stem.removeprefix("val_step")) + 1
+    return {"steps": steps, "train_s": t["ellipse_time"], "peak_gb": t["mem"], "splats": v["num_GS"],
+            "psnr": v["psnr"], "ssim": v["ssim"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--gsplat-repo", type=Path, required=True)
-    parser.add_argument("--factor", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_train_gpu")
-    args = parser.parse_args()
-    import torch
+def parse_ours(folder: Path, events_log: Path) -> dict:
+    """metrics.json, and the peak GPU memory from the progress events on stdout."""
+    m = json.loads((folder / "metrics.json").read_text())
+    peak = 0.0
+    for line in events_log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("type") == "progress":
+            peak = max(peak, event.get("gpu_mem_mb") or 0.0)
+    if m.get("psnr") is None:
+        raise ValueError(f"{folder / 'metrics.json'}: no evaluation (status {m.get('status')})")
+    return {"steps": m["step"], "train_s": m["train_seconds"], "peak_gb": peak / 1024, "splats": m["num_splats"],
+            "psnr": m["psnr"], "ssim": m["ssim"]}
 
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA GPU (torch.cuda.is_available() is False)")
-    for name in ("ours", "gsplat"):
-        (args.out / name).mkdir(parents=True, exist_ok=True)
-    results = {"ours": run_ours(args.data, args.factor, args.out / "ours"),
-               "gsplat simple_trainer": run_gsplat(args.data, args.factor, args.gsplat_repo, args.out / "gsplat")}
-    print(f"{torch.cuda.get_device_name()}, data {args.data.name}, factor {args.factor}")
-    print("| trainer | steps | wall s | peak GPU GB | splats | test PSNR | test SSIM |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, rows in results.items():
-        for step in STEPS:
-            r = rows[step]
-            print(f"| {name} | {step:,} | {r['wall_s']:.0f} | {r['peak_mem_gb']:.2f} | {r['splats']:,} "
-                  f"| {r['psnr']:.2f} | {r['ssim']:.4f} |")
+
+def table(rows: list[dict]) -> str:
+    out = ["| run | steps | process wall s | train s | steps/s | peak GPU GB | splats | test PSNR | test SSIM |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['run']} | failed: {r['error']} | {r['wall_s']:.1f} | | | | | | |")
+            continue
+        rate = r["steps"] / max(r["train_s"], 1e-9)
+        out.append(f"| {r['run']} | {r['steps']:,} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {rate:.1f} "
+                   f"| {r['peak_gb']:.2f} | {r['splats']:,} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+    return "\n".join(out)
+
+
+# ---- set-up on the device ---------------------------------------------------------------------
+
+def install(args, env: dict) -> None:
+    """Wheels into /tmp/site; gsplat's kernels and fused-ssim built side by side (about 90 s on an H200)."""
+    site = Path("/tmp/site")
+    if args.wheels:
+        wheels = sorted(str(p) for p in args.wheels.glob("*.whl"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--no-cache-dir", "--target", str(site), *wheels], check=True, timeout=120)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+    env.setdefault("MAX_JOBS", "14")
+    env["PYTHONUNBUFFERED"] = "1"
+    fused = None
+    if args.kit and (args.kit / "fused-ssim").is_dir():
+        fused = subprocess.Popen([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=args.kit / "fused-ssim",
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    t0 = time.perf_counter()
+    probe = subprocess.run([sys.executable, "-c", "from gsplat.cuda._backend import _C; print(_C is not None)"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    print(f"gsplat kernels: {probe.stdout.strip() or probe.stderr.strip()[-300:]} ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    if fused is not None:
+        try:
+            fused.wait(timeout=200)
+        except subprocess.TimeoutExpired:
+            fused.kill()
+        env["PYTHONPATH"] = os.pathsep.join([str(args.kit / "fused-ssim"), env["PYTHONPATH"]])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    gpu = "CPU (dry run)" if args.dry else cuda_name()
+    if gpu is None:
+        print("bench_train_gpu: needs a CUDA GPU (torch.cuda.is_available() is False here); "
+              "use --dry on the CPU", file=sys.stderr)
+        return 2
+    work = Path("/tmp/bench_train_gpu_work") if not args.dry else args.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if not args.dry:
+        install(args, env)
+    anchor_env = dict(env)
+    if args.kit:
+        anchor_env["PYTHONPATH"] = os.pathsep.join(
+            [str(args.kit / "colmapfork"), str(args.kit / "stubs"), env.get("PYTHONPATH", "")])
+    rows = []
+    for name in args.runs:
+        left = args.deadline - (time.perf_counter() - started)
+        if left < 30:
+            rows.append({"run": name, "wall_s": 0.0, "error": f"skipped: the {args.deadline:.0f} s deadline"})
+            continue
+        rows.append(run_one(args, name, work, anchor_env if name.startswith("anchor") else env,
+                            min(args.timeout, left)))
+        r = rows[-1]
+        result = r.get("error") or f"PSNR {r['psnr']:.2f}, {r['train_s']:.1f} s training"
+        print(f"{name}: {result} ({r['wall_s']:.1f} s wall)", flush=True)
+    size = "1/16 size" if args.dry else "full size"
+    head = f"{gpu}; data {args.data.name}, {args.steps} steps, {size}; MCMC cap {args.cap_max:,}"
+    text = f"{head}\n\n{table(rows)}\n"
+    (args.out / "summary.md").write_text(text)
+    (args.out / "results.json").write_text(json.dumps({"machine": gpu, "steps": args.steps, "rows": rows}, indent=1))
+    print(text)
+    return 0 if all("error" not in r for r in rows) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -27,6 +27,9 @@ GOOD = {"model": "/m", "images": "/i", "out": "/o"}
     ("strategy_options", {"grow_grad2d": 0}), ("strategy_options", {"refine_every": 1.5}),
     ("strategy_options", {"absgrad": 1}), ("strategy_options", {"refine_start_iter": -1}),
     ("strategy_options", {"prune_opa": float("nan")}), ("strategy_options", {"key_for_gradient": "means2d"}),
+    # The speed-up options.
+    ("schedule_scale", -1), ("max_splats", -5), ("res_start", 3), ("res_full_at", 1.5), ("visible_adam", "yes"),
+    ("sh_rest_every", 0), ("splats_per_pixel", -0.5),
 ])
 def test_a_bad_job_field_is_named(field, value):
     with pytest.raises(BridgeError) as info:
@@ -187,3 +190,122 @@ def test_initial_splats_from_sfm_points_or_random_in_the_cameras_bounds():
     capped = gaussians.create_params(points, colors / 255.0, make_job({**GOOD, "strategy": "mcmc", "cap_max": 20}),
                                      rng, "cpu")
     assert len(capped["means"]) == 20 and torch.allclose(torch.sigmoid(capped["opacities"]), torch.tensor(0.5))
+
+
+def test_schedule_scale_scales_gsplats_schedule_with_floors_and_options_win():
+    from bridge.train.strategy import make_strategy, sh_band_every, splat_budget
+
+    def strategy(**values):
+        job = make_job({**GOOD, **values})
+        return make_strategy(job, 100, 1.0)[0], sh_band_every(job)
+
+    default, every = strategy(steps=3000)  # scale 1: gsplat's absolute schedule
+    assert (default.refine_start_iter, default.refine_stop_iter, default.refine_every, default.reset_every,
+            every) == (500, 15_000, 100, 3000, 1000)
+    scaled, every = strategy(steps=3000, schedule_scale=0)  # steps / 30,000 = 0.1
+    assert (scaled.refine_start_iter, scaled.refine_stop_iter, scaled.refine_every, scaled.reset_every,
+            every) == (50, 1500, 10, 300, 100)
+    short, every = strategy(steps=600, schedule_scale=0)  # periods floored at 10 and 300 steps
+    assert (short.refine_start_iter, short.refine_stop_iter, short.refine_every, short.reset_every,
+            every) == (10, 300, 10, 300, 20)
+    given, _ = strategy(steps=3000, schedule_scale=0, strategy_options={"refine_every": 50})
+    assert given.refine_every == 50 and given.refine_stop_iter == 1500
+    budgeted = make_strategy(make_job({**GOOD, "max_splats": 5000, "splats_per_pixel": 0.5}), 100, 1.0, 4000)[0]
+    assert budgeted.max_splats == 2000  # the smaller of the two budgets
+    assert splat_budget(make_job({**GOOD, "max_splats": 5000}), 4000) == 5000
+    assert splat_budget(make_job({**GOOD, "splats_per_pixel": 2}), 4000) == 8000
+    assert splat_budget(make_job(GOOD), 4000) == 0
+    mcmc, _ = strategy(steps=3000, schedule_scale=0.5, strategy="mcmc", cap_max=500)
+    assert (mcmc.refine_start_iter, mcmc.refine_stop_iter, mcmc.refine_every, mcmc.cap_max) == (250, 12_500, 50, 500)
+
+
+def _fake_info(n: int, cams: int, rng) -> dict:
+    means2d = torch.zeros(cams, n, 2, requires_grad=True)
+    means2d.grad = torch.as_tensor(rng.normal(size=(cams, n, 2)), dtype=torch.float32)
+    radii = torch.as_tensor(rng.integers(0, 3, (cams, n, 2)), dtype=torch.int32)
+    return {"width": 64, "height": 48, "n_cameras": cams, "radii": radii, "gaussian_ids": None, "means2d": means2d}
+
+
+def test_budget_strategy_gathers_gsplats_statistics_and_grows_within_its_budget():
+    from gsplat.strategy import DefaultStrategy
+
+    from bridge.train import gaussians
+    from bridge.train.strategy import BudgetStrategy
+
+    rng = np.random.default_rng(0)
+    n = 200
+    job = make_job({**GOOD, "sh_degree": 1})
+    params = gaussians.create_params(rng.normal(size=(n, 3)), rng.random((n, 3)), job, rng, "cpu")
+    ours, theirs = BudgetStrategy(refine_scale2d_stop_iter=10), DefaultStrategy(refine_scale2d_stop_iter=10)
+    state_ours, state_theirs = ours.initialize_state(), theirs.initialize_state()
+    # The same sums without torch.where (no wait for the device). One camera a step, as we train: with
+    # several, gsplat's radii update keeps the last camera's value where ours keeps the largest.
+    for _ in range(3):
+        info = _fake_info(n, 1, rng)
+        ours._update_state(params, state_ours, info)
+        theirs._update_state(params, state_theirs, info)
+    for key in ("grad2d", "count", "radii"):
+        torch.testing.assert_close(state_ours[key], state_theirs[key])
+
+    budget = BudgetStrategy(max_splats=260, initial_splats=n, refine_start_iter=0, refine_stop_iter=100,
+                            grow_grad2d=1e-9, refine_every=10)
+    optimizers = gaussians.create_optimizers(params, 1.0)
+    state = budget.initialize_state(scene_scale=1e3)  # every splat counts as small: grown by duplication
+    means = params["means"].detach().clone()
+    assert budget.budget(0) == n and budget.budget(50) == 230 and budget.budget(1000) == 260
+    budget._update_state(params, state, _fake_info(n, 1, rng))
+    grads = (state["grad2d"] / state["count"].clamp_min(1)).clone()
+    budget._grow_gs(params, optimizers, state, 50)  # every splat is a candidate; 30 fit
+    assert len(params["means"]) == 230 and budget.grow_grad2d == 1e-9
+    # the 30 grown are those with the largest gradients (duplicates are appended at the end)
+    top = torch.topk(grads, 30).indices.sort().values
+    torch.testing.assert_close(params["means"][n:].detach(), means[top])
+
+
+def test_visible_adam_updates_only_seen_splats_as_gsplats_kernel_does():
+    from bridge.train.gaussians import VisibleAdam
+
+    torch.manual_seed(0)
+    start = torch.randn(6, 3)
+    param = torch.nn.Parameter(start.clone())
+    opt = VisibleAdam([{"params": param, "lr": 0.1}], eps=1e-15, betas=(0.9, 0.999))
+    visible = torch.tensor([True, False, True, True, False, False])
+    m, v = torch.zeros(6, 3), torch.zeros(6, 3)
+    expected = start.clone()
+    for _ in range(3):
+        grad = torch.randn(6, 3)
+        param.grad = grad.clone()
+        opt.step(visible)
+        # SelectiveAdam's CUDA kernel: plain moments, no bias correction, rows outside the mask untouched
+        m[visible] = 0.9 * m[visible] + 0.1 * grad[visible]
+        v[visible] = 0.999 * v[visible] + 0.001 * grad[visible] ** 2
+        expected[visible] -= 0.1 * m[visible] / (v[visible].sqrt() + 1e-15)
+    torch.testing.assert_close(param.data, expected)
+    torch.testing.assert_close(opt.state[param]["exp_avg"], m)
+    plain = torch.nn.Parameter(start.clone())
+    ref = torch.nn.Parameter(start.clone())
+    a, b = VisibleAdam([plain], lr=0.1, eps=1e-15), torch.optim.Adam([ref], lr=0.1, eps=1e-15)
+    for p, o in ((plain, a), (ref, b)):
+        p.grad = torch.ones(6, 3)
+        o.step()
+    torch.testing.assert_close(plain.data, ref.data)  # no mask: torch's Adam
+
+
+def test_resolution_schedule_goes_coarse_to_fine_with_exact_intrinsics():
+    from bridge.train.resolution import ResolutionSchedule
+
+    image = torch.arange(128 * 192 * 3, dtype=torch.float32).reshape(128, 192, 3) % 251
+    K = torch.tensor([[[150.0, 0.0, 96.0], [0.0, 150.0, 64.0], [0.0, 0.0, 1.0]]])
+    sched = ResolutionSchedule([image.to(torch.uint8)], [K], steps=1000, res_start=4, full_at=0.5)
+    assert [sched.level(s) for s in (0, 249, 250, 499, 500, 999)] == [2, 2, 1, 1, 0, 0]
+    small, K_small = sched.view(0, 0)
+    assert small.shape == (32, 48, 3)
+    torch.testing.assert_close(small[0, 0], image[:4, :4].reshape(-1, 3).mean(0) / 255.0)
+    torch.testing.assert_close(K_small[0, :2], K[0, :2] / 4)  # pixel (0, 0) covers [0, 1]^2: exact
+    full, K_full = sched.view(500, 0)
+    assert full.shape == (128, 192, 3) and full.dtype == torch.float32 and K_full is K
+    # No coarse level under 32 pixels on the short side: 1/8 of 128 would be 16.
+    assert ResolutionSchedule([image.to(torch.uint8)], [K], 1000, res_start=8, full_at=0.5).levels == 2
+    assert ResolutionSchedule([image[:40, :60].to(torch.uint8)], [K], 1000, res_start=4, full_at=0.5).levels == 0
+    off = ResolutionSchedule([image.to(torch.uint8)], [K], steps=1000, res_start=1, full_at=0.5)
+    assert off.level(0) == 0 and len(off.images) == 1

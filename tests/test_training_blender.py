@@ -61,6 +61,14 @@ def test_train_through_the_operator_to_the_end_and_render_the_result(
     assert settings.eval_psnr > 0 and settings.num_splats > 0
     assert Path(settings.splats_path).is_file() and (tmp_path / "run" / "metrics.json").is_file()
     assert (tmp_path / "run" / "train.log").is_file()
+    # The preset's speed-ups reached the bridge, although steps and size were edited by hand (CUSTOM now).
+    import torch
+
+    job = json.loads(torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["job"])
+    assert settings.preset == "CUSTOM" and settings.speedups == "FAST"
+    # ... and the dataset's name survived them (the splat object is named after it)
+    assert settings.result_object.name.startswith(settings.collection.name)
+    assert (job["res_start"], job["visible_adam"], job["splats_per_pixel"]) == (4, True, 1.0)
     obj = settings.result_object
     assert obj is not None and obj.type == "POINTCLOUD" and len(obj.data.points) == settings.num_splats
     assert obj.name in settings.collection.objects, "the splats live next to the cameras they line up with"

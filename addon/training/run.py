@@ -10,6 +10,7 @@ import bpy
 
 from ...bridge import formats, protocol
 from .. import jobs, remote, runtime
+from .settings import PRESETS
 
 JOB_NAME = "train"
 PREVIEW_IMAGE = "Splatwork Training Preview"
@@ -119,7 +120,9 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
         raise TrainingError(f"cannot create the output folder {out}: {exc.strerror}",
                             "Choose another Output.") from None
     try:
-        request = train_job(settings, model=model, images=images, out=out, resume=resume)
+        # The preset's speed-ups (bridge job fields) go with the run, also when a value was edited by hand.
+        request = train_job(settings, model=model, images=images, out=out, resume=resume,
+                            **PRESETS[settings.speedups][-1])
     except protocol.JobError as exc:
         raise TrainingError(exc.message, exc.hint) from None
     _reset_status(settings, out, name)

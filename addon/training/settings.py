@@ -5,25 +5,29 @@ import bpy
 
 from ..remote import machine_property
 
-# name -> (label, description, steps, downscale, sh degree, snapshot every)
+# name -> (label, description, steps, downscale, sh degree, snapshot every, speed-ups: bridge job fields)
 PRESETS = {
-    "FAST": ("Fast Preview", "A rough result in minutes: 3,000 steps on quarter-size images", 3000, 4.0, 1, 250),
-    "STANDARD": ("Standard", "15,000 steps on half-size images", 15000, 2.0, 3, 1000),
-    "HIGH": ("High Quality", "30,000 steps on full-size images, as in the 3DGS paper", 30000, 1.0, 3, 1000),
+    "FAST": ("Fast Preview", "A rough result in minutes: 3,000 steps on quarter-size images, small images first, "
+             "visible-only updates, at most one splat per pixel", 3000, 4.0, 1, 250,
+             {"res_start": 4, "res_full_at": 0.75, "visible_adam": True, "splats_per_pixel": 1.0}),
+    "STANDARD": ("Standard", "15,000 steps on half-size images, half-size images first, visible-only updates",
+                 15000, 2.0, 3, 1000, {"res_start": 2, "visible_adam": True}),
+    "HIGH": ("High Quality", "30,000 steps on full-size images, as in the 3DGS paper", 30000, 1.0, 3, 1000, {}),
 }
 
 
 def _apply_preset(self, _context) -> None:
     if self.preset in PRESETS:
-        _, _, steps, downscale, sh_degree, snapshot_every = PRESETS[self.preset]
+        _, _, steps, downscale, sh_degree, snapshot_every, _speedups = PRESETS[self.preset]
         self["steps"], self["downscale"], self["sh_degree"] = steps, downscale, sh_degree
         self["snapshot_every"] = snapshot_every
+        self.speedups = self.preset
 
 
 def _custom(self, _context) -> None:
     # Editing a value by hand leaves the preset, so the panel never claims a preset that is not in force.
     if self.preset in PRESETS:
-        _, _, steps, downscale, sh_degree, snapshot_every = PRESETS[self.preset]
+        _, _, steps, downscale, sh_degree, snapshot_every, _speedups = PRESETS[self.preset]
         if (self.steps, self.downscale, self.sh_degree, self.snapshot_every) != (
                 steps, downscale, sh_degree, snapshot_every):
             self["preset"] = 3  # CUSTOM's index
@@ -76,6 +80,12 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
     snapshot_every: bpy.props.IntProperty(
         name="Preview Every", default=1000, min=0, update=_custom,
         description="Update the live splats and preview image every N steps (0: only at the end)",
+    )
+    speedups: bpy.props.EnumProperty(  # kept when a value is edited by hand: the run stays as fast
+        name="Speed-ups",
+        items=[(key, label, f"The speed-ups of {label}") for key, (label, *_rest) in PRESETS.items()],
+        default="STANDARD",
+        description="Whose speed-ups (small images first, visible-only updates, splat budget) training uses",
     )
     background: bpy.props.FloatVectorProperty(
         name="Background", subtype="COLOR", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),

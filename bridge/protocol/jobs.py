@@ -71,6 +71,7 @@ DEVICES = ("auto", "cuda", "cuda-torch", "mps", "cpu")
 TRAIN_DEVICES = DEVICES
 STRATEGIES = ("default", "mcmc")
 INITS = ("sfm", "random")
+RES_STARTS = (1, 2, 4, 8)
 
 # Every gsplat strategy option we pass on: (type, low, high, strategies that have it). gsplat checks
 # none of them, and a bad value fails mid-run (reset_every 0 divides by zero) or silently ruins it
@@ -129,6 +130,19 @@ class TrainJob(Job):
     checkpoint_every: int = option(1000, "checkpoint every N steps", low=1)
     eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, factory=list)
     resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
+    # Speed-ups (bridge/train/strategy.py, resolution.py, gaussians.VisibleAdam). The defaults train
+    # exactly as gsplat's simple_trainer does; the presets turn them on.
+    schedule_scale: float = option(1.0, "densification and SH-band schedule x this (gsplat's steps_scaler); "
+                                   "0: steps/30000", low=0.0, high=100.0)
+    max_splats: int = option(0, "DefaultStrategy's splat budget, reached over the refinement window (0: none)",
+                             low=0)
+    splats_per_pixel: float = option(0.0, "the splat budget as a multiple of a training image's pixels (0: none)",
+                                     low=0.0, high=1000.0)
+    res_start: int = option(1, "train at 1/res_start of the size first, halving up to full size",
+                            choices=RES_STARTS)
+    res_full_at: float = option(0.5, "the fraction of the run from which images are full size", low=0.0, high=1.0)
+    visible_adam: bool = option(False, "Adam updates only splats seen in the step's view (SelectiveAdam)")
+    sh_rest_every: int = option(1, "the higher SH bands learn every Nth step only", low=1)
 
     def check(self) -> None:
         if len(self.background) != 3:

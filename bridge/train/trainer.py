@@ -1,9 +1,11 @@
 """The training loop: gsplat's example trainer (3DGS) with our protocol, commands and checkpoints.
 
 One step: render a training view, L1 + lambda * D-SSIM (plus MCMC's opacity and scale
-regularisers), Adam, then the gsplat strategy densifies / prunes / relocates. The commands read on
-stdin are handled between steps, so "stop" (and SIGTERM/SIGINT, see ``bridge/runner.py``) always
-leaves a checkpoint and an exported PLY.
+regularisers), Adam, then the gsplat strategy densifies / prunes / relocates. The job's speed-ups
+(coarse-to-fine images, visible-only Adam, a splat budget, a scaled schedule, fewer SH-band updates)
+are all off by default. A step waits for the device only at progress reports and at densification
+steps (gsplat counts the splats it grows). The commands read on stdin are handled between steps, so
+"stop" (and SIGTERM/SIGINT, see ``bridge/runner.py``) always leaves a checkpoint and an exported PLY.
 
 What was saved stays good: parameters are checked for NaN/infinity before every checkpoint, snapshot
 and export (and the loss at every progress report, where the device is waited for anyway), so a
@@ -31,8 +33,9 @@ from ..runner import NO_SPACE, disk_full_error
 from . import checkpoint, gaussians
 from .job import bad_job
 from .losses import mse_to_psnr, photometric_loss, psnr, ssim
+from .resolution import ResolutionSchedule
+from .strategy import make_strategy, sh_band_every
 
-SH_BAND_EVERY = 1000  # one more SH band every 1,000 steps, as in 3DGS
 MCMC_OPACITY_REG = 0.01  # gsplat's MCMC preset
 MCMC_SCALE_REG = 0.01
 SNAPSHOTS_KEPT = 2  # the client may still be reading the previous one
@@ -44,17 +47,25 @@ class Trainer:
         self.out = job.out
         self.ckpt_path = checkpoint.checkpoint_path(job.out)
         self.background = torch.tensor(job.background, dtype=torch.float32, device=device)
-        self.images = [torch.from_numpy(v.image).to(device) for v in dataset.train]
-        self.cameras = [self._camera(v) for v in dataset.train]
+        cameras = [self._camera(v) for v in dataset.train]
+        self.viewmats = [viewmat for viewmat, _ in cameras]
+        self.views = ResolutionSchedule([torch.from_numpy(v.image).to(device) for v in dataset.train],
+                                        [K for _, K in cameras], job.steps, job.res_start, job.res_full_at)
+        self.sh_band_every = sh_band_every(job)
         self.stopped = False
         self.train_seconds = 0.0
         self._seed_everything(job.seed)
 
         points, colors = gaussians.initial_splats(dataset, job, np.random.default_rng(job.seed))
         self.params = gaussians.create_params(points, colors, job, np.random.default_rng(job.seed + 1), device)
-        self.optimizers = gaussians.create_optimizers(self.params, dataset.scene_scale)
+        self.optimizers = gaussians.create_optimizers(self.params, dataset.scene_scale, visible=job.visible_adam)
         self.scheduler = gaussians.means_scheduler(self.optimizers["means"], job.steps)
-        self.strategy, self.strategy_state = self._make_strategy()
+        if job.strategy == "mcmc" and backend != "gsplat":  # no gsplat kernels: PyTorch relocation and noise
+            from . import mcmc
+
+            mcmc.install()
+        pixels = max((v.width * v.height for v in dataset.train), default=0)
+        self.strategy, self.strategy_state = make_strategy(job, self.num_splats, dataset.scene_scale, pixels)
         self.strategy.check_sanity(self.params, self.optimizers)
         self.start_step = self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk, once known good
@@ -77,19 +88,6 @@ class Trainer:
         return (torch.tensor(view.world_to_camera, dtype=torch.float32, device=self.device)[None],
                 torch.tensor(view.K, dtype=torch.float32, device=self.device)[None])
 
-    def _make_strategy(self):
-        from gsplat.strategy import DefaultStrategy, MCMCStrategy
-
-        if self.job.strategy == "mcmc":
-            if self.backend != "gsplat":
-                from . import mcmc
-
-                mcmc.install()
-            strategy = MCMCStrategy(cap_max=self.job.cap_max, **self.job.strategy_options)
-            return strategy, strategy.initialize_state()
-        strategy = DefaultStrategy(**self.job.strategy_options)
-        return strategy, strategy.initialize_state(scene_scale=self.data.scene_scale)
-
     def _resume(self) -> None:
         payload = checkpoint.load(self.ckpt_path, self.device)
         saved = payload["job"] if isinstance(payload["job"], dict) else {}
@@ -105,11 +103,13 @@ class Trainer:
 
     # ---- rendering -----------------------------------------------------------------------
 
-    def render(self, viewmat, K, width: int, height: int, sh_degree: int):
+    def render(self, viewmat, K, width: int, height: int, sh_degree: int, learn_sh_rest: bool = True):
         p = self.params
+        # Off the steps where the higher bands learn, shN enters as a constant: no gradient, no Adam update.
+        sh_rest = p["shN"] if learn_sh_rest else p["shN"].detach()
         colors, alphas, info = rasterize(
             means=p["means"], quats=p["quats"], scales=torch.exp(p["scales"]),
-            opacities=torch.sigmoid(p["opacities"]), colors=torch.cat([p["sh0"], p["shN"]], dim=1),
+            opacities=torch.sigmoid(p["opacities"]), colors=torch.cat([p["sh0"], sh_rest], dim=1),
             viewmats=viewmat, Ks=K, width=width, height=height, sh_degree=sh_degree,
             backgrounds=self.background[None], absgrad=getattr(self.strategy, "absgrad", False),
             rasterize_mode="antialiased" if self.job.antialiased else "classic", backend=self.backend,
@@ -126,7 +126,7 @@ class Trainer:
 
     def _view_index(self, step: int) -> int:
         # A fresh shuffle each epoch, computed from (seed, epoch): a resumed run sees the same order.
-        n = len(self.images)
+        n = len(self.viewmats)
         epoch, offset = divmod(step, n)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.job.seed * 100_003 + epoch))
         return int(order[offset])
@@ -134,10 +134,11 @@ class Trainer:
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step; returns (loss, MSE) as device tensors, so a GPU never waits on the host."""
         idx = self._view_index(step)
-        target = self.images[idx].float() / 255.0
-        viewmat, K = self.cameras[idx]
+        target, K = self.views.view(step, idx)
         height, width = target.shape[:2]
-        image, info = self.render(viewmat, K, width, height, min(step // SH_BAND_EVERY, self.job.sh_degree))
+        sh_degree = min(step // self.sh_band_every, self.job.sh_degree)
+        image, info = self.render(self.viewmats[idx], K, width, height, sh_degree,
+                                  learn_sh_rest=step % self.job.sh_rest_every == 0)
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, step, info)
         loss = photometric_loss(image, target, self.job.ssim_lambda)
         if self.job.strategy == "mcmc":
@@ -151,9 +152,15 @@ class Trainer:
             self.scheduler.step()
             return loss.detach(), torch.mean((image.detach() - target) ** 2)
         loss.backward()
-        for opt in self.optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        if self.job.visible_adam:  # splats this view saw (before the strategy changes their number)
+            visible = (info["radii"] > 0).all(dim=-1).any(dim=0)
+            for opt in self.optimizers.values():
+                opt.step(visible)
+                opt.zero_grad(set_to_none=True)
+        else:
+            for opt in self.optimizers.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.job.strategy == "mcmc":
             self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, step, info,
@@ -165,7 +172,7 @@ class Trainer:
 
     def run(self) -> protocol.Done:
         ctx = self.ctx
-        ctx.emit(protocol.Stage(stage="training", message=f"{len(self.images)} training views, "
+        ctx.emit(protocol.Stage(stage="training", message=f"{len(self.viewmats)} training views, "
                                 f"{len(self.data.test)} held out, {self.num_splats} initial splats"))
         self.step = self.start_step
         try:
