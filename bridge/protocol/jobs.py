@@ -372,7 +372,7 @@ def _value(value: Any, tp: Any, meta: dict, path: str) -> Any:
             raise JobError(path, f"must be a number, got {value!r}")
         value = float(value)
     if meta.get("choices") and value not in meta["choices"]:
-        raise JobError(path, f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+        raise JobError(path, f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
     low, high = meta.get("low"), meta.get("high")
     if low is not None and high is not None and not low <= value <= high:
         raise JobError(path, f"must be between {low:g} and {high:g}, got {value}")
