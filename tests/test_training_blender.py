@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import bpy
 import numpy as np
 import pytest
-from conftest import EXTENSION_MODULE
+from conftest import BRIDGE_PYTHON, EXTENSION_MODULE
 from PIL import Image
 
 STEPS = 10  # every splat moves; the pure-PyTorch rasterizer does about one step a second here on 2 busy cores
@@ -62,9 +63,10 @@ def test_train_through_the_operator_to_the_end_and_render_the_result(
     assert Path(settings.splats_path).is_file() and (tmp_path / "run" / "metrics.json").is_file()
     assert (tmp_path / "run" / "train.log").is_file()
     # The preset's speed-ups reached the bridge, although steps and size were edited by hand (CUSTOM now).
-    import torch
-
-    job = json.loads(torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["job"])
+    # (read in the bridge's interpreter: Blender 5.2/5.3's Python has no torch)
+    code = "import sys, torch; print(torch.load(sys.argv[1], weights_only=True)['job'])"
+    job = json.loads(subprocess.run([BRIDGE_PYTHON, "-c", code, str(tmp_path / "run" / "checkpoints" / "last.pt")],
+                                    capture_output=True, text=True, check=True).stdout)
     assert settings.preset == "CUSTOM" and settings.speedups == "FAST"
     # ... and the dataset's name survived them (the splat object is named after it)
     assert settings.result_object.name.startswith(settings.collection.name)
