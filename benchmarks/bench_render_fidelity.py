@@ -60,6 +60,7 @@ def child(width: int, height: int) -> list[dict]:
     formats = sys.modules["splatwork.bridge.formats"]
     cams = sys.modules["splatwork.bridge.formats.cameras"]
     obj = splats_module.import_splats(str(DOG))
+    bpy.context.view_layer.update()  # matrix_world takes the import's y-down turn only now
     kind = "native" if splats_module.is_native(obj) else "quad preview"
     world = splats_module.object_to_splats(obj, apply_transform=True)
     scene = bpy.context.scene
