@@ -17,6 +17,8 @@ pipeline takes about a minute on two cores. Floors and tolerances, and why:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -191,7 +193,9 @@ def test_statue_progress_streams_every_stage(statue_run):
 # Cancel
 
 
-def test_stop_cancels_cleanly(tmp_path):
+@pytest.mark.parametrize("how", ["stop", "SIGTERM"])
+def test_stop_cancels_cleanly(tmp_path, how):
+    """The stop command, or SIGTERM (a logout, a scheduler, kill): a clean stop, exit 0."""
     images = link_photos(tmp_path / "photos", OVERLAPPING)
     out = tmp_path / "out"
     process = start_sfm(tmp_path, "--images", images, "--out", out, "--max-size", 600)
@@ -203,7 +207,10 @@ def test_stop_cancels_cleanly(tmp_path):
             for event in process.events():
                 events.append(event)
                 if sent_at is None and isinstance(event, protocol.Stage) and event.stage == "extracting_features":
-                    process.send("stop")
+                    if how == "stop":
+                        process.send("stop")
+                    else:
+                        os.kill(process.pid, signal.SIGTERM)
                     sent_at = time.monotonic()
             time.sleep(0.05)
         code = process.wait(timeout=30)

@@ -36,6 +36,7 @@ def run(ctx: RunContext, opts: SfmOptions) -> Done:
     """The whole run, from the photos to the undistorted model; BridgeError for bad input."""
     import pycolmap
 
+    ctx.claim_signals()  # importing pycolmap (glog) replaced the SIGTERM handler: SIGTERM stops like "stop"
     ctx.hello(device="cuda" if pycolmap.has_cuda else "cpu", backend="pycolmap",
               versions={"pycolmap": pycolmap.__version__, "colmap": str(pycolmap.COLMAP_version)})
     runner = StageRunner(ctx)
