@@ -75,10 +75,20 @@ def ensure_env() -> Path:
 
 
 def find_python313() -> str | None:
-    candidates = [os.environ.get("SPLATWORK_PYTHON313", ""), shutil.which("python3.13") or ""]
+    """A Python 3.13 that really runs: pyenv's shims exist on PATH for versions that are not active
+    (and fail with exit 127), so each candidate is asked for its version."""
+    candidates = [os.environ.get("SPLATWORK_PYTHON313", "")]
     candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.13*/bin/python3")), reverse=True)
+    candidates.append(shutil.which("python3.13") or "")
     for candidate in candidates:
-        if candidate and os.path.isfile(candidate):
+        if not candidate or not os.path.isfile(candidate):
+            continue
+        try:
+            probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 13))"],
+                                   capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
             return candidate
     return None
 
