@@ -109,9 +109,9 @@ def is_legacy(obj) -> bool:
 
 def describe_splat_objects() -> str:
     """What the operators look for, for their "nothing to work on" messages."""
-    kinds = "Gaussian splat point clouds (Data > Type: Gaussian Splat)" if compat.NATIVE_SPLATS else \
-        "splat point clouds (imported or trained by Splatwork)"
-    return kinds
+    if compat.NATIVE_SPLATS:
+        return "Gaussian splat point clouds (Data > Type: Gaussian Splat)"
+    return "splat point clouds (imported or trained by Splatwork)"
 
 
 def _stored_layout(obj) -> dict:
@@ -318,24 +318,26 @@ def _read_extras(a, layout: dict, n: int, obj_name: str) -> dict[str, np.ndarray
     return extras
 
 
+def _read_rest(a, names: list[str], n: int, obj_name: str) -> np.ndarray:
+    """(n, len(names), 3): one RGB attribute per higher SH coefficient, in band order."""
+    rest = np.empty((n, len(names), 3), np.float32)
+    for i, name in enumerate(names):
+        rest[:, i] = _read(a, name, ("FLOAT_VECTOR",), n, np.float32, obj_name)
+    return rest
+
+
 def _read_native(obj, layout: dict) -> SplatSet:
     pc, f = obj.data, np.float32
     n, a = len(pc.points), pc.attributes
-    k = SH_REST_COUNT[layout["sh_degree"]]
-    rest = np.empty((n, k, 3), f)
-    for i in range(k):
-        rest[:, i] = _read(a, sh_name(i), ("FLOAT_VECTOR",), n, f, obj.name)
     base = _read(a, BASE, ("FLOAT4", "FLOAT_COLOR"), n, f, obj.name)
     scale = _read(a, SCALE, ("FLOAT_VECTOR",), n, f, obj.name)
-    with np.errstate(divide="ignore"):
-        log_scale = np.log(np.maximum(scale, _TINY))
     return SplatSet(
         means=_read(a, POSITION, ("FLOAT_VECTOR",), n, f, obj.name),
-        scales=log_scale,
+        scales=np.log(np.maximum(scale, _TINY)),  # a scale that underflowed to 0 comes back as the smallest
         quats=_read(a, ROTATION, ("QUATERNION",), n, f, obj.name),
         opacities=_logit(base[:, 3]),
         sh_dc=np.ascontiguousarray(base[:, :3]),
-        sh_rest=rest,
+        sh_rest=_read_rest(a, [sh_name(i) for i in range(SH_REST_COUNT[layout["sh_degree"]])], n, obj.name),
         extras=_read_extras(a, layout, n, obj.name),
     )
 
@@ -344,17 +346,14 @@ def _read_legacy(obj, layout: dict) -> SplatSet:
     """Layout 1: log scales, logits and unnormalised quaternions, stored raw."""
     pc, f = obj.data, np.float32
     n, a = len(pc.points), pc.attributes
-    k = SH_REST_COUNT[layout["sh_degree"]]
-    rest = np.empty((n, k, 3), f)
-    for i in range(k):
-        rest[:, i] = _read(a, f"sh_rest_{i + 1}", ("FLOAT_VECTOR",), n, f, obj.name)
+    rest_names = [f"sh_rest_{i + 1}" for i in range(SH_REST_COUNT[layout["sh_degree"]])]
     return SplatSet(
         means=_read(a, POSITION, ("FLOAT_VECTOR",), n, f, obj.name),
         scales=_read(a, SCALE, ("FLOAT_VECTOR",), n, f, obj.name),
         quats=_read(a, ROTATION, ("QUATERNION",), n, f, obj.name),
         opacities=_read(a, "opacity", ("FLOAT",), n, f, obj.name),
         sh_dc=_read(a, "sh_dc", ("FLOAT_VECTOR",), n, f, obj.name),
-        sh_rest=rest,
+        sh_rest=_read_rest(a, rest_names, n, obj.name),
         extras=_read_extras(a, layout, n, obj.name),
     )
 
