@@ -244,7 +244,14 @@ def show_preview(settings, path: str) -> None:
 
 def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     """Read ``path`` into the run's splat object: created on the first snapshot, then updated in place."""
-    from ..splats import attach_preview, configure_render, is_splat_object, splats_to_object, update_object_splats
+    from ..splats import (
+        attach_preview,
+        configure_render,
+        is_legacy,
+        is_splat_object,
+        splats_to_object,
+        update_object_splats,
+    )
 
     scene = bpy.data.scenes[scene_name]
     settings = scene.splatwork_training
@@ -252,8 +259,10 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     name = f"{settings.dataset_name or 'Training'} Splats"
     obj = settings.result_object
     if obj is not None and obj.name in bpy.data.objects and is_splat_object(obj):
+        legacy = is_legacy(obj)
         update_object_splats(obj, data)
-        attach_preview(obj, scene)  # a resumed run from an older file: the modifier for the layout now
+        if legacy:  # a run resumed into a Splatwork 0.1 object: the modifier for the layout it has now
+            attach_preview(obj, scene)
     else:
         collection = (settings.collection or scene.splatwork_colmap.collection) if settings.source == "COLLECTION" \
             else None
