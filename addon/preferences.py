@@ -37,7 +37,6 @@ BRIDGE_PINS = {
     (3, 11): (*_COMMON, "numpy==1.26.4"),
     (3, 13): (*_COMMON, "numpy==2.5.5"),
 }
-BRIDGE_PACKAGES = BRIDGE_PINS[(3, 11)]  # kept for scripts that read it; bridge_packages() picks
 
 
 class UnsupportedPython(RuntimeError):
