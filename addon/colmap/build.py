@@ -14,6 +14,7 @@ import numpy as np
 from mathutils import Matrix
 
 from ...bridge.formats.cameras import Reconstruction, intrinsics_to_blender, pose_to_matrix_world
+from ...bridge.formats.colmap import resolve_image_path
 from ...bridge.formats.errors import FormatError
 from ..pointclouds import convert_to_pointcloud
 from .images import image_size
@@ -65,7 +66,7 @@ def check_images(rec: Reconstruction, images_dir: Path) -> dict[str, Path]:
     paths = {}
     missing = []
     for view in rec.views:
-        path = images_dir / view.name
+        path = Path(resolve_image_path(images_dir, view.name))  # a name from the file: never outside the folder
         if not path.is_file():
             missing.append(view.name)
             continue

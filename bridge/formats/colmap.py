@@ -453,7 +453,7 @@ def undistort(model_dir: str | os.PathLike, images_dir: str | os.PathLike, out_d
     model_dir, images_dir, out = Path(model_dir), Path(images_dir), Path(out_dir)
     rec = read_model(model_dir)
     names = image_names if image_names is not None else [v.name for v in rec.views]
-    missing = [n for n in names if not (images_dir / n).is_file()]
+    missing = [n for n in names if not os.path.isfile(resolve_image_path(images_dir, n, model=model_dir))]
     if missing:
         raise FormatError(images_dir, f"{len(missing)} image(s) of the model are missing, e.g. {missing[0]}")
     out.mkdir(parents=True, exist_ok=True)
