@@ -13,6 +13,7 @@ import sys
 import bpy
 
 from ..bridge.formats.atomic import atomic_path
+from ..bridge.protocol.jobs import TRAIN_DEVICES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     p.add_argument("--downscale", type=float, help="divide the image size by this (overrides the preset)")
     p.add_argument("--sh-degree", type=int, choices=range(4), help="spherical harmonics degree (overrides the preset)")
-    p.add_argument("--device", choices=("auto", "cuda", "cuda-torch", "mps", "cpu"), default="auto")
+    p.add_argument("--device", choices=TRAIN_DEVICES, default="auto",
+                   help="auto, cuda (gsplat's kernels), cuda-torch (no compile), mps or cpu")
     p.add_argument("--background", type=_colour, metavar="R,G,B",
                    help="colour behind the splats while training, sRGB in [0, 1] (default 0,0,0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")

@@ -178,3 +178,12 @@ def test_resume_without_a_checkpoint_is_refused(blender_with_splatwork, syntheti
     with pytest.raises(RuntimeError, match="nothing to resume"):
         bpy.ops.splatwork.train(resume=True)
     assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
+
+
+def test_the_device_choices_are_the_bridges(blender_with_splatwork, splatwork):
+    """The panel's Device list and the CLI's --device offer exactly what the training job accepts."""
+    jobs = splatwork.bridge.protocol.jobs
+    items = bpy.context.scene.splatwork_training.bl_rna.properties["device"].enum_items
+    assert tuple(item.identifier for item in items) == jobs.TRAIN_DEVICES
+    cli = splatwork.addon.cli.build_parser()
+    assert tuple(next(a for a in cli._actions if a.dest == "device").choices) == jobs.TRAIN_DEVICES
