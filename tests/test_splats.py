@@ -74,11 +74,12 @@ def test_object_round_trip_keeps_every_field_and_extra(blender_with_splatwork, s
 def test_coefficient_planes_are_each_coefficient_across_blocks(blender_with_splatwork, splatwork, n):
     planes_of = splatwork.addon.splats.pointcloud._coefficient_planes
     rest = np.random.default_rng(n).normal(size=(n, 15, 3))  # float64 in, float32 planes out
-    planes = planes_of(rest)
-    assert planes.shape == (15, n, 3) and planes.dtype == np.float32 and planes[0].flags.c_contiguous
-    for k in range(15):
-        np.testing.assert_array_equal(planes[k], rest[:, k].astype(np.float32))
-    assert planes_of(np.zeros((n, 0, 3), np.float32)).shape == (0, n, 3)
+    planes = list(planes_of(rest, group=4, block=1000))
+    assert [k for k, _ in planes] == list(range(15))
+    for k, plane in planes:
+        assert plane.shape == (n, 3) and plane.dtype == np.float32 and plane.flags.c_contiguous
+        np.testing.assert_array_equal(plane, rest[:, k].astype(np.float32))
+    assert list(planes_of(np.zeros((n, 0, 3), np.float32))) == []
 
 
 def test_update_in_place_and_with_a_new_count_keeps_object_modifier_and_material(blender_with_splatwork, splatwork):
