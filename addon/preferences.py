@@ -30,9 +30,10 @@ from .runtime import ADDON_ID, log_dir, managed_env_dir, managed_python, prefs  
 # is the project's lock (constraints.txt); tests/test_install_pins.py resolves every row against
 # the package index for each platform the extension ships for.
 TORCH = "torch==2.13.0"
-# OpenEXR writes the render passes, av decodes video for SfM.
+# OpenEXR writes the render passes, av decodes video for SfM. gsplat's kernel loader imports packaging
+# without declaring it, and nothing else here pulls it in.
 _COMMON = ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "pytorch-msssim==1.0.0", "pillow==11.3.0",
-           "OpenEXR==3.5.3", "av==18.1.0")
+           "OpenEXR==3.5.3", "av==18.1.0", "packaging==26.3")
 BRIDGE_PINS = {
     (3, 11): (*_COMMON, "numpy==1.26.4"),
     (3, 13): (*_COMMON, "numpy==2.5.5"),
