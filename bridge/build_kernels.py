@@ -39,7 +39,7 @@ def prerequisites() -> tuple[dict | None, str, str]:
     """(nvcc, problem, hint): what stops a build on this machine ("" when nothing)."""
     import torch
 
-    from .toolchain import host_compiler, missing_compiler_advice, missing_nvcc_advice, pick_nvcc
+    from .toolchain import host_compiler, missing_compiler_advice, missing_nvcc_advice, nvidia_smi, pick_nvcc
 
     if not torch.version.cuda:
         return None, f"torch {torch.__version__} is a CPU-only build", \
@@ -49,7 +49,8 @@ def prerequisites() -> tuple[dict | None, str, str]:
             "Check Environment says which; update the NVIDIA driver."
     nvcc, why = pick_nvcc(torch.version.cuda)
     if nvcc is None:
-        return None, f"cannot build gsplat's kernels: {why}", missing_nvcc_advice(torch.version.cuda) + "."
+        driver = (nvidia_smi() or {}).get("cuda", "")
+        return None, f"cannot build gsplat's kernels: {why}", missing_nvcc_advice(torch.version.cuda, driver) + "."
     if host_compiler() is None:
         return None, "cannot build gsplat's kernels: no C++ compiler found", missing_compiler_advice() + "."
     return nvcc, "", ""
