@@ -11,7 +11,7 @@ import pytest
 from conftest import BRIDGE_PYTHON, ROOT
 
 from bridge import device, envcheck, toolchain
-from bridge.build_kernels import TEMP_PREFIX, remove_leftovers
+from bridge.build_kernels import TEMP_PREFIX, cudart_link_dir, remove_leftovers
 from bridge.protocol import BridgeError, decode_event
 from bridge.raster import select_backend
 
@@ -109,6 +109,23 @@ def test_the_advice_when_no_nvcc_matches_torch():
         "them into the training environment: " + pip)
     assert toolchain.missing_nvcc_advice("13.0", "13.0", "linux", "aarch64") == (
         f"Install NVIDIA's CUDA 13 compiler into the training environment ({pip}) or the CUDA Toolkit")
+
+
+def test_the_runtime_wheel_gets_the_unversioned_cudart_torch_links_with(tmp_path):
+    """NVIDIA's runtime wheel has lib/libcudart.so.13 only; torch's JIT links with -lcudart."""
+    wheel = tmp_path / "nvidia" / "cu13"
+    (wheel / "lib").mkdir(parents=True)
+    (wheel / "lib" / "libcudart.so.13").write_bytes(b"")
+    folder = cudart_link_dir(str(wheel), str(tmp_path / "build" / "link"))
+    if sys.platform == "win32":  # the Windows wheel has lib/x64/cudart.lib, where torch looks
+        assert folder is None
+        return
+    assert os.readlink(os.path.join(folder, "libcudart.so")) == str(wheel / "lib" / "libcudart.so.13")
+    assert cudart_link_dir(str(wheel), folder) == folder  # again: the link is there already
+    (wheel / "lib" / "libcudart.so").symlink_to("libcudart.so.13")  # a CUDA Toolkit's layout
+    assert cudart_link_dir(str(wheel), str(tmp_path / "other")) is None
+    assert cudart_link_dir(str(tmp_path / "nothing"), str(tmp_path / "other")) is None
+    assert not (tmp_path / "other").exists()
 
 
 def test_the_kernel_probe_and_its_test_hook_go_through_one_path():
