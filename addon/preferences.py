@@ -74,7 +74,9 @@ def install_steps(env_dir: str, build: str, base_python: str | None = None,
     packages = bridge_packages(python_version)
     python = managed_python(env_dir)
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "raw"]
-    torch_step = [*pip, TORCH]
+    # A CUDA build is named with its local label (torch==2.13.0+cu130): a plain torch==2.13.0 is already
+    # satisfied by the CPU or CUDA 12.8 build in an environment installed before, which would stay.
+    torch_step = [*pip, TORCH if build == "cpu" else f"{TORCH}+{build}"]
     if build != "cpu" or sys.platform != "darwin":  # macOS wheels come from PyPI; elsewhere the index picks
         torch_step += ["--index-url", TORCH_INDEXES[build]]
     steps = [
