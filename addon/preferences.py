@@ -2,7 +2,7 @@
 
 Which interpreter runs the bridge is decided in ``runtime`` (``runtime.bridge_python()``; the
 *Bridge Python* setting and the environment the installer makes are read there).
-``install_steps(env_dir, cuda)`` is the exact list of argument lists the installer runs, and
+``install_steps(env_dir, build)`` is the exact list of argument lists the installer runs, and
 ``start_task(kind, steps)`` runs such steps in the background (one at a time, output streamed into
 ``TASKS[kind]``, pumped by the jobs' timer on the main thread); ``check_environment()`` starts the check.
 """
@@ -12,7 +12,6 @@ import atexit
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,9 +29,10 @@ from .runtime import ADDON_ID, log_dir, managed_env_dir, managed_python, prefs  
 # is the project's lock (constraints.txt); tests/test_install_pins.py resolves every row against
 # the package index for each platform the extension ships for.
 TORCH = "torch==2.13.0"
-# OpenEXR writes the render passes, av decodes video for SfM.
+# OpenEXR writes the render passes, av decodes video for SfM. gsplat's kernel loader imports packaging
+# without declaring it, and nothing else here pulls it in.
 _COMMON = ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "pytorch-msssim==1.0.0", "pillow==11.3.0",
-           "OpenEXR==3.5.3", "av==18.1.0")
+           "OpenEXR==3.5.3", "av==18.1.0", "packaging==26.3")
 BRIDGE_PINS = {
     (3, 11): (*_COMMON, "numpy==1.26.4"),
     (3, 13): (*_COMMON, "numpy==2.5.5"),
@@ -51,41 +51,42 @@ def bridge_packages(version: tuple[int, int] | None = None) -> tuple[str, ...]:
         raise UnsupportedPython(f"no tested training environment for Python {version[0]}.{version[1]} "
                                 f"(tested: {known}); set Bridge Python to an interpreter with torch and gsplat")
     return (TORCH, *BRIDGE_PINS[version])
-TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# torch's builds by index (envcheck.torch_build_here picks one from the NVIDIA driver): CUDA 13 where
+# the driver runs it (580+) on Linux and Windows x86_64, else CUDA 12.8, else the CPU build.
+TORCH_INDEXES = {
+    "cu130": "https://download.pytorch.org/whl/cu130",
+    "cu128": "https://download.pytorch.org/whl/cu128",
+    "cpu": "https://download.pytorch.org/whl/cpu",
+}
+# NVIDIA's CUDA 13.0 compiler as wheels from PyPI (nvcc, its C++ front end cicc, the device headers,
+# CCCL, and the runtime to link with), at the versions of cuda-toolkit 13.0.3, which torch 2.13's
+# CUDA 13 build requires on Linux: with them the kernel build needs no CUDA Toolkit. CUDA 12 has no
+# such route (nvidia-cuda-nvcc-cu12 holds no nvcc). tests/test_install_pins.py resolves them.
+CUDA13_COMPILER = ("nvidia-cuda-nvcc==13.0.88", "nvidia-cuda-crt==13.0.88", "nvidia-nvvm==13.0.88",
+                   "nvidia-cuda-cccl==13.0.85", "nvidia-cuda-runtime==13.0.96")
 
 
-
-def nvidia_gpu_present() -> bool:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return False
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
-
-
-def install_steps(env_dir: str, cuda: bool, base_python: str | None = None,
+def install_steps(env_dir: str, build: str, base_python: str | None = None,
                   python_version: tuple[int, int] | None = None) -> list[list[str]]:
-    """The installer's commands: a venv, a pip that streams progress, torch, then the rest, pinned for
-    ``python_version`` (that of ``base_python``; default Blender's own). UnsupportedPython if none fits."""
+    """The installer's commands for torch ``build`` ("cpu", "cu128" or "cu130"): a venv, a pip that streams
+    progress, torch, then the rest (with NVIDIA's compiler wheels for cu130), pinned for ``python_version``
+    (that of ``base_python``; default Blender's own), then the kernel build. UnsupportedPython if none fits."""
     packages = bridge_packages(python_version)
     python = managed_python(env_dir)
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "raw"]
-    torch_index = TORCH_CUDA_INDEX if cuda else TORCH_CPU_INDEX
-    torch_step = [*pip, TORCH]
-    if cuda or sys.platform != "darwin":  # macOS wheels come from PyPI; elsewhere the index picks the build
-        torch_step += ["--index-url", torch_index]
+    # A CUDA build is named with its local label (torch==2.13.0+cu130): a plain torch==2.13.0 is already
+    # satisfied by the CPU or CUDA 12.8 build in an environment installed before, which would stay.
+    torch_step = [*pip, TORCH if build == "cpu" else f"{TORCH}+{build}"]
+    if build != "cpu" or sys.platform != "darwin":  # macOS wheels come from PyPI; elsewhere the index picks
+        torch_step += ["--index-url", TORCH_INDEXES[build]]
     steps = [
         [base_python or sys.executable, "-m", "venv", env_dir],
         # pip learnt the machine-readable "raw" progress bar in 24.1; the venv's bundled pip may be older.
         [python, "-m", "pip", "install", "--disable-pip-version-check", "--upgrade", "pip>=24.1"],
         torch_step,
-        [*pip, *packages[1:]],
+        [*pip, *packages[1:], *(CUDA13_COMPILER if build == "cu130" else ())],
     ]
-    if cuda:  # gsplat's kernels now, not at the first training; skipped with a warning without a toolchain
+    if build != "cpu":  # gsplat's kernels now, not at the first training; skipped with a warning without nvcc
         steps.append(build_kernels_step(python, if_possible=True))
     return steps
 
@@ -269,13 +270,17 @@ class SPLATWORK_OT_install_environment(bpy.types.Operator):
         if env_dir is None:
             self.report({"ERROR"}, "Splatwork is not installed as an extension; cannot make its environment")
             return {"CANCELLED"}
+        build, gpu = envcheck.torch_build_here()
         try:
-            steps = install_steps(env_dir, cuda=nvidia_gpu_present())
+            steps = install_steps(env_dir, build)
             start_task("installation", steps, _install_finished)
         except RuntimeError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Installing the training environment into {env_dir}")
+        what = {"cu130": "torch for CUDA 13 with NVIDIA's CUDA compiler", "cu128": "torch for CUDA 12.8",
+                "cpu": "torch for the CPU"}[build]
+        driver = f" (NVIDIA driver {gpu['driver']}, CUDA {gpu['cuda'] or '?'})" if gpu else ""
+        self.report({"INFO"}, f"Installing the training environment into {env_dir}: {what}{driver}")
         return {"FINISHED"}
 
 

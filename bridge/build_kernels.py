@@ -39,7 +39,7 @@ def prerequisites() -> tuple[dict | None, str, str]:
     """(nvcc, problem, hint): what stops a build on this machine ("" when nothing)."""
     import torch
 
-    from .toolchain import host_compiler, missing_compiler_advice, missing_nvcc_advice, pick_nvcc
+    from .toolchain import host_compiler, missing_compiler_advice, missing_nvcc_advice, nvidia_smi, pick_nvcc
 
     if not torch.version.cuda:
         return None, f"torch {torch.__version__} is a CPU-only build", \
@@ -49,7 +49,8 @@ def prerequisites() -> tuple[dict | None, str, str]:
             "Check Environment says which; update the NVIDIA driver."
     nvcc, why = pick_nvcc(torch.version.cuda)
     if nvcc is None:
-        return None, f"cannot build gsplat's kernels: {why}", missing_nvcc_advice(torch.version.cuda) + "."
+        driver = (nvidia_smi() or {}).get("cuda", "")
+        return None, f"cannot build gsplat's kernels: {why}", missing_nvcc_advice(torch.version.cuda, driver) + "."
     if host_compiler() is None:
         return None, "cannot build gsplat's kernels: no C++ compiler found", missing_compiler_advice() + "."
     return nvcc, "", ""
@@ -93,6 +94,9 @@ def build_env(nvcc: dict, temp_root: str, max_jobs: int | None) -> dict[str, str
     env["TORCH_EXTENSIONS_DIR"] = temp_root
     env["CUDA_HOME"] = nvcc["home"]
     env["PATH"] = os.pathsep.join([os.path.dirname(nvcc["path"]), env.get("PATH", "")])
+    link_dir = cudart_link_dir(nvcc["home"], os.path.join(temp_root, "link"))
+    if link_dir:
+        env["LIBRARY_PATH"] = os.pathsep.join(filter(None, [link_dir, env.get("LIBRARY_PATH")]))
     env["MAX_JOBS"] = str(max_jobs or env.get("MAX_JOBS") or max(1, os.cpu_count() or 1))
     if not env.get("TORCH_CUDA_ARCH_LIST"):
         major, minor = torch.cuda.get_device_capability(0)
@@ -100,6 +104,23 @@ def build_env(nvcc: dict, temp_root: str, max_jobs: int | None) -> dict[str, str
     env["VERBOSE"] = "1"  # ninja's [k/N] lines are the progress
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def cudart_link_dir(home: str, folder: str) -> str | None:
+    """A folder holding the ``libcudart.so`` that torch's JIT links with (``-lcudart``), when the CUDA
+    home has only the versioned library: NVIDIA's runtime wheel (``nvidia-cuda-runtime``) ships
+    ``lib/libcudart.so.13`` alone. The built module then needs ``libcudart.so.13``, which torch has loaded
+    already. None when nothing is missing (a CUDA Toolkit; Windows, where the wheel has ``cudart.lib``)."""
+    if os.name == "nt" or any(os.path.exists(os.path.join(home, lib, "libcudart.so")) for lib in ("lib64", "lib")):
+        return None
+    versioned = sorted(glob.glob(os.path.join(home, "lib*", "libcudart.so.*")))
+    if not versioned:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    link = os.path.join(folder, "libcudart.so")
+    if not os.path.lexists(link):
+        os.symlink(versioned[0], link)
+    return folder
 
 
 def build(ctx: RunContext, max_jobs: int | None = None) -> str:

@@ -47,6 +47,15 @@ def check() -> dict:
     return info
 
 
+def torch_build_here() -> tuple[str, dict | None]:
+    """Which torch build the installer takes on this machine ("cpu", "cu128" or "cu130", see
+    ``toolchain.torch_build``) and the NVIDIA GPU nvidia-smi found (None without one)."""
+    from . import toolchain
+
+    gpu = toolchain.nvidia_smi()
+    return toolchain.torch_build(gpu["cuda"] if gpu else None), gpu
+
+
 def _kernels(info: dict) -> dict:
     """{"state": loaded | buildable | unbuildable | no_cuda, "detail", "hint", "nvcc", "compiler"}."""
     from . import toolchain
@@ -73,7 +82,7 @@ def _kernels(info: dict) -> dict:
         out["state"], out["detail"] = "unbuildable", reason
         if nvcc is None:
             out["missing"] = why
-            out["hint"] = toolchain.missing_nvcc_advice(torch_cuda)
+            out["hint"] = toolchain.missing_nvcc_advice(torch_cuda, (info["gpu"] or {}).get("cuda", ""))
         else:
             out["missing"] = "no C++ compiler found"
             out["hint"] = toolchain.missing_compiler_advice()

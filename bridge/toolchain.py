@@ -4,12 +4,14 @@ and a host C++ compiler. Standard library only, so the environment check can run
 ``nvcc`` is looked for where torch's JIT looks (``CUDA_HOME`` / ``CUDA_PATH``, then ``PATH``, then the
 default install folder) and in NVIDIA's CUDA 13 compiler wheel (``nvidia-cuda-nvcc``, which installs a
 whole ``nvidia/cu13`` tree into site-packages). The CUDA 12 wheels (``nvidia-cuda-nvcc-cu12``) carry
-only ptxas and libnvvm, not nvcc, so they are no route.
+only ptxas and libnvvm, not nvcc, so they are no route: :func:`torch_build` says which torch the
+installer takes for a driver, and the advice texts say what to do where no nvcc is found.
 """
 from __future__ import annotations
 
 import glob
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -17,6 +19,10 @@ import sys
 import sysconfig
 
 TIMEOUT = 20  # seconds for any one version query
+# Where NVIDIA publishes its CUDA 13 compiler as wheels and the installer takes them (sys.platform,
+# machine): with torch's CUDA 13 build they build gsplat's kernels without a CUDA Toolkit.
+COMPILER_WHEEL_PLATFORMS = {("linux", "x86_64"), ("win32", "amd64")}
+CUDA13_DRIVER = "580"  # the first NVIDIA driver that runs CUDA 13
 
 
 def _run(argv: list[str]) -> str | None:
@@ -57,6 +63,19 @@ def driver_fits(driver_cuda: str, torch_cuda: str) -> bool:
     driver of the same major version does (CUDA's minor-version compatibility), an older major does not."""
     have, need = version_tuple(driver_cuda), version_tuple(torch_cuda)
     return have is None or need is None or have[0] >= need[0]
+
+
+def torch_build(driver_cuda: str | None, system: str = sys.platform, machine: str = platform.machine()) -> str:
+    """Which torch build the installer takes: "cu130" (torch's CUDA 13 build plus NVIDIA's compiler wheels,
+    so no CUDA Toolkit is needed) on Linux and Windows x86_64 when the driver runs CUDA 13, "cu128" with
+    an older driver (or elsewhere), "cpu" without an NVIDIA GPU. ``driver_cuda`` is the newest CUDA the
+    driver runs (nvidia-smi's "CUDA Version"; "" when it does not say), None when there is no NVIDIA GPU."""
+    if driver_cuda is None or system == "darwin":
+        return "cpu"
+    version = version_tuple(driver_cuda)
+    if version and version[0] >= 13 and (system, machine.lower()) in COMPILER_WHEEL_PLATFORMS:
+        return "cu130"
+    return "cu128"
 
 
 def _wheel_cuda_homes() -> list[str]:
@@ -146,9 +165,25 @@ def missing_compiler_advice() -> str:
     return "Install a C++ compiler (Ubuntu/Debian: sudo apt install g++; Fedora: sudo dnf install gcc-c++)"
 
 
-def missing_nvcc_advice(torch_cuda: str) -> str:
+def missing_nvcc_advice(torch_cuda: str, driver_cuda: str = "", system: str = sys.platform,
+                        machine: str = platform.machine()) -> str:
+    """The one thing to do so an nvcc matching torch's CUDA exists: for torch's CUDA 13 build NVIDIA's
+    compiler wheels, for CUDA 12 a driver that takes the installer to CUDA 13 where that route exists,
+    else the CUDA Toolkit."""
     major = (version_tuple(torch_cuda) or (12,))[0]
+    toolkit = f"install the CUDA Toolkit {torch_cuda} from developer.nvidia.com/cuda-downloads (nvcc is part of it)"
+    wheels = (system, machine.lower()) in COMPILER_WHEEL_PLATFORMS
     if major >= 13:
-        return (f"Install NVIDIA's CUDA {major} compiler into the training environment (pip install "
-                f"nvidia-cuda-nvcc=={torch_cuda}.* nvidia-cuda-cccl=={torch_cuda}.*) or the CUDA Toolkit {torch_cuda}")
-    return f"Install the CUDA Toolkit {torch_cuda} from developer.nvidia.com/cuda-downloads (nvcc is part of it)"
+        pip = (f"pip install nvidia-cuda-nvcc=={torch_cuda}.* nvidia-cuda-cccl=={torch_cuda}.* "
+               f"nvidia-cuda-crt=={torch_cuda}.* nvidia-nvvm=={torch_cuda}.* nvidia-cuda-runtime=={torch_cuda}.*")
+        if wheels:
+            return ("Press Install Training Environment again (it installs NVIDIA's CUDA 13 compiler wheels), or "
+                    f"install them into the training environment: {pip}")
+        return f"Install NVIDIA's CUDA {major} compiler into the training environment ({pip}) or the CUDA Toolkit"
+    if torch_build(driver_cuda, system, machine) == "cu130":
+        return ("Press Install Training Environment again: with this driver it installs torch's CUDA 13 build "
+                f"and NVIDIA's compiler wheels, no CUDA Toolkit needed; or {toolkit}")
+    if wheels:
+        return (f"Update the NVIDIA driver to {CUDA13_DRIVER} or newer (CUDA 13) from nvidia.com/drivers and press "
+                f"Install Training Environment again (then no CUDA Toolkit is needed), or {toolkit}")
+    return toolkit[0].upper() + toolkit[1:]

@@ -10,8 +10,8 @@ import sys
 import pytest
 from conftest import BRIDGE_PYTHON, ROOT
 
-from bridge import device, envcheck
-from bridge.build_kernels import TEMP_PREFIX, remove_leftovers
+from bridge import device, envcheck, toolchain
+from bridge.build_kernels import TEMP_PREFIX, cudart_link_dir, remove_leftovers
 from bridge.protocol import BridgeError, decode_event
 from bridge.raster import select_backend
 
@@ -76,6 +76,56 @@ def test_report_says_what_to_install_when_kernels_cannot_be_built():
     assert any(t.startswith("gsplat's CUDA kernels cannot be built: nvcc was not found. Install the CUDA Toolkit")
                and "PyTorch rasterizer" in t for t in errors)
     assert any("1,000 MB of 8,000 MB free" in t for _, t in lines)
+
+
+def test_the_installer_takes_cuda_13_where_the_driver_runs_it_and_nvidia_ships_the_compiler():
+    # driver_cuda is nvidia-smi's "CUDA Version: X.Y" (driver 580 says 13.0), "" when it prints none
+    linux, windows = ("linux", "x86_64"), ("win32", "AMD64")
+    for driver in ("13.0", "13.1", "14.2"):
+        assert toolchain.torch_build(driver, *linux) == toolchain.torch_build(driver, *windows) == "cu130"
+    for driver in ("12.8", "12.2", "11.8", ""):
+        assert toolchain.torch_build(driver, *linux) == toolchain.torch_build(driver, *windows) == "cu128"
+    assert toolchain.torch_build("13.0", "linux", "aarch64") == "cu128"  # the extension ships for x86_64 only
+    assert toolchain.torch_build(None, *linux) == toolchain.torch_build(None, *windows) == "cpu"
+    assert toolchain.torch_build(None, "darwin", "arm64") == toolchain.torch_build("13.0", "darwin", "arm64") == "cpu"
+    build, gpu = envcheck.torch_build_here()  # this machine: no nvidia-smi
+    assert (build, gpu) == ("cpu", None)
+
+
+def test_the_advice_when_no_nvcc_matches_torch():
+    linux = ("linux", "x86_64")
+    toolkit = "install the CUDA Toolkit 12.8 from developer.nvidia.com/cuda-downloads (nvcc is part of it)"
+    assert toolchain.missing_nvcc_advice("12.8", "12.4", *linux) == (
+        "Update the NVIDIA driver to 580 or newer (CUDA 13) from nvidia.com/drivers and press Install Training "
+        "Environment again (then no CUDA Toolkit is needed), or " + toolkit)
+    assert toolchain.missing_nvcc_advice("12.8", "13.0", "win32", "AMD64") == (
+        "Press Install Training Environment again: with this driver it installs torch's CUDA 13 build and "
+        "NVIDIA's compiler wheels, no CUDA Toolkit needed; or " + toolkit)
+    assert toolchain.missing_nvcc_advice("12.8", "13.0", "linux", "aarch64") == "I" + toolkit[1:]
+    pip = ("pip install nvidia-cuda-nvcc==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-crt==13.0.* "
+           "nvidia-nvvm==13.0.* nvidia-cuda-runtime==13.0.*")
+    assert toolchain.missing_nvcc_advice("13.0", "13.0", *linux) == (
+        "Press Install Training Environment again (it installs NVIDIA's CUDA 13 compiler wheels), or install "
+        "them into the training environment: " + pip)
+    assert toolchain.missing_nvcc_advice("13.0", "13.0", "linux", "aarch64") == (
+        f"Install NVIDIA's CUDA 13 compiler into the training environment ({pip}) or the CUDA Toolkit")
+
+
+def test_the_runtime_wheel_gets_the_unversioned_cudart_torch_links_with(tmp_path):
+    """NVIDIA's runtime wheel has lib/libcudart.so.13 only; torch's JIT links with -lcudart."""
+    wheel = tmp_path / "nvidia" / "cu13"
+    (wheel / "lib").mkdir(parents=True)
+    (wheel / "lib" / "libcudart.so.13").write_bytes(b"")
+    folder = cudart_link_dir(str(wheel), str(tmp_path / "build" / "link"))
+    if sys.platform == "win32":  # the Windows wheel has lib/x64/cudart.lib, where torch looks
+        assert folder is None
+        return
+    assert os.readlink(os.path.join(folder, "libcudart.so")) == str(wheel / "lib" / "libcudart.so.13")
+    assert cudart_link_dir(str(wheel), folder) == folder  # again: the link is there already
+    (wheel / "lib" / "libcudart.so").symlink_to("libcudart.so.13")  # a CUDA Toolkit's layout
+    assert cudart_link_dir(str(wheel), str(tmp_path / "other")) is None
+    assert cudart_link_dir(str(tmp_path / "nothing"), str(tmp_path / "other")) is None
+    assert not (tmp_path / "other").exists()
 
 
 def test_the_kernel_probe_and_its_test_hook_go_through_one_path():

@@ -10,6 +10,7 @@ which is what goes wrong when a Python version moves on (numpy 1.26 has none for
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,28 @@ def test_every_pin_has_a_wheel(prefs, tmp_path, python, platform):
     result = subprocess.run([*argv, *packages], capture_output=True, text=True, timeout=600)
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert result.returncode == 0, f"Python {python} on {platform}: " + " | ".join(errors or [result.stderr[-500:]])
+
+
+@pytest.mark.parametrize("platform", ["linux-x64", "windows-x64"])
+def test_the_cuda_13_compiler_wheels_exist_and_need_nothing_else(prefs, tmp_path, platform):
+    """The installer's CUDA 13 route adds NVIDIA's compiler wheels on Linux and Windows x86_64. They are
+    resolved with their dependencies (nvcc needs nvvm, crt and the runtime): every wheel pip picks is one
+    of the pins, at the pinned version, so nothing drifts to a newer CUDA 13.x next to nvcc 13.0."""
+    if not _index_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("the package index is not reachable from CI: the pins cannot be checked")
+        pytest.skip("the package index is not reachable from this machine")
+    report = tmp_path / "report.json"
+    argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+            "--disable-pip-version-check", "--python-version", "3.11", "--target", str(tmp_path / "target"),
+            "--report", str(report), "-q"]
+    for tag in PLATFORMS[platform]:
+        argv += ["--platform", tag]
+    result = subprocess.run([*argv, *prefs.CUDA13_COMPILER], capture_output=True, text=True, timeout=600)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert result.returncode == 0, f"{platform}: " + " | ".join(errors or [result.stderr[-500:]])
+    picked = {f"{i['metadata']['name']}=={i['metadata']['version']}" for i in json.loads(report.read_text())["install"]}
+    assert picked == set(prefs.CUDA13_COMPILER)
 
 
 def test_an_untested_python_is_refused_clearly(prefs):

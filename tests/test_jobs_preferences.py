@@ -12,23 +12,27 @@ from conftest import BRIDGE_PYTHON
 def test_install_steps_are_argument_lists_with_the_right_torch_build(splatwork, tmp_path):
     prefs = splatwork.addon.preferences
     env = str(tmp_path / "env")
-    cpu = prefs.install_steps(env, cuda=False)
-    cuda = prefs.install_steps(env, cuda=True)
-    for steps in (cpu, cuda):
+    builds = {build: prefs.install_steps(env, build) for build in ("cpu", "cu128", "cu130")}
+    python = prefs.managed_python(env)
+    for steps in builds.values():
         assert all(isinstance(step, list) and all(isinstance(a, str) for a in step) for step in steps)
         assert steps[0] == [sys.executable, "-m", "venv", env]
-        python = prefs.managed_python(env)
         assert all(step[:4] == [python, "-m", "pip", "install"] for step in steps[1:4])
         assert "--progress-bar" in steps[2] and "raw" in steps[2]
-        rest = steps[3]
-        for package in ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3"):
-            assert package in rest
-    assert "torch==2.13.0" in cpu[2] and "torch==2.13.0" in cuda[2]
+        for package in ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "packaging==26.3"):
+            assert package in steps[3]
+    cpu, cu128, cu130 = builds["cpu"], builds["cu128"], builds["cu130"]
+    # a CUDA build by its label, so installing again over another build replaces torch
+    assert "torch==2.13.0" in cpu[2] and "torch==2.13.0+cu128" in cu128[2] and "torch==2.13.0+cu130" in cu130[2]
     # with an NVIDIA GPU gsplat's kernels are built during set-up (skipped with a warning without a toolchain)
-    assert len(cpu) == 4 and cuda[4] == [prefs.managed_python(env), "-m", "bridge", "build-kernels", "--if-possible"]
-    assert prefs.TORCH_CUDA_INDEX in cuda[2] and prefs.TORCH_CUDA_INDEX not in cpu[2]
+    assert len(cpu) == 4
+    assert cu128[4] == cu130[4] == [python, "-m", "bridge", "build-kernels", "--if-possible"]
+    assert prefs.TORCH_INDEXES["cu128"] in cu128[2] and prefs.TORCH_INDEXES["cu130"] in cu130[2]
     if sys.platform != "darwin":
-        assert prefs.TORCH_CPU_INDEX in cpu[2]
+        assert prefs.TORCH_INDEXES["cpu"] in cpu[2]
+    # CUDA 13: NVIDIA's compiler wheels come with the rest, from PyPI, so no CUDA Toolkit is needed
+    assert cu130[3] == [*cu128[3], *prefs.CUDA13_COMPILER] and "nvidia-cuda-nvcc==13.0.88" in cu130[3]
+    assert not any(p.startswith("nvidia-") for p in cu128[3] + cpu[3])
 
 
 def test_a_failing_install_ends_cleanly_with_the_failing_step_named(splatwork, blender_with_splatwork, tmp_path,
@@ -37,7 +41,7 @@ def test_a_failing_install_ends_cleanly_with_the_failing_step_named(splatwork, b
     prefs = splatwork.addon.preferences
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     env = str(tmp_path / "env")
-    steps = prefs.install_steps(env, cuda=False)
+    steps = prefs.install_steps(env, "cpu")
     task = prefs.start_task("installation", steps[:1] + steps[2:3], block=True)
     assert os.path.isfile(prefs.managed_python(env)), "the venv step ran"
     assert task.state == "failed" and task.step == 1

@@ -1,7 +1,8 @@
 """Can gsplat's CUDA kernels load? The one place that asks, and where a built copy of them is kept.
 
 gsplat 1.5.3 on PyPI ships no binaries: on first use it JIT-compiles its kernels into torch's extension
-cache (``<root>/py311_cu128/gsplat_cuda``), which needs nvcc and a C++ compiler and takes minutes.
+cache (``<root>/py311_cu130/gsplat_cuda``, ``py311_cu128`` for torch's CUDA 12.8 build), which needs nvcc
+and a C++ compiler and takes minutes.
 Splatwork builds them once, during set-up (``python -m bridge build-kernels``), and afterwards loads
 the built library directly as gsplat's prebuilt module ``gsplat.csrc``: loading never compiles and needs
 no CUDA toolkit. When they cannot load, :func:`kernels_unavailable` says why and the caller runs our
