@@ -144,6 +144,10 @@ class TrainJob(Job):
     visible_adam: bool = option(False, "Adam updates only splats seen in the step's view (SelectiveAdam)")
     sh_rest_every: int = option(1, "the higher SH bands learn every Nth step only", low=1)
 
+    def image_size(self, camera_width: int, camera_height: int) -> tuple[int, int]:
+        """The size the images of a camera of this size are trained at (a remote run sends them at it)."""
+        return (max(1, round(camera_width / self.downscale)), max(1, round(camera_height / self.downscale)))
+
     def check(self) -> None:
         if len(self.background) != 3:
             raise JobError("background", f"must be three numbers in [0, 1] (R, G, B), got {self.background!r}")
