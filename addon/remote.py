@@ -36,7 +36,7 @@ import threading
 import bpy
 
 from ..bridge import protocol
-from ..bridge.protocol.jobs import path_fields
+from ..bridge.protocol.jobs import OUTPUT_LOCK, path_fields
 from . import remote_images
 from .jobs import JobError
 
@@ -384,7 +384,7 @@ class RemoteProcess(protocol.BridgeProcess):
             if isinstance(event, protocol.Done):
                 for there, here in self.outputs.items():
                     # The output folder comes back; checkpoints stay there, where Resume runs.
-                    self.machine.fetch(there, ["."], here, exclude=("./checkpoints",))
+                    self.machine.fetch(there, ["."], here, exclude=("./checkpoints", "./" + OUTPUT_LOCK))
                 event.outputs = {k: self._local(v) for k, v in event.outputs.items()}
         except (RemoteError, OSError, tarfile.TarError) as exc:
             message = exc.message if isinstance(exc, RemoteError) else str(exc)
