@@ -4,10 +4,12 @@ A machine (Preferences > Splatwork > Remote Machines) is an SSH host or an alias
 the Python there that has torch and gsplat, and a work folder there. :meth:`Machine.start` carries
 what the job needs (the bridge's code, then each input the job names: the model, the images the
 model uses, splat files, photos) into the work folder, only the files that changed since the last
-time (a manifest per folder, size and modification time), then runs ``python -m bridge CMD --job -
---ipc`` through the system ``ssh`` client (an argument list; only the remote command line is shell
-text, every part quoted). The job goes as the first line on ssh's stdin, commands follow it, events
-come back on its stdout, the bridge's log on its stderr: the client cannot tell it from a local run.
+time (a manifest per folder, size and modification time); a training run's images go at the size
+it trains at (``downscale``), reduced here once and cached (``addon/remote_images.py``). Then it
+runs ``python -m bridge CMD --job - --ipc`` through the system ``ssh`` client (an argument list;
+only the remote command line is shell text, every part quoted). The job goes as the first line
+on ssh's stdin, commands follow it, events come back on its stdout, the bridge's log on its stderr:
+the client cannot tell it from a local run.
 Files named by events are fetched as they arrive (snapshots, previews) and the output folder when the
 run ends; their paths are rewritten to the local ones.
 
@@ -34,7 +36,8 @@ import threading
 import bpy
 
 from ..bridge import protocol
-from ..bridge.protocol.jobs import path_fields
+from ..bridge.protocol.jobs import OUTPUT_LOCK, path_fields
+from . import remote_images
 from .jobs import JobError
 
 MANIFEST = ".splatwork-sync.json"
@@ -177,15 +180,17 @@ class Machine:
         so Blender stays responsive; anything that goes wrong arrives as an Error event."""
         return RemoteProcess(self, request, log_path)
 
-    def prepare(self, request: protocol.Job) -> tuple[list[str], protocol.Job, dict[str, str]]:
+    def prepare(self, request: protocol.Job, on_main=remote_images.call, progress=None,
+                ) -> tuple[list[str], protocol.Job, dict[str, str]]:
         """Carry the code and the job's inputs there: (ssh argv, the job with paths there, output
-        folder there -> here). RemoteError when it cannot."""
+        folder there -> here). JobError (RemoteError) when it cannot. ``on_main(fn, *args)`` runs what
+        must run on Blender's main thread (decoding images); ``progress(event)`` hears how it goes."""
         from . import runtime
 
         remote_job = copy_job(request)
         self.sync(_tree(os.path.join(runtime.bridge_root(), "bridge"), "bridge"), self.code_dir())
         for obj, name in path_fields(remote_job, "in"):
-            setattr(obj, name, self._upload(request, name, getattr(obj, name)))
+            setattr(obj, name, self._upload(request, name, getattr(obj, name), on_main, progress))
         outputs = {}
         for obj, name in path_fields(remote_job, "out"):
             local = os.path.abspath(getattr(obj, name))
@@ -194,7 +199,7 @@ class Machine:
             setattr(obj, name, there)
         return self.bridge_argv(request.command), remote_job, outputs
 
-    def _upload(self, request: protocol.Job, field: str, local: str) -> str:
+    def _upload(self, request: protocol.Job, field: str, local: str, on_main, progress) -> str:
         local = os.path.abspath(local)
         if not os.path.exists(local):
             raise RemoteError(f"{local} not found", "Was the input moved or deleted?")
@@ -203,8 +208,15 @@ class Machine:
             self.sync({os.path.basename(local): local}, there)
             return posixpath.join(there, os.path.basename(local))
         if isinstance(request, protocol.TrainJob) and field == "images":
-            files = {name: os.path.join(local, name) for name in _model_image_names(request.model)
-                     if os.path.isfile(os.path.join(local, name))}
+            # Only the images the model uses, at the size the run trains at; each training size has
+            # a folder there of its own, so going back to an earlier size sends nothing again.
+            def reduced(done: int, total: int, name: str) -> None:
+                if progress is not None:
+                    progress(protocol.Stage(stage="reducing_images", message=f"{done}/{total} {name}"))
+
+            files = remote_images.training_images(request, local, on_main, reduced)
+            if request.downscale != 1.0:
+                there += f"-downscale{request.downscale:g}"
         elif isinstance(request, protocol.SfmJob):  # sfm reads the folder's own files, not its subfolders
             files = {n: os.path.join(local, n) for n in os.listdir(local) if os.path.isfile(os.path.join(local, n))}
         else:
@@ -242,18 +254,13 @@ def _tree(folder: str, prefix: str) -> dict[str, str]:
     return out
 
 
-def _model_image_names(model: str) -> list[str]:
-    """The images a COLMAP model uses: only these go over, not everything beside them."""
-    from ..bridge.formats.colmap import read_model
-
-    return [view.name for view in read_model(model).views]
-
-
 class RemoteProcess(protocol.BridgeProcess):
     """The ssh client running a bridge there, with events translated to this machine's files.
 
     Its thread first uploads (a "uploading" Stage event), then starts ssh and reads the events; until
-    ssh runs, ``proc`` is None, "stop" cancels the upload and the job ends stopped.
+    ssh runs, ``proc`` is None, "stop" cancels the upload and the job ends stopped. What the upload
+    must do on Blender's main thread (decode an image) waits for the client's next :meth:`events`
+    call, which the client makes on that thread (the jobs' timer, or ``run_to_end`` when blocking).
     """
 
     def __init__(self, machine: Machine, request: protocol.Job, log_path: str):
@@ -268,6 +275,7 @@ class RemoteProcess(protocol.BridgeProcess):
         self.proc: subprocess.Popen | None = None
         self._code: int | None = None  # the exit code when ssh never ran
         self._cancelled = False
+        self._main_calls: queue.Queue[_MainCall] = queue.Queue()
         self._final = threading.Event()
         self._reader = threading.Thread(target=self._run, name="remote-job", daemon=True)
         self._reader.start()
@@ -275,7 +283,11 @@ class RemoteProcess(protocol.BridgeProcess):
     def _run(self) -> None:
         self.queue.put(protocol.Stage(stage="uploading", message=f"to {self.machine.host}"))
         try:
-            argv, remote_job, self.outputs = self.machine.prepare(self.request)
+            argv, remote_job, self.outputs = self.machine.prepare(self.request, self._on_main, self.queue.put)
+        except _Cancelled:
+            self.queue.put(protocol.Done(status="stopped"))
+            self._code = protocol.EXIT_OK
+            return
         except (JobError, OSError, ValueError, tarfile.TarError) as exc:  # ValueError: an unreadable model
             message, hint = (exc.message, exc.hint) if isinstance(exc, JobError) else (str(exc), "")
             self._log.write(f"upload to {self.machine.host} failed: {message}\n".encode())
@@ -299,6 +311,26 @@ class RemoteProcess(protocol.BridgeProcess):
             return
         self._write(remote_job.to_json().encode() + b"\n")
         self._read()
+
+    def _on_main(self, fn, *args):
+        """``fn(*args)`` run on Blender's main thread by :meth:`items`; waits for it (or a stop)."""
+        call = _MainCall(fn, args)
+        self._main_calls.put(call)
+        while not call.done.wait(0.05):
+            if self._cancelled:
+                raise _Cancelled
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def items(self) -> list:
+        try:
+            call = self._main_calls.get_nowait()  # one at a time: the UI stays live between them
+        except queue.Empty:
+            pass
+        else:
+            call.run()
+        return super().items()
 
     # Before ssh runs there is no process: these answer for the upload.
 
@@ -352,7 +384,7 @@ class RemoteProcess(protocol.BridgeProcess):
             if isinstance(event, protocol.Done):
                 for there, here in self.outputs.items():
                     # The output folder comes back; checkpoints stay there, where Resume runs.
-                    self.machine.fetch(there, ["."], here, exclude=("./checkpoints",))
+                    self.machine.fetch(there, ["."], here, exclude=("./checkpoints", "./" + OUTPUT_LOCK))
                 event.outputs = {k: self._local(v) for k, v in event.outputs.items()}
         except (RemoteError, OSError, tarfile.TarError) as exc:
             message = exc.message if isinstance(exc, RemoteError) else str(exc)
@@ -394,6 +426,24 @@ class RemoteProcess(protocol.BridgeProcess):
             error = protocol.Error(kind="no_environment" if "not found" in failure.message else "crashed",
                                    message=failure.message, hint=failure.hint)
         self.queue.put(error)
+
+
+class _Cancelled(Exception):
+    """The job was stopped while its upload waited for the main thread."""
+
+
+class _MainCall:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+        self.result = self.error = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except Exception as exc:  # noqa: BLE001 - handed to the upload's thread, which reports it
+            self.error = exc
+        self.done.set()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -132,16 +132,101 @@ def test_training_there_looks_like_a_local_run(blender_with_splatwork, splatwork
     assert Path(settings.splats_path).is_file() and Path(settings.splats_path).parent == run
     assert (run / "metrics.json").is_file() and (run / "train.log").is_file()
     assert not (run / "checkpoints").exists(), "checkpoints stay there, where Resume runs"
+    assert not (run / ".splatwork.lock").exists(), "the lock there is not fetched"
     assert job.snapshot is not None and Path(job.snapshot.ply).is_file() and str(run) in job.snapshot.ply
     obj = settings.result_object
     assert obj is not None and len(obj.data.points) == settings.num_splats and obj.name in settings.collection.objects
-    # Only the images the model uses went over, once: a second run sends nothing new.
-    data = next((tmp_path / "far" / "data").glob("*-images"))
+    # Only the images the model uses went over, once, at the size the run trains at (downscale 2 of
+    # 96x72), under the model's names: a second run sends nothing new.
+    from PIL import Image
+
+    data = next((tmp_path / "far" / "data").glob("*-images-downscale2"))
     assert sorted(p.name for p in data.iterdir() if not p.name.startswith(".")) == sorted(
         p.name for p in (synthetic_scene / "images").iterdir())
+    for path in data.glob("*.png"):
+        with Image.open(path) as image:
+            assert image.size == (48, 36), path
     machine = splatwork.addon.remote.machine_named("far")
-    images = {p.name: str(p) for p in (synthetic_scene / "images").iterdir()}
+    images = splatwork.addon.remote_images.training_images(job.request, str(synthetic_scene / "images"))
+    assert all(Path(p).parent != synthetic_scene / "images" for p in images.values()), "the reduced copies"
     assert machine.sync(images, str(data)) == 0
+
+
+def test_photos_go_over_at_the_training_size_once_and_again_only_when_changed(blender_with_splatwork, splatwork,
+                                                                                sshd, tmp_path):
+    from PIL import Image
+    from test_remote_images import statue_subset
+
+    model, images = statue_subset(tmp_path / "statue", 12)  # copies: one photo is touched below
+    jobs, protocol = splatwork.addon.jobs, splatwork.bridge.protocol
+    machine = _machine(splatwork, sshd, tmp_path)
+    request = protocol.job_from_dict(protocol.TrainJob, {
+        "model": str(model), "images": str(images), "out": str(tmp_path / "run"),
+        "steps": 2, "downscale": 8.0, "sh_degree": 0, "device": "cpu", "test_every": 0, "snapshot_every": 0})
+    names = sorted(p.name for p in images.iterdir())
+
+    def train():
+        reduced = []
+
+        def on_event(job, event):
+            if isinstance(event, protocol.Stage) and event.stage == "reducing_images":
+                reduced.append(event.message.split(" ", 1)[1])
+
+        job = jobs.start_job("train", request, on_event=on_event, machine=machine, block=True)
+        assert job.state == "completed", job.message()
+        far = next((tmp_path / "far" / "data").glob("*-images-downscale8"))
+        # ctime: any write there (tar sets the modification time from the archive) changes it
+        return reduced, far, {p.name: (p.stat().st_ino, p.stat().st_ctime_ns) for p in far.iterdir()
+                              if not p.name.startswith(".")}
+
+    reduced, far, sent = train()
+    assert sorted(reduced) == names and sorted(sent) == names
+    for name in names:  # the model's names; the photos 800x1200 there as 100x150 lossless PNG
+        with Image.open(far / name) as image:
+            assert image.size == (100, 150) and image.format == "PNG", name
+    assert sum(p.stat().st_size for p in far.iterdir()) < 0.3 * sum(p.stat().st_size for p in images.iterdir())
+
+    reduced, _, again = train()  # nothing changed: nothing reduced, nothing sent
+    assert reduced == [] and again == sent
+
+    touched = images / names[5]
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    reduced, _, third = train()
+    assert reduced == [names[5]]
+    assert [n for n in names if third[n] != sent[n]] == [names[5]], "only the touched photo went again"
+
+
+def test_an_image_blender_cannot_read_fails_the_remote_job_naming_it(blender_with_splatwork, splatwork, sshd,
+                                                                      synthetic_scene, tmp_path):
+    jobs, protocol = splatwork.addon.jobs, splatwork.bridge.protocol
+    images = tmp_path / "images"
+    shutil.copytree(synthetic_scene / "images", images)
+    (images / "view_003.png").write_bytes(b"this is not a PNG")
+    request = protocol.job_from_dict(protocol.TrainJob, {
+        "model": str(synthetic_scene / "sparse" / "0"), "images": str(images), "out": str(tmp_path / "run"),
+        "steps": 2, "downscale": 2.0, "device": "cpu"})
+    job = jobs.start_job("train", request, machine=_machine(splatwork, sshd, tmp_path), block=True)
+    assert job.state == "failed" and job.error.kind == "remote_failed", job.error
+    assert str(images / "view_003.png") in job.error.message and "cannot read" in job.error.message
+    assert job.error.hint
+
+
+def test_cancel_while_images_are_reduced_stops_the_job(blender_with_splatwork, splatwork, sshd, synthetic_scene,
+                                                       tmp_path):
+    # The upload waits for the main thread to decode each image; Cancel must not leave it waiting.
+    jobs, protocol = splatwork.addon.jobs, splatwork.bridge.protocol
+    images = tmp_path / "images"  # a copy: nothing of it is cached yet
+    shutil.copytree(synthetic_scene / "images", images)
+    request = protocol.job_from_dict(protocol.TrainJob, {
+        "model": str(synthetic_scene / "sparse" / "0"), "images": str(images), "out": str(tmp_path / "run"),
+        "steps": 2, "downscale": 2.0, "device": "cpu"})
+    job = jobs.start_job("train", request, machine=_machine(splatwork, sshd, tmp_path), block=False)
+    _pump_until(jobs, lambda: job.stage == "reducing_images", timeout=60)
+    job.cancel()
+    _pump_until(jobs, lambda: not job.running, timeout=30)
+    assert job.state == "stopped", job.message()
+    assert not (tmp_path / "far" / "out").exists(), "nothing started there"
 
 
 def test_a_dropped_connection_stops_the_run_there_with_a_checkpoint_and_resume_continues(
@@ -156,16 +241,18 @@ def test_a_dropped_connection_stops_the_run_there_with_a_checkpoint_and_resume_c
     _pump_until(jobs, lambda: not job.running)
     assert job.state == "failed" and job.error.kind == "connection_lost", job.error
     assert "Resume" in job.error.hint and settings.state == "failed"
-    deadline = time.monotonic() + 120
-    while _alive(far_pid):  # the bridge there saw end of file on its stdin: it saves and stops
-        assert time.monotonic() < deadline, "the bridge there did not stop after the connection dropped"
+
+    # Resume at once: the bridge there may still be saving (it saw end of file on its stdin); the new
+    # run waits for the output folder's lock, so it reads the checkpoint only once that is written.
+    job = training.start_training(scene, resume=True, block=False)
+    _pump_until(jobs, lambda: not job.running or job.progress is not None)
+    assert job.running and job.progress.step > 3, ("resumed from the checkpoint, not from step 0", job.message())
+    deadline = time.monotonic() + 10
+    while _alive(far_pid):  # it let go of the lock as it exited: at most a moment ago
+        assert time.monotonic() < deadline, "the new run trains while the old one still runs there"
         time.sleep(0.1)
     far_out = next((tmp_path / "far" / "out").glob("*-run"))
     assert (far_out / "checkpoints" / "last.pt").is_file() and (far_out / "splats.ply").is_file()
-
-    job = training.start_training(scene, resume=True, block=False)
-    _pump_until(jobs, lambda: not job.running or job.progress is not None)
-    assert job.running and job.progress.step > 3, "resumed from the checkpoint, not from step 0"
     job.cancel()
     _pump_until(jobs, lambda: not job.running)
     assert job.state == "stopped" and settings.state == "stopped", job.message()

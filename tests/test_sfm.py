@@ -286,6 +286,24 @@ def test_refuses_an_output_folder_it_did_not_make(tmp_path):
     assert (out / "sparse" / "keep.txt").read_text() == "the artist's"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="holds the lock with fcntl")
+def test_an_output_folder_in_use_is_busy_and_untouched(tmp_path):
+    import fcntl
+
+    images = link_photos(tmp_path / "photos", OVERLAPPING[:3])
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / protocol.jobs.OUTPUT_LOCK, "w") as lock:  # another run's, as the bridge holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("4242 elsewhere\n")
+        lock.flush()
+        run = run_sfm(tmp_path, "--images", images, "--out", out, "--lock-wait", 0.5)
+    assert_failed_cleanly(run, out, {"busy"})
+    assert run.code == protocol.EXIT_BAD_INPUT and str(out) in run.error.message
+    assert "pid 4242 on elsewhere" in run.error.message
+    assert sorted(p.name for p in out.iterdir()) == [protocol.jobs.OUTPUT_LOCK], "nothing written"
+
+
 # ---------------------------------------------------------------------------------------------
 # Video
 

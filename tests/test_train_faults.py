@@ -106,6 +106,46 @@ def test_signals_stop_like_the_stop_command_and_sigkill_loses_no_checkpoint(scen
     assert any("left by an interrupted write" in e.message for e in of_type(resumed[signal.SIGKILL][1], protocol.Log))
 
 
+def test_one_run_at_a_time_in_an_output_folder(scene, tmp_path):
+    """A second run on a folder in use waits, then fails with "busy" naming the folder and the holder;
+    one that waits long enough goes on from the first run's final checkpoint; a SIGKILLed holder leaves
+    no lock behind."""
+    out = tmp_path / "out"
+    args = scene_args(scene, out, "--steps", 100_000, "--checkpoint-every", 2, *QUICK)
+    first, first_seen = start(args, tmp_path / "first.log"), []
+    assert wait_for(first, first_seen, lambda e: isinstance(e, protocol.Progress)), first.log_tail()
+    pid = first.proc.pid
+
+    seen: list = []
+    second = start([*args, "--resume", "--lock-wait", 1.5], tmp_path / "second.log")
+    assert finish(second, seen) == protocol.EXIT_BAD_INPUT, second.log_tail()
+    waiting = [e for e in of_type(seen, protocol.Stage) if e.stage == "waiting"]
+    assert len(waiting) == 1 and str(out) in waiting[0].message and f"pid {pid} on " in waiting[0].message
+    error = seen[-1]
+    assert isinstance(error, protocol.Error) and error.kind == "busy", seen[-3:]
+    assert str(out) in error.message and f"pid {pid}" in error.message and "another output folder" in error.hint
+    assert not of_type(seen, protocol.Progress) and first.poll() is None, "the first run went on untouched"
+
+    # Resume while the first run is still going: it waits, and goes on from where the first one saved.
+    seen = []
+    third = start([*args, "--resume"], tmp_path / "third.log")
+    assert wait_for(third, seen, lambda e: isinstance(e, protocol.Stage) and e.stage == "waiting"), third.log_tail()
+    first.send("stop")
+    assert finish(first, first_seen) == protocol.EXIT_OK and first_seen[-1].status == "stopped"
+    resumed = wait_for(third, seen, lambda e: isinstance(e, protocol.Log) and "resumed from" in e.message)
+    assert resumed and int(resumed.message.rsplit(" ", 1)[1]) == first_seen[-1].metrics["step"], third.log_tail()
+    assert wait_for(third, seen, lambda e: isinstance(e, protocol.Progress))
+
+    os.kill(third.proc.pid, signal.SIGKILL)  # the kernel drops its lock with it
+    assert finish(third, seen) == -signal.SIGKILL
+    seen = []
+    fourth = start([*args, "--resume", "--lock-wait", 0], tmp_path / "fourth.log")
+    assert wait_for(fourth, seen, lambda e: isinstance(e, protocol.Progress)), fourth.log_tail()
+    assert not [e for e in of_type(seen, protocol.Stage) if e.stage == "waiting"]
+    fourth.send("stop")
+    assert finish(fourth, seen) == protocol.EXIT_OK and seen[-1].status == "stopped"
+
+
 def test_snapshots_rotate_across_resumes_and_stale_temporaries_go(scene, tmp_path):
     out = tmp_path / "out"
     snapshots = out / "snapshots"

@@ -130,6 +130,8 @@ class TrainJob(Job):
     checkpoint_every: int = option(1000, "checkpoint every N steps", low=1)
     eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, factory=list)
     resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
+    lock_wait: float = option(60.0, "seconds to wait while another run holds the output folder (it may be "
+                              "saving its checkpoint), then fail with 'busy'", low=0.0, high=3600.0)
     # Speed-ups (bridge/train/strategy.py, resolution.py, gaussians.VisibleAdam). The defaults train
     # exactly as gsplat's simple_trainer does; the presets turn them on.
     schedule_scale: float = option(1.0, "densification and SH-band schedule x this (gsplat's steps_scaler); "
@@ -143,6 +145,10 @@ class TrainJob(Job):
     res_full_at: float = option(0.5, "the fraction of the run from which images are full size", low=0.0, high=1.0)
     visible_adam: bool = option(False, "Adam updates only splats seen in the step's view (SelectiveAdam)")
     sh_rest_every: int = option(1, "the higher SH bands learn every Nth step only", low=1)
+
+    def image_size(self, camera_width: int, camera_height: int) -> tuple[int, int]:
+        """The size the images of a camera of this size are trained at (a remote run sends them at it)."""
+        return (max(1, round(camera_width / self.downscale)), max(1, round(camera_height / self.downscale)))
 
     def check(self) -> None:
         if len(self.background) != 3:
@@ -201,6 +207,8 @@ class SfmJob(Job):
     min_registered: float = option(0.5, "fail unless this fraction of the photos is placed in the model",
                                    low=0.0, high=1.0)
     threads: int = option(-1, "CPU threads (-1: all)", low=-1)
+    lock_wait: float = option(60.0, "seconds to wait while another run holds the output folder, then fail "
+                              "with 'busy'", low=0.0, high=3600.0)
     seed: int = option(0, "random seed, for repeatable results", low=0)
 
     def check(self) -> None:
@@ -396,6 +404,11 @@ def parse_job_text(cls: type, text: str, source: str) -> dict[str, Any]:
 
 def job_from_json(cls: type, text: str, source: str = "job") -> Any:
     return job_from_dict(cls, parse_job_text(cls, text, source))
+
+
+# The file a run holds locked in its output folder while it runs (``bridge/outlock.py``): nobody
+# else's business, so a client fetching the folder leaves it out.
+OUTPUT_LOCK = ".splatwork.lock"
 
 
 def path_fields(job: Any, direction: str) -> list[tuple[Any, str]]:

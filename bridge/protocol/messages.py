@@ -127,7 +127,9 @@ class Error(Event):
     """Last event of a failed run."""
 
     type: ClassVar[str] = "error"
-    kind: str  # bad_job, missing_input, bad_input, no_cuda, cuda_oom, empty_reconstruction, internal, ...
+    # bad_job, missing_input, bad_input, no_cuda, cuda_oom, empty_reconstruction, internal, busy (the
+    # output folder is in use by another run: bridge/outlock.py), ...
+    kind: str
     message: str
     hint: str = ""
     traceback: str = ""

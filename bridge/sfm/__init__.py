@@ -23,7 +23,7 @@ def options(job: SfmJob) -> SfmOptions:
         out=Path(job.out), images=Path(job.images) if job.images else None,
         video=Path(job.video) if job.video else None, every=job.every, matcher=job.matcher,
         mapper=job.mapper, quality=job.quality, max_size=job.max_size, camera=job.camera,
-        threads=job.threads, seed=job.seed, min_registered=job.min_registered)
+        threads=job.threads, seed=job.seed, min_registered=job.min_registered, lock_wait=job.lock_wait)
 
 
 def main(argv: list[str]) -> int:

@@ -25,6 +25,7 @@ class SfmOptions:
     threads: int = -1
     seed: int = 0
     min_registered: float = 0.5  # fraction of the photos the model must hold
+    lock_wait: float = 60.0  # seconds to wait for another run in the output folder
 
     @property
     def working_size(self) -> int:

@@ -19,7 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..formats.atomic import atomic_write
+from ..outlock import output_lock
 from ..protocol import EXIT_BAD_INPUT, BridgeError, Done
+from ..protocol.jobs import OUTPUT_LOCK
 from ..runner import RunContext
 from . import features
 from .inputs import WorkingImage, clear_folder, list_photos, prepare_photos
@@ -39,9 +41,18 @@ def run(ctx: RunContext, opts: SfmOptions) -> Done:
     ctx.claim_signals()  # importing pycolmap (glog) replaced the SIGTERM handler: SIGTERM stops like "stop"
     ctx.hello(device="cuda" if pycolmap.has_cuda else "cpu", backend="pycolmap",
               versions={"pycolmap": pycolmap.__version__, "colmap": str(pycolmap.COLMAP_version)})
-    runner = StageRunner(ctx)
     out = opts.out.resolve()
-    _claim_output(out)
+    _check_output(out)
+    with output_lock(ctx, out, opts.lock_wait) as held:
+        if not held:
+            return Done(status="stopped", metrics={"stage": "waiting"})
+        return _run(ctx, opts, out)
+
+
+def _run(ctx: RunContext, opts: SfmOptions, out: Path) -> Done:
+    runner = StageRunner(ctx)
+    for name in _OWNED:  # an earlier run's files (_check_output made sure the folder is ours)
+        clear_folder(out / name)
     _write_marker(out, {"status": "running", "options": _jsonable(asdict(opts))})
     stage = "loading_images"
     try:
@@ -94,8 +105,8 @@ def run(ctx: RunContext, opts: SfmOptions) -> Done:
 # Output folder
 
 
-def _claim_output(out: Path) -> None:
-    """Make ``out`` ready: new or empty, or an earlier run of ours whose files are replaced.
+def _check_output(out: Path) -> None:
+    """Make sure ``out`` may be used: new or empty, or an earlier run of ours (whose files are replaced).
 
     Anything else is refused rather than cleared: an artist may point this at a COLMAP project
     or a photo folder, and nothing of theirs may be deleted.
@@ -104,15 +115,11 @@ def _claim_output(out: Path) -> None:
         raise BridgeError("bad_input", f"{out}: exists and is not a folder", "Choose a folder for the result.",
                           EXIT_BAD_INPUT)
     out.mkdir(parents=True, exist_ok=True)
-    entries = {p.name for p in out.iterdir()}
-    if not entries:
-        return
-    if MARKER not in entries:
+    entries = {p.name for p in out.iterdir()} - {OUTPUT_LOCK}
+    if entries and MARKER not in entries:
         raise BridgeError(
             "bad_input", f"{out}: the output folder is not empty and was not made by Splatwork's reconstruct",
             "Choose an empty or new folder for the result; nothing in this one is changed.", EXIT_BAD_INPUT)
-    for name in _OWNED:
-        clear_folder(out / name)
 
 
 def _write_marker(out: Path, data: dict) -> None:

@@ -14,6 +14,7 @@ import platform
 import sys
 
 from .. import build_kernels, device, protocol
+from ..outlock import output_lock
 from ..protocol import TrainJob
 from ..runner import RunContext, job_parser, read_job
 from ..runner import main as command_main
@@ -60,7 +61,11 @@ def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
         raise bad_job("out", f"cannot create {job.out} ({exc.strerror})") from None
     import torch
 
-    return Trainer(ctx, job, dataset, torch.device(choice.device), choice.backend).run()
+    # Before the checkpoint is read: a Resume may find the run before it still saving there.
+    with output_lock(ctx, job.out, job.lock_wait) as held:
+        if not held:
+            return protocol.Done(status="stopped", metrics={"stage": "waiting"})
+        return Trainer(ctx, job, dataset, torch.device(choice.device), choice.backend).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,8 +168,7 @@ def _load_view(job, view, camera, path: str) -> TrainView:
         raise BridgeError("bad_input", f"{path}: the image is {w}x{h} but its COLMAP camera {camera.id} is "
                           f"{camera.width}x{camera.height} (a different aspect ratio)",
                           hint="Use the images the model was reconstructed from.", exit_code=EXIT_BAD_INPUT)
-    out_w = max(1, round(camera.width / job.downscale))
-    out_h = max(1, round(camera.height / job.downscale))
+    out_w, out_h = job.image_size(camera.width, camera.height)
     if (out_w, out_h) != (w, h):
         image = image.resize((out_w, out_h), Image.BOX)  # area averaging, like cv2.INTER_AREA
     pixels = np.asarray(image, np.uint8)

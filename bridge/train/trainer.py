@@ -71,7 +71,8 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the checkpoint on disk, once known good
         if job.resume:
             self._resume()
-        # A run killed mid-write (SIGKILL, power) leaves its temporary file; nothing else writes here.
+        # A run killed mid-write (SIGKILL, power) leaves its temporary file; nothing else writes here
+        # (this run holds the output folder's lock: bridge/outlock.py).
         for folder in (self.out, os.path.dirname(self.ckpt_path), os.path.join(self.out, "snapshots")):
             for path in remove_stale_temporaries(folder):
                 ctx.log(f"removed {path}, left by an interrupted write")
