@@ -184,7 +184,7 @@ class Machine:
                 ) -> tuple[list[str], protocol.Job, dict[str, str]]:
         """Carry the code and the job's inputs there: (ssh argv, the job with paths there, output
         folder there -> here). JobError (RemoteError) when it cannot. ``on_main(fn, *args)`` runs what
-        must run on Blender's main thread (decoding images); ``progress(event)`` hears how it goes."""
+        must run on Blender's main thread (reducing images); ``progress(event)`` hears how it goes."""
         from . import runtime
 
         remote_job = copy_job(request)
@@ -259,7 +259,7 @@ class RemoteProcess(protocol.BridgeProcess):
 
     Its thread first uploads (a "uploading" Stage event), then starts ssh and reads the events; until
     ssh runs, ``proc`` is None, "stop" cancels the upload and the job ends stopped. What the upload
-    must do on Blender's main thread (decode an image) waits for the client's next :meth:`events`
+    must do on Blender's main thread (reduce an image) waits for the client's next :meth:`events`
     call, which the client makes on that thread (the jobs' timer, or ``run_to_end`` when blocking).
     """
 
