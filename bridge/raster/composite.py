@@ -9,8 +9,10 @@ prefix of the depth-ordered list, so a mask reproduces the sequential early stop
 Work and memory stay bounded: a tile's list is taken in depth slices of ``slice_splats``, tiles whose
 pixels are all finished drop out between slices (the vectorised form of gsplat's early stop), and a
 slice is processed in chunks of at most ``budget`` pixel-splat pairs. Each chunk is one autograd node
-that keeps only its small per-splat inputs and recomputes its alphas in a closed-form backward
-(checkpointing), so training needs little more memory than rendering.
+with a closed-form backward, which reuses the chunk's alphas and transmittances for the first
+``keep_pairs`` pairs of a camera (a training view of a few hundred thousand pixels: all of them) and
+recomputes them from the small per-splat inputs beyond (checkpointing), so a large frame needs little
+more memory than rendering.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import bisect
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .projection import ALPHA_THRESHOLD
@@ -25,6 +28,7 @@ from .projection import ALPHA_THRESHOLD
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
 DEFAULT_BUDGET = 1 << 22  # pixel-splat pairs per chunk: ~0.3 GB of float32 intermediates
+KEEP_PAIRS = 1 << 24  # pixel-splat pairs per camera whose forward values the backward reuses: ~0.2 GB
 
 
 def _quadratic_terms(tile_size: int, dtype, device) -> Tensor:
@@ -48,70 +52,92 @@ def _sigma_coefficients(offset: Tensor, conics: Tensor) -> Tensor:
     return torch.stack([const, -(a * ex + b * ey), -(c * ey + b * ex), 0.5 * a, 0.5 * c, b], dim=-1)
 
 
-def _alphas(terms: Tensor, coeffs: Tensor, opac: Tensor, t_in: Tensor, done: Tensor):
-    """The per pixel-splat quantities of one chunk, [T, P, K] each (no autograd graph).
+def _just_below(value: float, dtype: torch.dtype) -> float:
+    """The largest number of ``dtype`` under ``value``: ``x > _just_below(v)`` is ``x >= v`` there."""
+    v = torch.tensor(value, dtype=dtype)
+    return float(torch.nextafter(v, torch.zeros_like(v)))
 
-    terms [P,6], coeffs [T,K,6], opac [T,K], t_in [T,P] transmittance so far, done [T,P] pixels
-    already finished. Returns (raw = opacity * gaussian, alpha as composited (0 where skipped),
-    transmittance before each splat, mask of alphas that carry a gradient, done after the chunk).
 
-    sigma >= 0 for the positive definite conics projection lets through, so gsplat's sigma < 0
-    test (a guard against rounding) has nothing to do here.
+def _exponent(coeffs: Tensor, opac: Tensor) -> Tensor:
+    """[T, K, 6] coefficients of log(opacity) - sigma, whose exp is each raw alpha ``opacity * exp(-sigma)``
+    in one pass (the padding splat's opacity 0 gives exp(-inf) = 0)."""
+    exponent = -coeffs
+    exponent[..., 0] += torch.log(opac)
+    return exponent
+
+
+def _composite(terms: Tensor, exponent: Tensor, t_first: Tensor) -> tuple[Tensor, Tensor]:
+    """(alpha as composited [T, P, K], 0 where skipped or past the pixel's end; transmittance [T, P, K + 1]
+    before each splat, then after the last), from terms [P, 6], exponent [T, K, 6] and t_first [T, P], the
+    transmittance so far (0 for pixels already finished, so they take nothing more).
+
+    The transmittance is gsplat's sequential product (t_first (1 - a_1)) (1 - a_2) ..., one cumprod. It
+    only falls, so the splats a pixel still takes form a prefix of its list, and zeroing each alpha whose
+    transmittance after it is 1e-4 or less stops the pixel before that splat, as gsplat does. Mostly in
+    place: on the CPU the time goes into passes over these [T, P, K] blocks.
+    sigma >= 0 for the positive definite conics projection lets through, so gsplat's sigma < 0 test
+    (a guard against rounding) has nothing to do here.
     """
-    sigma = torch.matmul(terms, coeffs.transpose(1, 2))
-    gauss = torch.exp(-sigma)
-    raw = opac[:, None, :] * gauss
-    alpha = torch.clamp(raw, max=MAX_ALPHA)
-    alpha = alpha * (alpha >= ALPHA_THRESHOLD)
-    after = t_in[..., None] * torch.cumprod(1.0 - alpha, dim=-1)
-    # Transmittance only falls, so the splats a pixel still takes form a prefix of its list, and
-    # on that prefix these products are exactly gsplat's sequential ones.
-    keep = (after > MIN_TRANSMITTANCE) & ~done[..., None]
-    done_out = done | (after[..., -1] <= MIN_TRANSMITTANCE)
-    before = torch.cat([t_in[..., None], after[..., :-1]], dim=-1)
-    return gauss, raw, alpha * keep, before, done_out
+    alpha = torch.matmul(terms, exponent.transpose(1, 2)).exp_()
+    alpha.clamp_(max=MAX_ALPHA)
+    F.threshold(alpha, _just_below(ALPHA_THRESHOLD, alpha.dtype), 0.0, inplace=True)  # keeps alpha >= 1/255
+    trans = alpha.new_empty(alpha.shape[:-1] + (alpha.shape[-1] + 1,))
+    trans[..., 0] = t_first
+    torch.sub(alpha.new_ones(()), alpha, out=trans[..., 1:])
+    trans.cumprod_(dim=-1)
+    alpha.masked_fill_(trans[..., 1:] <= MIN_TRANSMITTANCE, 0.0)
+    return alpha, trans
 
 
 class _Chunk(torch.autograd.Function):
     """One chunk of tiles as an autograd node with a hand-written backward.
 
-    Only the small per-splat inputs are kept; the backward recomputes the [T, P, K] alphas
-    (checkpointing) and differentiates front-to-back compositing in closed form:
+    The backward differentiates front-to-back compositing in closed form:
     dC/da_k = T_k f_k - (sum_{j>k} w_j f_j) / (1 - a_k) and dT_out/da_k = -T_out / (1 - a_k).
+    It reuses the forward's [T, P, K] alphas, transmittances and weights while the camera's ``keep``
+    allowance lasts; past it, it keeps only the small per-splat inputs and recomputes them
+    (checkpointing), so a large frame needs little more memory than rendering.
     It also yields gsplat's absgrad: the sum over pixels of |dL/dmean2d|.
     """
 
     @staticmethod
-    def forward(ctx, terms, offset, conics, opac, feats, t_in, done, absgrad_sink):
-        _, _, alpha, before, done_out = _alphas(terms, _sigma_coefficients(offset, conics), opac, t_in, done)
-        weights = alpha * before
+    def forward(ctx, terms, offset, conics, opac, feats, t_in, done, absgrad_sink, keep):
+        t_first = t_in.masked_fill(done, 0.0)
+        alpha, trans = _composite(terms, _exponent(_sigma_coefficients(offset, conics), opac), t_first)
+        weights = alpha * trans[..., :-1]
         colour = torch.bmm(weights, feats)
         t_out = t_in - weights.sum(dim=-1)  # the weights telescope: sum_k a_k T_k = T_in - T_out
-        ctx.save_for_backward(terms, offset, conics, opac, feats, t_in, done)
+        done_out = trans[..., -1] <= MIN_TRANSMITTANCE
+        kept = (alpha, trans, weights) if keep else ()
+        ctx.save_for_backward(terms, offset, conics, opac, feats, t_in, t_first, t_out, *kept)
         ctx.absgrad_sink = absgrad_sink  # (tensor [M, 2], ids [T, K] into it) or None
         ctx.mark_non_differentiable(done_out)
         return colour, t_out, done_out
 
     @staticmethod
     def backward(ctx, g_colour, g_t_out, _g_done):
-        terms, offset, conics, opac, feats, t_in, done = ctx.saved_tensors
+        terms, offset, conics, opac, feats, t_in, t_first, t_out, *kept = ctx.saved_tensors
         with torch.enable_grad():
             offset_v, conics_v = offset.detach().requires_grad_(), conics.detach().requires_grad_()
             coeffs = _sigma_coefficients(offset_v, conics_v)
-        gauss, raw, alpha, before, _ = _alphas(terms, coeffs.detach(), opac, t_in, done)
-        weights = alpha * before
-        t_out = t_in - weights.sum(dim=-1)
+        if kept:
+            alpha, trans, weights = kept
+        else:
+            alpha, trans = _composite(terms, _exponent(coeffs.detach(), opac), t_first)
+            weights = alpha * trans[..., :-1]
         q = torch.bmm(g_colour, feats.transpose(1, 2))  # f_k . dL/dC, [T, P, K]
         wq = weights * q
-        behind = wq.sum(dim=-1, keepdim=True) - torch.cumsum(wq, dim=-1)  # sum_{j>k} w_j q_j
-        g_alpha = before * q - (behind + (g_t_out * t_out)[..., None]) / (1.0 - alpha)
-        # Only alphas that were composited and not clamped at 0.999 pass a gradient to the splat.
-        g_raw = torch.where((alpha > 0) & (raw < MAX_ALPHA), g_alpha, torch.zeros_like(g_alpha))
-        g_opac = (g_raw * gauss).sum(dim=1)
-        g_sigma = -g_raw * raw
+        total = wq.sum(dim=-1, keepdim=True)
+        ahead = total + (g_t_out * t_out)[..., None]  # what a pixel's loss sees through its transmittance
+        # g_alpha = T_k q_k - (sum_{j>k} w_j q_j + g_T_out T_out) / (1 - a_k), built in place in one buffer.
+        g_alpha = torch.cumsum(wq, dim=-1).sub_(ahead).div_(1.0 - alpha).addcmul_(trans[..., :-1], q)
+        # Only alphas that were composited and not clamped at 0.999 pass a gradient to the splat; there
+        # alpha = opacity * exp(-sigma), so dL/dsigma = -g_alpha * alpha and dL/dopacity = -dL/dsigma / opacity.
+        g_sigma = g_alpha.mul_(F.threshold(-alpha, -MAX_ALPHA, 0.0))
+        g_opac = -g_sigma.sum(dim=1) / opac.clamp_min(ALPHA_THRESHOLD)  # composited splats have opacity >= 1/255
         g_feats = torch.bmm(weights.transpose(1, 2), g_colour)
         # Colour and T_out are both proportional to T_in (T_in >= 1e-4 for pixels still going).
-        g_t_in = (wq.sum(dim=-1) + g_t_out * t_out) / t_in
+        g_t_in = ahead[..., 0] / t_in
         g_coeffs = torch.matmul(g_sigma.transpose(1, 2), terms)
         g_offset, g_conics = torch.autograd.grad(coeffs, (offset_v, conics_v), g_coeffs)
         if ctx.absgrad_sink is not None:
@@ -122,7 +148,7 @@ class _Chunk(torch.autograd.Function):
             per_pixel = torch.stack([(g_sigma * (a * dx + b * dy)).abs().sum(1),
                                      (g_sigma * (b * dx + c * dy)).abs().sum(1)], dim=-1)
             sink.index_add_(0, ids.reshape(-1), per_pixel.reshape(-1, 2).to(sink.dtype))
-        return None, g_offset, g_conics, g_opac, g_feats, g_t_in, None, None
+        return None, g_offset, g_conics, g_opac, g_feats, g_t_in, None, None, None
 
 
 def bin_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tiles_x: int, tiles_y: int):
@@ -167,6 +193,7 @@ def composite_camera(
     budget: int = DEFAULT_BUDGET,
     absgrad_sink: Tensor | None = None,
     slice_splats: int = 128,
+    keep_pairs: int = KEEP_PAIRS,
 ) -> tuple[Tensor, Tensor]:
     """Composite one camera's splats ([N, ...] inputs) into (colour [H, W, D], transmittance [H, W])."""
     device, dtype = means2d.device, means2d.dtype
@@ -226,8 +253,10 @@ def composite_camera(
             gids = ids_p[torch.where(valid, pos, torch.full_like(pos, len(splat_ids)))]
             offset = means2d_p[gids] - tile_centres[tiles][:, None, :]
             sink = None if absgrad_sink is None else (absgrad_sink, gids)
+            keep = keep_pairs >= n_pix * k * len(rows)
+            keep_pairs -= n_pix * k * len(rows)
             c, t, d = _Chunk.apply(
-                terms, offset, conics_p[gids], opac_p[gids], feats_p[gids], trans[rows], done[rows], sink
+                terms, offset, conics_p[gids], opac_p[gids], feats_p[gids], trans[rows], done[rows], sink, keep
             )
             pieces_c.append(c)
             pieces_t.append(t)
