@@ -52,6 +52,25 @@ def _sigma_coefficients(offset: Tensor, conics: Tensor) -> Tensor:
     return torch.stack([const, -(a * ex + b * ey), -(c * ey + b * ex), 0.5 * a, 0.5 * c, b], dim=-1)
 
 
+def _unpack(splats: Tensor, centres: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(offset of each mean from its tile's centre, conics, opacities, features) of a chunk's splats."""
+    return splats[..., :2] - centres, splats[..., 2:5], splats[..., 5], splats[..., 6:]
+
+
+def _sigma_coefficients_backward(offset: Tensor, conics: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """(dL/doffset [T, K, 2], dL/dconics [T, K, 3]) from dL/dcoefficients ``g`` [T, K, 6] of
+    :func:`_sigma_coefficients`, in closed form (cheaper than autograd for each chunk)."""
+    ex, ey = offset.unbind(-1)
+    a, b, c = conics.unbind(-1)
+    g0, g1, g2, g3, g4, g5 = g.unbind(-1)
+    g_offset = torch.stack([g0 * (a * ex + b * ey) - g1 * a - g2 * b,
+                            g0 * (c * ey + b * ex) - g1 * b - g2 * c], dim=-1)
+    g_conics = torch.stack([(0.5 * g0 * ex - g1) * ex + 0.5 * g3,
+                            (g0 * ey - g2) * ex - g1 * ey + g5,
+                            (0.5 * g0 * ey - g2) * ey + 0.5 * g4], dim=-1)
+    return g_offset, g_conics
+
+
 def _just_below(value: float, dtype: torch.dtype) -> float:
     """The largest number of ``dtype`` under ``value``: ``x > _just_below(v)`` is ``x >= v`` there."""
     v = torch.tensor(value, dtype=dtype)
@@ -101,7 +120,9 @@ class _Chunk(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, terms, offset, conics, opac, feats, t_in, done, absgrad_sink, keep):
+    def forward(ctx, terms, centres, splats, t_in, done, absgrad_sink, keep):
+        # splats [T, K, 6 + D]: each tile's list of (mean2d, conic, opacity, features), gathered at once
+        offset, conics, opac, feats = _unpack(splats, centres)
         t_first = t_in.masked_fill(done, 0.0)
         alpha, trans = _composite(terms, _exponent(_sigma_coefficients(offset, conics), opac), t_first)
         weights = alpha * trans[..., :-1]
@@ -109,21 +130,19 @@ class _Chunk(torch.autograd.Function):
         t_out = t_in - weights.sum(dim=-1)  # the weights telescope: sum_k a_k T_k = T_in - T_out
         done_out = trans[..., -1] <= MIN_TRANSMITTANCE
         kept = (alpha, trans, weights) if keep else ()
-        ctx.save_for_backward(terms, offset, conics, opac, feats, t_in, t_first, t_out, *kept)
+        ctx.save_for_backward(terms, centres, splats, t_in, t_first, t_out, *kept)
         ctx.absgrad_sink = absgrad_sink  # (tensor [M, 2], ids [T, K] into it) or None
         ctx.mark_non_differentiable(done_out)
         return colour, t_out, done_out
 
     @staticmethod
     def backward(ctx, g_colour, g_t_out, _g_done):
-        terms, offset, conics, opac, feats, t_in, t_first, t_out, *kept = ctx.saved_tensors
-        with torch.enable_grad():
-            offset_v, conics_v = offset.detach().requires_grad_(), conics.detach().requires_grad_()
-            coeffs = _sigma_coefficients(offset_v, conics_v)
+        terms, centres, splats, t_in, t_first, t_out, *kept = ctx.saved_tensors
+        offset, conics, opac, feats = _unpack(splats, centres)
         if kept:
             alpha, trans, weights = kept
         else:
-            alpha, trans = _composite(terms, _exponent(coeffs.detach(), opac), t_first)
+            alpha, trans = _composite(terms, _exponent(_sigma_coefficients(offset, conics), opac), t_first)
             weights = alpha * trans[..., :-1]
         q = torch.bmm(g_colour, feats.transpose(1, 2))  # f_k . dL/dC, [T, P, K]
         wq = weights * q
@@ -138,8 +157,7 @@ class _Chunk(torch.autograd.Function):
         g_feats = torch.bmm(weights.transpose(1, 2), g_colour)
         # Colour and T_out are both proportional to T_in (T_in >= 1e-4 for pixels still going).
         g_t_in = ahead[..., 0] / t_in
-        g_coeffs = torch.matmul(g_sigma.transpose(1, 2), terms)
-        g_offset, g_conics = torch.autograd.grad(coeffs, (offset_v, conics_v), g_coeffs)
+        g_offset, g_conics = _sigma_coefficients_backward(offset, conics, torch.matmul(g_sigma.transpose(1, 2), terms))
         if ctx.absgrad_sink is not None:
             sink, ids = ctx.absgrad_sink
             a, b, c = (v[:, None, :] for v in conics.unbind(-1))
@@ -148,7 +166,8 @@ class _Chunk(torch.autograd.Function):
             per_pixel = torch.stack([(g_sigma * (a * dx + b * dy)).abs().sum(1),
                                      (g_sigma * (b * dx + c * dy)).abs().sum(1)], dim=-1)
             sink.index_add_(0, ids.reshape(-1), per_pixel.reshape(-1, 2).to(sink.dtype))
-        return None, g_offset, g_conics, g_opac, g_feats, g_t_in, None, None, None
+        g_splats = torch.cat([g_offset, g_conics, g_opac[..., None], g_feats], dim=-1)
+        return None, None, g_splats, g_t_in, None, None, None
 
 
 def bin_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, tile_size: int, tiles_x: int, tiles_y: int,
@@ -252,10 +271,8 @@ def composite_camera(
 
     # A padding splat (index N) with zero opacity is skipped by the alpha threshold.
     pad = means2d.shape[0]
-    means2d_p = torch.cat([means2d, means2d.new_zeros(1, 2)])
-    conics_p = torch.cat([conics, conics.new_zeros(1, 3)])
-    opac_p = torch.cat([opacities, opacities.new_zeros(1)])
-    feats_p = torch.cat([feats, feats.new_zeros(1, n_feat)])
+    splats_p = torch.cat([means2d, conics, opacities[:, None], feats], dim=-1)
+    splats_p = torch.cat([splats_p, splats_p.new_zeros(1, splats_p.shape[1])])
     ids_p = torch.cat([splat_ids, splat_ids.new_full((1,), pad)])
 
     terms = _quadratic_terms(tile_size, dtype, device)
@@ -291,12 +308,11 @@ def composite_camera(
             pos = starts_busy[rows, None] + depth_start + torch.arange(k, device=device)
             valid = pos < (starts_busy[rows] + per_tile[tiles])[:, None]
             gids = ids_p[torch.where(valid, pos, torch.full_like(pos, len(splat_ids)))]
-            offset = means2d_p[gids] - tile_centres[tiles][:, None, :]
             sink = None if absgrad_sink is None else (absgrad_sink, gids)
             keep = keep_pairs >= n_pix * k * len(rows)
             keep_pairs -= n_pix * k * len(rows)
             c, t, d = _Chunk.apply(
-                terms, offset, conics_p[gids], opac_p[gids], feats_p[gids], trans[rows], done[rows], sink, keep
+                terms, tile_centres[tiles][:, None, :], splats_p[gids], trans[rows], done[rows], sink, keep
             )
             pieces_c.append(c)
             pieces_t.append(t)
