@@ -104,3 +104,25 @@ def test_default_strategy_densifies_from_our_info(absgrad):
     assert len(params["means"]) > 40, "with a tiny threshold, seen splats must be duplicated or split"
     assert all(len(v) == len(params["means"]) for v in params.values())
     assert torch.isfinite(params["means"]).all()
+
+
+@pytest.mark.parametrize("keep_pairs", [0, 700])  # recompute every chunk; reuse the first chunks only
+def test_backward_that_recomputes_alphas_matches_the_one_that_reuses_them(keep_pairs):
+    from bridge.raster.composite import composite_camera
+    from bridge.raster.projection import project
+
+    means, quats, scales, opacities, colors = tensors(scene(30, 5, spread=0.3), requires_grad=False)
+    proj = project(means, quats, scales, opacities, torch.tensor(np.stack(CAMERAS[:1])),
+                   torch.tensor(K)[None], 16, 12)
+    target = torch.rand(12, 16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for keep in (1 << 30, keep_pairs):
+        leaves = [t[0].clone().requires_grad_() for t in (proj.means2d, proj.conics, proj.opacities)]
+        feats = colors.clone().requires_grad_()
+        colour, trans = composite_camera(*leaves, feats, proj.radii[0], proj.depths[0], 16, 12, budget=300,
+                                         keep_pairs=keep)
+        ((colour - target) ** 2).sum().add(trans.sum()).backward()
+        grads.append([t.grad for t in (*leaves, feats)])
+    assert all(g.abs().sum() > 0 for g in grads[0])
+    for reused, recomputed in zip(*grads, strict=True):
+        torch.testing.assert_close(recomputed, reused, rtol=1e-12, atol=1e-14)

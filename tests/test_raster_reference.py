@@ -250,6 +250,33 @@ def test_chunking_and_depth_slices_do_not_change_the_image():
     np.testing.assert_allclose(tiny_a.numpy(), full_a.numpy(), atol=1e-12)
 
 
+def test_tiles_are_dropped_only_where_the_splat_cannot_reach_1_255():
+    """The ellipse test drops tiles of a splat's box; at every pixel centre of a dropped tile the splat's
+    alpha must be under 1/255 (long thin splats make boxes that are mostly empty)."""
+    from bridge.raster.composite import bin_tiles
+    from bridge.raster.projection import project
+
+    rng = np.random.default_rng(4)
+    means, quats, _, opacities, _ = scene(300, 11, spread=0.5)
+    scales = rng.uniform(0.01, 0.5, (300, 3)) * rng.uniform(0.02, 1.0, (300, 1)) ** [0, 1, 0]  # elongated
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    width, height, tile = 48, 40, 8
+    proj = project(t(means), t(quats), t(scales), t(opacities), t(CAMERAS[0])[None], t(K * 3)[None], width, height)
+    m2, conics, opac = proj.means2d[0], proj.conics[0], proj.opacities[0]
+    args = (m2, proj.radii[0], proj.depths[0], tile, width // tile, height // tile)
+    every = set(zip(*(x.tolist() for x in bin_tiles(*args)), strict=True))
+    kept = set(zip(*(x.tolist() for x in bin_tiles(*args, conics, opac)), strict=True))
+    dropped = every - kept
+    assert kept <= every and len(dropped) > 0.1 * len(every)
+    offsets = np.arange(tile) + 0.5
+    for tile_id, splat in dropped:
+        px = (tile_id % (width // tile)) * tile + offsets[None, :] - float(m2[splat, 0])
+        py = (tile_id // (width // tile)) * tile + offsets[:, None] - float(m2[splat, 1])
+        a, b, c = conics[splat].double().tolist()
+        alpha = float(opac[splat]) * np.exp(-(0.5 * (a * px * px + c * py * py) + b * px * py))
+        assert alpha.max() < 1 / 255
+
+
 def test_per_camera_colors_and_many_channels():
     means, quats, scales, opacities, _ = scene(10, 5)
     feats = np.random.default_rng(0).uniform(0, 1, (2, 10, 5))

@@ -309,3 +309,35 @@ def test_resolution_schedule_goes_coarse_to_fine_with_exact_intrinsics():
     assert ResolutionSchedule([image[:40, :60].to(torch.uint8)], [K], 1000, res_start=4, full_at=0.5).levels == 0
     off = ResolutionSchedule([image.to(torch.uint8)], [K], steps=1000, res_start=1, full_at=0.5)
     assert off.level(0) == 0 and len(off.images) == 1
+
+
+def test_eta_counts_the_dearer_full_size_steps_still_to_come():
+    from bridge.train.resolution import ResolutionSchedule, StepCosts
+
+    image = torch.zeros(128, 192, 3, dtype=torch.uint8)
+    K = torch.tensor([[[150.0, 0.0, 96.0], [0.0, 150.0, 64.0], [0.0, 0.0, 1.0]]])
+    sched = ResolutionSchedule([image], [K], steps=1000, res_start=4, full_at=0.5)
+    assert sched.steps_left(0, 1000) == {2: 250, 1: 250, 0: 500}
+    assert sched.steps_left(300, 1000) == {2: 0, 1: 200, 0: 500}
+    assert all(sum(sched.steps_left(s, 1000).values()) == 1000 - s for s in range(0, 1001, 7))
+    assert all(sched.level(s) == min(lv for lv, n in sched.steps_left(s, s + 1).items() if n) for s in range(1000))
+    flat = ResolutionSchedule([image], [K], steps=1000, res_start=1, full_at=0.5)
+    assert flat.steps_left(400, 1000) == {0: 600}
+
+    def cost(level):  # a step costs pixels^0.4, as fixed costs make it on the CPU
+        return 1e-3 * sched.pixels(level) ** 0.4
+
+    costs = StepCosts(sched)
+    for step in range(100):
+        costs.add(sched.level(step), cost(sched.level(step)))
+    # One level measured: later levels scale by their pixel ratio (4x, 16x here) to the power 1/3.
+    expected = 150 * cost(2) + (250 * 4 ** (1 / 3) + 500 * 16 ** (1 / 3)) * cost(2)
+    assert costs.eta(100, 1000) == pytest.approx(expected)
+    assert costs.eta(100, 1000) > 900 * cost(2)  # what the last steps' rate alone said
+    for step in range(100, 300):
+        costs.add(sched.level(step), cost(sched.level(step)))
+    # Two levels measured: the power is fitted, so a power-law cost is predicted exactly.
+    assert costs.eta(300, 1000) == pytest.approx(200 * cost(1) + 500 * cost(0))
+    for step in range(300, 600):
+        costs.add(sched.level(step), cost(sched.level(step)))
+    assert costs.eta(600, 1000) == pytest.approx(400 * cost(0))

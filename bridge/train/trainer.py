@@ -33,7 +33,7 @@ from ..runner import NO_SPACE, disk_full_error
 from . import checkpoint, gaussians
 from .job import bad_job
 from .losses import mse_to_psnr, photometric_loss, psnr, ssim
-from .resolution import ResolutionSchedule
+from .resolution import ResolutionSchedule, StepCosts
 from .strategy import make_strategy, sh_band_every
 
 MCMC_OPACITY_REG = 0.01  # gsplat's MCMC preset
@@ -51,6 +51,7 @@ class Trainer:
         self.viewmats = [viewmat for viewmat, _ in cameras]
         self.views = ResolutionSchedule([torch.from_numpy(v.image).to(device) for v in dataset.train],
                                         [K for _, K in cameras], job.steps, job.res_start, job.res_full_at)
+        self.step_costs = StepCosts(self.views)  # for the ETA: coarse-to-fine steps cost more as they grow
         self.sh_band_every = sh_band_every(job)
         self.stopped = False
         self.train_seconds = 0.0
@@ -239,14 +240,16 @@ class Trainer:
             if report:  # reading the values waits for the device, so the timing covers its work too
                 loss, train_psnr = float(loss), mse_to_psnr(float(mse))
                 self._check_finite(step, loss)
-            self.train_seconds += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.train_seconds += seconds
+            self.step_costs.add(self.views.level(self.step), seconds)
             self.step = step
             if report:
                 rate = (step - window_step) / max(self.train_seconds - window_seconds, 1e-9)
                 window_seconds, window_step = self.train_seconds, step
                 ctx.emit(protocol.Progress(
                     step=step, total=job.steps, loss=loss, psnr=train_psnr, num_splats=self.num_splats,
-                    steps_per_sec=rate, eta_sec=(job.steps - step) / max(rate, 1e-9),
+                    steps_per_sec=rate, eta_sec=self.step_costs.eta(step, job.steps),
                     elapsed_sec=self.train_seconds, gpu_mem_mb=self._gpu_mem_mb()))
             if step % job.checkpoint_every == 0 and step < job.steps:
                 self.save_checkpoint(step)
