@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def time_backend(backend: str, leaves, viewmats, Ks, width: int, height: int, steps: int, warmup: int,
-                 device: str) -> dict:
+                 device: str, **chunking) -> dict:
     import torch
 
     from bridge.raster import rasterize
@@ -35,7 +35,7 @@ def time_backend(backend: str, leaves, viewmats, Ks, width: int, height: int, st
     def step():
         means, quats, scales, opacities, coeffs = params
         colors, _, _ = rasterize(means, quats, scales, opacities, coeffs, viewmats, Ks, width, height,
-                                 sh_degree=3, backgrounds=background, backend=backend)
+                                 sh_degree=3, backgrounds=background, backend=backend, **chunking)
         loss = (colors - target).abs().mean()
         loss.backward()
         for p in params:
@@ -55,7 +55,7 @@ def time_backend(backend: str, leaves, viewmats, Ks, width: int, height: int, st
         step()
     sync()
     seconds = time.perf_counter() - start
-    row = {"backend": backend, "steps_per_sec": steps / seconds, "ms_per_step": 1000 * seconds / steps}
+    row = {"backend": backend, "steps_per_sec": steps / seconds, "ms_per_step": 1000 * seconds / steps, **chunking}
     if device.startswith("cuda"):
         row["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return row
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--sweep", default="", help="the torch rasterizer at BUDGET:SLICE,... too (pixel-splat "
+                        "pairs per chunk, splats per tile between early-stop checks), e.g. 4194304:128,67108864:512")
     args = parser.parse_args(argv)
 
     import torch
@@ -79,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     leaves, viewmats, Ks = synthetic(args.splats, args.width, args.height)
     rows = [time_backend("torch", leaves, viewmats, Ks, args.width, args.height, args.steps, args.warmup,
                          args.device)]
+    for pair in filter(None, args.sweep.split(",")):
+        budget, slice_splats = (int(v) for v in pair.split(":"))
+        rows.append(time_backend("torch", leaves, viewmats, Ks, args.width, args.height, args.steps, args.warmup,
+                                 args.device, budget=budget, slice_splats=slice_splats))
+        print(json.dumps(rows[-1]), flush=True)
     reason = kernels_unavailable() if args.device.startswith("cuda") else "gsplat needs CUDA tensors"
     if reason:
         rows.append({"backend": "gsplat", "skipped": reason})
@@ -90,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__}\n")
     print("| rasterizer | steps/s | ms/step | peak GPU MB |\n| --- | --- | --- | --- |")
     for row in rows:
+        name = row["backend"] + (f" (budget {row['budget']:,}, slice {row['slice_splats']})" if "budget" in row else "")
         if "skipped" in row:
-            print(f"| {row['backend']} | skipped: {row['skipped']} | | |")
+            print(f"| {name} | skipped: {row['skipped']} | | |")
         else:
             mem = f"{row['peak_mem_mb']:.0f}" if "peak_mem_mb" in row else "-"
-            print(f"| {row['backend']} | {row['steps_per_sec']:.2f} | {row['ms_per_step']:.1f} | {mem} |")
-    timed = {r["backend"]: r for r in rows if "skipped" not in r}
+            print(f"| {name} | {row['steps_per_sec']:.2f} | {row['ms_per_step']:.1f} | {mem} |")
+    timed = {r["backend"]: r for r in rows if "skipped" not in r and "budget" not in r}
     if len(timed) == 2:
         print(f"\ngsplat is {timed['gsplat']['steps_per_sec'] / timed['torch']['steps_per_sec']:.1f}x "
               "the PyTorch rasterizer")

@@ -27,6 +27,7 @@ from .projection import ALPHA_THRESHOLD
 
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
+DEFAULT_SLICE = 128  # splats per tile between early-stop checks
 DEFAULT_BUDGET = 1 << 22  # pixel-splat pairs per chunk: ~0.3 GB of float32 intermediates
 KEEP_PAIRS = 1 << 24  # pixel-splat pairs per camera whose forward values the backward reuses: ~0.2 GB
 
@@ -251,7 +252,7 @@ def composite_camera(
     tile_size: int = 8,
     budget: int = DEFAULT_BUDGET,
     absgrad_sink: Tensor | None = None,
-    slice_splats: int = 128,
+    slice_splats: int = DEFAULT_SLICE,
     keep_pairs: int = KEEP_PAIRS,
 ) -> tuple[Tensor, Tensor]:
     """Composite one camera's splats ([N, ...] inputs) into (colour [H, W, D], transmittance [H, W])."""

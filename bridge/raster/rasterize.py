@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .composite import DEFAULT_BUDGET
+from .composite import DEFAULT_BUDGET, DEFAULT_SLICE
 
 BACKENDS = ("auto", "torch", "gsplat")
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
@@ -48,12 +48,14 @@ def rasterize(
     packed: bool = False,
     backend: str = "auto",
     budget: int = DEFAULT_BUDGET,
+    slice_splats: int = DEFAULT_SLICE,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render N splats into C cameras: (colours [C, H, W, ch], alphas [C, H, W, 1], info).
 
     ``info`` is gsplat's meta dict plus ``backend`` and ``packed``; pass ``packed=info["packed"]`` to
     a gsplat strategy. The torch backend is always unpacked; ``packed`` only affects gsplat.
-    ``budget`` bounds the torch backend's memory (pixel-splat pairs per chunk, ~80 bytes each).
+    ``budget`` bounds the torch backend's memory (pixel-splat pairs per chunk, ~80 bytes each);
+    ``slice_splats`` is how deep into each tile's list it goes between early-stop checks.
     """
     _check(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
            render_mode, rasterize_mode)
@@ -70,7 +72,7 @@ def rasterize(
     from .torch_backend import rasterize_torch
 
     return rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                           budget=budget, **options)
+                           budget=budget, slice_splats=slice_splats, **options)
 
 
 def _check(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,

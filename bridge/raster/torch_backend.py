@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .composite import DEFAULT_BUDGET, composite_camera
+from .composite import DEFAULT_BUDGET, DEFAULT_SLICE, composite_camera
 from .projection import project
 from .sh import eval_sh
 
@@ -35,6 +35,7 @@ def rasterize_torch(
     absgrad: bool = False,
     tile_size: int = 8,
     budget: int = DEFAULT_BUDGET,
+    slice_splats: int = DEFAULT_SLICE,
 ) -> tuple[Tensor, Tensor, dict]:
     n_cams, n = viewmats.shape[0], means.shape[0]
     proj = project(
@@ -66,7 +67,7 @@ def rasterize_torch(
     for cam in range(n_cams):
         colour, trans = composite_camera(
             proj.means2d[cam], proj.conics[cam], proj.opacities[cam], feats[cam], proj.radii[cam],
-            proj.depths[cam], width, height, tile_size=tile_size, budget=budget,
+            proj.depths[cam], width, height, tile_size=tile_size, budget=budget, slice_splats=slice_splats,
             absgrad_sink=None if sinks is None else sinks[cam],
         )
         if bg is not None:
