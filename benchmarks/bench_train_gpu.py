@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--kit is needed for the anchor (simple_trainer) runs")
     if not (args.data / "sparse" / "0").is_dir() or not (args.data / "images").is_dir():
         p.error(f"{args.data}: needs images/ and sparse/0")
+    # simple_trainer runs inside the kit's examples folder: a relative kit path (its stubs, the COLMAP
+    # reader) would not be found from there (the first H100 run lost its anchor to that).
+    args.data, args.kit, args.out = args.data.resolve(), args.kit and args.kit.resolve(), args.out.resolve()
     return args
 
 

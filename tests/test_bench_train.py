@@ -84,3 +84,13 @@ def test_speedup_bench_curves():
     with pytest.raises(ValueError, match="did not finish"):
         cpu.parse_events(lines[:-1])
     assert "| baseline | 200 | 30 | - |" in cpu.table({"baseline": run, "same": run})
+
+
+def test_paths_are_absolute_for_simple_trainer_which_runs_in_the_kit(tmp_path, monkeypatch):
+    data = tmp_path / "capture"
+    (data / "sparse" / "0").mkdir(parents=True)
+    (data / "images").mkdir()
+    (tmp_path / "kit").mkdir()
+    monkeypatch.chdir(tmp_path)
+    args = gpu.parse_args(["--data", "capture", "--kit", "kit", "--out", "out", "--runs", "anchor"])
+    assert args.data == data and args.kit == tmp_path / "kit" and args.out == tmp_path / "out"
