@@ -90,8 +90,8 @@ def _load() -> str:
 
 def fallback_notice(reason: str) -> str:
     """What the artist sees when training or rendering falls back to our rasterizer on the GPU."""
-    return (f"Using the PyTorch rasterizer on the GPU (no compile): {reason}. A training step takes "
-            f"30-50 times as long as with gsplat's CUDA kernels; {HOW_TO_GET}.")
+    return (f"Using the PyTorch rasterizer on the GPU (no compile): {reason}. It is much slower: a "
+            f"training step takes 30-50 times as long as with gsplat's CUDA kernels; {HOW_TO_GET}.")
 
 
 def reset() -> None:
