@@ -1,12 +1,15 @@
 """``blender --command splatwork ...``: the whole pipeline without a UI.
 
-Import a COLMAP model, train, import the result, save the .blend and render a preview. ``main(argv)``
-is the command (also callable from Python, e.g. under the bpy module, which has no blender binary).
+Import a COLMAP model, train, import the result, save the .blend and render a preview; or, with
+``--check``, say what the training environment has (the words of Preferences > Check Environment and
+``python -m bridge check``; ``--json`` for scripts). ``main(argv)`` is the command (also callable
+from Python, e.g. under the bpy module, which has no blender binary).
 Exit codes: 0 done (or stopped with results saved), 1 a step failed, 2 bad arguments or input.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -57,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         "preview modifier, save the .blend and render a preview with Cycles.",
         epilog="exit codes: 0 done (or stopped with results saved), 1 a step failed, 2 bad arguments or input",
     )
-    p.add_argument("--model", required=True, help="COLMAP model folder (sparse/0) or the project folder")
+    p.add_argument("--check", action="store_true",
+                   help="check the training environment (Python, torch, gsplat, GPU, driver, nvcc, kernels) and exit: "
+                   "0 when nothing is wrong, 1 otherwise")
+    p.add_argument("--json", action="store_true", help="with --check: the check as JSON")
+    p.add_argument("--model", help="COLMAP model folder (sparse/0) or the project folder (required to train)")
     p.add_argument("--images", help="the photos (default: images/ next to sparse/)")
-    p.add_argument("--out", required=True, help="output folder for training (splats.ply, checkpoints, log)")
+    p.add_argument("--out", help="output folder for training (splats.ply, checkpoints, log; required to train)")
     p.add_argument("--preset", choices=[k.lower() for k in PRESETS], default="standard",
                    help="fast (3k steps, 1/4 size), standard (15k, 1/2) or high (30k, full size)")
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
@@ -81,8 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """The command: returns the exit code, never raises, never calls sys.exit."""
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        if args.check:
+            return _check(args.json)
+        missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
         return _run(args)
     except _Exit as exc:
         return exc.code
@@ -91,6 +104,24 @@ def main(argv: list[str]) -> int:
 def _fail(code: int, message: str) -> int:
     print(f"splatwork: error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def _check(as_json: bool) -> int:
+    """The environment check of the Bridge Python the add-on would train with."""
+    from ..bridge import envcheck
+    from .preferences import CHECK_RESULT, check_environment
+
+    check_environment(block=True)
+    info = dict(CHECK_RESULT)
+    lines = envcheck.report_lines(info)
+    if info.get("error"):
+        lines.insert(0, ("error", info["error"]))
+    if as_json:
+        print(json.dumps(info, indent=1, sort_keys=True), flush=True)
+    else:
+        marks = {"ok": "ok ", "info": "   ", "error": "!! "}
+        print("\n".join(marks[level] + text for level, text in lines), flush=True)
+    return EXIT_FAILED if any(level == "error" for level, _ in lines) else EXIT_OK
 
 
 def _run(args) -> int:

@@ -19,3 +19,17 @@ def test_a_missing_model_is_a_clean_bad_input_error(blender_with_splatwork, spla
     assert code == 2
     assert "nowhere" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists(), "nothing is written for bad input"
+
+
+def test_check_says_what_the_training_environment_has(blender_with_splatwork, splatwork, capsys):
+    """`blender --command splatwork --check [--json]`: the bridge Python's check (here: torch on the CPU)."""
+    import json
+
+    cli = splatwork.addon.cli
+    assert cli.main(["--check"]) == 0
+    out = capsys.readouterr().out
+    assert "torch 2.13.0" in out and "No NVIDIA GPU found" in out and "!!" not in out
+    assert cli.main(["--check", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["packages"]["torch"].startswith("2.13.0") and info["cuda"] is False
+    assert info["kernels"]["state"] == "no_cuda"
