@@ -4,6 +4,8 @@ gsplat's schedule is absolute (refine from step 500 to 15,000 every 100 steps, o
 3,000: made for 30,000 steps), so a 600-step run never densifies. ``schedule_scale`` multiplies those
 steps (and the SH-band interval) as simple_trainer's ``steps_scaler`` does, with floors on the
 periods; 0 means steps / 30,000. Options given in ``strategy_options`` are taken as they are.
+(gsplat 1.5.3's DefaultStrategy never actually resets opacities: its ``step % self.reset_every == 0 &
+step > 0`` is a chained comparison that is always false. Kept as it is, like simple_trainer.)
 
 :class:`BudgetStrategy` is gsplat's DefaultStrategy with two changes: its per-step statistics are
 gathered without ``torch.where`` (which waits for the GPU every step), and with ``max_splats`` each
@@ -20,7 +22,8 @@ from gsplat.strategy import DefaultStrategy, MCMCStrategy
 REFERENCE_STEPS = 30_000  # the run length gsplat's schedule was made for
 SH_BAND_EVERY = 1000  # one more SH band every 1,000 steps at scale 1, as in 3DGS
 # The scaled steps, each with its floor: gsplat's periods stay at least 10 and 300 steps (their 1:30
-# ratio), so a 600-step run refines every 10 steps, not every 2, and resets opacities at most once.
+# ratio), so a 600-step run refines every 10 steps, not every 2 (and would reset opacities at most
+# once, if gsplat 1.5.3's reset ever fired: see above).
 _SCALED = {"refine_start_iter": 0, "refine_stop_iter": 0, "refine_every": 10, "reset_every": 300}
 
 
