@@ -5,6 +5,8 @@ operator's UNDO flag is checked instead.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import bpy
 import numpy as np
 import pytest
@@ -228,4 +230,8 @@ def test_every_real_splat_file_imports_through_the_operator(blender_with_splatwo
     obj = bpy.context.active_object
     assert getattr(obj.data, "type", "POINTS") == ("GAUSSIAN_SPLAT" if NATIVE else "POINTS")
     assert splatwork.addon.splats.splat_modifier(obj) is not None
-    assert_splats_close(splatwork.addon.splats.object_to_splats(obj), splatwork.bridge.formats.read_splats(path))
+    formats = splatwork.bridge.formats
+    # The operator reports the tolerated trailing byte as a warning; the reader says it too.
+    with pytest.warns(formats.FormatWarning, match="unexpected byte") if "trailing" in name else nullcontext():
+        reference = formats.read_splats(path)
+    assert_splats_close(splatwork.addon.splats.object_to_splats(obj), reference)
