@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,7 +54,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "so one device call always returns its table")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/bench_train_gpu")))
     p.add_argument("--dry", action="store_true", help="CPU: our runs only, --steps 20 at 1/16 size unless given")
+    p.add_argument("--seeds", default="0", help="comma-separated seed offsets: every run once per seed (ours "
+                   "--seed S, simple_trainer its own 42 + S), then a table of means; one capture's held-out PSNR "
+                   "can move by about 1 dB between seeds")
     args = p.parse_args(argv)
+    try:
+        args.seeds = [int(v) for v in args.seeds.split(",") if v.strip()] or [0]
+    except ValueError:
+        p.error(f"--seeds: expected whole numbers separated by commas, got {args.seeds!r}")
     runs = [r for r in args.runs.split(",") if r]
     bad = [r for r in runs if r not in RUNS]
     if bad:
@@ -85,9 +93,25 @@ def cuda_name() -> str | None:
 
 # ---- runs -------------------------------------------------------------------------------------
 
-def anchor_command(args, name: str, work: Path) -> tuple[list[str], Path]:
-    argv = [sys.executable, "simple_trainer.py", "mcmc" if name.endswith("mcmc") else "default",
-            "--data_dir", str(args.data.resolve()), "--data_factor", "1", "--result_dir", str(work / name),
+# simple_trainer has no seed option (it seeds with 42 + rank): for another seed it runs under this
+# wrapper, which shifts utils.set_random_seed before simple_trainer imports it.
+SEEDED_ANCHOR = """import runpy, sys, utils
+offset, seed_of = int(sys.argv.pop(1)), utils.set_random_seed
+utils.set_random_seed = lambda seed: seed_of(seed + offset)
+sys.argv[0] = "simple_trainer.py"
+runpy.run_path("simple_trainer.py", run_name="__main__")
+"""
+
+
+def run_label(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}@{seed}"
+
+
+def anchor_command(args, name: str, work: Path, seed: int = 0) -> tuple[list[str], Path]:
+    start = [sys.executable, "simple_trainer.py"] if seed == 0 else [sys.executable, "-c", SEEDED_ANCHOR, str(seed)]
+    argv = [*start, "mcmc" if name.endswith("mcmc") else "default",
+            "--data_dir", str(args.data.resolve()), "--data_factor", "1",
+            "--result_dir", str(work / run_label(name, seed)),
             "--max_steps", str(args.steps), "--eval_steps", str(args.steps), "--save_steps", str(args.steps),
             "--disable_viewer", "--test_every", "8"]
     if name.endswith("mcmc"):
@@ -95,9 +119,10 @@ def anchor_command(args, name: str, work: Path) -> tuple[list[str], Path]:
     return argv, args.kit / "gsplat-examples"
 
 
-def ours_command(args, name: str, work: Path) -> tuple[list[str], Path]:
+def ours_command(args, name: str, work: Path, seed: int = 0) -> tuple[list[str], Path]:
     argv = [sys.executable, "-m", "bridge", "train", "--model", str(args.data.resolve() / "sparse" / "0"),
-            "--images", str(args.data.resolve() / "images"), "--out", str(work / name), "--steps", str(args.steps),
+            "--images", str(args.data.resolve() / "images"), "--out", str(work / run_label(name, seed)),
+            "--steps", str(args.steps), "--seed", str(seed),
             "--progress-every", "100", "--snapshot-every", "0", "--checkpoint-every", str(10 * args.steps)]
     argv += ["--device", "cpu", "--downscale", "16"] if args.dry else ["--device", "cuda", "--downscale", "1"]
     if "mcmc" in name:
@@ -107,9 +132,12 @@ def ours_command(args, name: str, work: Path) -> tuple[list[str], Path]:
     return argv, ROOT
 
 
-def run_one(args, name: str, work: Path, env: dict, timeout: float) -> dict:
-    argv, cwd = (anchor_command if name.startswith("anchor") else ours_command)(args, name, work)
-    log = work / f"{name}.log"
+def run_one(args, name: str, work: Path, env: dict, timeout: float, seed: int = 0) -> dict:
+    label = run_label(name, seed)
+    # A fresh folder: a run that fails early must not leave an earlier run's results to be read as its own.
+    shutil.rmtree(work / label, ignore_errors=True)
+    argv, cwd = (anchor_command if name.startswith("anchor") else ours_command)(args, name, work, seed)
+    log = work / f"{label}.log"
     start = time.perf_counter()
     with open(log, "wb") as fh:
         try:
@@ -119,10 +147,10 @@ def run_one(args, name: str, work: Path, env: dict, timeout: float) -> dict:
             code = "timeout"
     wall = time.perf_counter() - start
     try:
-        row = parse_anchor(work / name) if name.startswith("anchor") else parse_ours(work / name, log)
+        row = parse_anchor(work / label) if name.startswith("anchor") else parse_ours(work / label, log)
     except (OSError, ValueError, KeyError) as exc:
         row = {"error": f"exit {code}: {exc}"}
-    return {"run": name, "wall_s": wall, "exit": code, **row}
+    return {"run": label, "wall_s": wall, "exit": code, "seed": seed, **row}
 
 
 def parse_anchor(folder: Path) -> dict:
@@ -166,6 +194,22 @@ def table(rows: list[dict]) -> str:
         rate = r["steps"] / max(r["train_s"], 1e-9)
         out.append(f"| {r['run']} | {r['steps']:,} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {rate:.1f} "
                    f"| {r['peak_gb']:.2f} | {r['splats']:,} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+    return "\n".join(out)
+
+
+def seed_table(rows: list[dict]) -> str:
+    """Per run over its seeds: mean wall and training seconds, mean PSNR/SSIM with their range."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if "error" not in r:
+            groups.setdefault(r["run"].split("@")[0], []).append(r)
+    out = ["| run | seeds | mean wall s | mean train s | mean PSNR (min-max) | mean SSIM (min-max) |",
+           "| --- | ---: | ---: | ---: | --- | --- |"]
+    for name, group in groups.items():
+        mean = {k: sum(r[k] for r in group) / len(group) for k in ("wall_s", "train_s", "psnr", "ssim")}
+        psnr, ssim = [r["psnr"] for r in group], [r["ssim"] for r in group]
+        out.append(f"| {name} | {len(group)} | {mean['wall_s']:.1f} | {mean['train_s']:.1f} | {mean['psnr']:.2f} "
+                   f"({min(psnr):.2f}-{max(psnr):.2f}) | {mean['ssim']:.4f} ({min(ssim):.4f}-{max(ssim):.4f}) |")
     return "\n".join(out)
 
 
@@ -218,19 +262,23 @@ def main(argv=None) -> int:
         anchor_env["PYTHONPATH"] = os.pathsep.join(
             [str(args.kit / "colmapfork"), str(args.kit / "stubs"), env.get("PYTHONPATH", "")])
     rows = []
-    for name in args.runs:
-        left = args.deadline - (time.perf_counter() - started)
-        if left < 30:
-            rows.append({"run": name, "wall_s": 0.0, "error": f"skipped: the {args.deadline:.0f} s deadline"})
-            continue
-        rows.append(run_one(args, name, work, anchor_env if name.startswith("anchor") else env,
-                            min(args.timeout, left)))
-        r = rows[-1]
-        result = r.get("error") or f"PSNR {r['psnr']:.2f}, {r['train_s']:.1f} s training"
-        print(f"{name}: {result} ({r['wall_s']:.1f} s wall)", flush=True)
+    for seed in args.seeds:  # seed by seed: a deadline still leaves every run measured at least once
+        for name in args.runs:
+            left = args.deadline - (time.perf_counter() - started)
+            if left < 30:
+                rows.append({"run": run_label(name, seed), "wall_s": 0.0,
+                             "error": f"skipped: the {args.deadline:.0f} s deadline"})
+                continue
+            rows.append(run_one(args, name, work, anchor_env if name.startswith("anchor") else env,
+                                min(args.timeout, left), seed))
+            r = rows[-1]
+            result = r.get("error") or f"PSNR {r['psnr']:.2f}, {r['train_s']:.1f} s training"
+            print(f"{r['run']}: {result} ({r['wall_s']:.1f} s wall)", flush=True)
     size = "1/16 size" if args.dry else "full size"
     head = f"{gpu}; data {args.data.name}, {args.steps} steps, {size}; MCMC cap {args.cap_max:,}"
     text = f"{head}\n\n{table(rows)}\n"
+    if len(args.seeds) > 1:
+        text += f"\nOver seeds {', '.join(map(str, args.seeds))}:\n\n{seed_table(rows)}\n"
     (args.out / "summary.md").write_text(text)
     (args.out / "results.json").write_text(json.dumps({"machine": gpu, "steps": args.steps, "rows": rows}, indent=1))
     print(text)
