@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Splatwork's developer entry point. Needs Python 3.11 on PATH (and 3.13 to test Blender 5.2/5.3).
+"""Splatwork's developer entry point. Needs Python 3.11 on PATH (and 3.13 to test Blender 5.1-5.3).
 
     python3.11 dev.py demo     create .venv if needed, then run the end-to-end demo into out/
     python3.11 dev.py test     create the environments if needed, then run ruff and the test suite on
                                every supported Blender: the whole suite on bpy 5.0.1 (.venv, Python
-                               3.11), the tests that use Blender on bpy 5.2.3 and 5.3.0 (.venvs/,
+                               3.11), the tests that use Blender on bpy 5.1.2, 5.2.3 and 5.3.0 (.venvs/,
                                Python 3.13, with the bridge started from .venv)
     python3.11 dev.py build    build the extension zips (per platform) into dist/
     python3.11 dev.py bench    run the benchmarks in benchmarks/
@@ -36,7 +36,7 @@ LOCK_FILES = ("requirements.txt", "constraints.txt")
 BLENDER_LOCK_FILES = ("requirements-blender.txt", "constraints-blender.txt")
 # The bpy in .venv (requirements.txt) and the other Blender versions the suite runs on.
 MAIN_BLENDER = "5.0.1"
-OTHER_BLENDERS = ("5.3.0", "5.2.3")
+OTHER_BLENDERS = ("5.3.0", "5.2.3", "5.1.2")
 SUPPORTED_BLENDERS = (*OTHER_BLENDERS, MAIN_BLENDER)
 
 
