@@ -59,6 +59,8 @@ def test_zip_is_built_by_blenders_builder_without_tests_or_dev_files(extension_z
     assert any(n.startswith("wheels/pycolmap") for n in names)
     for banned in ("tests/", "benchmarks/", "tools/", ".venv/", ".git/", "dev.py", "out/"):
         assert not any(n.startswith(banned) for n in names), banned
+    top = {n.split("/")[0] for n in names}  # nothing at the top but the extension itself (no lock files)
+    assert top <= {"blender_manifest.toml", "__init__.py", "README.md", "LICENSE", "addon", "bridge", "wheels"}, top
 
 
 def test_install_enable_disable_reenable_leaves_nothing_behind(splatwork):
