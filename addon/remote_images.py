@@ -34,6 +34,7 @@ from collections.abc import Callable
 from .colmap.images import image_size
 
 CACHE_FOLDER = "reduced-images"
+CACHE_LIMIT = 4 << 30  # bytes; beyond it the oldest copies go (a copy removed is made again when needed)
 
 
 def cache_dir() -> str:
@@ -60,13 +61,13 @@ def training_images(job, images_dir: str, on_main: Callable = call,
     its reduced copy in the cache). Images missing from ``images_dir`` are left out (the bridge names
     them). ``progress(done, total, name)`` is told of each image reduced now (not of those cached). A
     RemoteError names an image Blender cannot read."""
-    from ..bridge.formats.colmap import read_model
+    from ..bridge.formats.colmap import read_model, resolve_image_path
 
     rec = read_model(job.model)
     files, todo = {}, []
     folder = None
     for view in rec.views:
-        path = os.path.join(images_dir, view.name)
+        path = resolve_image_path(images_dir, view.name, model=job.model)
         if not os.path.isfile(path):
             continue
         files[view.name] = path
@@ -84,7 +85,32 @@ def training_images(job, images_dir: str, on_main: Callable = call,
         files[name] = _reduce_file(path, cached, camera_size, target, on_main)
         if progress is not None:
             progress(i + 1, len(todo), name)
+    if todo:
+        prune_cache(folder, CACHE_LIMIT, keep=set(files.values()))
     return files
+
+
+def prune_cache(folder: str, limit: int, keep: set[str] = frozenset()) -> list[str]:
+    """Remove the oldest reduced copies (by when they were made) until the folder holds at most
+    ``limit`` bytes, never one in ``keep`` (the run being sent); returns the paths removed."""
+    entries = []
+    for entry in os.scandir(folder):
+        with contextlib.suppress(OSError):
+            if entry.is_file():
+                st = entry.stat()
+                entries.append((st.st_mtime_ns, st.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        if path in keep:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            total -= size
+            removed.append(path)
+    return removed
 
 
 def _at_most(size: tuple[int, int] | None, target: tuple[int, int]) -> bool:

@@ -105,3 +105,15 @@ def test_an_unreadable_image_is_an_error_naming_the_file(blender_with_splatwork,
     assert "cannot read" in info.value.message and info.value.hint
     with pytest.raises(splatwork.addon.remote.RemoteError, match="missing.jpg"):
         remote_images.reduce_image(str(tmp_path / "missing.jpg"), str(tmp_path / "out.png"), (8, 8), (4, 4))
+
+
+def test_the_cache_keeps_under_its_limit_oldest_first_but_never_the_run_being_sent(splatwork, tmp_path):
+    prune = splatwork.addon.remote_images.prune_cache
+    for i in range(5):
+        path = tmp_path / f"copy{i}.png"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, ns=(10**18 + i, 10**18 + i))  # copy0 is the oldest
+    removed = prune(str(tmp_path), 250, keep={str(tmp_path / "copy0.png")})
+    assert removed == [str(tmp_path / "copy1.png"), str(tmp_path / "copy2.png"), str(tmp_path / "copy3.png")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy0.png", "copy4.png"]
+    assert prune(str(tmp_path), 10**9) == []
