@@ -119,8 +119,7 @@ def _check(as_json: bool) -> int:
     if as_json:
         print(json.dumps(info, indent=1, sort_keys=True), flush=True)
     else:
-        marks = {"ok": "ok ", "info": "   ", "error": "!! "}
-        print("\n".join(marks[level] + text for level, text in lines), flush=True)
+        print(envcheck.report_text(lines), flush=True)
     return EXIT_FAILED if any(level == "error" for level, _ in lines) else EXIT_OK
 
 

@@ -147,6 +147,12 @@ def report_lines(info: dict) -> list[tuple[str, str]]:
     return lines
 
 
+def report_text(lines: list[tuple[str, str]]) -> str:
+    """``report_lines`` as ``bridge check`` prints them: "ok ", "!! " or blanks, then the text."""
+    marks = {"ok": "ok ", "info": "   ", "error": "!! "}
+    return "\n".join(marks[level] + text for level, text in lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -158,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     elif "--json" in argv:
         print(json.dumps(info, indent=1), flush=True)
     else:
-        marks = {"ok": "ok ", "info": "   ", "error": "!! "}
-        print("\n".join(marks[level] + text for level, text in report_lines(info)), flush=True)
+        print(report_text(report_lines(info)), flush=True)
     return 0
 
 
