@@ -181,7 +181,7 @@ def parse_ours(folder: Path, events_log: Path) -> dict:
     if m.get("psnr") is None:
         raise ValueError(f"{folder / 'metrics.json'}: no evaluation (status {m.get('status')})")
     return {"steps": m["step"], "train_s": m["train_seconds"], "peak_gb": peak / 1024, "splats": m["num_splats"],
-            "psnr": m["psnr"], "ssim": m["ssim"]}
+            "psnr": m["psnr"], "ssim": m["ssim"], "phases": m.get("phase_seconds")}
 
 
 def table(rows: list[dict]) -> str:

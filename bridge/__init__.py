@@ -5,4 +5,7 @@ add-on can import them; the trainer (torch, gsplat) only ever runs as a subproce
 ``python -m bridge train ...``. Inside this package, imports are relative, because inside the
 installed extension it is ``bl_ext.<repo>.splatwork.bridge``.
 """
+import time as _time
+
 __version__ = "0.1.0"
+STARTED = _time.perf_counter()  # when the bridge was first imported: a run's start-up is timed from here

@@ -144,6 +144,9 @@ def test_training_reaches_the_psnr_floor_and_eval_matches_skimage(scene, tmp_pat
     assert result.mean_psnr >= PSNR_FLOOR, result
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["psnr"] == pytest.approx(result.mean_psnr) and metrics["eval"] == result.images
+    phases = metrics["phase_seconds"]  # where the wall time went: the GPU benchmark reads them
+    assert list(phases) == ["start", "load_images", "setup", "train", "checkpoint", "evaluate", "export"]
+    assert all(s >= 0 for s in phases.values()) and phases["train"] == metrics["train_seconds"]
     assert done.outputs["splats"] == str(out / "splats.ply")
 
     # The exported PLY, rendered with the COLMAP cameras and scored by skimage, gives the same numbers:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 
-from .. import build_kernels, device, protocol
+from .. import STARTED, build_kernels, device, protocol
 from ..outlock import output_lock
 from ..protocol import TrainJob
 from ..runner import RunContext, job_parser, read_job
@@ -46,6 +47,8 @@ def _versions() -> dict[str, str]:
 def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
     job = absolute_paths(job)
     choice = device.resolve(job.device, field="job field 'device'", build=lambda: build_kernels.build(ctx))
+    # Where a run's wall time goes besides its training steps, in metrics.json's "phase_seconds".
+    phases, lap = {"start": time.perf_counter() - STARTED}, time.perf_counter()
     ctx.hello(device=choice.device, backend=choice.backend, versions=_versions())
     if choice.notice:
         ctx.log(choice.notice, level="warning")
@@ -54,6 +57,7 @@ def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
     from .trainer import Trainer
 
     dataset = load_dataset(job, log=ctx.log)
+    phases["load_images"], lap = time.perf_counter() - lap, time.perf_counter()
     ctx.claim_signals()  # again: importing pycolmap (reading the model) replaced the SIGTERM handler
     try:
         os.makedirs(job.out, exist_ok=True)
@@ -65,7 +69,10 @@ def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
     with output_lock(ctx, job.out, job.lock_wait) as held:
         if not held:
             return protocol.Done(status="stopped", metrics={"stage": "waiting"})
-        return Trainer(ctx, job, dataset, torch.device(choice.device), choice.backend).run()
+        trainer = Trainer(ctx, job, dataset, torch.device(choice.device), choice.backend)
+        phases["setup"] = time.perf_counter() - lap
+        trainer.phase_seconds.update(phases)
+        return trainer.run()
 
 
 def main(argv: list[str] | None = None) -> int:
