@@ -71,8 +71,42 @@ def test_absgrad_is_the_sum_over_pixels_of_each_pixels_gradient():
     torch.testing.assert_close(info["means2d"].absgrad, expected, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("absgrad", [False, True])
-def test_default_strategy_densifies_from_our_info(absgrad):
+def test_packed_info_is_gsplats_packed_layout_with_the_same_image_and_gradients():
+    means, *rest = scene(30, 4)
+    means = np.array(means)
+    means[:5, 0] += 40.0  # far to the side: off-screen for both cameras
+    data = tensors((means, *rest))
+    viewmats = torch.tensor(np.stack(CAMERAS), dtype=torch.float64)
+    Ks = torch.tensor(np.stack([K, K]), dtype=torch.float64)
+    target = torch.rand(2, 12, 16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for packed in (False, True):
+        inputs = [t.detach().clone().requires_grad_() for t in data]
+        out, alpha, info = rasterize(*inputs, viewmats, Ks, 16, 12, packed=packed, backend="torch")
+        info["means2d"].retain_grad()
+        ((out - target) ** 2).sum().backward()
+        runs.append((out, alpha, info, [t.grad for t in inputs]))
+    (out_u, alpha_u, dense, grads_u), (out_p, alpha_p, info, grads_p) = runs
+    assert not dense["packed"] and info["packed"]
+    assert torch.equal(out_u, out_p) and torch.equal(alpha_u, alpha_p)
+    for g_u, g_p in zip(grads_u, grads_p, strict=True):
+        torch.testing.assert_close(g_p, g_u, rtol=1e-12, atol=1e-15)
+    visible = (dense["radii"] > 0).all(-1)
+    pairs = visible.nonzero(as_tuple=True)
+    assert 0 < len(info["gaussian_ids"]) < visible.numel()  # some splats are off-screen for a camera
+    assert torch.equal(info["camera_ids"], pairs[0]) and torch.equal(info["gaussian_ids"], pairs[1])
+    assert (info["batch_ids"] == 0).all()
+    for key in ("radii", "depths", "conics", "opacities"):
+        assert torch.equal(info[key], dense[key][pairs]), key
+    assert torch.equal(info["means2d"], dense["means2d"][pairs])
+    torch.testing.assert_close(info["means2d"].grad, dense["means2d"].grad[pairs], rtol=1e-12, atol=1e-15)
+    # absgrad's sinks are dense: such a request is answered unpacked, and info says so.
+    _, _, info = rasterize(*data, viewmats, Ks, 16, 12, packed=True, absgrad=True, backend="torch")
+    assert not info["packed"] and info["means2d"].shape == (2, 30, 2)
+
+
+@pytest.mark.parametrize("absgrad, packed", [(False, False), (True, False), (False, True)])
+def test_default_strategy_densifies_from_our_info(absgrad, packed):
     from gsplat.strategy import DefaultStrategy
 
     torch.manual_seed(0)
@@ -94,7 +128,8 @@ def test_default_strategy_densifies_from_our_info(absgrad):
     for step in range(2):
         out, _, info = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
                                  torch.sigmoid(params["opacities"]), params["colors"], viewmat, Ks, 16, 12,
-                                 absgrad=absgrad, backend="torch")
+                                 absgrad=absgrad, packed=packed, backend="torch")
+        assert info["packed"] == packed
         strategy.step_pre_backward(params, optimizers, state, step, info)
         (out - 0.5).abs().mean().backward()
         strategy.step_post_backward(params, optimizers, state, step, info, packed=info["packed"])

@@ -116,6 +116,8 @@ class TrainJob(Job):
     strategy_options: dict[str, Any] = option(help='extra strategy fields, e.g. \'{"refine_every": 50}\'',
                                               factory=dict)
     antialiased: bool = option(False, "antialiased rasterization")
+    packed: bool = option(False, "packed rasterization: per view only the splats it draws are kept (gsplat's "
+                          "packed mode: less GPU memory on large scenes, a little slower on small ones)")
     seed: int = option(0, "random seed", low=0)
     test_every: int = option(8, "hold out every Nth image sorted by name (0: none)", low=0)
     background: list[float] = option(help="background colour R,G,B in [0, 1]", low=0.0, high=1.0,

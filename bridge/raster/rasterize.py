@@ -53,7 +53,8 @@ def rasterize(
     """Render N splats into C cameras: (colours [C, H, W, ch], alphas [C, H, W, 1], info).
 
     ``info`` is gsplat's meta dict plus ``backend`` and ``packed``; pass ``packed=info["packed"]`` to
-    a gsplat strategy. The torch backend is always unpacked; ``packed`` only affects gsplat.
+    a gsplat strategy. ``packed`` gives gsplat's packed layout (rows of drawn camera-splat pairs) on
+    both backends; the torch backend answers a packed request with ``absgrad`` unpacked.
     ``budget`` bounds the torch backend's memory (pixel-splat pairs per chunk, ~80 bytes each);
     ``slice_splats`` is how deep into each tile's list it goes between early-stop checks.
     """
@@ -71,7 +72,7 @@ def rasterize(
                                 packed=packed, **options)
     from .torch_backend import rasterize_torch
 
-    return rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+    return rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, packed=packed,
                            budget=budget, slice_splats=slice_splats, **options)
 
 

@@ -2,7 +2,9 @@
 
 Differentiable by autograd: projection and SH run as ordinary torch ops, compositing as
 checkpointed tile chunks (see composite.py). The ``info`` dict follows gsplat's unpacked layout
-([C, N, ...]), which gsplat's DefaultStrategy and MCMCStrategy read with ``packed=False``.
+([C, N, ...]), which gsplat's DefaultStrategy and MCMCStrategy read with ``packed=False``, or with
+``packed=True`` its packed one (one row per camera-splat pair drawn, ``camera_ids``/``gaussian_ids``),
+whose ``means2d`` receives the gradients, as gsplat's does.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def rasterize_torch(
     eps2d: float = 0.3,
     radius_clip: float = 0.0,
     absgrad: bool = False,
+    packed: bool = False,
     tile_size: int = 8,
     budget: int = DEFAULT_BUDGET,
     slice_splats: int = DEFAULT_SLICE,
@@ -62,11 +65,19 @@ def rasterize_torch(
         if bg is not None:
             bg = torch.cat([bg, bg.new_zeros(n_cams, 1)], dim=-1)
 
+    # Packed: the drawn pairs' screen means become the tensor the gradients reach (absgrad's in-place
+    # sinks stay dense, so a packed request with absgrad is answered unpacked, info["packed"] says so).
+    packed = packed and not absgrad
+    drawn_means2d = proj.means2d
+    if packed:
+        camera_ids, gaussian_ids = proj.visible.nonzero(as_tuple=True)
+        packed_means2d = proj.means2d[camera_ids, gaussian_ids]
+        drawn_means2d = torch.zeros_like(proj.means2d).index_put((camera_ids, gaussian_ids), packed_means2d)
     sinks = means.new_zeros(n_cams, n + 1, 2) if absgrad else None
     images, alphas = [], []
     for cam in range(n_cams):
         colour, trans = composite_camera(
-            proj.means2d[cam], proj.conics[cam], proj.opacities[cam], feats[cam], proj.radii[cam],
+            drawn_means2d[cam], proj.conics[cam], proj.opacities[cam], feats[cam], proj.radii[cam],
             proj.depths[cam], width, height, tile_size=tile_size, budget=budget, slice_splats=slice_splats,
             absgrad_sink=None if sinks is None else sinks[cam],
         )
@@ -84,6 +95,15 @@ def rasterize_torch(
     if absgrad:
         # Filled in place by the backward pass, as gsplat fills means2d.absgrad.
         means2d.absgrad = sinks[:, :n]
+    if packed:
+        pairs = (camera_ids, gaussian_ids)
+        return render_colors, render_alphas, {
+            "backend": "torch", "packed": True, "batch_ids": torch.zeros_like(camera_ids),
+            "camera_ids": camera_ids, "gaussian_ids": gaussian_ids, "radii": proj.radii[pairs],
+            "means2d": packed_means2d, "depths": proj.depths[pairs], "conics": proj.conics[pairs],
+            "opacities": proj.opacities[pairs], "width": width, "height": height, "tile_size": tile_size,
+            "n_cameras": n_cams,
+        }
     info = {
         "backend": "torch",
         "packed": False,

@@ -116,7 +116,8 @@ class Trainer:
             opacities=torch.sigmoid(p["opacities"]), colors=torch.cat([p["sh0"], sh_rest], dim=1),
             viewmats=viewmat, Ks=K, width=width, height=height, sh_degree=sh_degree,
             backgrounds=self.background[None], absgrad=getattr(self.strategy, "absgrad", False),
-            rasterize_mode="antialiased" if self.job.antialiased else "classic", backend=self.backend,
+            rasterize_mode="antialiased" if self.job.antialiased else "classic", packed=self.job.packed,
+            backend=self.backend,
         )
         return colors[0, ..., :3], info
 
@@ -157,7 +158,11 @@ class Trainer:
             return loss.detach(), torch.mean((image.detach() - target) ** 2)
         loss.backward()
         if self.job.visible_adam:  # splats this view saw (before the strategy changes their number)
-            visible = (info["radii"] > 0).all(dim=-1).any(dim=0)
+            if info["packed"]:
+                visible = torch.zeros(self.num_splats, dtype=torch.bool, device=self.device)
+                visible[info["gaussian_ids"]] = True
+            else:
+                visible = (info["radii"] > 0).all(dim=-1).any(dim=0)
             for opt in self.optimizers.values():
                 opt.step(visible)
                 opt.zero_grad(set_to_none=True)
@@ -185,7 +190,7 @@ class Trainer:
         except torch.OutOfMemoryError:
             raise BridgeError(
                 "cuda_oom", f"out of GPU memory at step {self.step} with {self.num_splats} splats",
-                hint="Raise 'downscale', or use the 'mcmc' strategy with a lower 'cap_max'. "
+                hint="Raise 'downscale', turn on 'packed', or use the 'mcmc' strategy with a lower 'cap_max'. "
                      + self._intact()) from None
 
     def _intact(self) -> str:
