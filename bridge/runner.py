@@ -225,6 +225,11 @@ def job_parser(cls: type[Job], description: str = "") -> argparse.ArgumentParser
                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
     p.add_argument("job_file", nargs="?", metavar="FILE", help="the job as JSON (- : read it from stdin)")
     p.add_argument("--job", metavar="FILE", help="the job as JSON (- : the first line of stdin with --ipc)")
+    presets = getattr(cls, "presets", {})
+    if presets:
+        p.add_argument("--preset", choices=list(presets), help="start from a preset's fields; the job file and the "
+                       "flags override them: " + "; ".join(f"{name}: {preset.label}, {preset.description}"
+                                                         for name, preset in presets.items()))
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("flag", True):
@@ -262,13 +267,14 @@ def read_job(cls: type[Job], argv: list[str], commands: CommandReader | None = N
     args.pop("ipc")
     source = args.pop("job") or args.pop("job_file", None)
     args.pop("job_file", None)
-    values: dict = {}
+    preset = args.pop("preset", None)
+    values: dict = dict(cls.presets[preset].fields) if preset else {}
     if source == "-":
         text = commands.job_text() if commands is not None else sys.stdin.read()
         if not text.strip():
             raise BridgeError("bad_job", "no job on stdin", hint="Send the job as one JSON line first.",
                               exit_code=EXIT_BAD_INPUT)
-        values = parse_job_text(cls, text, "stdin")
+        values.update(parse_job_text(cls, text, "stdin"))
     elif source:
         try:
             with open(source, encoding="utf-8") as fh:
@@ -279,7 +285,7 @@ def read_job(cls: type[Job], argv: list[str], commands: CommandReader | None = N
         except (OSError, UnicodeDecodeError) as exc:
             raise BridgeError("bad_job", f"{source}: not a readable JSON job file ({exc})",
                               exit_code=EXIT_BAD_INPUT) from None
-        values = parse_job_text(cls, text, source)
+        values.update(parse_job_text(cls, text, source))
     values.update({k: v for k, v in args.items() if v is not None})
     return job_from_dict(cls, values)
 

@@ -60,6 +60,27 @@ def test_flags_override_the_job_file(tmp_path):
         parse_job(["--job", str(tmp_path / "none.json")])
 
 
+def test_a_preset_fills_its_fields_under_the_job_file_and_the_flags(tmp_path):
+    from bridge.protocol import TRAIN_PRESETS
+
+    flags = ["--model", "/m", "--images", "/i", "--out", "/o"]
+    fast = parse_job(["--preset", "fast", *flags])
+    assert (fast.steps, fast.downscale, fast.sh_degree, fast.snapshot_every) == (3000, 4.0, 1, 250)
+    assert (fast.res_start, fast.res_full_at, fast.visible_adam, fast.splats_per_pixel) == (4, 0.75, True, 1.0)
+    assert TRAIN_PRESETS["fast"].speedups == {"res_start": 4, "res_full_at": 0.75, "visible_adam": True,
+                                              "splats_per_pixel": 1.0}
+    high = parse_job(["--preset", "high", *flags])
+    assert (high.steps, high.downscale, high.visible_adam, high.res_start) == (30000, 1.0, False, 1)
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({**GOOD, "steps": 500}))
+    job = parse_job(["--preset", "standard", "--job", str(path), "--downscale", "3"])
+    assert (job.steps, job.downscale, job.res_start, job.visible_adam) == (500, 3.0, 2, True)
+    with pytest.raises(BridgeError, match="bad arguments: argument --preset: invalid choice"):
+        parse_job(["--preset", "turbo", *flags])
+    for preset in TRAIN_PRESETS.values():  # every preset is a valid job
+        assert make_job({**GOOD, **preset.fields})
+
+
 def test_every_8th_view_sorted_by_name_is_held_out():
     from bridge.train.data import split_indices
 

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import bpy
 
+from ...bridge.protocol import TRAIN_PRESETS, TrainPreset
 from ..remote import machine_property
 
-# name -> (label, description, steps, downscale, sh degree, snapshot every, speed-ups: bridge job fields)
+# name -> (label, description, steps, downscale, sh degree, snapshot every, speed-ups: bridge job fields),
+# from the bridge's presets (``python -m bridge train --preset``), so both mean the same run.
 PRESETS = {
-    "FAST": ("Fast Preview", "A rough result in minutes: 3,000 steps on quarter-size images, small images first, "
-             "visible-only updates, at most one splat per pixel", 3000, 4.0, 1, 250,
-             {"res_start": 4, "res_full_at": 0.75, "visible_adam": True, "splats_per_pixel": 1.0}),
-    "STANDARD": ("Standard", "15,000 steps on half-size images, half-size images first, visible-only updates",
-                 15000, 2.0, 3, 1000, {"res_start": 2, "visible_adam": True}),
-    "HIGH": ("High Quality", "30,000 steps on full-size images, as in the 3DGS paper", 30000, 1.0, 3, 1000, {}),
+    name.upper(): (p.label, p.description, *(p.fields[k] for k in TrainPreset.PANEL_FIELDS), p.speedups)
+    for name, p in TRAIN_PRESETS.items()
 }
 
 

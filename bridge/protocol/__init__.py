@@ -7,6 +7,7 @@ library only: the add-on imports this inside Blender.
 """
 from .jobs import (
     JOB_TYPES,
+    TRAIN_PRESETS,
     CheckJob,
     Job,
     JobError,
@@ -15,6 +16,7 @@ from .jobs import (
     RenderObject,
     SfmJob,
     TrainJob,
+    TrainPreset,
     job_from_dict,
     job_from_json,
 )
@@ -22,4 +24,5 @@ from .messages import *  # noqa: F403 - the events, commands and pipes are this 
 from .messages import __all__ as _messages_all
 
 __all__ = [*_messages_all, "JOB_TYPES", "CheckJob", "Job", "JobError", "RenderFrame", "RenderJob",
-           "RenderObject", "SfmJob", "TrainJob", "job_from_dict", "job_from_json"]
+           "RenderObject", "SfmJob", "TrainJob", "TrainPreset", "TRAIN_PRESETS", "job_from_dict",
+           "job_from_json"]
