@@ -15,6 +15,9 @@ the photo goes as it is and the bridge reduces it there.
 - Images with an alpha channel, and those Blender reads as float (16-bit PNG, EXR), go as they are:
   Blender's scaler averages straight alpha, which would bleed the colour of invisible pixels into
   the edges, where the bridge composites over the background first and then reduces.
+- A JPEG that does not end with its end-of-image marker goes as it is: Blender decodes a cut-short
+  JPEG without a word (grey below the cut), where the bridge's PIL refuses it naming the file; a photo
+  with data appended after the image (motion photos) goes unreduced too, and trains as usual.
 - The reduced image is a PNG that keeps the model's file name, ``.jpg`` included: the remote images
   folder must hold every name the model lists, and the bridge opens images by their content (PIL
   sniffs the format), so renaming would mean rewriting the model for nothing.
@@ -141,17 +144,34 @@ def _reduce_file(path: str, cached: str, camera_size: tuple[int, int], target: t
     return _smaller(cached, path)
 
 
+JPEG_TAIL = 4096  # bytes at the end of a JPEG searched for its end-of-image marker (some writers pad)
+
+
+def _unterminated_jpeg(path: str) -> bool:
+    """A JPEG (it starts with SOI) with no EOI marker near its end: cut short, or carrying appended data."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\xff\xd8":
+                return False
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - JPEG_TAIL))
+            return b"\xff\xd9" not in fh.read(JPEG_TAIL)
+    except OSError:
+        return False  # Blender's loader names what is wrong with the file
+
+
 def reduce_image(path: str, out: str, camera_size: tuple[int, int], target: tuple[int, int]) -> bool:
     """Write ``path`` reduced to ``target`` (w, h) as an 8-bit PNG at ``out``, atomically; False (and
     nothing written) for an image that goes as it is: with alpha, float, not larger than the target,
-    or not of the camera's shape (the bridge names that). RemoteError when Blender cannot read it.
-    Main thread only (it loads a Blender image, then removes it)."""
+    not of the camera's shape (the bridge names that), or a JPEG without its end marker. RemoteError
+    when Blender cannot read it. Main thread only (it loads a Blender image, then removes it)."""
     import bpy
 
     from .remote import RemoteError
 
     unreadable = f"{path}: Blender cannot read this image"
     hint = "Convert it to PNG or JPEG, or remove it from the model."
+    if _unterminated_jpeg(path):
+        return False
     try:
         image = bpy.data.images.load(path, check_existing=False)
     except RuntimeError as exc:

@@ -96,6 +96,25 @@ def test_each_photo_goes_as_the_smaller_file(blender_with_splatwork, splatwork, 
         assert again == files and all(os.stat(p).st_mtime_ns == os.stat(files[n]).st_mtime_ns for n, p in again.items())
 
 
+def test_a_cut_short_jpeg_goes_as_it_is_for_the_bridge_to_refuse(blender_with_splatwork, splatwork, tmp_path):
+    # Blender decodes a truncated JPEG without an error (grey below the cut); PIL, the bridge's reader,
+    # refuses it naming the file. So it is not reduced here: the run fails there with that message.
+    remote_images = splatwork.addon.remote_images
+    (photo,) = _photos(1)
+    data = photo.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with Image.open(photo) as image:
+        camera = image.size
+    half = (camera[0] // 2, camera[1] // 2)
+    assert not remote_images.reduce_image(str(cut), str(tmp_path / "out.png"), camera, half)
+    with pytest.raises(OSError, match="truncated"), Image.open(cut) as image:
+        image.load()
+    padded = tmp_path / "padded.jpg"  # a whole JPEG with a little padding after its end is reduced
+    padded.write_bytes(data + bytes(100))
+    assert remote_images.reduce_image(str(padded), str(tmp_path / "out.png"), camera, half)
+
+
 def test_an_unreadable_image_is_an_error_naming_the_file(blender_with_splatwork, splatwork, tmp_path):
     remote_images = splatwork.addon.remote_images
     bad = tmp_path / "view_007.jpg"
