@@ -34,6 +34,7 @@ VARIANTS = {
     "res": ["--res-start", "4", "--res-full-at", "0.75"],
     "visible_adam": ["--visible-adam"],
     "sh_rest": ["--sh-rest-every", "4"],
+    "packed": ["--packed"],
 }
 
 
