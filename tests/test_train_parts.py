@@ -66,9 +66,8 @@ def test_a_preset_fills_its_fields_under_the_job_file_and_the_flags(tmp_path):
     flags = ["--model", "/m", "--images", "/i", "--out", "/o"]
     fast = parse_job(["--preset", "fast", *flags])
     assert (fast.steps, fast.downscale, fast.sh_degree, fast.snapshot_every) == (3000, 4.0, 1, 250)
-    assert (fast.res_start, fast.res_full_at, fast.visible_adam, fast.splats_per_pixel) == (4, 0.75, True, 1.0)
-    assert TRAIN_PRESETS["fast"].speedups == {"res_start": 4, "res_full_at": 0.75, "visible_adam": True,
-                                              "splats_per_pixel": 1.0}
+    assert (fast.res_start, fast.visible_adam, fast.splats_per_pixel) == (1, True, 1.0)
+    assert TRAIN_PRESETS["fast"].speedups == {"visible_adam": True, "splats_per_pixel": 1.0}
     high = parse_job(["--preset", "high", *flags])
     assert (high.steps, high.downscale, high.visible_adam, high.res_start) == (30000, 1.0, False, 1)
     path = tmp_path / "job.json"

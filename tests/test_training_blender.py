@@ -70,7 +70,7 @@ def test_train_through_the_operator_to_the_end_and_render_the_result(
     assert settings.preset == "CUSTOM" and settings.speedups == "FAST"
     # ... and the dataset's name survived them (the splat object is named after it)
     assert settings.result_object.name.startswith(settings.collection.name)
-    assert (job["res_start"], job["visible_adam"], job["splats_per_pixel"]) == (4, True, 1.0)
+    assert (job["res_start"], job["visible_adam"], job["splats_per_pixel"]) == (1, True, 1.0)
     obj = settings.result_object
     assert obj is not None and obj.type == "POINTCLOUD" and len(obj.data.points) == settings.num_splats
     assert obj.name in settings.collection.objects, "the splats live next to the cameras they line up with"

@@ -32,8 +32,8 @@ def _resolution(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Splatwork end-to-end demo")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
-    parser.add_argument("--steps", type=int, default=600,
-                        help="training steps (default 600: under a minute on 2 CPU cores)")
+    parser.add_argument("--steps", type=int, default=400,
+                        help="training steps (default 400: about half a minute on 2 CPU cores)")
     parser.add_argument("--views", type=int, default=24, help="synthetic camera views (every 8th is held out)")
     parser.add_argument("--resolution", type=_resolution, default=(192, 144),
                         help="synthetic image size, WxH (default 192x144)")
