@@ -274,8 +274,8 @@ def run_one(args, name: str, work: Path, env: dict, timeout: float, seed: int = 
 
 
 def splat_curve(anchor: bool, log: Path) -> list[tuple[int, int]]:
-    """(steps done, splats) through a run: from simple_trainer's verbose DefaultStrategy lines ("Step S: ...
-    Now having N GSs.", S 0-based, so S + 1 steps are done) or our progress events."""
+    """(steps done, splats) through a run: from simple_trainer's initial count and its verbose DefaultStrategy
+    lines ("Step S: ... Now having N GSs.", S 0-based, so S + 1 steps are done) or our progress events."""
     curve: dict[int, int] = {}
     try:
         text = log.read_text(errors="replace")
@@ -283,7 +283,9 @@ def splat_curve(anchor: bool, log: Path) -> list[tuple[int, int]]:
         return []
     for line in text.splitlines():
         if anchor:
-            if line.startswith("Step ") and "Now having" in line:
+            if line.startswith("Model initialized. Number of GS:"):
+                curve[0] = int(line.rsplit(":", 1)[1])
+            elif line.startswith("Step ") and "Now having" in line:
                 step = int(line.split()[1].rstrip(":"))
                 curve[step + 1] = int(line.rsplit("Now having", 1)[1].split()[0])
             continue

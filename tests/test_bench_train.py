@@ -287,10 +287,11 @@ def test_cpu_anchor_wrapper_fails_loudly_when_simple_trainer_changed(tmp_path):
 
 def test_cpu_table_and_splat_curves(tmp_path):
     log = tmp_path / "anchor.log"
-    log.write_text("Step 599: 10 GSs duplicated, 5 GSs split. Now having 115 GSs.\n"
+    log.write_text("Model initialized. Number of GS: 100\n"
+                   "Step 599: 10 GSs duplicated, 5 GSs split. Now having 115 GSs.\n"
                    "Step 599: 3 GSs pruned. Now having 112 GSs.\nStep:  999 {'mem': 0.0}\n"
                    "Step 699: 0 GSs duplicated, 0 GSs split. Now having 112 GSs.\n")
-    assert gpu.splat_curve(True, log) == [(600, 112), (700, 112)]
+    assert gpu.splat_curve(True, log) == [(0, 100), (600, 112), (700, 112)]
     log.write_text('noise\n{"type": "progress", "step": 100, "num_splats": 100}\n'
                    '{"type": "progress", "step": 700, "num_splats": 130}\n')
     curve = gpu.splat_curve(False, log)
