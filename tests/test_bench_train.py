@@ -3,9 +3,12 @@ benchmarks/bench_train_gpu.py (which needs CUDA to run) and the curve helpers of
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import BRIDGE_PYTHON, ROOT
 
@@ -125,3 +128,201 @@ def test_simple_trainer_runs_with_its_seed_shifted(tmp_path):
     subprocess.run(argv, cwd=tmp_path, check=True, timeout=60)
     assert (tmp_path / "seed.txt").read_text() == "45"
     assert (tmp_path / "argv.txt").read_text() == "simple_trainer.py default --max_steps 10"
+
+
+# ---- --cpu: simple_trainer on the CPU beside ours ------------------------------------------------
+
+def _anchor_site() -> Path:
+    return Path(os.environ.get("SPLATWORK_ANCHOR_SITE", "/tmp/anchor-site"))
+
+
+def _kit() -> Path | None:
+    return gpu.parse_args(["--dry"]).kit
+
+
+def _capture(folder: Path, model: str = "SIMPLE_RADIAL", size=(64, 96), views: int = 9) -> Path:
+    """A small COLMAP capture written by bridge.formats: cameras on a circle round a cloud of points,
+    noise photos (enough for a trainer to run a few steps, not to learn anything)."""
+    from PIL import Image
+
+    from bridge.formats.cameras import Camera, Reconstruction, View
+    from bridge.formats.colmap import write_model
+
+    rng = np.random.default_rng(0)
+    w, h = size
+    params = {"SIMPLE_RADIAL": [80.0, w / 2, h / 2, -0.2], "PINHOLE": [80.0, 80.0, w / 2, h / 2]}[model]
+    out = []
+    (folder / "images").mkdir(parents=True)
+    for i in range(views):
+        a = 2 * np.pi * i / views
+        center = np.array([4 * np.sin(a), 0.0, -4 * np.cos(a)])
+        R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])  # looks at the origin
+        out.append(View(i + 1, f"v{i:02d}.jpg", 1, R, -R @ center))
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / "images" / f"v{i:02d}.jpg")
+    points = rng.normal(size=(300, 3)) * 0.5
+    write_model(Reconstruction({1: Camera(1, model, w, h, np.array(params))}, out, points,
+                               rng.integers(0, 255, (300, 3)), np.full(300, 0.5), np.full(300, 2)),
+                folder / "sparse" / "0")
+    return folder
+
+
+def test_cpu_mode_arguments(tmp_path, capsys):
+    data = _capture(tmp_path / "capture", views=2)
+    site = tmp_path / "site"
+    (site / "tyro").mkdir(parents=True)
+    base = ["--cpu", "--data", str(data), "--kit", str(tmp_path), "--anchor-site", str(site)]
+    args = gpu.parse_args(base)
+    assert args.steps == 2000 and args.runs == ["anchor", "ours", "ours_fast"] and args.deadline == float("inf")
+    assert args.shrink == 16 and args.jobs == 2 and args.threads == 1 and not args.pinhole
+    argv, cwd = gpu.anchor_command(args, "anchor", tmp_path / "w", seed=3)
+    assert argv[1:4] == ["-c", gpu.CPU_ANCHOR, "3"] and argv[4] == "default" and cwd == tmp_path / "gsplat-examples"
+    assert argv[argv.index("--data_factor") + 1] == "1"
+    argv, _ = gpu.ours_command(args, "ours_fast", tmp_path / "w", seed=3)
+    assert argv[argv.index("--device") + 1] == "cpu" and argv[argv.index("--downscale") + 1] == "1"
+    assert "--visible-adam" in argv and argv[argv.index("--seed") + 1] == "3"
+    ours, anchor = gpu.cpu_env(args)
+    assert ours["OMP_NUM_THREADS"] == anchor["OMP_NUM_THREADS"] == "1" and "PYTHONPATH" not in ours or \
+        str(tmp_path / "colmapfork") not in ours.get("PYTHONPATH", "")
+    path = anchor["PYTHONPATH"].split(os.pathsep)
+    assert path[:4] == [str(tmp_path / "colmapfork"), str(tmp_path / "stubs"), str(site), str(ROOT)]
+    for bad, message in ((["--runs", "anchor_mcmc"], "DefaultStrategy only"), (["--dry"], "choose one"),
+                         (["--jobs", "0"], "at least 1")):
+        with pytest.raises(SystemExit):
+            gpu.parse_args(base + bad)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the scratch site must hold simple_trainer's dependencies
+        gpu.parse_args(base[:-1] + [str(tmp_path / "nowhere")])
+    assert "dependencies are not there" in capsys.readouterr().err
+    assert gpu.parse_args(base[:-1] + [str(tmp_path / "nowhere"), "--runs", "ours"]).runs == ["ours"]
+
+
+@pytest.mark.parametrize("pinhole", [False, True])
+def test_shrunk_capture_has_scaled_intrinsics(tmp_path, pinhole):
+    from PIL import Image
+
+    from bridge.formats.colmap import read_model
+
+    src = _capture(tmp_path / "capture", views=2)
+    dst = gpu.shrink_data(src, tmp_path / "small", 4, pinhole=pinhole)
+    rec = read_model(dst / "sparse" / "0")
+    cam = rec.cameras[1]
+    assert [v.name for v in rec.views] == ["v00.png", "v01.png"] and len(rec.points) == 300
+    with Image.open(dst / "images" / "v00.png") as img:
+        assert img.size == (cam.width, cam.height)
+    if pinhole:  # COLMAP's undistortion chose the size; the focal length is kept
+        assert cam.model == "PINHOLE" and cam.params[0] == pytest.approx(20.0)
+    else:
+        assert (cam.model, cam.width, cam.height) == ("SIMPLE_RADIAL", 16, 24)
+        np.testing.assert_allclose(cam.params, [20.0, 8.0, 12.0, -0.2])
+    assert gpu.shrink_data(src, tmp_path / "small", 4, pinhole=pinhole) == dst  # made once
+
+
+def _fake_trainer(folder: Path, body: str) -> None:
+    """A stand-in for simple_trainer.py holding the lines the wrapper rewrites, with the same imports."""
+    (folder / "utils.py").write_text("def set_random_seed(seed):\n    open('seed.txt', 'w').write(str(seed))\n")
+    (folder / "simple_trainer.py").write_text(
+        "import sys, json, torch\nfrom gsplat.rendering import rasterization\nfrom fused_ssim import fused_ssim\n"
+        "from torch.utils.tensorboard import SummaryWriter\nfrom utils import set_random_seed\n"
+        "class Runner:\n    def __init__(self, local_rank):\n        self.device = f\"cuda:{local_rank}\"\n"
+        "        self.loader = dict(num_workers=4,\n            persistent_workers=True,\n"
+        "            pin_memory=True,)\n"
+        "        self.val = dict(shuffle=False, num_workers=1)\n"
+        "def main(local_rank, world_rank, world_size, cfg):\n    set_random_seed(42 + local_rank)\n"
+        "    runner = Runner(local_rank)\n    SummaryWriter(log_dir='tb').add_scalar('x', 1.0, 0)\n"
+        + body + "\nif __name__ == '__main__':\n    cfg = None\n    cli(main, cfg, verbose=True)\n")
+
+
+def test_cpu_anchor_wrapper_runs_simple_trainer_on_our_rasterizer(tmp_path):
+    """The wrapper, in a real subprocess, on a stand-in trainer: CUDA device and workers rewritten, our
+    PyTorch rasterizer behind gsplat's name with gsplat's info dict, SSIM as our CPU loss computes it,
+    kwargs ours lacks refused unless at gsplat's defaults, the seed shifted."""
+    pytest.importorskip("gsplat", reason="gsplat is not installed here")
+    _fake_trainer(tmp_path, """
+    dev = torch.device(runner.device)
+    means = torch.tensor([[0.0, 0.0, 3.0]], device=dev, requires_grad=True)
+    quats, scales = torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.3)
+    K = torch.tensor([[[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]])
+    colors, alphas, info = rasterization(means=means, quats=quats, scales=scales, opacities=torch.tensor([0.9]),
+        colors=torch.ones(1, 3), viewmats=torch.eye(4)[None], Ks=K, width=32, height=32, packed=False,
+        sparse_grad=False, distributed=False, camera_model="pinhole", with_ut=False, with_eval3d=False,
+        rasterize_mode="classic", absgrad=False)
+    info["means2d"].retain_grad()
+    colors.sum().backward()
+    s = fused_ssim(colors.permute(0, 3, 1, 2), colors.detach().permute(0, 3, 1, 2), padding="valid")
+    refused = []
+    for bad in (dict(sparse_grad=True), dict(camera_model="fisheye"), dict(packed=True)):
+        try:
+            rasterization(means, quats, scales, torch.tensor([0.9]), torch.ones(1, 3), torch.eye(4)[None], K, 32, 32,
+                          **bad)
+        except NotImplementedError as exc:
+            refused.append(str(exc))
+    json.dump({"device": runner.device, "loader": runner.loader, "val": runner.val,
+               "centre": colors[0, 16, 16].tolist(), "alpha": float(alphas.max()), "keys": sorted(info),
+               "radii": list(info["radii"].shape),
+               "grad": info["means2d"].grad is not None, "ssim": float(s), "refused": refused,
+               "argv0": sys.argv[0]}, open("out.json", "w"))""")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    subprocess.run([BRIDGE_PYTHON, "-c", gpu.CPU_ANCHOR, "2", "default"], cwd=tmp_path, env=env, check=True,
+                   timeout=300)
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["device"] == "cpu" and (tmp_path / "seed.txt").read_text() == "44"
+    assert out["loader"] == {"num_workers": 0, "persistent_workers": False, "pin_memory": False}
+    assert out["val"] == {"shuffle": False, "num_workers": 0}
+    assert out["centre"][0] > 0.5 and 0.5 < out["alpha"] <= 0.99 and out["grad"] and out["ssim"] == pytest.approx(1.0)
+    assert {"means2d", "radii", "width", "height", "n_cameras", "gaussian_ids"} <= set(out["keys"])
+    assert out["radii"] == [1, 1, 2] and out["argv0"].endswith("simple_trainer.py")
+    assert [("sparse_grad" in r, "camera_model" in r, "packed" in r) for r in out["refused"]] == [
+        (True, False, False), (False, True, False), (False, False, True)]
+
+
+def test_cpu_anchor_wrapper_fails_loudly_when_simple_trainer_changed(tmp_path):
+    pytest.importorskip("gsplat", reason="gsplat is not installed here")
+    _fake_trainer(tmp_path, "    pass")
+    source = (tmp_path / "simple_trainer.py").read_text().replace("pin_memory=True,", "pin_memory=True, ")
+    (tmp_path / "simple_trainer.py").write_text(source.replace("pin_memory=True, ", "pin_memory=False,"))
+    out = subprocess.run([BRIDGE_PYTHON, "-c", gpu.CPU_ANCHOR, "0"], cwd=tmp_path, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert out.returncode != 0 and "'pin_memory=True,' occurs 0 times" in out.stderr
+
+
+def test_cpu_table_and_splat_curves(tmp_path):
+    log = tmp_path / "anchor.log"
+    log.write_text("Model initialized. Number of GS: 100\n"
+                   "Step 599: 10 GSs duplicated, 5 GSs split. Now having 115 GSs.\n"
+                   "Step 599: 3 GSs pruned. Now having 112 GSs.\nStep:  999 {'mem': 0.0}\n"
+                   "Step 699: 0 GSs duplicated, 0 GSs split. Now having 112 GSs.\n")
+    assert gpu.splat_curve(True, log) == [(0, 100), (600, 112), (700, 112)]
+    log.write_text('noise\n{"type": "progress", "step": 100, "num_splats": 100}\n'
+                   '{"type": "progress", "step": 700, "num_splats": 130}\n')
+    curve = gpu.splat_curve(False, log)
+    assert curve == [(100, 100), (700, 130)] and gpu.splats_after(curve, 699) == 100
+    assert gpu.splats_after(curve, 50) is None and gpu.splat_curve(False, tmp_path / "missing.log") == []
+    rows = [{"run": gpu.run_label("ours", s), "steps": 1000, "train_s": t, "splats": n, "psnr": p, "ssim": 0.5,
+             "splat_curve": [(500, n // 2)]} for s, t, n, p in ((0, 10.0, 100, 18.0), (1, 20.0, 300, 20.0))]
+    text = gpu.cpu_table(rows + [{"run": "anchor", "error": "exit 1"}], [500])
+    assert ("| ours | 2 | 19.00 ± 1.41 | 0.500 ± 0.000 | 200.00 ± 141.42 | 100.00 ± 70.71 | 15.00 ± 7.07 "
+            "| 75.00 ± 35.36 |") in text
+    assert "anchor" not in text and gpu.mean_sd([None]) == "-"
+    args = gpu.parse_args(["--kit", "/kit", "--runs", "anchor_nonorm"])
+    assert gpu.anchor_command(args, "anchor_nonorm", tmp_path)[0][-1] == "--no-normalize_world_space"
+    assert "anchor_nonorm" not in gpu.parse_args(["--kit", "/kit"]).runs
+
+
+def test_cpu_mode_runs_both_trainers(tmp_path):
+    """simple_trainer itself (the kit's) and ours, a few steps each on the CPU, through main()."""
+    kit = _kit()
+    if kit is None or not (kit / "gsplat-examples" / "simple_trainer.py").is_file():
+        pytest.skip("the gpu-kit (.gpu/kit or ../shared/gpu-kit) is not here")
+    if not (_anchor_site() / "tyro").is_dir():
+        pytest.skip(f"simple_trainer's dependencies are not in {_anchor_site()} (set SPLATWORK_ANCHOR_SITE; "
+                    "BENCHMARKS.md has the pip line)")
+    data = _capture(tmp_path / "capture")
+    code = gpu.main(["--cpu", "--data", str(data), "--kit", str(kit), "--anchor-site", str(_anchor_site()),
+                     "--shrink", "2", "--steps", "12", "--runs", "anchor,ours", "--out", str(tmp_path / "out"),
+                     "--timeout", "300"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 0, results
+    rows = {r["run"]: r for r in results["rows"]}
+    assert rows["anchor"]["steps"] == rows["ours"]["steps"] == 12
+    assert rows["anchor"]["splats"] == rows["ours"]["splats"] == 300  # no refinement before step 500
+    assert "Over seeds 0 (mean ± sd)" in (tmp_path / "out" / "summary.md").read_text()
