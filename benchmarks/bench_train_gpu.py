@@ -18,7 +18,8 @@ short so the table always comes back; runs that did not fit are listed as skippe
 Both trainers: SH degree 3, black background, classic rasterization, full-size images (data factor 1:
 simple_trainer would resize JPEGs its own way), every 8th image sorted by name held out, evaluated
 once at the end. ``ours`` runs our defaults (gsplat's schedule); ``*_fast`` adds ``--fast-flags``;
-``anchor_nonorm`` is simple_trainer with ``--no-normalize_world_space`` (ours never moves the world).
+``ours_va`` adds ``--visible-adam`` alone; ``anchor_nonorm`` is simple_trainer with
+``--no-normalize_world_space`` (ours never moves the world).
 MCMC runs cap at ``--cap-max``. Reported per run: process wall time (start-up, data loading and
 evaluation included), training seconds and steps/s (simple_trainer's ``ellipse_time``, our
 ``train_seconds``), peak GPU memory (``torch.cuda.max_memory_allocated``, as both report it), splats,
@@ -48,8 +49,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = ("anchor", "ours", "ours_fast", "anchor_mcmc", "ours_mcmc", "ours_mcmc_fast")
-RUNS = (*DEFAULT_RUNS, "anchor_nonorm")
+RUNS = (*DEFAULT_RUNS, "ours_va", "anchor_nonorm")
 FAST_FLAGS = "--visible-adam --res-start 4 --res-full-at 0.5 --sh-rest-every 4"
+# ours_va: visible-only Adam alone (gsplat's SelectiveAdam on CUDA), the speed-up that paid on the CPU
+# where coarse to fine did not (BENCHMARKS.md, "each speed-up alone").
+VA_FLAGS = ["--visible-adam"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -248,6 +252,8 @@ def ours_command(args, name: str, work: Path, seed: int = 0) -> tuple[list[str],
         argv += ["--strategy", "mcmc", "--cap-max", str(args.cap_max)]
     if name.endswith("fast"):
         argv += args.fast_flags.split()
+    elif name.endswith("_va"):
+        argv += VA_FLAGS
     return argv, ROOT
 
 

@@ -31,5 +31,5 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     assert len(metrics) == 2 and metrics[0]["num_splats"] == metrics[1]["num_splats"]
     assert metrics[0]["psnr"] == pytest.approx(metrics[1]["psnr"], abs=0.01)
     summary = (out / "train" / "summary.md").read_text()
-    assert "| ours |" in summary and "| ours_fast |" in summary and "failed" not in summary
+    assert "| ours_va |" in summary and "| ours_fast |" in summary and "failed" not in summary
     assert (out / "logs.tgz").is_file()
