@@ -164,7 +164,7 @@ from bridge.raster.rasterize import rasterize
 gsplat_defaults = {k: v.default for k, v in inspect.signature(gsplat.rendering.rasterization).parameters.items()
                    if v.default is not inspect.Parameter.empty}
 ours = set(inspect.signature(rasterize).parameters)
-required = {"packed": False}  # ours is unpacked; simple_trainer passes its cfg.packed (False by default)
+required = {}  # kwargs ours has but must hold at one value (none: ours has packed now, as gsplat)
 
 def rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kwargs):
     for key in list(kwargs):

@@ -250,7 +250,9 @@ def test_cpu_anchor_wrapper_runs_simple_trainer_on_our_rasterizer(tmp_path):
     colors.sum().backward()
     s = fused_ssim(colors.permute(0, 3, 1, 2), colors.detach().permute(0, 3, 1, 2), padding="valid")
     refused = []
-    for bad in (dict(sparse_grad=True), dict(camera_model="fisheye"), dict(packed=True)):
+    _, _, packed = rasterization(means.detach(), quats, scales, torch.tensor([0.9]), torch.ones(1, 3),
+                                 torch.eye(4)[None], K, 32, 32, packed=True)
+    for bad in (dict(sparse_grad=True), dict(camera_model="fisheye"), dict(with_ut=True)):
         try:
             rasterization(means, quats, scales, torch.tensor([0.9]), torch.ones(1, 3), torch.eye(4)[None], K, 32, 32,
                           **bad)
@@ -260,6 +262,7 @@ def test_cpu_anchor_wrapper_runs_simple_trainer_on_our_rasterizer(tmp_path):
                "centre": colors[0, 16, 16].tolist(), "alpha": float(alphas.max()), "keys": sorted(info),
                "radii": list(info["radii"].shape),
                "grad": info["means2d"].grad is not None, "ssim": float(s), "refused": refused,
+               "packed": [packed["packed"], packed["gaussian_ids"].tolist()],
                "argv0": sys.argv[0]}, open("out.json", "w"))""")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     subprocess.run([BRIDGE_PYTHON, "-c", gpu.CPU_ANCHOR, "2", "default"], cwd=tmp_path, env=env, check=True,
@@ -271,8 +274,9 @@ def test_cpu_anchor_wrapper_runs_simple_trainer_on_our_rasterizer(tmp_path):
     assert out["centre"][0] > 0.5 and 0.5 < out["alpha"] <= 0.99 and out["grad"] and out["ssim"] == pytest.approx(1.0)
     assert {"means2d", "radii", "width", "height", "n_cameras", "gaussian_ids"} <= set(out["keys"])
     assert out["radii"] == [1, 1, 2] and out["argv0"].endswith("simple_trainer.py")
-    assert [("sparse_grad" in r, "camera_model" in r, "packed" in r) for r in out["refused"]] == [
+    assert [("sparse_grad" in r, "camera_model" in r, "with_ut" in r) for r in out["refused"]] == [
         (True, False, False), (False, True, False), (False, False, True)]
+    assert out["packed"] == [True, [0]]  # gsplat's packed layout passes through, as simple_trainer may ask
 
 
 def test_cpu_anchor_wrapper_fails_loudly_when_simple_trainer_changed(tmp_path):
