@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 
 from .. import STARTED, build_kernels, device, protocol
 from ..outlock import output_lock
 from ..protocol import TrainJob
 from ..runner import RunContext, job_parser, read_job
 from ..runner import main as command_main
+from .clock import PhaseClock
 from .job import absolute_paths, bad_job
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -46,9 +46,9 @@ def _versions() -> dict[str, str]:
 
 def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
     job = absolute_paths(job)
+    clock = PhaseClock(start=STARTED)
     choice = device.resolve(job.device, field="job field 'device'", build=lambda: build_kernels.build(ctx))
-    # Where a run's wall time goes besides its training steps, in metrics.json's "phase_seconds".
-    phases, lap = {"start": time.perf_counter() - STARTED}, time.perf_counter()
+    clock.lap("start")
     ctx.hello(device=choice.device, backend=choice.backend, versions=_versions())
     if choice.notice:
         ctx.log(choice.notice, level="warning")
@@ -57,7 +57,7 @@ def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
     from .trainer import Trainer
 
     dataset = load_dataset(job, log=ctx.log)
-    phases["load_images"], lap = time.perf_counter() - lap, time.perf_counter()
+    clock.lap("load_images")
     ctx.claim_signals()  # again: importing pycolmap (reading the model) replaced the SIGTERM handler
     try:
         os.makedirs(job.out, exist_ok=True)
@@ -70,8 +70,8 @@ def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
         if not held:
             return protocol.Done(status="stopped", metrics={"stage": "waiting"})
         trainer = Trainer(ctx, job, dataset, torch.device(choice.device), choice.backend)
-        phases["setup"] = time.perf_counter() - lap
-        trainer.phase_seconds.update(phases)
+        clock.lap("setup")
+        trainer.phases = clock
         return trainer.run()
 
 

@@ -31,6 +31,7 @@ from ..protocol import BridgeError
 from ..raster import rasterize
 from ..runner import NO_SPACE, disk_full_error
 from . import checkpoint, gaussians
+from .clock import PhaseClock
 from .job import bad_job
 from .losses import mse_to_psnr, photometric_loss, psnr, ssim
 from .resolution import ResolutionSchedule, StepCosts
@@ -55,8 +56,7 @@ class Trainer:
         self.sh_band_every = sh_band_every(job)
         self.stopped = False
         self.train_seconds = 0.0
-        # Seconds per phase of the run (the caller adds start-up, image loading and set-up): metrics.json.
-        self.phase_seconds: dict[str, float] = {}
+        self.phases = PhaseClock()  # the command's clock replaces it, with start-up, images and set-up
         self._seed_everything(job.seed)
 
         points, colors = gaussians.initial_splats(dataset, job, np.random.default_rng(job.seed))
@@ -336,17 +336,17 @@ class Trainer:
 
     def finish(self, step: int) -> protocol.Done:
         status = "stopped" if self.stopped else "completed"
-        phases, lap = self.phase_seconds, time.perf_counter()
-        phases["train"] = self.train_seconds
+        self.phases.seconds["train"] = self.train_seconds  # the steps alone, not the loop's pauses
+        self.phases.restart()
         self.save_checkpoint(step)
-        phases["checkpoint"], lap = time.perf_counter() - lap, time.perf_counter()
+        self.phases.lap("checkpoint")
         result = None if self.stopped else self.evaluate(step)
-        phases["evaluate"], lap = time.perf_counter() - lap, time.perf_counter()
+        self.phases.lap("evaluate")
         self.ctx.emit(protocol.Stage(stage="exporting"))
         splats_path = os.path.join(self.out, "splats.ply")
         with self._writing():
             write_splats(splats_path, gaussians.to_splats(self.params))
-        phases["export"] = time.perf_counter() - lap
+        self.phases.lap("export")
         metrics = {
             "status": status,
             "step": step,
@@ -359,7 +359,7 @@ class Trainer:
             "psnr": result.mean_psnr if result else None,
             "ssim": result.mean_ssim if result else None,
             "eval": [dict(r) for r in result.images] if result else [],
-            "phase_seconds": {name: round(seconds, 3) for name, seconds in phases.items()},
+            "phase_seconds": {name: round(seconds, 3) for name, seconds in self.phases.seconds.items()},
         }
         metrics_path = os.path.join(self.out, "metrics.json")
         with self._writing(), atomic_write(metrics_path) as fh:
