@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="the photos (default: images/ next to sparse/)")
     p.add_argument("--out", help="output folder for training (splats.ply, checkpoints, log; required to train)")
     p.add_argument("--preset", choices=[k.lower() for k in PRESETS], default="standard",
-                   help="fast (3k steps, 1/4 size), standard (15k, 1/2) or high (30k, full size)")
+                   help=", ".join(f"{key.lower()} ({steps // 1000}k steps, "
+                                  f"{'full' if downscale == 1 else f'1/{downscale:g}'} size)"
+                                  for key, (_, _, steps, downscale, *_rest) in PRESETS.items()))
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
     p.add_argument("--downscale", type=float, help="divide the image size by this (overrides the preset)")
     p.add_argument("--sh-degree", type=int, choices=range(4), help="spherical harmonics degree (overrides the preset)")
