@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 
 from . import __version__, protocol
-from .protocol import EXIT_BAD_INPUT, BridgeError, CommandReader, Done, Event, EventWriter
+from .protocol import EXIT_BAD_INPUT, MAX_JOB_BYTES, BridgeError, CommandReader, Done, Event, EventWriter, clip
 from .protocol.jobs import Job, job_from_dict, parse_job_text
 
 
@@ -123,6 +123,14 @@ def disk_full_error(exc: OSError, hint: str = "") -> BridgeError:
                        hint=hint or "Free some space on that disk, or choose an output folder on another one.")
 
 
+# What to lower when a command runs out of memory (a bounded job can still ask for more than a machine has).
+OUT_OF_MEMORY_HINTS = {
+    "train": "Lower the resolution (downscale) or the number of splats (cap_max, max_splats, init_num_points).",
+    "sfm": "Use a lower quality (max_size) or fewer photos.",
+    "render": "Lower the resolution, or render fewer splats.",
+}
+
+
 def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool, job_on_stdin: bool = False) -> int:
     """Run one bridge command with the protocol around it and return the process exit code.
 
@@ -158,8 +166,8 @@ def run_command(command: str, run: Callable[[RunContext], Done], ipc: bool, job_
         ctx.emit(
             protocol.Error(
                 kind="out_of_memory",
-                message=f"out of memory: {exc}",
-                hint="Lower the resolution (downscale) or the splat cap.",
+                message=clip(f"out of memory: {exc}", protocol.MESSAGE_LIMIT),
+                hint=OUT_OF_MEMORY_HINTS.get(command, "Close other programs, or run it on a larger machine."),
                 traceback=traceback.format_exc(),
             )
         )
@@ -174,7 +182,7 @@ def _internal(ctx: RunContext, exc: BaseException) -> int:
     ctx.emit(
         protocol.Error(
             kind="internal",
-            message=f"{type(exc).__name__}: {exc}",
+            message=clip(f"{type(exc).__name__}: {exc}", protocol.MESSAGE_LIMIT),
             hint="This is a bug in Splatwork; the traceback is in the log.",
             traceback=traceback.format_exc(),
         )
@@ -198,14 +206,14 @@ def _bool(text: str) -> bool:
         return True
     if text.lower() in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected true or false, got {clip(repr(text))}")
 
 
 def _json(text: str):
     try:
         return json.loads(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected JSON, got {text!r}") from None
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
+        raise argparse.ArgumentTypeError(f"expected JSON, got {clip(repr(text))}") from None
 
 
 def _list_of(kind):
@@ -213,7 +221,8 @@ def _list_of(kind):
         try:
             return [kind(s) for s in text.split(",") if s.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__}s separated by commas, got {clip(repr(text))}") from None
     return parse
 
 
@@ -278,12 +287,12 @@ def read_job(cls: type[Job], argv: list[str], commands: CommandReader | None = N
     elif source:
         try:
             with open(source, encoding="utf-8") as fh:
-                text = fh.read()
+                text = fh.read(MAX_JOB_BYTES + 1)  # one character over the limit: parse_job_text says so
         except FileNotFoundError:
-            raise BridgeError("missing_input", f"{source}: job file not found", hint="Check the --job path.",
+            raise BridgeError("missing_input", f"{clip(source)}: job file not found", hint="Check the --job path.",
                               exit_code=EXIT_BAD_INPUT) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BridgeError("bad_job", f"{source}: not a readable JSON job file ({exc})",
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the name
+            raise BridgeError("bad_job", f"{clip(source)}: not a readable JSON job file ({clip(str(exc))})",
                               exit_code=EXIT_BAD_INPUT) from None
         values.update(parse_job_text(cls, text, source))
     values.update({k: v for k, v in args.items() if v is not None})

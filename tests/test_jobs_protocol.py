@@ -109,3 +109,131 @@ def test_the_job_line_comes_first_and_commands_follow_on_stdin():
                            "--job", "-", "--ipc")
     assert code == 0 and isinstance(events[-1], protocol.Done), events
     assert "torch" in events[-1].metrics["packages"] and events[-1].metrics["python"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile numbers, nesting and sizes (issue: hostile inputs, round 3)
+
+
+def _number_fields():
+    """(command, job values, field path) of every number field of every job, nested ones included."""
+    import typing
+
+    out = []
+    for command, cls in sorted(protocol.JOB_TYPES.items()):
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+            if base[0] in (int, float) or typing.get_origin(tp) is list and typing.get_args(tp)[0] in (int, float):
+                out.append((command, f.name))
+    out += [("render", "frames[0]." + name) for name in ("frame", "width", "height", "clip_start", "clip_end")]
+    return out
+
+
+def _with(command: str, field: str, value) -> dict:
+    values = json.loads(json.dumps(GOOD[command]))
+    if field.startswith("frames[0]."):
+        values["frames"][0][field.split(".")[1]] = value
+    else:
+        values[field] = [value] if field in ("eval_steps", "background") else value
+    return values
+
+
+@pytest.mark.parametrize("command, field", _number_fields())
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**64, 10**30], ids=["1e400", "-1e400", "2^64", "1e30"])
+def test_every_number_field_refuses_numbers_beyond_its_range_naming_the_field(command, field, value):
+    """An integer past the float range raised OverflowError inside validation; 10^30 splats or a seed
+    past 2^32-1 passed and failed later as internal errors. Every number field has bounds (a camera's
+    clip distances only that of a float: a far clip of 10^30 is a camera that clips nothing)."""
+    if field.endswith("clip_end") and abs(value) < 1e308:
+        return
+    with pytest.raises(protocol.JobError) as info:
+        protocol.job_from_dict(protocol.JOB_TYPES[command], _with(command, field, value))
+    assert info.value.field == field and len(info.value.message) < 300 and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("change", [
+    {"seed": 2**32}, {"init_num_points": 10**12}, {"init_num_points": 10**30}, {"steps": 2**31},
+    {"cap_max": 10**12}, {"strategy_options": {"refine_every": 10**400}},
+    {"strategy_options": {"grow_grad2d": 10**400}},
+], ids=["seed", "init 1e12", "init 1e30", "steps", "cap_max", "refine_every", "grow_grad2d"])
+def test_integers_no_run_can_use_are_refused(change):
+    with pytest.raises(protocol.JobError, match=str(next(iter(change)))):
+        protocol.job_from_dict(protocol.TrainJob, {**GOOD["train"], **change})
+    assert protocol.job_from_dict(protocol.TrainJob, {**GOOD["train"], "seed": 2**32 - 1}).seed == 2**32 - 1
+
+
+def test_every_integer_field_has_both_bounds():
+    import typing
+
+    def fields(cls):
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            inner = args[0] if args else None
+            if dataclasses.is_dataclass(inner):
+                yield from fields(inner)
+            elif tp is int or int in args:
+                yield cls, f
+    for cls in protocol.JOB_TYPES.values():
+        for owner, f in fields(cls):
+            if (owner.__name__, f.name) in (("RenderFrame", "width"), ("RenderFrame", "height")):
+                continue  # RenderJob.check bounds the two together (a side and the pixel count)
+            bounded = f.metadata["low"] is not None and f.metadata["high"] is not None
+            assert bounded or f.metadata["choices"], (owner.__name__, f.name)
+    for key, (kind, _low, high, _) in jobs.STRATEGY_OPTIONS.items():
+        assert kind != jobs._INT or high < float("inf"), key
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("text", [
+    _deep(100_000), '{"strategy_options": ' + '{"a": ' * 100_000 + "1" + "}" * 100_001,
+    '{"model": ' + _deep(100_000) + "}",
+], ids=["lists", "objects", "a field"])
+def test_json_nested_too_deeply_is_a_bad_job_on_every_way_in(text, tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(text)
+    for args, stdin in ((["--job", str(path)], ""), (["--job", "-"], text), (["--job", "-", "--ipc"], text + "\n")):
+        proc = subprocess.run([sys.executable, "-m", "bridge", "train", *args], input=stdin, capture_output=True,
+                              text=True, timeout=120, cwd=ROOT)
+        events = [e for e in map(protocol.decode_event, proc.stdout.splitlines()) if e is not None]
+        assert proc.returncode == 2 and events[-1].kind == "bad_job", (args, proc.stderr[-500:])
+        assert "nested too deeply" in events[-1].message and "Traceback" not in proc.stderr
+    code, events = _bridge("train", "", "--strategy-options", '{"a": ' * 10_000 + "1" + "}" * 10_000, "--ipc")
+    assert code == 2 and events[-1].kind == "bad_job" and "expected JSON" in events[-1].message
+
+
+def test_a_client_ignores_event_lines_nested_too_deeply():
+    """A remote bridge's stdout reaches Blender: a hostile line is noise, not a RecursionError there."""
+    assert protocol.decode_event('{"proto": "splatwork", "type": "log", "x": ' + _deep(100_000) + "}") is None
+    assert protocol.decode_command(_deep(100_000)) is None
+
+
+def test_an_error_echoing_a_huge_path_is_cut_to_a_readable_line(tmp_path):
+    """A path of 10 MB in a job file: the error names the field, shows the path's start and end, and the
+    whole event stays short. A job larger than MAX_JOB_BYTES is refused before it is parsed."""
+    long = "/data/" + "a" * 10_000_000 + "/sparse/0"
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({**GOOD["train"], "model": long}))
+    code, events = _bridge("train", "", "--job", str(path), "--ipc")
+    assert code == 2 and events[-1].kind == "bad_job" and "'model'" in events[-1].message
+    assert len(events[-1].message) < 500 and "/sparse/0" in events[-1].message, events[-1].message[:600]
+    path.write_text(json.dumps({**GOOD["train"], "model": "/" + "b" * (protocol.MAX_JOB_BYTES + 10)}))
+    code, events = _bridge("train", "", "--job", str(path), "--ipc")
+    assert code == 2 and "larger than" in events[-1].message and len(events[-1].message) < 500
+    # Any message is cut, whoever raises it: the start and the end (a file name) stay.
+    error = protocol.BridgeError("bad_input", "/x/" + "c" * 10**6 + "/images/IMG_0001.JPG: not found")
+    assert len(error.message) <= protocol.MESSAGE_LIMIT and error.message.endswith("IMG_0001.JPG: not found")
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"model": "a\0b"}, "model"), ({"images": "\ud800"}, "images"), ({"out": "o" * 5000}, "out"),
+    ({"x" * 100_000: 1}, "x" * 40),
+], ids=["NUL", "surrogate", "5000 characters", "a long unknown field"])
+def test_paths_no_file_system_takes_are_refused(change, field):
+    with pytest.raises(protocol.JobError) as info:
+        protocol.job_from_dict(protocol.TrainJob, {**GOOD["train"], **change})
+    assert info.value.field.startswith(field) and len(info.value.message) < 400

@@ -15,18 +15,44 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .messages import EXIT_BAD_INPUT, BridgeError
+from .messages import EXIT_BAD_INPUT, MAX_JOB_BYTES, BridgeError, clip
+
+# Bounds shared by the fields. Every integer field has both bounds (tests/test_jobs_protocol.py holds
+# them to it): a number no run can use fails here, naming the field, not later as an internal error.
+MAX_STEPS = 1_000_000  # the add-on's Steps field stops here too; 30,000 is the 3DGS paper's
+MAX_SPLATS = 100_000_000  # about 25 GB of splats and optimiser state: beyond any GPU we know
+MAX_INIT_POINTS = 10_000_000  # random initial splats (gsplat's example: 100,000)
+MAX_SEED = 2**32 - 1  # numpy's legacy seeds and CUDA's generators stop here
+MAX_FRAME = 1_048_574  # Blender's last frame (MAXFRAME)
+MAX_THREADS = 4096
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer paths exist on no file system we run on
+MAX_TEXT_CHARS = 1024  # a name, for messages
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong = 120, 120, 40
+_SHOW.maxlist = _SHOW.maxdict = 8
+_SHOW.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A value as an error message echoes it: a long string, number or list cut to a readable length."""
+    try:
+        return _SHOW.repr(value)
+    except (RecursionError, ValueError):  # ValueError: an int with too many digits for str()
+        return f"<{type(value).__name__}>"
 
 
 class JobError(BridgeError):
     """A bad job: ``field`` names the offending field (``frames[2].K`` inside lists)."""
 
     def __init__(self, name: str, problem: str, hint: str = ""):
+        name = clip(name, 120)
         hint = hint or f"Fix \"{name}\" in the job file or the --{name.split('[')[0].replace('_', '-')} flag."
         super().__init__("bad_job", f"job field '{name}': {problem}", hint=hint, exit_code=EXIT_BAD_INPUT)
         self.field = name
@@ -86,12 +112,12 @@ STRATEGY_OPTIONS: dict[str, tuple[str, float, float, tuple[str, ...]]] = {
     "grow_scale2d": (_POSITIVE, 0.0, math.inf, _D),
     "prune_scale3d": (_POSITIVE, 0.0, math.inf, _D),
     "prune_scale2d": (_POSITIVE, 0.0, math.inf, _D),
-    "refine_scale2d_stop_iter": (_INT, 0, math.inf, _D),
-    "refine_start_iter": (_INT, 0, math.inf, _DM),
-    "refine_stop_iter": (_INT, 0, math.inf, _DM),
-    "reset_every": (_INT, 1, math.inf, _D),
-    "refine_every": (_INT, 1, math.inf, _DM),
-    "pause_refine_after_reset": (_INT, 0, math.inf, _D),
+    "refine_scale2d_stop_iter": (_INT, 0, MAX_STEPS, _D),
+    "refine_start_iter": (_INT, 0, MAX_STEPS, _DM),
+    "refine_stop_iter": (_INT, 0, MAX_STEPS, _DM),
+    "reset_every": (_INT, 1, MAX_STEPS, _D),
+    "refine_every": (_INT, 1, MAX_STEPS, _DM),
+    "pause_refine_after_reset": (_INT, 0, MAX_STEPS, _D),
     "absgrad": (_BOOL, 0, 1, _D),
     "revised_opacity": (_BOOL, 0, 1, _D),
     "verbose": (_BOOL, 0, 1, _DM),
@@ -108,29 +134,30 @@ class TrainJob(Job):
     images: str = option(help="folder with the model's images", path="in")
     out: str = option(help="output folder: splats.ply, metrics.json, checkpoints/, previews/, snapshots/",
                       path="out")
-    steps: int = option(30_000, "training steps", low=1)
+    steps: int = option(30_000, "training steps", low=1, high=MAX_STEPS)
     downscale: float = option(1.0, "divide the image size by this", low=1.0, high=64.0)
     sh_degree: int = option(3, "spherical harmonics degree 0-3", low=0, high=3)
     strategy: str = option("default", "densification: gsplat DefaultStrategy or MCMCStrategy", choices=STRATEGIES)
-    cap_max: int = option(1_000_000, "MCMC: the most splats", low=1)
+    cap_max: int = option(1_000_000, "MCMC: the most splats", low=1, high=MAX_SPLATS)
     strategy_options: dict[str, Any] = option(help='extra strategy fields, e.g. \'{"refine_every": 50}\'',
                                               factory=dict)
     antialiased: bool = option(False, "antialiased rasterization")
     packed: bool = option(False, "packed rasterization: per view only the splats it draws are kept (gsplat's "
                           "packed mode: less GPU memory on large scenes, a little slower on small ones)")
-    seed: int = option(0, "random seed", low=0)
-    test_every: int = option(8, "hold out every Nth image sorted by name (0: none)", low=0)
+    seed: int = option(0, "random seed", low=0, high=MAX_SEED)
+    test_every: int = option(8, "hold out every Nth image sorted by name (0: none)", low=0, high=1_000_000)
     background: list[float] = option(help="background colour R,G,B in [0, 1]", low=0.0, high=1.0,
                                      factory=lambda: [0.0, 0.0, 0.0])
     device: str = option("auto", "auto: gsplat's kernels on CUDA, else cuda-torch, else mps, else cpu",
                          choices=TRAIN_DEVICES)
     init: str = option("sfm", "initial splats: the SfM points or random", choices=INITS)
-    init_num_points: int = option(100_000, "random init: how many splats", low=1)
+    init_num_points: int = option(100_000, "random init: how many splats", low=1, high=MAX_INIT_POINTS)
     ssim_lambda: float = option(0.2, "weight of D-SSIM in the loss", low=0.0, high=1.0)
-    progress_every: int = option(10, "a progress event every N steps", low=1)
-    snapshot_every: int = option(1000, "preview PNG + PLY snapshot every N steps (0: never)", low=0)
-    checkpoint_every: int = option(1000, "checkpoint every N steps", low=1)
-    eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, factory=list)
+    progress_every: int = option(10, "a progress event every N steps", low=1, high=MAX_STEPS)
+    snapshot_every: int = option(1000, "preview PNG + PLY snapshot every N steps (0: never)", low=0, high=MAX_STEPS)
+    checkpoint_every: int = option(1000, "checkpoint every N steps", low=1, high=MAX_STEPS)
+    eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, high=MAX_STEPS,
+                                   factory=list)
     resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
     lock_wait: float = option(60.0, "seconds to wait while another run holds the output folder (it may be "
                               "saving its checkpoint), then fail with 'busy'", low=0.0, high=3600.0)
@@ -139,14 +166,14 @@ class TrainJob(Job):
     schedule_scale: float = option(1.0, "densification and SH-band schedule x this (gsplat's steps_scaler); "
                                    "0: steps/30000", low=0.0, high=100.0)
     max_splats: int = option(0, "DefaultStrategy's splat budget, reached over the refinement window (0: none)",
-                             low=0)
+                             low=0, high=MAX_SPLATS)
     splats_per_pixel: float = option(0.0, "the splat budget as a multiple of a training image's pixels (0: none)",
                                      low=0.0, high=1000.0)
     res_start: int = option(1, "train at 1/res_start of the size first, halving up to full size",
                             choices=RES_STARTS)
     res_full_at: float = option(0.5, "the fraction of the run from which images are full size", low=0.0, high=1.0)
     visible_adam: bool = option(False, "Adam updates only splats seen in the step's view (SelectiveAdam)")
-    sh_rest_every: int = option(1, "the higher SH bands learn every Nth step only", low=1)
+    sh_rest_every: int = option(1, "the higher SH bands learn every Nth step only", low=1, high=MAX_STEPS)
 
     # Named sets of field values (TRAIN_PRESETS below): the add-on's Preset menu and ``--preset``.
     presets: ClassVar[dict[str, TrainPreset]]
@@ -157,9 +184,10 @@ class TrainJob(Job):
 
     def check(self) -> None:
         if len(self.background) != 3:
-            raise JobError("background", f"must be three numbers in [0, 1] (R, G, B), got {self.background!r}")
+            raise JobError("background", f"must be three numbers in [0, 1] (R, G, B), got {shown(self.background)}")
         if any(s > self.steps for s in self.eval_steps):
-            raise JobError("eval_steps", f"must be a list of steps between 1 and {self.steps}, got {self.eval_steps!r}")
+            raise JobError("eval_steps",
+                           f"must be a list of steps between 1 and {self.steps}, got {shown(self.eval_steps)}")
         for key, value in self.strategy_options.items():
             _check_strategy_option(self.strategy, key, value)
 
@@ -205,28 +233,29 @@ def _check_strategy_option(strategy: str, key: str, value: Any) -> None:
     known = [k for k, spec in STRATEGY_OPTIONS.items() if strategy in spec[3]]
     if key not in known:  # also cap_max (a job field of its own) and key_for_gradient (2DGS only)
         cls = "MCMCStrategy" if strategy == "mcmc" else "DefaultStrategy"
-        raise JobError("strategy_options", f"{cls} has no option {key!r} we support",
+        raise JobError("strategy_options", f"{cls} has no option {shown(key)} we support",
                        hint="Options: " + ", ".join(known))
     kind, low, high, _ = STRATEGY_OPTIONS[key]
     is_bool = isinstance(value, bool)
     if kind == _BOOL:
         if not is_bool:
-            raise JobError("strategy_options", f"{key} must be {kind}, got {value!r}")
+            raise JobError("strategy_options", f"{key} must be {kind}, got {shown(value)}")
         return
     if is_bool or not isinstance(value, (int, float)) or (kind == _INT and not isinstance(value, int)):
-        raise JobError("strategy_options", f"{key} must be {kind}, got {value!r}")
-    if not (math.isfinite(value) and low <= value <= high) or (kind == _POSITIVE and value <= 0):
+        raise JobError("strategy_options", f"{key} must be {kind}, got {shown(value)}")
+    if not (_finite(value) and low <= value <= high) or (kind == _POSITIVE and value <= 0):
         if kind == _POSITIVE:
-            bounds = "above 0"
+            bounds = "a finite number above 0"
         else:
-            bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
-        raise JobError("strategy_options", f"{key} must be {bounds}, got {value!r}")
+            bounds = f"at least {_bound(low)}" if high == math.inf else f"between {_bound(low)} and {_bound(high)}"
+        raise JobError("strategy_options", f"{key} must be {bounds}, got {shown(value)}")
 
 
 # ---------------------------------------------------------------------------------------------
 # sfm
 
 QUALITIES = ("low", "medium", "high")
+MAX_IMAGE_SIDE = 1 << 16  # pixels: the largest side a JPEG or most image libraries allow
 
 
 @dataclass
@@ -236,22 +265,23 @@ class SfmJob(Job):
     out: str = option(help="output folder: new, empty, or an earlier sfm result", path="out")
     images: str | None = option(None, "folder of photos (its subfolders are not read)", path="in")
     video: str | None = option(None, "video file; frames are taken every --every frames", path="in")
-    every: int = option(10, "with --video: take every Nth frame", low=1)
+    every: int = option(10, "with --video: take every Nth frame", low=1, high=1_000_000)
     matcher: str = option("auto", "auto: sequential for video frames, exhaustive (every pair) for photos",
                           choices=("auto", "exhaustive", "sequential"))
     mapper: str = option("incremental", "incremental (robust) or global (GLOMAP; faster on large sets)",
                          choices=("incremental", "global"))
     quality: str = option("medium", "working image size: low 1000 px, medium 1600 px, high as shot",
                           choices=QUALITIES)
-    max_size: int | None = option(None, "working size in pixels (longest side), instead of --quality", low=64)
+    max_size: int | None = option(None, "working size in pixels (longest side), instead of --quality", low=64,
+                                  high=MAX_IMAGE_SIDE)
     camera: str = option("single", "single: one camera for all photos; per-image: one each",
                          choices=("single", "per-image"))
     min_registered: float = option(0.5, "fail unless this fraction of the photos is placed in the model",
                                    low=0.0, high=1.0)
-    threads: int = option(-1, "CPU threads (-1: all)", low=-1)
+    threads: int = option(-1, "CPU threads (-1: all)", low=-1, high=MAX_THREADS)
     lock_wait: float = option(60.0, "seconds to wait while another run holds the output folder, then fail "
                               "with 'busy'", low=0.0, high=3600.0)
-    seed: int = option(0, "random seed, for repeatable results", low=0)
+    seed: int = option(0, "random seed, for repeatable results", low=0, high=MAX_SEED)
 
     def check(self) -> None:
         if (self.images is None) == (self.video is None):
@@ -279,8 +309,8 @@ class RenderObject:
 
 @dataclass
 class RenderFrame:
-    frame: int = option(help="frame number")
-    width: int = option(help="width in pixels", low=1)
+    frame: int = option(help="frame number", low=-MAX_FRAME, high=MAX_FRAME)
+    width: int = option(help="width in pixels", low=1)  # bounded with height by RenderJob.check
     height: int = option(help="height in pixels", low=1)
     K: list[list[float]] = option(help="3x3 pinhole intrinsics")
     world_to_camera: list[list[float]] = option(help="4x4 OpenCV world-to-camera matrix")
@@ -302,7 +332,7 @@ class RenderJob(Job):
     def check(self) -> None:
         problem = _name_problem(self.name)
         if problem:
-            raise JobError("name", f"the output name {self.name!r} {problem}")
+            raise JobError("name", f"the output name {shown(self.name)} {problem}")
         if not self.objects:
             raise JobError("objects", "is empty: name at least one splat file")
         if not self.frames:
@@ -310,8 +340,9 @@ class RenderJob(Job):
         for i, f in enumerate(self.frames):
             where = f"frames[{i}]"
             if max(f.width, f.height) > MAX_SIDE or f.width * f.height > MAX_PIXELS:
-                raise JobError(f"{where}.width", f"frame {f.frame}: the resolution {f.width}x{f.height} is over the "
-                               f"limit of {MAX_SIDE} pixels a side and {MAX_PIXELS:,} pixels a frame",
+                side = "height" if f.height > MAX_SIDE >= f.width else "width"
+                raise JobError(f"{where}.{side}", f"frame {f.frame}: the resolution {shown(f.width)}x{shown(f.height)} "
+                               f"is over the limit of {MAX_SIDE} pixels a side and {MAX_PIXELS:,} pixels a frame",
                                hint="Lower the resolution or its percentage in the Output properties.")
             _shape(f.K, (3, 3), f"{where}.K")
             _shape(f.world_to_camera, (4, 4), f"{where}.world_to_camera")
@@ -367,7 +398,7 @@ def job_from_dict(cls: type, values: Any, where: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     for name in values:
         if name not in fields:
-            raise JobError(where + str(name), "unknown field", hint="Known fields: " + ", ".join(fields))
+            raise JobError(where + str(name), "unknown field", hint=clip("Known fields: " + ", ".join(fields)))
     kwargs = {}
     for name, f in fields.items():
         path = where + name
@@ -400,44 +431,82 @@ def _value(value: Any, tp: Any, meta: dict, path: str) -> Any:
         return job_from_dict(tp, value, path + ".")
     if origin is list:
         if not isinstance(value, list):
-            raise JobError(path, f"must be a list, got {value!r}"[:300])
+            raise JobError(path, f"must be a list, got {shown(value)}")
         nested = dataclasses.is_dataclass(args[0]) or typing.get_origin(args[0]) is list
         return [_value(v, args[0], meta, f"{path}[{i}]" if nested else path) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise JobError(path, f"must be an object, got {value!r}"[:300])
+            raise JobError(path, f"must be an object, got {shown(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise JobError(path, f"must be true or false, got {value!r}")
+            raise JobError(path, f"must be true or false, got {shown(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise JobError(path, f"must be {'a path' if meta.get('path') else 'text'}, got {value!r}")
+            raise JobError(path, f"must be {'a path' if meta.get('path') else 'text'}, got {shown(value)}")
+        problem = _text_problem(value, bool(meta.get("path")))
+        if problem:
+            raise JobError(path, f"{problem}: {shown(value)}")
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise JobError(path, f"must be an integer, got {value!r}")
+            raise JobError(path, f"must be an integer, got {shown(value)}")
     elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise JobError(path, f"must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            raise JobError(path, f"must be a finite number, got {shown(value)}")
         value = float(value)
     if meta.get("choices") and value not in meta["choices"]:
-        raise JobError(path, f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        raise JobError(path, f"must be one of {', '.join(map(str, meta['choices']))}, got {shown(value)}")
     low, high = meta.get("low"), meta.get("high")
     if low is not None and high is not None and not low <= value <= high:
-        raise JobError(path, f"must be between {low:g} and {high:g}, got {value}")
+        raise JobError(path, f"must be between {_bound(low)} and {_bound(high)}, got {shown(value)}")
     if low is not None and value < low:
-        raise JobError(path, f"must be at least {low:g}, got {value}")
+        raise JobError(path, f"must be at least {_bound(low)}, got {shown(value)}")
     return value
+
+
+def _finite(value: int | float) -> bool:
+    """Finite as a float: an integer beyond the float range (1 and 400 zeros) is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _text_problem(value: str, is_path: bool) -> str | None:
+    """Why a text field's value cannot be used (too long, a NUL, not encodable as a file name), or None."""
+    limit = MAX_PATH_CHARS if is_path else MAX_TEXT_CHARS
+    if len(value) > limit:
+        return f"is {len(value):,} characters long, more than the {limit:,} a {'path' if is_path else 'name'} may have"
+    if is_path and "\0" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "is not valid text (a lone UTF-16 surrogate)"
+    return None
 
 
 def parse_job_text(cls: type, text: str, source: str) -> dict[str, Any]:
     """The JSON object in ``text`` (a job file's or stdin's content); BridgeError when it is not one."""
+    source = clip(source)
+    if len(text) > MAX_JOB_BYTES:
+        raise BridgeError("bad_job", f"{source}: the job is larger than {MAX_JOB_BYTES >> 20} MiB",
+                          hint="A job holds settings, paths and cameras, never data: check that this is the job.",
+                          exit_code=EXIT_BAD_INPUT)
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise BridgeError("bad_job", f"{source}: not a readable JSON job ({exc})",
+        raise BridgeError("bad_job", f"{source}: not a readable JSON job ({clip(str(exc))})",
                           hint="A job is one JSON object with the job's fields.", exit_code=EXIT_BAD_INPUT) from None
+    except RecursionError:
+        raise BridgeError("bad_job", f"{source}: not a readable JSON job (nested too deeply)",
+                          hint="A job is one JSON object with the job's fields; none is nested more than "
+                               "a few levels.", exit_code=EXIT_BAD_INPUT) from None
     if not isinstance(data, dict):
         raise BridgeError("bad_job", f"{source}: a job is one JSON object, got {type(data).__name__}",
                           hint="Put the job's fields in one JSON object.", exit_code=EXIT_BAD_INPUT)

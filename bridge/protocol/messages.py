@@ -26,7 +26,8 @@ from typing import IO, Any, ClassVar
 __all__ = ["PROTOCOL", "VERSION", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT", "COMMANDS", "Event", "Hello",
            "Stage", "Progress", "Snapshot", "EvalResult", "Log", "Done", "Error", "Unknown", "EVENT_TYPES",
            "BridgeError", "encode_event", "decode_event", "encode_command", "decode_command", "EventWriter",
-           "claim_stdout", "CommandReader", "PipeProcess", "BridgeProcess", "run_to_end"]
+           "claim_stdout", "CommandReader", "PipeProcess", "BridgeProcess", "run_to_end", "clip",
+           "MESSAGE_LIMIT", "MAX_JOB_BYTES"]
 
 PROTOCOL = "splatwork"
 VERSION = 1
@@ -149,10 +150,27 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+# The longest message or hint an error carries, and the longest value (a path, a name) one echoes:
+# a 100 MB path in a job must not become a 100 MB error line, event or report.
+MESSAGE_LIMIT = 1000
+VALUE_LIMIT = 300
+
+
+def clip(text: str, limit: int = VALUE_LIMIT) -> str:
+    """``text`` cut to about ``limit`` characters, keeping its start and end (where a path's file name is)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 40, 2)
+    return f"{text[:keep - keep // 3]}...({len(text) - keep:,} characters)...{text[len(text) - keep // 3:]}"
+
+
 class BridgeError(RuntimeError):
-    """A failure raised inside the bridge that should end the run with an Error event."""
+    """A failure raised inside the bridge that should end the run with an Error event (message and
+    hint cut to :data:`MESSAGE_LIMIT` characters)."""
 
     def __init__(self, kind: str, message: str, hint: str = "", exit_code: int = EXIT_FAILED):
+        message, hint = clip(message, MESSAGE_LIMIT), clip(hint, MESSAGE_LIMIT)
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -183,7 +201,7 @@ def decode_event(line: str | bytes) -> Event | None:
     """The event on this line, or None when the line is not a protocol message (noise)."""
     try:
         payload = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
         return None
     if not isinstance(payload, dict) or payload.get("proto") != PROTOCOL or "type" not in payload:
         return None
@@ -213,7 +231,7 @@ def decode_command(line: str | bytes) -> str | None:
         return text
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(payload, dict) and payload.get("cmd") in COMMANDS:
         return payload["cmd"]
@@ -253,6 +271,24 @@ def claim_stdout() -> EventWriter:
     return EventWriter(stream)
 
 
+# The largest job a bridge reads (a file, or stdin): a render job of ten thousand frames of several
+# objects takes a few megabytes; anything near this is not a job, and must not fill the memory.
+MAX_JOB_BYTES = 64 << 20
+COMMAND_LINE_LIMIT = 4096  # bytes of a command line on stdin read at a time
+
+
+def _read_all(stream, limit: int) -> bytes:
+    """Up to ``limit`` bytes, to the end of the stream (a raw stream's read may return less)."""
+    pieces, size = [], 0
+    while size < limit:
+        piece = stream.read(min(limit - size, 1 << 20))
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)
+
+
 class CommandReader:
     """Reads commands from stdin on a daemon thread.
 
@@ -284,8 +320,13 @@ class CommandReader:
         stream = self._stream if self._stream is not None else os.fdopen(os.dup(0), "rb", buffering=0)
         try:
             if self._job_first is not None:
-                self._job.put(stream.read() if self._job_first == "all" else stream.readline())
-            for line in stream:
+                # One byte over the limit at most: the reader of the job says it is too large.
+                limit = MAX_JOB_BYTES + 1
+                self._job.put(_read_all(stream, limit) if self._job_first == "all" else stream.readline(limit))
+            while True:
+                line = stream.readline(COMMAND_LINE_LIMIT)  # bounded: a line without end cannot fill memory
+                if not line:
+                    break
                 cmd = decode_command(line)
                 if cmd is not None:
                     self.commands.put(cmd)
