@@ -19,10 +19,11 @@ import contextlib
 import errno
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 
-from .protocol import EXIT_BAD_INPUT, BridgeError, Stage
+from .protocol import EXIT_BAD_INPUT, EXIT_FAILED, BridgeError, Stage, clip
 from .protocol.jobs import OUTPUT_LOCK
 
 LOCK_WAIT = 60.0  # seconds: a large run saving its checkpoint on a slow disk takes tens of seconds
@@ -35,11 +36,7 @@ def output_lock(ctx, folder: str | os.PathLike, wait: float = LOCK_WAIT) -> Iter
     (then nothing may touch the folder). BridgeError ``busy`` when it stays held for ``wait`` seconds."""
     folder = os.path.abspath(os.fspath(folder))
     path = os.path.join(folder, OUTPUT_LOCK)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise BridgeError("write_failed", f"{path}: cannot create the output folder's lock file ({exc.strerror})",
-                          hint="Check that the output folder is writable.") from None
+    fd = _open_lock(path)
     try:
         held = _lock(fd)
         if held is None:  # a file system without locks (some network shares): run as before, unguarded
@@ -55,6 +52,46 @@ def output_lock(ctx, folder: str | os.PathLike, wait: float = LOCK_WAIT) -> Iter
     finally:
         _unlock(fd)
         os.close(fd)
+
+
+# Never through a link (the holder's note would truncate and overwrite the file it points at), never
+# blocking on a FIFO someone named so: only the folder's own regular file is the lock.
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_lock(path: str) -> int:
+    """The lock file's descriptor; BridgeError (exit code 2) when it is a link, a hard link to a file
+    elsewhere, or not a regular file; ``write_failed`` when it cannot be made."""
+    refuse = None
+    if os.path.islink(path):
+        refuse = "is a symbolic link"
+    else:
+        try:
+            fd = os.open(path, _OPEN_FLAGS, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link made since the check above
+                refuse = "is a symbolic link"
+            elif exc.errno == errno.EISDIR:
+                refuse = "is not a regular file"
+            else:
+                denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+                raise BridgeError("bad_input" if denied else "write_failed",
+                                  f"{clip(path)}: cannot create the output folder's lock file ({exc.strerror})",
+                                  hint="Choose an output folder you can write to." if denied
+                                  else "Check that the output folder is writable.",
+                                  exit_code=EXIT_BAD_INPUT if denied else EXIT_FAILED) from None
+        else:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                refuse = "is not a regular file"
+            elif st.st_nlink > 1:
+                refuse = f"is a hard link to another file ({st.st_nlink} names)"
+            if refuse is None:
+                return fd
+            os.close(fd)
+    raise BridgeError("bad_input", f"{clip(path)}: the output folder's lock file {refuse}; Splatwork writes "
+                      "there, so it would write through it", hint=f"Delete {OUTPUT_LOCK} from the output folder "
+                      "(it is made again), or choose another output folder.", exit_code=EXIT_BAD_INPUT)
 
 
 def _wait(ctx, fd: int, folder: str, wait: float) -> bool:

@@ -146,6 +146,35 @@ def test_one_run_at_a_time_in_an_output_folder(scene, tmp_path):
     assert finish(fourth, seen) == protocol.EXIT_OK and seen[-1].status == "stopped"
 
 
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link", "fifo", "folder"])
+def test_a_lock_file_that_leads_elsewhere_is_refused_and_nothing_is_written_through_it(scene, tmp_path, kind):
+    """A .splatwork.lock planted as a link to a file elsewhere had that file truncated and overwritten
+    with the holder's note; a FIFO could block. The run refuses it (exit 2), naming the lock file."""
+    out, victim = tmp_path / "out", tmp_path / "elsewhere" / "precious.txt"
+    out.mkdir()
+    victim.parent.mkdir()
+    victim.write_text("keep me\n")
+    lock = out / protocol.jobs.OUTPUT_LOCK
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    elif kind == "dangling symlink":
+        lock.symlink_to(victim.parent / "made-by-the-run.txt")
+    elif kind == "hard link":
+        os.link(victim, lock)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    seen: list = []
+    proc = start(scene_args(scene, out, "--steps", 2, *QUICK), tmp_path / "log.txt")
+    assert finish(proc, seen, timeout=300) == protocol.EXIT_BAD_INPUT, proc.log_tail()
+    error = seen[-1]
+    assert isinstance(error, protocol.Error) and error.kind == "bad_input", seen[-3:]
+    assert str(lock) in error.message and protocol.jobs.OUTPUT_LOCK in error.hint
+    assert victim.read_text() == "keep me\n" and sorted(os.listdir(victim.parent)) == ["precious.txt"]
+    assert not (out / "checkpoints").exists() and not (out / "splats.ply").exists()
+
+
 def test_snapshots_rotate_across_resumes_and_stale_temporaries_go(scene, tmp_path):
     out = tmp_path / "out"
     snapshots = out / "snapshots"
