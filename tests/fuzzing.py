@@ -193,6 +193,66 @@ def _spz_v1(spz, splats) -> bytes:
     return gzip.compress(header + b"".join(blocks), mtime=0)
 
 
+# ---------------------------------------------------------------------------------------------
+# Photos whose header claims a size (decompression bombs): every format Pillow opens for us
+
+
+BOMB_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
+
+
+def claimed_size_photo(fmt: str, width: int, height: int) -> bytes:
+    """A small valid ``fmt`` file (8x6 pixels of data) whose header claims ``width`` x ``height``."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    if fmt == "PNG":  # written by hand: the size is in IHDR, guarded by its CRC
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        rows = zlib.compress(b"".join(b"\0" + bytes(3 * 8) for _ in range(6)))
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (40, 90, 160)).save(buffer, format=fmt)
+    data = bytearray(buffer.getvalue())
+    if fmt == "BMP":
+        struct.pack_into("<ii", data, 18, width, height)
+    elif fmt == "GIF":
+        struct.pack_into("<HH", data, 6, width, height)  # the logical screen, then the image descriptor
+        struct.pack_into("<HH", data, data.index(b"\x2c", 13) + 5, width, height)
+    elif fmt == "JPEG":
+        at = data.index(b"\xff\xc0")
+        struct.pack_into(">HH", data, at + 5, height, width)
+    elif fmt == "TIFF":
+        order = "<" if data[:2] == b"II" else ">"
+        ifd = struct.unpack_from(order + "I", data, 4)[0]
+        for k in range(struct.unpack_from(order + "H", data, ifd)[0]):
+            entry = ifd + 2 + 12 * k
+            tag, kind = struct.unpack_from(order + "HH", data, entry)
+            if tag in (256, 257):  # ImageWidth, ImageLength
+                struct.pack_into(order + ("H" if kind == 3 else "I"), data, entry + 8, width if tag == 256 else height)
+    else:
+        raise ValueError(fmt)
+    return bytes(data)
+
+
+def real_png(width: int, height: int) -> bytes:
+    """A real RGB PNG of ``width`` x ``height`` black pixels, made row by row (never whole in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    packer, rows, parts = zlib.compressobj(1), b"\0" * (1 + 3 * width) * 64, []
+    for start in range(0, height, 64):
+        parts.append(packer.compress(rows if start + 64 <= height else rows[:(height - start) * (1 + 3 * width)]))
+    parts.append(packer.flush())
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
 def save_seeds(seeds: list[Seed], folder: Path) -> None:
     for seed in seeds:
         for name, data in seed.files.items():

@@ -255,6 +255,21 @@ def test_unreadable_photo_is_named(tmp_path):
     assert "broken.jpg" in run.error.message and "1 of 5" in run.error.message
 
 
+def test_photos_claiming_a_huge_size_are_named_with_size_and_limit(tmp_path):
+    import fuzzing
+
+    from bridge.photos import MAX_PHOTO_PIXELS
+
+    images = link_photos(tmp_path / "photos", OVERLAPPING[:4])
+    for fmt in ("PNG", "JPEG"):
+        (images / f"bomb.{fmt.lower()}").write_bytes(fuzzing.claimed_size_photo(fmt, 60000, 45000))
+    run = run_sfm(tmp_path, "--images", images, "--out", tmp_path / "out")
+    assert_failed_cleanly(run, tmp_path / "out", {"bad_input"})
+    assert run.code == protocol.EXIT_BAD_INPUT and "2 of 6" in run.error.message
+    assert "bomb.png (the image is 60,000x45,000" in run.error.message and "bomb.jpeg" in run.error.message
+    assert f"{MAX_PHOTO_PIXELS:,}" in run.error.message
+
+
 def test_photos_without_overlap(tmp_path):
     images = tmp_path / "photos"
     images.mkdir()

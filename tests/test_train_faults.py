@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fuzzing
 import numpy as np
 import pytest
 import torch
@@ -317,6 +318,26 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_names_the_file(scene, good_ch
         proc = start(scene_args(scene, out, "--steps", 50, "--resume", "--checkpoint-every", 2, *QUICK),
                      tmp_path / "log.txt")
         _assert_disk_full(proc, out, before)
+
+
+@pytest.mark.parametrize("fmt", [*fuzzing.BOMB_FORMATS, "real PNG"])
+def test_a_photo_claiming_a_huge_size_is_refused_naming_file_size_and_limit(scene, tmp_path, fmt):
+    """A PNG whose header claims 60000x45000 (or a real 20000x15000 one) raised Pillow's
+    DecompressionBombError as an internal error; every format Pillow opens is refused from its header,
+    before a pixel is decoded, with the file, its size and the limit."""
+    from bridge.photos import MAX_PHOTO_PIXELS
+    from bridge.train.data import load_dataset
+
+    images = tmp_path / "images"
+    shutil.copytree(scene.images, images)
+    victim = images / scene.views[1].name
+    w, h = (20000, 15000) if fmt == "real PNG" else (60000, 45000)
+    victim.write_bytes(fuzzing.real_png(w, h) if fmt == "real PNG" else fuzzing.claimed_size_photo(fmt, w, h))
+    with pytest.raises(protocol.BridgeError) as info:
+        load_dataset(protocol.TrainJob(model=str(scene.model), images=str(images), out=str(tmp_path / "out")))
+    assert info.value.kind == "bad_input" and info.value.exit_code == protocol.EXIT_BAD_INPUT
+    message = info.value.message
+    assert str(victim) in message and f"{w:,}x{h:,}" in message and f"{MAX_PHOTO_PIXELS:,}" in message, message
 
 
 def _dataset_job(scene, model: Path, images: Path | None = None):

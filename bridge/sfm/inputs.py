@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats.atomic import atomic_write
+from ..photos import PhotoTooLarge, open_photo
 from ..protocol import EXIT_BAD_INPUT, BridgeError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -72,15 +73,16 @@ def prepare_photos(
     once; a file damaged further in fails when it is decoded, naming it. Stops early, returning
     what it has, when ``should_stop()`` says so.
     """
-    from PIL import Image
-
     unreadable: list[str] = []
     names: dict[str, Path] = {}
     for path in photos:
         try:
-            with Image.open(path) as img:
+            with open_photo(path) as img:  # refuses a size no photo has before anything is decoded
                 img.verify()  # cheap structural check; the full decode happens below
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except PhotoTooLarge as exc:
+            unreadable.append(f"{path.name} ({exc.detail})")
+            continue
+        except (OSError, SyntaxError, ValueError) as exc:
             unreadable.append(f"{path.name} ({exc})")
             continue
         name = path.name if path.suffix.lower() in _KEPT_FORMATS else path.stem + ".png"
@@ -101,16 +103,16 @@ def prepare_photos(
             break
         try:
             out.append(_write_working_copy(path, work_dir / name, max_size))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, SyntaxError, ValueError) as exc:
             raise _bad(f"{path}: cannot be read ({exc})", "Remove or re-export this file, then run again.") from exc
         on_progress(i + 1)
     return out
 
 
 def _write_working_copy(path: Path, dest: Path, max_size: int) -> WorkingImage:
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    with Image.open(path) as img:
+    with open_photo(path) as img:
         img.load()  # the full decode: a truncated file fails here
         rotated = _rotated(img)
         upright = ImageOps.exif_transpose(img) if rotated else img

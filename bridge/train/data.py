@@ -17,6 +17,7 @@ import numpy as np
 from ..formats import FormatError
 from ..formats.cameras import PINHOLE_MODELS
 from ..formats.colmap import resolve_image_path
+from ..photos import PhotoTooLarge, open_photo
 from ..protocol import EXIT_BAD_INPUT, BridgeError
 from .job import bad_job
 
@@ -173,17 +174,16 @@ def _load_view(job, view, camera, path: str) -> TrainView:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with open_photo(path) as img:
+            _check_shape(path, img.size, camera)  # from the header, before anything is decoded
             img.load()
             image = _to_rgb(img, job.background)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except PhotoTooLarge as exc:
+        raise BridgeError("bad_input", str(exc), hint="Reduce the photo (and its COLMAP camera), or leave it out "
+                          "of the model.", exit_code=EXIT_BAD_INPUT) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise BridgeError("bad_input", f"{path}: cannot read the image ({exc})", exit_code=EXIT_BAD_INPUT) from None
-    # Photos are sometimes resized after SfM: accept any size with the camera's aspect ratio.
     w, h = image.size
-    if abs(w * camera.height - h * camera.width) > max(w, h, camera.width, camera.height):
-        raise BridgeError("bad_input", f"{path}: the image is {w}x{h} but its COLMAP camera {camera.id} is "
-                          f"{camera.width}x{camera.height} (a different aspect ratio)",
-                          hint="Use the images the model was reconstructed from.", exit_code=EXIT_BAD_INPUT)
     out_w, out_h = job.image_size(camera.width, camera.height)
     if (out_w, out_h) != (w, h):
         image = image.resize((out_w, out_h), Image.BOX)  # area averaging, like cv2.INTER_AREA
@@ -194,6 +194,15 @@ def _load_view(job, view, camera, path: str) -> TrainView:
         pixels, K = _undistort(path, pixels, camera, out_w, out_h)
     return TrainView(name=view.name, image=np.array(pixels, np.uint8, order="C"), K=K,  # owned, writable
                      world_to_camera=np.asarray(view.world_to_camera(), np.float64))
+
+
+def _check_shape(path: str, size: tuple[int, int], camera) -> None:
+    """Photos are sometimes resized after SfM: any size with the camera's aspect ratio will do."""
+    w, h = size
+    if abs(w * camera.height - h * camera.width) > max(w, h, camera.width, camera.height):
+        raise BridgeError("bad_input", f"{path}: the image is {w}x{h} but its COLMAP camera {camera.id} is "
+                          f"{camera.width}x{camera.height} (a different aspect ratio)",
+                          hint="Use the images the model was reconstructed from.", exit_code=EXIT_BAD_INPUT)
 
 
 def _distorted(camera) -> bool:
