@@ -253,6 +253,44 @@ def real_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
 
 
+# ---------------------------------------------------------------------------------------------
+# SPZ bombs: a few kilobytes that inflate a thousand-fold (gzip for versions 1-3, zstd for 4)
+
+
+def spz_bomb(version: int, splats: int, inflated: int | None = None, degree: int = 0) -> bytes:
+    """An SPZ file whose header claims ``splats`` and whose streams inflate to ``inflated`` bytes of
+    zeros in all (default: exactly what the count needs, a valid file of zero splats)."""
+    import struct
+    import zlib
+
+    from bridge.formats import spz
+
+    sizes = spz._sizes(splats, version, degree)
+    total = sum(sizes) if inflated is None else inflated
+    if version < 4:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        header = spz.LEGACY_HEADER.pack(b"NGSP", version, splats, degree, 12, 0, 0)
+        parts, zeros = [packer.compress(header)], bytes(1 << 20)
+        for start in range(0, total, len(zeros)):
+            parts.append(packer.compress(zeros[:min(len(zeros), total - start)]))
+        return b"".join(parts) + packer.flush()
+    import zstandard
+
+    sizes = [size for size in sizes if size]
+    share = [min(size, max(0, total - sum(sizes[:k]))) for k, size in enumerate(sizes)]  # the last ones short
+    frames = []
+    for size in share:
+        writer = zstandard.ZstdCompressor(level=19).compressobj()
+        zeros = bytes(1 << 20)
+        frames.append(b"".join(writer.compress(zeros[:min(len(zeros), size - start)])
+                               for start in range(0, size, len(zeros))) + writer.flush())
+    header = spz.V4_HEADER.pack(b"NGSP", 4, splats, degree, 12, 0, len(frames), spz.V4_HEADER.size, bytes(12))
+    table = b"".join(struct.pack("<QQ", len(frame), size) for frame, size in zip(frames, sizes, strict=True))
+    data = header + table + b"".join(frames)
+    # zstd packs zeros 30,000-fold: pad the file to the size the reader's first check wants for the count.
+    return data + bytes(max(0, splats * spz.MIN_BYTES_PER_SPLAT // spz.MAX_COMPRESSION_RATIO + 1 - len(data)))
+
+
 def save_seeds(seeds: list[Seed], folder: Path) -> None:
     for seed in seeds:
         for name, data in seed.files.items():

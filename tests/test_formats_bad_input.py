@@ -330,3 +330,37 @@ def test_colmap_text_points_that_pycolmap_tolerates_are_read_or_refused(tmp_path
             assert str(folder) in str(exc)
         else:  # only a comment was damaged
             assert case == "non-utf8 comment" and len(rec.points) == 1
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_spz_bombs_are_refused_in_little_memory_and_read_within_their_output(tmp_path, version):
+    """A 1 MB gzip bomb peaked at 2.1 GB: its header claimed more splats than its stream held, and the
+    whole stream was inflated (twice over) before that was found. A count far beyond the file's bytes is
+    now checked against the stream first, keeping nothing; a bomb that really holds its splats (all
+    zero) is read in memory bounded by the splats it makes."""
+    import fuzzing
+
+    path = tmp_path / "bomb.spz"
+    path.write_bytes(fuzzing.spz_bomb(version, 15_000_000, inflated=150 << 20))
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="truncated|corrupt SPZ stream") as info:
+            read_splats(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value) and peak < 16 << 20, f"{peak >> 20} MB for a refused file"
+
+    path.write_bytes(fuzzing.spz_bomb(version, 1_000_000))
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FormatWarning)  # the zstd bomb's padding
+            splats = read_splats(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    output = sum(a.nbytes for a in (splats.means, splats.scales, splats.quats, splats.opacities, splats.sh_dc,
+                                    splats.sh_rest))
+    assert len(splats) == 1_000_000 and peak < 5 * output, f"{peak / output:.1f} x the output"

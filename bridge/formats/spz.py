@@ -45,6 +45,11 @@ FLAG_ANTIALIASED, FLAG_EXTENSIONS = 0x1, 0x2
 MAX_COMPRESSION_RATIO = 1024
 MIN_BYTES_PER_SPLAT = 9
 MAX_FRACTION_BITS = 16
+# Real files inflate to at most a few times their size (quantised positions barely compress); one
+# whose header asks for more than this ratio is first checked to really hold that much (gzip and
+# zstd bombs inflate 1000-fold), so a short stream is refused without keeping gigabytes of it.
+CHECK_FIRST_RATIO = 64
+INFLATE_PIECE = 1 << 20  # bytes inflated at a time
 
 # SPZ also allows degree 4 (24 coefficients); SplatSet stops at 3, so band 4 is dropped on reading.
 SPZ_REST_COUNT = {**SH_REST_COUNT, 4: 24}
@@ -122,6 +127,13 @@ def _read_gzip(path, data: bytes):
         if version == 4:
             raise FormatError(path, "SPZ version 4 must not be gzip-compressed")
         sizes = _sizes(n, version, degree)
+        if sum(sizes) > CHECK_FIRST_RATIO * len(data):
+            # A count far beyond what the file's bytes usually hold (a gzip bomb, or a header that
+            # lies): first make sure the stream really holds that much, keeping nothing of it.
+            inflated = _inflated_size(data, LEGACY_HEADER.size + sum(sizes))
+            if inflated < LEGACY_HEADER.size + sum(sizes):
+                raise FormatError(path, f"truncated: {n:,} splats need {sum(sizes):,} bytes of data, the stream "
+                                  f"has {max(inflated - LEGACY_HEADER.size, 0):,}")
         body = _inflate(inflater, sum(sizes))
     except zlib.error as exc:
         raise FormatError(path, f"corrupt gzip stream: {exc}") from None
@@ -140,21 +152,35 @@ def _read_gzip(path, data: bytes):
     return version, n, degree, bits, flags, _split(body, sizes)
 
 
-def _inflate(inflater, limit: int) -> bytes:
-    """Up to ``limit`` more bytes of the stream; stops at its end, never spins on what follows it.
+def _inflate(inflater, limit: int) -> memoryview:
+    """Up to ``limit`` more bytes of the stream, in one buffer filled piece by piece (never a second
+    copy of the whole); stops at its end, never spins on what follows it.
 
     (After the end of a gzip stream zlib hands back the trailing bytes as ``unconsumed_tail`` on every
     call without consuming them, so "loop while there is a tail" never ends.)
     """
-    pieces, size = [], 0  # usually one piece, which join returns without copying
+    buffer = bytearray(limit)
+    view, size = memoryview(buffer), 0
     while size < limit and not inflater.eof:
         tail = inflater.unconsumed_tail
-        out = inflater.decompress(tail, limit - size)
-        pieces.append(out)
+        out = inflater.decompress(tail, min(limit - size, INFLATE_PIECE))
+        view[size:size + len(out)] = out
         size += len(out)
         if not out and len(inflater.unconsumed_tail) == len(tail):
             break  # no progress: the stream is cut short
-    return b"".join(pieces)
+    return view[:size]
+
+
+def _inflated_size(data: bytes, limit: int) -> int:
+    """How many bytes (up to ``limit``) the gzip stream in ``data`` inflates to, in constant memory."""
+    inflater, size, tail = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, data
+    while size < limit and not inflater.eof:
+        out = inflater.decompress(tail, min(limit - size, INFLATE_PIECE))
+        size += len(out)
+        if not out and len(inflater.unconsumed_tail) == len(tail):
+            break
+        tail = inflater.unconsumed_tail
+    return size
 
 
 def _split(body: bytes, sizes: list[int]) -> list[np.ndarray]:
@@ -179,31 +205,53 @@ def _read_v4(path, data: bytes):
     if toc < V4_HEADER.size or toc + 16 * streams > len(data):
         raise FormatError(path, "truncated: the SPZ table of contents lies outside the file")
     table = np.frombuffer(data, "<u8", 2 * streams, toc).reshape(streams, 2)
-    offset = toc + 16 * streams
-    import zstandard
-
-    blocks = []
+    frames, offset = [], toc + 16 * streams
     for i, ((packed, unpacked), size) in enumerate(zip(table.tolist(), sizes, strict=True)):
         if unpacked != size:
             raise FormatError(path, f"wrong count: SPZ stream {i} unpacks to {unpacked:,} bytes, {size:,} expected")
         if packed > len(data) - offset:
             raise FormatError(path, f"truncated: SPZ stream {i} runs past the end of the file")
-        try:
-            # Reading at most one byte more than expected bounds the allocation whatever the frame claims.
-            frame = memoryview(data)[offset:offset + packed]
-            with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
-                raw = reader.read(size + 1)
-        except zstandard.ZstdError as exc:
-            raise FormatError(path, f"corrupt zstd stream {i}: {exc}") from None
-        if len(raw) != size:
-            raise FormatError(path, f"corrupt SPZ stream {i}: {len(raw):,} bytes unpacked, {size:,} expected")
-        blocks.append(np.frombuffer(raw, np.uint8))
+        frames.append(memoryview(data)[offset:offset + packed])
         offset += packed
+    # As for gzip: a count far beyond what the bytes usually hold is checked first, keeping nothing.
+    check_first = sum(sizes) > CHECK_FIRST_RATIO * len(data)
+    blocks = []
+    for keep in ((False, True) if check_first else (True,)):
+        for i, (frame, size) in enumerate(zip(frames, sizes, strict=True)):
+            raw = bytearray(size) if keep else None
+            got = _unzstd(path, i, frame, raw, size)
+            if got != size:
+                raise FormatError(path, f"corrupt SPZ stream {i}: {got:,} bytes unpacked, {size:,} expected")
+            if keep:
+                blocks.append(np.frombuffer(raw, np.uint8))
     if offset != len(data):
         warn(path, f"{len(data) - offset} unexpected byte(s) after the SPZ streams were ignored")
     if degree == 0:
         blocks.append(np.zeros(0, np.uint8))
     return version, n, degree, bits, flags, blocks
+
+
+def _unzstd(path, i: int, frame, into: bytearray | None, size: int) -> int:
+    """Inflate one zstd frame into ``into`` (None: count only, in constant memory); returns how many
+    bytes it holds, up to ``size + 1`` (one more than expected is enough to know it is wrong)."""
+    import zstandard
+
+    scratch = memoryview(bytearray(min(size + 1, INFLATE_PIECE)))
+    target = memoryview(into) if into is not None else None
+    got = 0
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+            while got <= size:
+                if target is not None and got < size:
+                    n = reader.readinto(target[got:got + INFLATE_PIECE])
+                else:
+                    n = reader.readinto(scratch[:min(len(scratch), size + 1 - got)])
+                if not n:
+                    break
+                got += n
+    except zstandard.ZstdError as exc:
+        raise FormatError(path, f"corrupt zstd stream {i}: {exc}") from None
+    return got
 
 
 def _decode(n: int, version: int, degree: int, bits: int, blocks: list[np.ndarray]) -> SplatSet:
@@ -212,10 +260,13 @@ def _decode(n: int, version: int, degree: int, bits: int, blocks: list[np.ndarra
     if version == 1:
         means = positions.view("<f2").reshape(n, 3).astype(f)
     else:
-        b = positions.reshape(n * 3, 3).astype(np.int32)
-        fixed = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        fixed -= (fixed & 0x800000) << 1  # sign-extend 24 bits
-        means = (fixed.reshape(n, 3) / float(1 << bits)).astype(f)
+        # Each 24-bit value into the top three bytes of a little-endian int32, then an arithmetic
+        # shift: sign-extended with no wider temporaries. Exact in float32 (24 bits, a power-of-two scale).
+        fixed = np.zeros(n * 3, "<i4")
+        fixed.view(np.uint8).reshape(n * 3, 4)[:, 1:] = positions.reshape(n * 3, 3)
+        fixed >>= 8
+        means = fixed.reshape(n, 3).astype(f)
+        means *= f(1.0 / (1 << bits))
     if version >= 3:
         r = rotations.view("<u4").astype(np.uint32)
         others = np.stack([(r >> s) & 0x3FF for s in (20, 10, 0)], axis=1)
