@@ -6,7 +6,7 @@ import os
 import bpy
 
 from ...bridge.formats import FormatError, read_splats, table
-from .. import compat
+from ..common import compat
 from .controls import attach_splat_modifier
 from .pointcloud import splats_to_object
 

@@ -5,7 +5,8 @@ import os
 
 import bpy
 
-from .. import jobs, runtime
+from ..common import jobs
+from ..setup import runtime
 from .operators import training_job
 from .run import PREVIEW_IMAGE, checkpoint_path, output_dir
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import bpy
 
 from ...bridge import formats, protocol
-from .. import jobs, remote, runtime
+from ..common import jobs
+from ..setup import runtime
+from . import remote
 from .settings import PRESETS
 
 JOB_NAME = "train"
@@ -35,7 +37,7 @@ class TrainingError(Exception):
 
 
 def _images_next_to(model: Path) -> str | None:
-    from ..colmap.import_ops import default_images_dir
+    from ..cameras.import_ops import default_images_dir
 
     found = default_images_dir(model)
     return str(found) if found is not None else None
@@ -44,7 +46,7 @@ def _images_next_to(model: Path) -> str | None:
 def dataset_paths(settings) -> tuple[str, str, str]:
     """(model folder, images folder, dataset name) for the settings, or a TrainingError naming the problem."""
     from ...bridge.formats.colmap import find_models
-    from ..colmap.props import MODEL_DIR_KEY
+    from ..cameras.keys import MODEL_DIR_KEY
 
     if settings.source == "COLLECTION":
         coll = settings.collection or settings.id_data.splatwork_colmap.collection
@@ -112,7 +114,7 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
                            if machine else os.path.isfile(checkpoint_path(out))):
             where = f" on {machine.name}" if machine else ""
             raise TrainingError(f"nothing to resume in {out}{where}", "Start a new training run with Train.")
-    except jobs.JobError as exc:
+    except jobs.StartError as exc:
         raise TrainingError(exc.message, exc.hint) from None
     try:
         os.makedirs(out, exist_ok=True)
@@ -134,7 +136,7 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
             on_finish=lambda job: _on_finish(scene_name, job),
             block=block, log_path=settings.log_path, machine=machine,
         )
-    except jobs.JobError as exc:
+    except jobs.StartError as exc:
         settings.state, settings.message, settings.hint = "failed", exc.message, exc.hint
         raise TrainingError(exc.message, exc.hint) from None
 
@@ -279,7 +281,7 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
 
 def _line_up_with_cameras(obj, collection) -> None:
     """Splats are trained in the COLMAP world frame: give them the transform Import COLMAP gave the cameras."""
-    from ..colmap.props import WORLD_KEY
+    from ..cameras.keys import WORLD_KEY
 
     if collection is None or collection.get(WORLD_KEY) is None:
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 import bpy
 
 from ...bridge.protocol import TRAIN_PRESETS, TrainPreset
-from ..remote import machine_property
+from .remote import machine_property
 
 # name -> (label, description, steps, downscale, sh degree, snapshot every, speed-ups: bridge job fields),
 # from the bridge's presets (``python -m bridge train --preset``), so both mean the same run.
@@ -32,7 +32,7 @@ def _custom(self, _context) -> None:
 
 
 def _is_colmap_import(_self, collection) -> bool:
-    from ..colmap.props import MODEL_DIR_KEY
+    from ..cameras.keys import MODEL_DIR_KEY
 
     return collection.get(MODEL_DIR_KEY) is not None
 

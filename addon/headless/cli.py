@@ -15,8 +15,8 @@ import sys
 
 import bpy
 
-from ..bridge.formats.atomic import atomic_path
-from ..bridge.protocol.jobs import TRAIN_DEVICES
+from ...bridge.formats.atomic import atomic_path
+from ...bridge.protocol.jobs import TRAIN_DEVICES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -52,7 +52,7 @@ def _colour(text: str) -> tuple[float, float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training.settings import PRESETS
+    from ..training.settings import PRESETS
 
     p = _Parser(
         prog="blender --background --command splatwork",
@@ -110,8 +110,8 @@ def _fail(code: int, message: str) -> int:
 
 def _check(as_json: bool) -> int:
     """The environment check of the Bridge Python the add-on would train with."""
-    from ..bridge import envcheck
-    from .preferences import CHECK_RESULT, check_environment
+    from ...bridge import envcheck
+    from ..setup.preferences import CHECK_RESULT, check_environment
 
     check_environment(block=True)
     info = dict(CHECK_RESULT)
@@ -126,7 +126,7 @@ def _check(as_json: bool) -> int:
 
 
 def _run(args) -> int:
-    from .training import TrainingError, start_training
+    from ..training import TrainingError, start_training
 
     scene = bpy.context.scene
     model = os.path.abspath(args.model)
@@ -193,7 +193,7 @@ def camera_for_image(collection, image_name: str | None):
 
 def render_preview(scene, collection, path: str, image_name: str | None = None, samples: int = 32) -> str:
     """Render the splats from the camera of ``image_name`` with Cycles into ``path`` (PNG, written atomically)."""
-    from .colmap.activate import activate_camera
+    from ..cameras.activate import activate_camera
 
     camera = camera_for_image(collection, image_name)
     activate_camera(scene, camera)  # the camera's own resolution and pixel aspect

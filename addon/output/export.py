@@ -13,12 +13,12 @@ import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper
 
-from ..bridge.formats import FormatError, FormatWarning, table, write_splats
-from ..bridge.formats.detect import format_for_extension
-from ..bridge.formats.transform import place_splats
-from .reports import failure
-from .splats import SplatLayoutError, is_splat_object, object_to_splats
-from .splats.pointcloud import describe_splat_objects
+from ...bridge.formats import FormatError, FormatWarning, table, write_splats
+from ...bridge.formats.detect import format_for_extension
+from ...bridge.formats.transform import place_splats
+from ..common.reports import failure
+from ..splats import SplatLayoutError, is_splat_object, object_to_splats
+from ..splats.pointcloud import describe_splat_objects
 
 # format -> (label, file extension, description), from the one table of splat formats
 FORMATS = {f.name: (f.label, f.extension, f.description) for f in table.FORMATS}

@@ -13,8 +13,9 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
-from ..bridge import protocol
-from . import jobs, remote
+from ...bridge import protocol
+from ..common import jobs
+from ..training import remote
 
 JOB_NAME = "reconstruct"
 
@@ -116,7 +117,7 @@ class SPLATWORK_OT_reconstruct(bpy.types.Operator):
             job = jobs.start_job(JOB_NAME, request, machine=remote.machine_named(self.machine),
                                  on_finish=lambda job: _finish(job, scene_name, import_result, z_up),
                                  block=None if self.wait == "AUTO" else self.wait == "YES")
-        except jobs.JobError as exc:
+        except jobs.StartError as exc:
             settings.state = "failed"
             settings.message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             self.report({"ERROR"}, settings.message)
