@@ -246,32 +246,22 @@ def show_preview(settings, path: str) -> None:
 
 def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     """Read ``path`` into the run's splat object: created on the first snapshot, then updated in place."""
-    from ..splats import (
-        attach_preview,
-        configure_render,
-        is_legacy,
-        is_splat_object,
-        splats_to_object,
-        update_object_splats,
-    )
+    from ..splats import import_splats, is_splat_object
 
     scene = bpy.data.scenes[scene_name]
     settings = scene.splatwork_training
-    data = formats.read_splats(path)
     name = f"{settings.dataset_name or 'Training'} Splats"
     obj = settings.result_object
-    if obj is not None and obj.name in bpy.data.objects and is_splat_object(obj):
-        legacy = is_legacy(obj)
-        update_object_splats(obj, data)
-        if legacy:  # a run resumed into a Splatwork 0.1 object: the modifier for the layout it has now
-            attach_preview(obj, scene)
-    else:
-        collection = (settings.collection or scene.splatwork_colmap.collection) if settings.source == "COLLECTION" \
-            else None
-        with bpy.context.temp_override(scene=scene):
-            obj = splats_to_object(data, name + ("" if final else " (training)"), collection)
-            attach_preview(obj, scene)
-        configure_render(scene)  # Cycles' default transparency depth renders splats dark
+    live = obj is not None and obj.name in bpy.data.objects and is_splat_object(obj)
+    collection = None
+    if not live and settings.source == "COLLECTION":
+        collection = settings.collection or scene.splatwork_colmap.collection
+    with bpy.context.temp_override(scene=scene):
+        if live:
+            import_splats(path, into=obj)
+        else:  # trained in COLMAP's frame: lined up with the cameras below, not turned z-up
+            obj = import_splats(path, collection, z_up=False, name=name + ("" if final else " (training)"))
+    if not live:
         _line_up_with_cameras(obj, collection)
         settings.result_object = obj
     if final:
