@@ -63,9 +63,9 @@ def test_packed_reaches_the_job_from_the_advanced_panel_and_from_the_headless_fl
 
 
 @pytest.mark.parametrize("flags, said", [
-    (["--steps", "0"], "--steps: must be at least 1, got 0"),
+    (["--steps", "0"], "--steps: must be between 1 and 1000000, got 0"),
     (["--downscale", "0"], "--downscale: must be between 1 and 64, got 0.0"),
-    (["--downscale", "inf"], "--downscale: must be a number, got inf"),
+    (["--downscale", "inf"], "--downscale: must be a finite number, got inf"),
     (["--background", "1,0"], "--background: must be three numbers"),
     (["--background", "1,2,0"], "--background: must be between 0 and 1, got 2.0"),
     (["--sh-degree", "4"], "--sh-degree: must be between 0 and 3, got 4"),

@@ -29,7 +29,7 @@ from .messages import EXIT_BAD_INPUT, MAX_JOB_BYTES, BridgeError, clip
 MAX_STEPS = 1_000_000  # the add-on's Steps field stops here too; 30,000 is the 3DGS paper's
 MAX_SPLATS = 100_000_000  # about 25 GB of splats and optimiser state: beyond any GPU we know
 MAX_INIT_POINTS = 10_000_000  # random initial splats (gsplat's example: 100,000)
-MAX_SEED = 2**32 - 1  # numpy's legacy seeds and CUDA's generators stop here
+MAX_SEED = 2**31 - 1  # what a Blender int property holds (numpy and torch take more)
 MAX_FRAME = 1_048_574  # Blender's last frame (MAXFRAME)
 MAX_THREADS = 4096
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer paths exist on no file system we run on
