@@ -57,3 +57,41 @@ def test_bad_input_exits_2_with_the_file_named_and_no_traceback(tmp_path):
     assert done.returncode == 2
     assert str(fake) in done.stderr and "JPEG" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out.spz").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "/dev/zero"])
+def test_an_input_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    """`convert FIFO out.ply` waited forever for a writer; /dev/zero would never end. Only regular
+    files are read, and the message says what the path is instead."""
+    import os
+
+    if kind == "fifo":
+        source = tmp_path / "in.ply"
+        os.mkfifo(source)
+    elif kind == "folder":
+        source = tmp_path / "in.ply"
+        source.mkdir()
+    else:
+        source = "/dev/zero"
+    for args in (["convert", str(source), str(tmp_path / "out.splat")], ["info", str(source)]):
+        done = subprocess.run([sys.executable, "-m", "bridge.formats", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2 and str(source) in done.stderr and "not a regular file" in done.stderr, done
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not (tmp_path / "out.splat").exists()
+
+
+@pytest.mark.parametrize("log_scale", [89.0, 200.0, -120.0, -1e30])
+def test_scales_splat_cannot_hold_are_clamped_with_a_warning_never_written_unreadable(tmp_path, log_scale):
+    """A log-scale of 89 is past float32's range once linear: convert wrote Inf to .splat, which our own
+    reader then refused (and -120 a zero scale, refused likewise)."""
+    splats = random_splats(6, 0)
+    splats.scales[2, 1] = log_scale
+    source, out = tmp_path / "s.ply", tmp_path / "s.splat"
+    write_splats(source, splats)
+    done = run("convert", str(source), str(out))
+    assert done.returncode == 0, done.stderr
+    assert "warning:" in done.stderr and "clamped" in done.stderr and "#2" in done.stderr
+    back = read_splats(out)
+    assert abs(float(back.scales[2, 1])) < 90
+    assert back.scales[[0, 1, 3], :] == pytest.approx(splats.scales[[0, 1, 3], :], abs=1e-5)

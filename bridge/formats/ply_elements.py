@@ -8,6 +8,7 @@ terabytes.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -117,11 +118,24 @@ def read_header(path: str | os.PathLike, head: bytes) -> Header:
 def read_head(path: str | os.PathLike) -> tuple[int, bytes]:
     """The file's real size and its first ``MAX_HEADER_BYTES`` bytes; FormatError when unreadable."""
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        raise FormatError(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open, /dev/zero never end
+        raise FormatError(path, f"not a regular file (it is {_file_kind(st.st_mode)})")
+    try:
         with open(path, "rb") as f:
-            return size, f.read(min(size, MAX_HEADER_BYTES))  # read(n) allocates n bytes up front
+            return st.st_size, f.read(min(st.st_size, MAX_HEADER_BYTES))  # read(n) allocates n bytes up front
     except OSError as exc:
         raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a plain file"
 
 
 def open_ply(path: str | os.PathLike) -> Header:
