@@ -9,7 +9,8 @@ ALPHA_EPS = 0.5 / 255.0
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+    with np.errstate(over="ignore"):  # exp(1000) is inf, and 1 / (1 + inf) the 0 it should be
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def logit(alpha: np.ndarray) -> np.ndarray:

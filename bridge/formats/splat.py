@@ -54,8 +54,18 @@ def write(path: str | os.PathLike, splats: SplatSet) -> None:
         warn(path, f".splat stores no SH bands or extra properties; dropped {', '.join(dropped)}")
     rows = np.empty(len(splats), ROW)
     rows["position"] = splats.means
-    with np.errstate(over="ignore"):
-        rows["scale"] = np.exp(splats.scales.astype(np.float64))
+    # .splat stores linear float32 scales: a log-scale past +88.7 would be Inf, one below -87.3 zero or
+    # a denormal, and a reader (ours among them) refuses both. Such sizes are 10^38 scene units or
+    # 10^-38: kept at the nearest size float32 holds, with a warning.
+    low, high = np.log(np.finfo(np.float32).tiny), np.log(np.finfo(np.float32).max)
+    scales = splats.scales.astype(np.float64)
+    out = (scales < low) | (scales > high)
+    if out.any():
+        warn(path, f".splat cannot hold the scales of {int(out.any(axis=1).sum()):,} splat(s) (log-scale outside "
+                   f"{low:.1f} to {high:.1f}, first #{int(np.flatnonzero(out.any(axis=1))[0])}); they are clamped "
+                   "to the nearest float32 size")
+        scales = np.clip(scales, low, high)
+    rows["scale"] = np.minimum(np.exp(scales), np.finfo(np.float32).max)
     rows["rgba"][:, :3] = to_uint8((0.5 + SH_C0 * splats.sh_dc.astype(np.float64)) * 255.0)
     rows["rgba"][:, 3] = to_uint8(sigmoid(splats.opacities) * 255.0)
     rows["rotation"] = to_uint8(unit_quats(splats.quats) * 128.0 + 128.0)
