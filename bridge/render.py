@@ -15,7 +15,9 @@ premultiplied) and ``Depth`` (Z: distance along the camera's view axis, Blender'
 """
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from .device import resolve
 from .formats import FormatError, SplatSet, read_splats
 from .formats.atomic import atomic_path
 from .formats.transform import check_transform, place_splats
-from .protocol import BridgeError, Done, RenderJob, job_from_json
+from .protocol import BridgeError, Done, RenderJob, clip, job_from_json
 from .protocol.jobs import MAX_NAME_BYTES, MAX_PIXELS, MAX_SIDE
 from .runner import NO_SPACE, RunContext
 from .runner import main as command_main
@@ -37,6 +39,8 @@ __all__ = ["BACKGROUND_DEPTH", "MAX_NAME_BYTES", "MAX_PIXELS", "MAX_SIDE", "Fram
 
 # What Blender's Z pass holds where nothing was hit, so a Z-combine treats empty pixels alike.
 BACKGROUND_DEPTH = 1e10
+# The farthest a placed splat may land: float32 holds 3.4e38, and projecting squares coordinates.
+MAX_PLACED = 1e18
 # gsplat draws nothing fainter than this; below it a pixel has no meaningful depth.
 MIN_ALPHA = 1.0 / 255.0
 EXR_LAYER = "Splats"
@@ -168,17 +172,27 @@ def run(ctx: RunContext, request: RenderJob) -> Done:
         except FormatError as exc:
             raise BridgeError("bad_input", f"splats of {name or 'an object'}: {exc}",
                               exit_code=protocol.EXIT_BAD_INPUT) from exc
+    extents = [float(np.abs(s.means.astype(np.float64)).max()) for s in splats]
     for frame in job.frames:
-        for name, s, matrix in zip(job.object_names, splats, frame.object_matrices, strict=True):
+        for name, s, matrix, extent in zip(job.object_names, splats, frame.object_matrices, extents, strict=True):
+            label = f"frame {frame.frame}, object {name!r}"
             try:
-                check_transform(s, matrix, f"frame {frame.frame}, object {name!r}")
+                check_transform(s, matrix, label)
             except FormatError as exc:  # e.g. a non-uniform scale on splats with view-dependent colour
                 raise BridgeError("bad_input", str(exc), exit_code=protocol.EXIT_BAD_INPUT) from exc
+            # Where the farthest splat lands (a bound): past float32's range it would be Inf, not a pixel.
+            reach = extent * np.abs(matrix[:3, :3]).sum(axis=1).max() + np.abs(matrix[:3, 3]).max()
+            if not reach < MAX_PLACED:
+                raise BridgeError("bad_input", f"{label}: its matrix places splats up to {reach:.3g} scene units "
+                                  f"from the origin, beyond the {MAX_PLACED:g} a render can hold",
+                                  hint="Apply the object's scale, or move the scene nearer the origin.",
+                                  exit_code=protocol.EXIT_BAD_INPUT)
     try:
         job.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BridgeError("bad_input", f"cannot create the output folder {job.output_dir}: {exc.strerror}",
-                          exit_code=protocol.EXIT_BAD_INPUT) from exc
+                          hint="Choose an output folder you can write to.", exit_code=protocol.EXIT_BAD_INPUT) from exc
+    _check_writable(job.output_dir)
 
     import torch
 
@@ -200,14 +214,47 @@ def run(ctx: RunContext, request: RenderJob) -> Done:
                               hint=f"{len(written)} frame(s) were written. Render fewer splats (crop them), "
                                    "a smaller resolution, or on the CPU (--device cpu).") from None
         exr, png = frame_paths(job, frame.frame)
-        write_exr(exr, out["rgba"], out["depth"])
-        write_png(png, out["preview"])
+        try:
+            write_exr(exr, out["rgba"], out["depth"])
+            write_png(png, out["preview"])
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise  # the runner's disk_full error
+            raise _write_error(exc, exr, written) from exc
         written.append(exr)
         elapsed = time.monotonic() - start
         ctx.emit(protocol.Progress(step=i + 1, total=len(job.frames), stage="rendering", frame=frame.frame,
                                    elapsed_sec=elapsed, eta_sec=elapsed / (i + 1) * (len(job.frames) - i - 1)))
         ctx.emit(protocol.Snapshot(step=i + 1, preview=str(png)))
     return _done(job, written, "completed", start)
+
+
+# Errors of a write the user can fix by choosing another folder (exit code 2, not "a bug in Splatwork").
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR)
+
+
+def _check_writable(folder: Path) -> None:
+    """Make sure a file can be made in ``folder`` (by making one), before torch loads and frames render:
+    a folder without write permission, or on a read-only disk, is refused at once, naming it."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".splatwork-probe-"):
+            pass
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise
+        refused = exc.errno in _REFUSED
+        raise BridgeError("bad_input" if refused else "write_failed",
+                          f"cannot write in the output folder {clip(str(folder))}: {exc.strerror or exc}",
+                          hint="Choose an output folder you can write to.",
+                          exit_code=protocol.EXIT_BAD_INPUT if refused else protocol.EXIT_FAILED) from None
+
+
+def _write_error(exc: OSError, path: Path, written: list[Path]) -> BridgeError:
+    refused = exc.errno in _REFUSED
+    return BridgeError("bad_input" if refused else "write_failed",
+                       f"cannot write {clip(str(exc.filename or path))}: {exc.strerror or exc}",
+                       hint=f"{len(written)} frame(s) were written. Choose an output folder you can write to.",
+                       exit_code=protocol.EXIT_BAD_INPUT if refused else protocol.EXIT_FAILED)
 
 
 def _done(job: PreparedJob, written: list[Path], status: str, start: float) -> Done:

@@ -7,6 +7,7 @@ touched.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -105,6 +106,30 @@ def extension_zip(tmp_path_factory) -> Path:
     platform_tag = {"linux": "linux_x64", "win32": "windows_x64", "darwin": "macos_arm64"}[sys.platform]
     (zip_path,) = [z for z in zips if platform_tag in z.name]
     return zip_path
+
+
+@contextlib.contextmanager
+def unwritable_folder(folder: Path):
+    """``folder``, made, where no file can be created: without write permission, or (as root, whom
+    permissions do not stop) a read-only tmpfs mounted there. Skips when neither can be had."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("mount") is None:
+        pytest.skip("as root, an unwritable folder needs a read-only tmpfs: mount(8) is missing")
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {run.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def assert_splats_close(got, want, exact_extras: bool = True) -> None:

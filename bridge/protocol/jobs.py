@@ -404,12 +404,15 @@ class RenderJob(Job):
                                f"{MAX_PIXELS:,} pixels a frame",
                                hint="Lower the resolution or its percentage in the Output properties.")
             _shape(f.K, (3, 3), f"{where}.K")
+            _check_K(f.K, max(f.width, f.height), f"{where}.K")
             _shape(f.world_to_camera, (4, 4), f"{where}.world_to_camera")
+            _check_affine(f.world_to_camera, f"{where}.world_to_camera", rigid=True)
             if len(f.object_matrices) != len(self.objects):
                 raise JobError(f"{where}.object_matrices",
                                f"has {len(f.object_matrices)} matrices for {len(self.objects)} objects")
             for j, m in enumerate(f.object_matrices):
                 _shape(m, (4, 4), f"{where}.object_matrices[{j}]")
+                _check_affine(m, f"{where}.object_matrices[{j}]", rigid=False)
             if not f.clip_start < f.clip_end:
                 raise JobError(f"{where}.clip_start", f"the clip range {f.clip_start}..{f.clip_end} is empty")
 
@@ -428,6 +431,47 @@ def _name_problem(name: str) -> str | None:
 def _shape(rows: list[list[float]], shape: tuple[int, int], where: str) -> None:
     if len(rows) != shape[0] or any(len(r) != shape[1] for r in rows):
         raise JobError(where, f"must be a {shape[0]}x{shape[1]} matrix")
+
+
+# What a Blender camera and object can give, with room to spare: a focal length from 1/1000 to 10^5
+# image sizes (Blender's lenses and sensors span 1/100 to 5000), and coordinates, scales and
+# translations up to 10^9 scene units. Beyond them the numbers only overflow (numpy warnings and
+# Inf pixels), so they are refused here, naming the field.
+MIN_FOCAL_PER_SIDE, MAX_FOCAL_PER_SIDE = 1e-3, 1e5
+MAX_COORDINATE = 1e9
+_TOLERANCE = 1e-6  # of a rotation's rows being orthonormal (the add-on makes them exactly so, in float64)
+
+
+def _check_K(K: list[list[float]], side: int, where: str) -> None:
+    (fx, skew, cx), (zero, fy, cy), last = K
+    for name, value in (("fx", fx), ("fy", fy)):
+        if not MIN_FOCAL_PER_SIDE * side <= value <= MAX_FOCAL_PER_SIDE * side:
+            raise JobError(where, f"focal length {name} = {value:g} pixels is not between {MIN_FOCAL_PER_SIDE:g} and "
+                           f"{MAX_FOCAL_PER_SIDE:g} times the image's {side} pixels")
+    for name, value in (("cx", cx), ("cy", cy), ("skew", skew)):
+        if not abs(value) <= MAX_FOCAL_PER_SIDE * side:
+            raise JobError(where, f"{name} = {value:g} is far outside the {side}-pixel image")
+    if zero != 0 or list(last) != [0, 0, 1]:
+        raise JobError(where, f"must be a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]], got {echoed(K)}")
+
+
+def _check_affine(m: list[list[float]], where: str, rigid: bool) -> None:
+    """A 4x4 affine matrix within :data:`MAX_COORDINATE`, not flat; ``rigid``: a rotation and a translation."""
+    if list(m[3]) != [0, 0, 0, 1]:
+        raise JobError(where, f"must be affine (last row 0, 0, 0, 1), got {echoed(m[3])}")
+    big = max(abs(v) for row in m[:3] for v in row)
+    if big > MAX_COORDINATE:
+        raise JobError(where, f"holds {big:g}, beyond the {MAX_COORDINATE:g} scene units a scene can span",
+                       hint="Apply the object's scale, or move the scene nearer the origin.")
+    a = [row[:3] for row in m[:3]]
+    det = (a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+           + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]))
+    if rigid:
+        gram = [[sum(a[r][k] * a[c][k] for k in range(3)) for c in range(3)] for r in range(3)]
+        if det <= 0 or any(abs(gram[r][c] - (r == c)) > _TOLERANCE for r in range(3) for c in range(3)):
+            raise JobError(where, "must be a rotation and a translation (orthonormal rows, determinant +1)")
+    elif abs(det) < 1e-12:
+        raise JobError(where, f"has a zero scale (determinant {det:g}): it would flatten every splat")
 
 
 # ---------------------------------------------------------------------------------------------
