@@ -268,6 +268,7 @@ def _colmap_model(folder, binary: bool, params=(70.0, 77.0, 29.3, 26.1), name: s
 @pytest.mark.parametrize("params, problem", [
     ((0.0, 77.0, 29.3, 26.1), "focal length fx = 0"), ((70.0, -5.0, 29.3, 26.1), "focal length fy = -5"),
     ((1e300, 77.0, 29.3, 26.1), "focal length fx = 1e\\+300"), ((70.0, 77.0, 1e300, 26.1), "principal point cx"),
+    ((1e-300, 77.0, 29.3, 26.1), "focal length fx = 1e-300"), ((70.0, 0.01, 29.3, 26.1), "focal length fy = 0.01"),
 ])
 def test_colmap_cameras_with_impossible_intrinsics_are_refused(tmp_path, binary, params, problem):
     from bridge.formats.colmap import read_model
@@ -288,6 +289,35 @@ def test_colmap_image_names_outside_the_images_folder_are_refused(tmp_path, bina
     with pytest.raises(FormatError, match=problem) as info:
         read_model(folder)
     assert str(folder / ("images.bin" if binary else "images.txt")) in str(info.value) and name in str(info.value)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
+@pytest.mark.parametrize("quaternion, problem", [((0.0, 0.0, 0.0, 0.0), "zero length"),
+                                                 ((1e-9, 0.0, 0.0, 0.0), "zero length"),
+                                                 ((1e200, 0.0, 0.0, 0.0), "not finite")])
+def test_colmap_poses_without_a_rotation_are_refused(tmp_path, binary, quaternion, problem):
+    """pycolmap normalises a zero quaternion into the identity without a word: a corrupt pose read as a
+    camera looking down the axis. The raw quaternion is checked first, naming the file and the image."""
+    import struct
+
+    from bridge.formats.colmap import read_model
+
+    folder = _colmap_model(tmp_path / "model", binary)
+    if binary:
+        data = bytearray((folder / "images.bin").read_bytes())
+        struct.pack_into("<4d", data, 8 + 4, *quaternion)  # after the count and the image id
+        (folder / "images.bin").write_bytes(data)
+    else:
+        lines = (folder / "images.txt").read_text().split("\n")
+        at = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+        parts = lines[at].split()
+        parts[1:5] = map(repr, quaternion)
+        lines[at] = " ".join(parts)
+        (folder / "images.txt").write_text("\n".join(lines))
+    with pytest.raises(FormatError, match=f"image 1 has the rotation quaternion .*{problem}") as info:
+        read_model(folder)
+    assert str(folder / ("images.bin" if binary else "images.txt")) in str(info.value)
+    # (Unit length is not asked for: COLMAP normalises (2, 0, 0, 0) to the identity, and so do we.)
 
 
 def _point_lines(text: bytes, edit) -> bytes:

@@ -106,12 +106,48 @@ def read_model(model_dir: str | os.PathLike) -> Reconstruction:
     folder = Path(model_dir)
     fmt = model_format(folder)
     points = check_binary_model(folder) if fmt == "binary" else None
+    if fmt == "text":
+        _check_text_poses(folder / "images.txt")
     rec = pycolmap.Reconstruction()
     try:
         (rec.read_binary if fmt == "binary" else rec.read_text)(str(folder))
     except Exception as exc:  # noqa: BLE001 - pycolmap raises ValueError, IndexError, RuntimeError...
         raise FormatError(folder, f"COLMAP {fmt} model cannot be read: {_short(exc)}") from exc
     return _from_pycolmap(rec, folder, ".bin" if fmt == "binary" else ".txt", points)
+
+
+def _quaternion_problem(q) -> str | None:
+    """Why a pose's quaternion is no rotation, or None. pycolmap normalises it on reading, turning a
+    zero quaternion (a corrupt or hand-edited file) into the identity without a word."""
+    with np.errstate(over="ignore"):
+        norm = float(np.sqrt(np.sum(np.square(np.asarray(q, np.float64)))))  # inf past 1e154
+    if not np.isfinite(norm):
+        return "not finite"
+    if norm < 1e-6:
+        return "zero length, so no rotation"
+    return None
+
+
+def _check_text_poses(path: Path) -> None:
+    """Each image line's quaternion (QW QX QY QZ after IMAGE_ID), read as COLMAP reads the file: an
+    image line (comments and empty lines skipped), then its 2D points on the next line, empty or not."""
+    with open(path, "rb") as fh:
+        lines, number = iter(fh), 0
+        for line in lines:
+            number += 1
+            parts = line.split()
+            if not parts or parts[0].startswith(b"#"):
+                continue
+            try:
+                q = [float(v) for v in parts[1:5]]
+            except ValueError:
+                q = []
+            problem = _quaternion_problem(q) if len(q) == 4 else "not four numbers"
+            if problem:
+                raise FormatError(path, f"line {number}: image {parts[0].decode('utf-8', 'replace')[:40]} has the "
+                                  f"rotation quaternion {b' '.join(parts[1:5]).decode('utf-8', 'replace')[:120]}: "
+                                  f"{problem}")
+            number += next(lines, None) is not None  # its 2D points
 
 
 def _short(exc: Exception) -> str:
@@ -162,8 +198,9 @@ def _from_pycolmap(rec, folder: Path, ext: str, points: tuple[np.ndarray, ...] |
 
 
 # Focal lengths beyond this many times the image's larger side are corrupt values, not lenses: a
-# 2,000 mm lens on a full-frame sensor is about 55 times the image side.
+# 2,000 mm lens on a full-frame sensor is about 55 times the image side; a fisheye about a quarter.
 MAX_FOCAL_PER_SIDE = 1000
+MIN_FOCAL_PER_SIDE = 1e-3
 
 
 def _check_intrinsics(path: Path, camera: Camera) -> None:
@@ -172,9 +209,10 @@ def _check_intrinsics(path: Path, camera: Camera) -> None:
         return
     side = max(camera.width, camera.height)
     for what, value in (("fx", camera.fx), ("fy", camera.fy)):
-        if not 0 < value <= MAX_FOCAL_PER_SIDE * side:
+        if not MIN_FOCAL_PER_SIDE * side <= value <= MAX_FOCAL_PER_SIDE * side:
             raise FormatError(path, f"camera {camera.id} has focal length {what} = {value:g} pixels; a "
-                              f"{camera.width}x{camera.height} camera needs one in (0, {MAX_FOCAL_PER_SIDE * side:,}]")
+                              f"{camera.width}x{camera.height} camera needs one in [{MIN_FOCAL_PER_SIDE * side:g}, "
+                              f"{MAX_FOCAL_PER_SIDE * side:,}]")
     for what, value in (("cx", camera.cx), ("cy", camera.cy)):
         if not abs(value) <= MAX_FOCAL_PER_SIDE * side:
             raise FormatError(path, f"camera {camera.id} has principal point {what} = {value:g}, "
@@ -280,6 +318,9 @@ def _check_images(r: _Reader, camera_ids: set[int]) -> dict[int, int]:
     for _ in range(r.count("images", _IMAGE.size + 1 + 8)):
         values = r.unpack(_IMAGE, "an image")
         image_id, camera_id = values[0], values[8]
+        problem = _quaternion_problem(values[1:5])
+        if problem:
+            raise FormatError(r.path, f"image {image_id} has the rotation quaternion {values[1:5]}: {problem}")
         end = r.data.find(b"\0", r.pos, r.pos + _MAX_NAME)
         if end < 0:
             raise FormatError(r.path, f"corrupt: the name of image {image_id} is not terminated")
