@@ -212,6 +212,43 @@ def test_transforms_json_round_trip(tmp_path):
         transforms_json.read_transforms(path)
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (lambda m: m.__setitem__((0, 0), 1e300), "holds 1e\\+300"),
+    (lambda m: m.__setitem__((1, 3), -1e300), "holds 1e\\+300"),
+    (lambda m: m.__setitem__((slice(0, 3), slice(0, 3)), 0.0), "zero scale"),
+    (lambda m: m.__setitem__((3, 2), 1.0), "perspective row"),
+], ids=["scale 1e300", "far 1e300", "flat", "projective"])
+def test_camera_and_object_matrices_no_scene_has_are_refused_without_numpy_warnings(tmp_path, edit, problem):
+    """Object and world matrices near 1e300 gave numpy overflow warnings (and Inf) instead of an error:
+    a transforms.json camera, an object baked into a file, a camera exported to COLMAP."""
+    import warnings
+
+    from bridge.formats import SplatSet
+    from bridge.formats.cameras import matrix_world_to_pose
+    from bridge.formats.transform import bake_transform
+
+    m = np.eye(4)
+    edit(m)
+    rec = small_reconstruction()
+    path = tmp_path / "transforms.json"
+    transforms_json.write_transforms(path, rec)
+    doc = json.loads(path.read_text())
+    doc["frames"][1]["transform_matrix"] = m.tolist()
+    path.write_text(json.dumps(doc))
+    f = np.float32
+    splats = SplatSet(means=np.ones((2, 3), f), scales=np.zeros((2, 3), f), quats=np.tile(np.array([1, 0, 0, 0], f),
+                      (2, 1)), opacities=np.zeros(2, f), sh_dc=np.zeros((2, 3), f), sh_rest=np.zeros((2, 0, 3), f))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FormatError, match=f"frame 1: the camera's matrix .*{problem}"):
+            transforms_json.read_transforms(path)
+        with pytest.raises(ValueError, match=problem):
+            matrix_world_to_pose(m)
+        if problem != "perspective row":  # bake_transform words it for objects
+            with pytest.raises(FormatError, match=f"Cube: .*{problem}"):
+                bake_transform(splats, m, "Cube")
+
+
 _FUZZ = """
 import random, shutil, sys
 from pathlib import Path

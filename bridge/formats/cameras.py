@@ -297,6 +297,27 @@ def blender_to_intrinsics(
 # Poses <-> Blender matrix_world
 
 
+# Coordinates, scales and translations past this are corrupt values, not scenes (a billion metres);
+# past it, squares and products overflow into numpy warnings and Inf.
+MAX_COORDINATE = 1e9
+
+
+def matrix_problem(m: np.ndarray) -> str | None:
+    """Why a 4x4 object or camera matrix cannot place anything, or None: not finite, beyond
+    :data:`MAX_COORDINATE`, projective, or flat (a zero scale)."""
+    m = np.asarray(m, np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        return f"must be a finite 4x4 matrix (shape {m.shape})"
+    big = float(np.abs(m[:3]).max())
+    if big > MAX_COORDINATE:
+        return f"holds {big:.3g}, beyond the {MAX_COORDINATE:g} units a scene can span"
+    if not np.allclose(m[3], (0.0, 0.0, 0.0, 1.0), atol=1e-9):
+        return "has a perspective row; only affine transforms place objects"
+    if abs(np.linalg.det(m[:3, :3])) < 1e-12:
+        return "has a zero scale"
+    return None
+
+
 def pose_to_matrix_world(R: np.ndarray, t: np.ndarray, world: np.ndarray | None = None) -> np.ndarray:
     """Blender ``matrix_world`` (4x4) of the camera with COLMAP pose (R, t).
 
@@ -315,6 +336,9 @@ def matrix_world_to_pose(matrix_world: np.ndarray, world: np.ndarray | None = No
     m = np.asarray(matrix_world, dtype=np.float64)
     if world is not None:
         m = np.linalg.inv(np.asarray(world, dtype=np.float64)) @ m
+    problem = matrix_problem(m)
+    if problem:
+        raise ValueError(f"the camera's matrix {problem}")
     rot = m[:3, :3] / np.linalg.norm(m[:3, :3], axis=0)
     # Nearest proper rotation: strips shear and float noise so the exported pose is exactly orthonormal.
     u, _, vt = np.linalg.svd(rot)

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from .cameras import MAX_COORDINATE
 from .errors import FormatError
 from .sh import sh_terms
 from .splatset import SplatSet
@@ -162,6 +163,10 @@ def _check_matrix(matrix, path) -> np.ndarray:
     m = np.asarray(matrix, np.float64)
     if m.shape != (4, 4) or not np.all(np.isfinite(m)):
         raise FormatError(path, f"the object transform must be a finite 4x4 matrix, got shape {m.shape}")
+    big = float(np.abs(m[:3]).max())
+    if big > MAX_COORDINATE:  # the baked splats would overflow float32 (numpy warnings, Inf)
+        raise FormatError(path, f"the object transform holds {big:.3g}, beyond the {MAX_COORDINATE:g} units a "
+                          "scene can span; apply its scale or move it nearer the origin")
     if not np.allclose(m[3], (0.0, 0.0, 0.0, 1.0), atol=1e-9):
         raise FormatError(path, "the object transform has a perspective row; only affine transforms can be baked")
     if abs(np.linalg.det(m[:3, :3])) < 1e-12:

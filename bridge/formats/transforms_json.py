@@ -103,6 +103,9 @@ def read_transforms(path: str | os.PathLike) -> Reconstruction:
                 cameras[keys[key]] = Camera(keys[key], model, w, h, np.array(params))
             except ValueError as exc:
                 raise FormatError(path, f"frame {i}: {exc}") from exc
-        R, t = matrix_world_to_pose(matrix, world)
+        try:
+            R, t = matrix_world_to_pose(matrix, world)
+        except ValueError as exc:  # 1e300, or a flat or projective matrix
+            raise FormatError(path, f"frame {i}: {exc}") from None
         views.append(View(i + 1, name, keys[key], R, t))
     return Reconstruction(cameras, views)
