@@ -394,3 +394,19 @@ def test_spz_bombs_are_refused_in_little_memory_and_read_within_their_output(tmp
     output = sum(a.nbytes for a in (splats.means, splats.scales, splats.quats, splats.opacities, splats.sh_dc,
                                     splats.sh_rest))
     assert len(splats) == 1_000_000 and peak < 5 * output, f"{peak / output:.1f} x the output"
+
+
+def test_an_error_echoing_a_huge_name_is_cut_to_a_readable_line(tmp_path):
+    """An image name of 10 MB in a text model (or any value a message quotes) is cut, keeping its start
+    and end; the file's name stays whole in ``FormatError.path``."""
+    from bridge.formats.colmap import read_model
+
+    folder = _colmap_model(tmp_path / "model", False)
+    text = (folder / "images.txt").read_text()
+    (folder / "images.txt").write_text(text.replace("view_0.png", "/abs/" + "n" * 10_000_000 + "/tail.png"))
+    with pytest.raises(FormatError, match="absolute path") as info:
+        read_model(folder)
+    assert len(str(info.value)) < 1400 and "tail.png" in str(info.value) and str(folder) in str(info.value)
+    long_path = "/" + "d" * 5000 + "/s.ply"
+    error = FormatError(long_path, "x" * 10**6)
+    assert error.path == long_path and len(str(error)) < 1400 and "s.ply" in str(error)

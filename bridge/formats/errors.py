@@ -3,14 +3,26 @@ from __future__ import annotations
 
 import os
 
+# As bridge.protocol's (which may not be imported from here): the longest message, and the longest
+# path or value a message echoes, cut keeping the start and the end.
+MESSAGE_LIMIT, VALUE_LIMIT = 1000, 300
+
+
+def clip(text: str, limit: int = VALUE_LIMIT) -> str:
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 40, 2)
+    return f"{text[:keep - keep // 3]}...({len(text) - keep:,} characters)...{text[len(text) - keep // 3:]}"
+
 
 class FormatError(ValueError):
     """A file that cannot be read or written, with the file and the problem named."""
 
     def __init__(self, path: str | os.PathLike | None, problem: str):
         self.path = os.fspath(path) if path is not None else None
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        self.problem = clip(problem, MESSAGE_LIMIT)  # a 100 MB image name in a model must not be echoed whole
+        super().__init__(f"{clip(self.path)}: {self.problem}" if self.path else self.problem)
 
 
 class FormatWarning(UserWarning):
@@ -24,5 +36,6 @@ class FormatWarning(UserWarning):
 def warn(path: str | os.PathLike | None, problem: str) -> None:
     import warnings
 
-    message = f"{os.fspath(path)}: {problem}" if path is not None else problem
+    problem = clip(problem, MESSAGE_LIMIT)
+    message = f"{clip(os.fspath(path))}: {problem}" if path is not None else problem
     warnings.warn(FormatWarning(message), stacklevel=3)
