@@ -296,3 +296,88 @@ def test_render_passes_there_come_back_as_if_rendered_here(blender_with_splatwor
     here, there = read_exr(tmp_path / "here" / "splats_0001.exr"), read_exr(tmp_path / "there" / "splats_0001.exr")
     assert here.keys() == there.keys() and all((here[k] == there[k]).all() for k in here)
     assert next((tmp_path / "far" / "out").glob("*-there")).is_dir(), "rendered there, fetched here"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile machine fields and inputs (issue: hostile inputs, round 3)
+
+
+@pytest.mark.parametrize("host", ["-V", "-oProxyCommand=touch {marker}", "-Q cipher", "farbox -oProxyCommand=x",
+                                  "-l@farbox", "x@-oProxyCommand=touch {marker}", "ssh://farbox:0", "far box",
+                                  "farbox\n-V"])
+def test_a_host_ssh_would_read_as_an_option_is_refused_before_any_connection(sshd, tmp_path, host):
+    """A host (or user) beginning with '-' was parsed by ssh as an option: -V printed ssh's version,
+    which became the remote work folder; -oProxyCommand=... ran a command here. Every field is checked
+    when a connection is made, and the destination goes after '--'."""
+    from bridge.client import Machine, RemoteError
+
+    marker = tmp_path / "ran"
+    machine = Machine("evil", host.format(marker=marker), BRIDGE_PYTHON, str(tmp_path / "far"),
+                      str(sshd / "ssh_config"))
+    with pytest.raises(RemoteError) as info:
+        machine.root()
+    assert "machine 'evil': SSH Host" in info.value.message and "ssh://user@host:port" in info.value.hint
+    assert not marker.exists() and not (tmp_path / "far").exists()
+
+
+def test_the_destination_follows_double_dash_so_ssh_reads_it_as_a_destination(sshd, tmp_path):
+    from bridge.client import Machine
+
+    argv = Machine("far", "farbox", BRIDGE_PYTHON, str(tmp_path / "far"), str(sshd / "ssh_config")).ssh("pwd")
+    assert argv[-3:] == ["--", "farbox", "pwd"] and argv.count("--") == 1
+    # ssh itself agrees: -G prints what it would connect to (and connects nowhere).
+    out = subprocess.run([*argv[:-1][:-2], "-G", "--", "farbox"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "hostname 127.0.0.1" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("field, value, label", [
+    ("python", "-c", "Remote Python"), ("workdir", "-rf", "Remote Folder"), ("workdir", "a\nb", "Remote Folder"),
+    ("ssh_config", "cfg\0x", "SSH Config"),
+])
+def test_other_fields_a_command_would_misread_are_refused(sshd, tmp_path, field, value, label):
+    from bridge.client import Machine, RemoteError
+
+    values = {"python": BRIDGE_PYTHON, "workdir": str(tmp_path / "far"), "ssh_config": str(sshd / "ssh_config")}
+    values[field] = value
+    with pytest.raises(RemoteError, match=f"machine 'm': {label}"):
+        Machine("m", "farbox", values["python"], values["workdir"], values["ssh_config"]).root()
+
+
+def test_machines_in_the_preferences_are_checked_before_a_job_starts(blender_with_splatwork, splatwork, tmp_path):
+    prefs = bpy.context.preferences.addons[splatwork.__name__].preferences
+    prefs.machines.clear()
+    m = prefs.machines.add()
+    m.name, m.host = "evil", "-oProxyCommand=touch " + str(tmp_path / "ran")
+    remote = splatwork.addon.training.remote
+    with pytest.raises(remote.RemoteError, match="SSH Host"):
+        remote.machine_named("evil")
+    with pytest.raises(RuntimeError, match="SSH Host is not usable: the host '-oProxyCommand"):  # its report
+        bpy.ops.splatwork.check_machine(name="evil")
+    assert "SSH Host" in remote.CHECKS["evil"]["error"] and not (tmp_path / "ran").exists()
+    # The preferences draw the problem under the field as it is typed (no ssh needed to see it).
+    from bridge.client.ssh import field_problem
+
+    assert "not a host name" in field_problem("host", m.host) and field_problem("host", "user@far-box.lan") is None
+
+
+def test_symlinked_inputs_arrive_as_their_content(sshd, tmp_path):
+    """An image in images/ that is a symbolic link (fine for a local run) went over as a link to a path
+    on this machine, so it never arrived. The content goes; a FIFO is refused naming it, not read."""
+    from bridge.client import Machine, RemoteError
+
+    machine = Machine("far", "farbox", BRIDGE_PYTHON, str(tmp_path / "far"), str(sshd / "ssh_config"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "photo.png").write_bytes(b"\x89PNG pixels")
+    (elsewhere / "photo.png").chmod(0o400)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").symlink_to(elsewhere / "photo.png")
+    (images / "b.png").write_bytes(b"plain")
+    there = str(tmp_path / "far" / "images")
+    assert machine.sync({"a.png": str(images / "a.png"), "b.png": str(images / "b.png")}, there) == 2
+    sent = tmp_path / "far" / "images" / "a.png"
+    assert not sent.is_symlink() and sent.read_bytes() == b"\x89PNG pixels"
+    os.mkfifo(images / "c.png")
+    with pytest.raises(RemoteError, match="c.png: cannot be sent, it is not a regular file"):
+        machine.sync({"c.png": str(images / "c.png")}, there)

@@ -9,6 +9,7 @@ import bpy
 
 from ...bridge import protocol
 from ...bridge.client import Machine, RemoteError, StartError
+from ...bridge.client.ssh import FIELD_LABELS, field_problem, problem_clause
 from . import remote_images
 
 
@@ -39,8 +40,10 @@ def machine_named(name: str) -> Machine | None:
         if m.name == name:
             if not m.host:
                 raise RemoteError(f"machine '{name}' has no SSH host", "Set it in Preferences > Splatwork.")
-            return machine(m.name, m.host, m.python or "python3", m.workdir or "~/splatwork",
-                           bpy.path.abspath(m.ssh_config) if m.ssh_config else "")
+            found = machine(m.name, m.host, m.python or "python3", m.workdir or "~/splatwork",
+                            bpy.path.abspath(m.ssh_config) if m.ssh_config else "")
+            found.check_fields()  # and again before each connection (Machine.ssh)
+            return found
     raise RemoteError(f"no remote machine named '{name}'", "Add it in Preferences > Splatwork > Remote Machines, "
                       "or choose This Computer.")
 
@@ -157,10 +160,13 @@ def draw_preferences(layout, prefs) -> None:
         row.prop(m, "name", text="")
         row.operator("splatwork.check_machine", icon="VIEWZOOM").name = m.name
         row.operator("splatwork.remove_machine", text="", icon="X").index = i
-        col.prop(m, "host")
-        col.prop(m, "python")
-        col.prop(m, "workdir")
-        col.prop(m, "ssh_config")
+        for field in FIELD_LABELS:
+            col.prop(m, field)
+            # Checked as it is typed (empty: a new machine's host, or the default Python and folder).
+            problem = field_problem(field, getattr(m, field)) if getattr(m, field) else None
+            if problem:
+                col.label(text=f"{FIELD_LABELS[field]} {problem_clause(problem, getattr(m, field))}"[:200],
+                          icon="ERROR")
         check = CHECKS.get(m.name)
         if check is None:
             continue

@@ -29,7 +29,9 @@ import json
 import os
 import posixpath
 import queue
+import re
 import shlex
+import stat
 import subprocess
 import tarfile
 import threading
@@ -43,6 +45,66 @@ from .process import BridgeProcess
 
 MANIFEST = ".splatwork-sync.json"
 SSH_TIMEOUT = 60  # seconds for each short ssh call (a transfer gets longer)
+
+# What the fields of a machine may hold. ssh reads an argument that starts with "-" as an option
+# (-V, -Q..., -oProxyCommand=... runs a command here), so a host or user is a name that cannot:
+# letters, digits, "_", ".", "-" (not first), or an IP address; the port of ssh://user@host:port
+# is 1-65535. The destination also goes after "--", which ends ssh's options whatever it holds.
+FIELD_LABELS = {"host": "SSH Host", "python": "Remote Python", "workdir": "Remote Folder", "ssh_config": "SSH Config"}
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_IPV6 = re.compile(r"[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(%[A-Za-z0-9_.-]+)?")
+MAX_HOST = 255  # a DNS name's limit
+MAX_USER = 64
+MAX_FIELD = 4096
+
+
+def parse_destination(host: str) -> tuple[str, str, int | None]:
+    """(user or "", host name, port or None) of an SSH Host field: ``host``, ``user@host``, an alias
+    from the ssh config, or ``ssh://[user@]host[:port]``; ValueError says what is wrong."""
+    text, port = host, None
+    if text.startswith("ssh://"):
+        text = text[len("ssh://"):].rstrip("/")
+        match = re.fullmatch(r"(.*?)(?::([0-9]{1,5}))?", text) if not text.endswith("]") else None
+        if match is not None and match.group(2) is not None:
+            text, port = match.group(1), int(match.group(2))
+            if not 1 <= port <= 65535:
+                raise ValueError(f"the port {port} is not between 1 and 65535")
+        if text.count("@") <= 1 and text.rsplit("@", 1)[-1].startswith("[") and text.endswith("]"):
+            text = text[:text.rindex("[")] + text[text.rindex("[") + 1:-1]  # ssh://user@[::1]
+    elif "://" in text:
+        raise ValueError("the only address form with a scheme is ssh://[user@]host[:port]")
+    user, _, name = text.rpartition("@")
+    if not name:
+        raise ValueError("no host name")
+    if "@" in text and not user:
+        raise ValueError("an empty user name before '@'")
+    if user and not (len(user) <= MAX_USER and _NAME.fullmatch(user)):
+        raise ValueError(f"the user name {user[:80]!r} is not a plain name (letters, digits, '_', '.', '-' not first)")
+    if not (len(name) <= MAX_HOST and (_NAME.fullmatch(name) or _IPV6.fullmatch(name))):
+        raise ValueError(f"the host {name[:80]!r} is not a host name, an address or an alias (letters, digits, "
+                         "'_', '.', '-' not first)")
+    return user, name, port
+
+
+def field_problem(field: str, value: str) -> str | None:
+    """Why a machine's field cannot be used as it is, or None (``field``: a key of :data:`FIELD_LABELS`)."""
+    if field == "host":
+        if not value:
+            return "is empty"
+        try:
+            parse_destination(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    if field in ("python", "workdir") and not value:
+        return "is empty"
+    if len(value) > MAX_FIELD:
+        return f"is {len(value):,} characters long"
+    if any(c in value for c in "\0\n\r"):
+        return "holds a line break or a NUL character"
+    if field in ("python", "workdir") and value.startswith("-"):
+        return "starts with '-' (a command would read it as an option)"
+    return None
 
 
 @dataclasses.dataclass
@@ -58,16 +120,31 @@ class Machine:
 
     # -- ssh ------------------------------------------------------------------------------------
 
-    def ssh(self, remote_command: str) -> list[str]:
-        """The argument list that runs ``remote_command`` (shell text, already quoted) on the machine."""
+    def check_fields(self) -> None:
+        """RemoteError naming the first field that cannot be used (see :func:`field_problem`)."""
+        for field, label in FIELD_LABELS.items():
+            value = getattr(self, field)
+            problem = field_problem(field, value)
+            if problem:
+                raise RemoteError(f"machine '{self.name}': {label} {problem_clause(problem, value)}",
+                                  f"Set {label} in Preferences > Splatwork > Remote Machines: "
+                                  + FIELD_HINTS[field])
+
+    def ssh_options(self) -> list[str]:
+        """ssh's options for this machine, without the destination (checked fields)."""
+        self.check_fields()
         argv = ["ssh"]
         if self.ssh_config:
             argv += ["-F", self.ssh_config]
         # BatchMode: fail rather than ask for a password nobody can type; keepalives notice a dead
         # link within a minute, so a dropped connection ends the job instead of hanging it.
-        argv += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
-                 "-T", self.host, "--", remote_command]
-        return argv
+        return argv + ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-T"]
+
+    def ssh(self, remote_command: str) -> list[str]:
+        """The argument list that runs ``remote_command`` (shell text, already quoted) on the machine.
+        The fields are checked first, every time; the destination comes after "--", so nothing in it
+        can be an option."""
+        return [*self.ssh_options(), "--", self.host, remote_command]
 
     def run(self, remote_command: str, stdin: bytes | None = None, timeout: float = SSH_TIMEOUT) -> bytes:
         """Run a short command there; RemoteError (with ssh's own words) when it fails."""
@@ -110,7 +187,7 @@ class Machine:
         """The work folder there, absolute (made on first use)."""
         if not self._absolute_workdir:
             w = self.home_path(self.workdir)
-            self._absolute_workdir = self.run(f"mkdir -p {w} && cd {w} && pwd").decode().strip()
+            self._absolute_workdir = self.run(f"mkdir -p -- {w} && cd -- {w} && pwd").decode().strip()
         return self._absolute_workdir
 
     def code_dir(self) -> str:
@@ -140,7 +217,7 @@ class Machine:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             for rel in changed:
-                tar.add(files[rel], arcname=rel, recursive=False)
+                _add_content(tar, files[rel], rel)
             manifest = json.dumps({**sent, **now}).encode()
             info = tarfile.TarInfo(MANIFEST)
             info.size = len(manifest)
@@ -222,6 +299,37 @@ class Machine:
             files = _tree(local, "")
         self.sync(files, there)
         return there
+
+
+FIELD_HINTS = {
+    "host": "user@host, a host name, or an alias from ~/.ssh/config (ssh://user@host:port for another port).",
+    "python": "the Python there that has torch and gsplat, e.g. ~/venv/bin/python.",
+    "workdir": "a folder there, e.g. ~/splatwork.",
+    "ssh_config": "an ssh config file here, or nothing for ~/.ssh/config.",
+}
+
+
+def problem_clause(problem: str, value: str) -> str:
+    """What follows a field's label in a message: its value (cut) and its problem."""
+    if problem.split(" ", 1)[0] in ("is", "holds", "starts"):  # the value is not quoted yet
+        return f"{value[:60] + '...' if len(value) > 80 else value!r} {problem}"
+    return f"is not usable: {problem}"
+
+
+def _add_content(tar: tarfile.TarFile, path: str, arcname: str) -> None:
+    """Put the file at ``path`` into ``tar`` as a regular file with its content, whatever led to it: a
+    symbolic link (fine for a local run) would arrive there as a link to a path on this machine."""
+    try:
+        st = os.stat(path)  # follows links
+    except OSError as exc:
+        raise RemoteError(f"{path}: cannot be sent ({exc.strerror})", "Was the input moved or deleted?") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RemoteError(f"{path}: cannot be sent, it is not a regular file",
+                          "Remove it from the input folder (a FIFO, a device or a socket has no content to send).")
+    with open(path, "rb") as fh:
+        info = tar.gettarinfo(arcname=arcname, fileobj=fh)
+        info.mode = stat.S_IMODE(info.mode) | 0o600  # readable there whatever the link's target allows here
+        tar.addfile(info, fh)
 
 
 def _call(fn, *args):
