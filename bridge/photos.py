@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 
-# 200 million pixels: above the largest camera sensors (150 MP medium format), 600 MB decoded as RGB.
-MAX_PHOTO_PIXELS = 200_000_000
+from .protocol.jobs import MAX_PHOTO_PIXELS
+
+__all__ = ["MAX_PHOTO_PIXELS", "PhotoTooLarge", "open_photo"]
 
 
 class PhotoTooLarge(ValueError):

@@ -136,3 +136,27 @@ def test_the_cache_keeps_under_its_limit_oldest_first_but_never_the_run_being_se
     assert removed == [str(tmp_path / "copy1.png"), str(tmp_path / "copy2.png"), str(tmp_path / "copy3.png")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy0.png", "copy4.png"]
     assert prune(str(tmp_path), 10**9) == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_photo_claiming_a_huge_size_is_refused_before_blender_decodes_it(blender_with_splatwork, splatwork,
+                                                                          synthetic_scene, tmp_path, fmt):
+    """What the bridge refuses from the header (bridge/photos.py), the upload refuses too: Blender would
+    otherwise decode 60000x45000 pixels to reduce them."""
+    import shutil
+
+    import fuzzing
+
+    from bridge import protocol
+
+    images = tmp_path / "images"
+    shutil.copytree(synthetic_scene / "images", images)
+    victim = images / "view_002.png"
+    victim.write_bytes(fuzzing.claimed_size_photo(fmt, 60000, 45000))
+    job = protocol.job_from_dict(protocol.TrainJob, {"model": str(synthetic_scene / "sparse" / "0"),
+                                                     "images": str(images), "out": str(tmp_path / "o"),
+                                                     "downscale": 2.0})
+    with pytest.raises(splatwork.addon.training.remote.RemoteError) as info:
+        splatwork.addon.training.remote_images.training_images(job, str(images))
+    assert str(victim) in info.value.message and "60,000x45,000" in info.value.message
+    assert f"{protocol.jobs.MAX_PHOTO_PIXELS:,}" in info.value.message and info.value.hint

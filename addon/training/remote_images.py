@@ -34,6 +34,8 @@ import os
 import tempfile
 from collections.abc import Callable
 
+from ...bridge.client import RemoteError
+from ...bridge.protocol.jobs import MAX_PHOTO_PIXELS
 from ..cameras.images import image_size
 
 CACHE_FOLDER = "reduced-images"
@@ -76,7 +78,12 @@ def training_images(job, images_dir: str, on_main: Callable = call,
         files[view.name] = path
         camera = rec.cameras[view.camera_id]
         target = job.image_size(camera.width, camera.height)
-        if target == (camera.width, camera.height) or _at_most(image_size(path), target):
+        size = image_size(path)
+        if size is not None and size[0] * size[1] > MAX_PHOTO_PIXELS:  # Blender would decode all of it
+            raise RemoteError(f"{path}: the image is {size[0]:,}x{size[1]:,} ({size[0] * size[1]:,} pixels), more "
+                              f"than the {MAX_PHOTO_PIXELS:,} pixels Splatwork decodes",
+                              "Reduce the photo (and its COLMAP camera), or leave it out of the model.")
+        if target == (camera.width, camera.height) or _at_most(size, target):
             continue
         folder = folder or cache_dir()
         cached = _cache_path(folder, path, target)
@@ -165,8 +172,6 @@ def reduce_image(path: str, out: str, camera_size: tuple[int, int], target: tupl
     not of the camera's shape (the bridge names that), or a JPEG without its end marker. RemoteError
     when Blender cannot read it. Main thread only (it loads a Blender image, then removes it)."""
     import bpy
-
-    from ...bridge.client import RemoteError
 
     unreadable = f"{path}: Blender cannot read this image"
     hint = "Convert it to PNG or JPEG, or remove it from the model."

@@ -34,6 +34,10 @@ MAX_FRAME = 1_048_574  # Blender's last frame (MAXFRAME)
 MAX_THREADS = 4096
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer paths exist on no file system we run on
 MAX_TEXT_CHARS = 1024  # a name, for messages
+# The most pixels a photo may have (the trainer and SfM refuse larger ones from the header, before
+# decoding, and so does a remote run's upload): above the largest camera sensors (150 MP medium
+# format), 600 MB decoded as RGB.
+MAX_PHOTO_PIXELS = 200_000_000
 
 _SHOW = reprlib.Repr()
 _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong = 120, 120, 40
