@@ -12,15 +12,18 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 import bpy
 
+from ...bridge.client import StartError
 from ...bridge.formats.atomic import atomic_path
-from ...bridge.protocol import TRAIN_PRESETS, JobError, TrainJob, job_from_dict
+from ...bridge.protocol import MESSAGE_LIMIT, TRAIN_PRESETS, JobError, TrainJob, clip, job_from_dict
 from ...bridge.protocol.flags import add_job_flags, flag_name
 from ...bridge.protocol.jobs import panel_fields
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+MAX_SAMPLES = 1 << 24  # Cycles' own limit
 
 _handle = None
 
@@ -68,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", help="save the scene to this .blend file")
     p.add_argument("--render", help="render a preview PNG here with Cycles")
     p.add_argument("--camera", help="image name of the camera to render from (default: the first image)")
-    p.add_argument("--samples", type=int, default=32, help="Cycles samples for the preview (default 32)")
+    p.add_argument("--samples", type=int, default=32,
+                   help=f"Cycles samples for the preview, 1 to {MAX_SAMPLES:,} (default 32)")
     return p
 
 
@@ -86,6 +90,9 @@ def main(argv: list[str]) -> int:
             check_training_options(args)
         except JobError as exc:
             parser.error(exc.message.removeprefix("job field ").replace(f"'{exc.field}'", flag_name(exc.field), 1))
+        problem = check_arguments(args)
+        if problem:
+            return _fail(EXIT_BAD_INPUT, problem)
         return _run(args)
     except _Exit as exc:
         return exc.code
@@ -103,8 +110,68 @@ def check_training_options(args) -> None:
                              **TRAIN_PRESETS[args.preset].fields, **training_options(args)})
 
 
+def check_arguments(args) -> str | None:
+    """What is wrong with the arguments beyond the training options, or None; checked before any work
+    (nothing imported, trained or written), so a run never fails at its end on what was known at its
+    start: the model and images exist, --camera names an image of the model, --samples is one Cycles
+    takes, the machine exists, and --out, --blend and --render can be written."""
+    from ...bridge.formats import FormatError
+    from ...bridge.formats.colmap import read_model
+    from ..cameras.import_ops import resolve_model_dir
+
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        return f"--samples: must be between 1 and {MAX_SAMPLES:,}, got {args.samples}"
+    if args.images is not None and not os.path.isdir(args.images):
+        return f"--images: {clip(os.path.abspath(args.images))} is not a folder"
+    if args.camera is not None and not args.render:
+        return "--camera: chooses the camera of the preview render; give --render too"
+    try:
+        model = resolve_model_dir(os.path.abspath(args.model))
+        if args.camera is not None:
+            names = sorted(view.name for view in read_model(model).views)
+            if args.camera not in names:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
+                return f"--camera: the model {clip(str(model))} has no image {clip(args.camera, 80)!r} (it has {shown})"
+    except FormatError as exc:
+        return f"--model: {exc}"
+    if args.machine:
+        from ..training.remote import machine_named
+
+        try:
+            machine_named(args.machine)
+        except StartError as exc:
+            return f"--machine: {exc.message}. {exc.hint}"
+    for flag, path, is_file in (("--out", args.out, False), ("--blend", args.blend, True),
+                                ("--render", args.render, True)):
+        problem = path_problem(path, is_file) if path is not None else None
+        if problem:
+            return f"{flag}: {problem}"
+    return None
+
+
+def path_problem(path: str, is_file: bool) -> str | None:
+    """Why nothing can be written at ``path`` (a file, or a folder to make), or None. Probed for real: a
+    nameless temporary file in the nearest folder that exists (gone when closed; nothing is left)."""
+    path = os.path.abspath(path)
+    if is_file and os.path.isdir(path):
+        return f"{clip(path)} is a folder; give a file name"
+    if not is_file and os.path.exists(path) and not os.path.isdir(path):
+        return f"{clip(path)} is a file, not a folder"
+    folder = os.path.dirname(path) if is_file else path
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"{clip(folder)} is a file, so nothing can be made inside it"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write in {clip(folder)} ({exc.strerror or exc}); choose a folder you can write to"
+    return None
+
+
 def _fail(code: int, message: str) -> int:
-    print(f"splatwork: error: {message}", file=sys.stderr, flush=True)
+    print(f"splatwork: error: {clip(message, MESSAGE_LIMIT)}", file=sys.stderr, flush=True)
     return code
 
 
@@ -162,8 +229,11 @@ def _run(args) -> int:
 
     if args.blend:
         path = os.path.abspath(args.blend)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        bpy.ops.wm.save_as_mainfile(filepath=path)  # Blender writes a temporary file and renames it
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            bpy.ops.wm.save_as_mainfile(filepath=path)  # Blender writes a temporary file and renames it
+        except (RuntimeError, OSError) as exc:  # checked at the start; the disk may have changed since
+            return _fail(EXIT_FAILED, f"--blend: could not save {path}: {str(exc).removeprefix('Error: ').strip()}")
         print(f"splatwork: saved {path}", flush=True)
     if args.render:
         try:
