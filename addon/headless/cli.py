@@ -78,24 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """The command: returns the exit code, never raises, never calls sys.exit."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if args.check:
-            return _check(args.json)
-        missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
-        if missing:
-            parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
-        try:
-            check_training_options(args)
-        except JobError as exc:
-            parser.error(exc.message.removeprefix("job field ").replace(f"'{exc.field}'", flag_name(exc.field), 1))
-        problem = check_arguments(args)
-        if problem:
-            return _fail(EXIT_BAD_INPUT, problem)
-        return _run(args)
+        args = parse_arguments(argv)
+        return _check(args.json) if args.check else _run(args)
     except _Exit as exc:
         return exc.code
+
+
+def parse_arguments(argv: list[str]):
+    """The arguments, every one checked before any work (argparse's usage and a one-line error on
+    stderr, then ``_Exit``: 2 for a bad one, 0 after --help)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.check:
+        return args
+    missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
+    try:
+        check_training_options(args)
+    except JobError as exc:
+        parser.error(exc.message.removeprefix("job field ").replace(f"'{exc.field}'", flag_name(exc.field), 1))
+    problem = check_arguments(args)
+    if problem:
+        raise _Exit(_fail(EXIT_BAD_INPUT, problem))
+    return args
 
 
 def training_options(args) -> dict:
