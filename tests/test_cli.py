@@ -49,7 +49,8 @@ def _argv(scene, tmp_path, *extra):
 @pytest.mark.parametrize("extra, said", [
     (["--steps", "0"], "--steps: must be between 1 and"), (["--steps", str(2**31)], "--steps: must be between"),
     (["--steps", "1" + "0" * 30], "--steps: must be between"), (["--downscale", "0"], "--downscale: must be between"),
-    (["--downscale", "inf"], "--downscale: must be a finite number"), (["--downscale", "nan"], "--downscale: must be a finite number, got nan"),
+    (["--downscale", "inf"], "--downscale: must be a finite number"),
+    (["--downscale", "nan"], "--downscale: must be a finite number, got nan"),
     (["--samples", "-1", "--render", "{tmp}/p.png"], "--samples: must be between 1 and 16,777,216, got -1"),
     (["--samples", "0", "--render", "{tmp}/p.png"], "--samples: must be between 1"),
     (["--samples", "99999999999", "--render", "{tmp}/p.png"], "--samples: must be between 1"),
