@@ -63,14 +63,13 @@ def parse_destination(host: str) -> tuple[str, str, int | None]:
     from the ssh config, or ``ssh://[user@]host[:port]``; ValueError says what is wrong."""
     text, port = host, None
     if text.startswith("ssh://"):
-        text = text[len("ssh://"):].rstrip("/")
-        match = re.fullmatch(r"(.*?)(?::([0-9]{1,5}))?", text) if not text.endswith("]") else None
-        if match is not None and match.group(2) is not None:
-            text, port = match.group(1), int(match.group(2))
-            if not 1 <= port <= 65535:
-                raise ValueError(f"the port {port} is not between 1 and 65535")
-        if text.count("@") <= 1 and text.rsplit("@", 1)[-1].startswith("[") and text.endswith("]"):
-            text = text[:text.rindex("[")] + text[text.rindex("[") + 1:-1]  # ssh://user@[::1]
+        # OpenSSH reads ssh://[user@]host[:port] (a host name or IPv4: it refuses [IPv6] there).
+        match = re.fullmatch(r"([^:/\[\]]*)(?::([0-9]{1,5}))?/?", text[len("ssh://"):])
+        if match is None:
+            raise ValueError("an ssh:// address is ssh://[user@]host[:port] with a host name or an IPv4 address")
+        text, port = match.group(1), int(match.group(2)) if match.group(2) else None
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"the port {port} is not between 1 and 65535")
     elif "://" in text:
         raise ValueError("the only address form with a scheme is ssh://[user@]host[:port]")
     user, _, name = text.rpartition("@")
