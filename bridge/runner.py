@@ -237,7 +237,16 @@ def read_job(cls: type[Job], argv: list[str], commands: CommandReader | None = N
     elif source:
         try:
             with open(source, encoding="utf-8") as fh:
-                text = fh.read(MAX_JOB_BYTES + 1)  # one character over the limit: parse_job_text says so
+                # In pieces, up to one character over the limit (parse_job_text says so): a single
+                # read(limit) would allocate the whole limit for any job, however small.
+                pieces, size = [], 0
+                while size <= MAX_JOB_BYTES:
+                    piece = fh.read(1 << 20)
+                    if not piece:
+                        break
+                    pieces.append(piece)
+                    size += len(piece)
+                text = "".join(pieces)
         except FileNotFoundError:
             raise BridgeError("missing_input", f"{clip(source)}: job file not found", hint="Check the --job path.",
                               exit_code=EXIT_BAD_INPUT) from None

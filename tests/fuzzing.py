@@ -55,6 +55,7 @@ class Seed:
     name: str   # unique, e.g. "spz_v3" or "real:biker.spz"
     label: str  # the reader it exercises, for the figures: "ply", "spz_v3", "colmap_text", ...
     files: dict[str, bytes]  # one file for splats; cameras/images/points3D for a COLMAP model
+    family: str = ""  # a family of inputs that are not a reader's files (FAMILIES), instead of files
 
     @property
     def colmap(self) -> bool:
@@ -297,14 +298,14 @@ def save_seeds(seeds: list[Seed], folder: Path) -> None:
             path = folder / seed.name.replace(":", "_") / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-    (folder / "seeds.json").write_text(json.dumps([[s.name, s.label, sorted(s.files)] for s in seeds]))
+    (folder / "seeds.json").write_text(json.dumps([[s.name, s.label, sorted(s.files), s.family] for s in seeds]))
 
 
 def load_seeds(folder: Path) -> dict[str, Seed]:
     seeds = {}
-    for name, label, files in json.loads((folder / "seeds.json").read_text()):
+    for name, label, files, family in json.loads((folder / "seeds.json").read_text()):
         base = folder / name.replace(":", "_")
-        seeds[name] = Seed(name, label, {f: (base / f).read_bytes() for f in files})
+        seeds[name] = Seed(name, label, {f: (base / f).read_bytes() for f in files}, family)
     return seeds
 
 
@@ -513,6 +514,496 @@ def _edit_line(rng: random.Random, data: bytearray) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Families: inputs that are not a reader's files (job files, the headless command's arguments,
+# remote machine fields, photo headers, what the writers are given). Each is a pure function of
+# its index, checked in the same workers with the same time and memory limits; its "budget" is the
+# size the memory ratio divides by (the input's, or the output it asks for where that is larger).
+# Outcomes: ok (accepted, and what accepting promises holds), format_error (refused with one line
+# naming the field, file or flag: exit code 2), bug (anything else).
+
+
+class Family:
+    name = ""
+    label = ""
+
+    def setup(self, work: Path) -> None:
+        """Imports and fixtures, in the worker, before its memory cap."""
+        work.mkdir(parents=True, exist_ok=True)
+
+    def case(self, index: int):
+        raise NotImplementedError
+
+    def budget(self, case) -> int:
+        return len(repr(case))
+
+    def check(self, case, work: Path) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+def _check_case(family: Family, case, work: Path) -> tuple[str, str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            outcome, detail = family.check(case, work)
+        except MemoryError:
+            return "oom", "MemoryError"
+        except Exception as exc:  # noqa: BLE001 - what the fuzzer looks for
+            return "bug", _where(exc)
+    ours = [w for w in caught if w.category.__name__ not in ("FormatWarning", "ResourceWarning")]
+    if outcome != "bug" and ours:
+        return "bug", f"{ours[0].category.__name__}: {ours[0].message} ({ours[0].filename}:{ours[0].lineno})"
+    return outcome, detail
+
+
+def _one_line(message: str, limit: int = 1100) -> str | None:
+    """Why an error message is not one readable line, or None."""
+    if "\n" in message or "\r" in message:
+        return f"a message of {message.count(chr(10)) + 1} lines: {message[:200]!r}"
+    if len(message) > limit:
+        return f"a message of {len(message):,} characters: {message[:200]!r}"
+    return None
+
+
+# Number literals as JSON text: past the float range, past 64 bits, too many digits for Python's
+# int(), not JSON at all (NaN, Infinity), negative zero, tiny.
+JSON_NUMBERS = ["0", "-0", "1", "-1", "2", "0.5", "-0.0", "1e-400", "1e400", "-1e400", "1" + "0" * 400,
+                "-" + "9" * 400, "9" * 5000, "2147483647", "2147483648", "4294967295", "4294967296",
+                "18446744073709551616", "1e308", "1.7976931348623157e308", "1e309", "NaN", "Infinity", "-Infinity",
+                "1048574", "1048575", "16384", "16385", "1000000", "1000001", "100000000", "1e30", "64", "65",
+                "0.001", "1e-300", "3", "4", "8", "7"]
+JSON_VALUES = ["true", "false", "null", '""', '"x"', "[]", "{}", '[1,2,3]', '{"a":1}', '"../../etc/passwd"',
+               '"\\u0000"', '"\\ud800"', '"-rf"', '"a\\nb"', '"C:\\\\x"', '"/dev/zero"']
+NESTING = [1, 2, 10, 100, 500, 1000, 5000, 100_000]
+SIZES = [0, 1, 100, 4096, 4097, 100_000, 1_000_000, 10_000_000]
+
+
+def _good_jobs() -> dict[str, dict]:
+    frame = {"frame": 1, "width": 8, "height": 6, "K": [[8, 0, 4], [0, 8, 3], [0, 0, 1]],
+             "world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3], [0, 0, 0, 1]], "clip_start": 0.1,
+             "clip_end": 10.0, "object_matrices": [[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]]}
+    return {
+        "train": {"model": "/m", "images": "/i", "out": "/o", "steps": 7, "downscale": 2.0, "seed": 3,
+                  "background": [1, 0.5, 0], "strategy_options": {"refine_every": 50}, "eval_steps": [3],
+                  "init": "random", "init_num_points": 1000, "cap_max": 5000, "lock_wait": 1.0},
+        "sfm": {"out": "/o", "video": "/v.mp4", "every": 5, "max_size": 640, "threads": 2, "seed": 1},
+        "render": {"output_dir": "/r", "name": "shot", "objects": [{"splats": "/s.ply", "name": "S"}],
+                   "frames": [frame, {**frame, "frame": 2}]},
+        "check": {},
+    }
+
+
+def _paths(value, prefix=()):
+    """Every (path, leaf) of a JSON value: keys and list indices down to numbers, strings, booleans."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+    yield prefix, value
+
+
+_RAW = "\x00RAW{}\x00"  # a placeholder json.dumps keeps as a string, replaced by raw JSON text afterwards
+
+
+def _set(root, path, value):
+    if not path:
+        return value
+    node = root
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return root
+
+
+class JobFiles(Family):
+    """Job files (and stdin lines) for every command: numbers, nesting, sizes, types, unknown fields and
+    broken JSON, read as ``python -m bridge CMD`` reads them (``runner.read_job``)."""
+
+    name, label = "jobs", "job files"
+
+    def setup(self, work):
+        super().setup(work)
+        from bridge import runner  # noqa: F401 - imported once, not per input
+
+    def case(self, index):
+        rng = random.Random(f"jobs:{index}")
+        jobs = _good_jobs()
+        command = rng.choice(sorted(jobs))
+        values = json.loads(json.dumps(jobs[command]))
+        raws: list[str] = []
+
+        def raw(text: str) -> str:
+            raws.append(text)
+            return _RAW.format(len(raws) - 1)
+
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            paths = [p for p, _ in _paths(values) if p]
+            kind = rng.choice(["number", "number", "number", "nesting", "size", "type", "unknown", "list"])
+            path = rng.choice(paths) if paths else ()
+            if kind == "number" and paths:
+                numeric = [p for p, v in _paths(values) if p and isinstance(v, (int, float))
+                           and not isinstance(v, bool)] or paths
+                values = _set(values, rng.choice(numeric), raw(rng.choice(JSON_NUMBERS)))
+            elif kind == "nesting":
+                depth = rng.choice(NESTING)
+                opener, closer = rng.choice([("[", "]"), ('{"a":', "}")])
+                leaf = rng.choice(["1", "[]", '"x"'])
+                values = _set(values, path if rng.random() < 0.8 else (), raw(opener * depth + leaf + closer * depth))
+            elif kind == "size":
+                n = rng.choice(SIZES)
+                what = rng.choice(["string", "list", "keys"])
+                if what == "string":
+                    char = rng.choice(["a", "é", "/", "\\u0000", "\\n", "\\ud800", "%"])
+                    values = _set(values, path, raw('"' + char * n + '"'))
+                elif what == "list":
+                    values = _set(values, path, raw("[" + ",".join([rng.choice(JSON_NUMBERS[:6])] * min(n, 10**5))
+                                                      + "]"))
+                elif isinstance(values, dict):
+                    for k in range(min(n, 10_000)):
+                        values[f"extra_{k}"] = 1
+            elif kind == "type" and paths:
+                values = _set(values, path, raw(rng.choice(JSON_VALUES)))
+            elif kind == "unknown" and isinstance(values, dict):
+                values[rng.choice(["colour", "", "x" * 5000, "model ", "steps\u0000", "a\nb", "\x1b[31mred", "é"])] = 1
+            elif kind == "list" and command == "render" and isinstance(values, dict):
+                frames = values.get("frames")
+                if isinstance(frames, list) and frames:
+                    values["frames"] = frames * rng.choice([0, 1, 50, 250])
+        text = json.dumps(values, separators=(",", ":"))
+        for k, piece in enumerate(raws):
+            text = text.replace(json.dumps(_RAW.format(k)), piece)
+        broken = rng.random()
+        if broken < 0.08:
+            text = text[:rng.randrange(len(text) + 1)]
+        elif broken < 0.12:
+            text = rng.choice(["\ufeff", " ", "\n", "[", "{}"]) + text
+        elif broken < 0.16:
+            text += rng.choice(["\n{}", "x", " ", "\x00", "\n" * 3])
+        way = rng.choice(["file", "file", "stdin", "ipc"])
+        return command, text, way
+
+    def budget(self, case):
+        return len(case[1].encode("utf-8", "surrogatepass"))
+
+    def check(self, case, work):
+        import io
+
+        from bridge import protocol
+        from bridge.protocol import BridgeError
+        from bridge.runner import read_job
+
+        command, text, way = case
+        cls = protocol.JOB_TYPES[command]
+        data = text.encode("utf-8", "surrogatepass")
+        if way == "file":
+            path = work / "job.json"
+            path.write_bytes(data)
+            argv, commands = ["--job", str(path)], None
+        else:
+            argv = ["--job", "-", *(["--ipc"] if way == "ipc" else [])]
+            commands = protocol.CommandReader(io.BytesIO(data + b"\n" if way == "ipc" else data),
+                                              job_first="line" if way == "ipc" else "all")
+            commands._run()  # the reader's loop, here: the stream ends, so it returns
+        try:
+            job = read_job(cls, argv, commands)
+        except BridgeError as exc:
+            if exc.exit_code != protocol.EXIT_BAD_INPUT:
+                return "bug", f"exit code {exc.exit_code} for a bad job: {exc.message[:200]}"
+            problem = _one_line(exc.message) or _one_line(exc.hint)
+            return ("bug", problem) if problem else ("format_error", exc.message[:300])
+        again = protocol.job_from_json(cls, job.to_json())  # what the add-on sends, read back alike
+        if again != job:
+            return "bug", "an accepted job does not survive its own JSON"
+        if command == "render":
+            from bridge.render import frame_paths, prepare
+
+            prepared = prepare(job)
+            for f in prepared.frames:
+                for file in frame_paths(prepared, f.frame):
+                    if len(file.name.encode("utf-8", "surrogatepass")) > 255:
+                        return "bug", f"an accepted frame makes a file name of {len(file.name)} characters"
+        return "ok", ""
+
+
+class HeadlessArguments(Family):
+    """``blender --command splatwork`` arguments: every flag with numbers, paths and names it must refuse
+    before any work (``addon/headless/cli.py`` ``parse_arguments``, the function ``main`` runs first)."""
+
+    name, label = "headless", "headless command"
+
+    def setup(self, work):
+        import importlib.util
+
+        super().setup(work)
+        if "splatwork_fuzz" not in sys.modules:  # the extension from this tree, not registered
+            spec = importlib.util.spec_from_file_location("splatwork_fuzz", ROOT / "__init__.py",
+                                                          submodule_search_locations=[str(ROOT)])
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["splatwork_fuzz"] = module
+            spec.loader.exec_module(module)
+        import importlib
+
+        self.cli = importlib.import_module("splatwork_fuzz.addon.headless.cli")
+        import numpy as np
+
+        from bridge.formats.cameras import Camera, Reconstruction, View
+        from bridge.formats.colmap import write_model
+
+        self.model = work / "project" / "sparse" / "0"
+        if not self.model.is_dir():
+            views = [View(i + 1, f"view_{i:03d}.png", 1, np.eye(3), np.array([0.0, 0.0, 3.0 + i])) for i in range(3)]
+            write_model(Reconstruction({1: Camera(1, "PINHOLE", 64, 48, np.array([70.0, 70.0, 32.0, 24.0]))}, views,
+                                       np.zeros((2, 3)), np.zeros((2, 3), np.uint8), np.zeros(2), np.zeros(2, int)),
+                        self.model)
+            (work / "project" / "images").mkdir()
+            (work / "a file").write_text("x")
+            (work / "locked").mkdir()
+
+    NUMBERS = ["0", "-1", "1", "2", "7", "1e400", "inf", "-inf", "nan", "2147483648", "99999999999", "1" + "0" * 30,
+               "0x10", "", " 5", "1_000", "1.5", "-0", "64", "65", "16777216", "16777217", "3", "4", "1e-300", "NaN"]
+    PATHS = ["{w}/out", "{w}/new/deeper/out", "{w}/a file", "{w}/a file/under", "{w}", "/dev/null", "/proc/1/x",
+             "-", "--", "{w}/" + "l" * 5000, "{w}/x\ny", "{w}/locked/x", "/", "", "{w}/é space", "-rf"]
+
+    def case(self, index):
+        rng = random.Random(f"headless:{index}")
+        argv = ["--model", "{w}/project/sparse/0" if rng.random() < 0.8 else rng.choice(self.PATHS),
+                "--out", rng.choice(self.PATHS) if rng.random() < 0.4 else "{w}/out"]
+        flags = ["--steps", "--downscale", "--sh-degree", "--snapshot-every", "--background", "--device", "--packed",
+                 "--seed", "--test-every", "--strategy", "--cap-max", "--antialiased", "--samples", "--camera",
+                 "--render", "--blend", "--images", "--machine", "--preset", "--resume", "--model", "--out",
+                 "--unknown", "--json"]
+        for _ in range(rng.choice([1, 1, 2, 3, 4])):
+            flag = rng.choice(flags)
+            if flag in ("--render", "--blend", "--images", "--model", "--out"):
+                value = rng.choice(self.PATHS + ["{w}/p.png", "{w}/s.blend"])
+            elif flag == "--camera":
+                value = rng.choice(["view_000.png", "view_002.png", "nope.png", "", "-x", "v" * 5000])
+            elif flag == "--background":
+                value = rng.choice(["0,0,0", "1,0.5,0", "1,0", "1,2,0", "nan,0,0", "1e400,0,0", ",,", "0,0,0,0"])
+            elif flag in ("--device", "--strategy", "--preset", "--machine"):
+                value = rng.choice(["cpu", "auto", "mcmc", "default", "fast", "high", "tpu", "", "nowhere", "-V"])
+            elif flag in ("--packed", "--antialiased", "--resume", "--json"):
+                value = rng.choice(["true", "false", "yes", "maybe", None])
+            else:
+                value = rng.choice(self.NUMBERS)
+            argv += [flag] if value is None else [flag, value]
+            if flag == "--camera" and rng.random() < 0.7:
+                argv += ["--render", "{w}/p.png"]
+        if rng.random() < 0.1:
+            argv = argv[:rng.randrange(len(argv) + 1)]
+        return argv
+
+    def check(self, case, work):
+        import contextlib
+        import io
+
+        argv = [a.replace("{w}", str(work)) for a in case]
+        before = sorted(os.listdir(work))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                args = self.cli.parse_arguments(argv)
+            except self.cli._Exit as exc:
+                code, args = exc.code, None
+            else:
+                code = 0
+        if sorted(os.listdir(work)) != before:
+            return "bug", f"checking the arguments wrote {sorted(set(os.listdir(work)) - set(before))}"
+        text = err.getvalue()
+        if "Traceback" in text:
+            return "bug", text[-300:]
+        if args is not None:
+            if not 1 <= args.samples <= self.cli.MAX_SAMPLES:
+                return "bug", f"--samples {args.samples} accepted"
+            return "ok", ""
+        lines = [line for line in text.splitlines() if line.startswith("splatwork: error:")]
+        if code != 2 or len(lines) != 1:
+            return "bug", f"exit code {code}, error lines {lines[:2]}"
+        problem = _one_line(lines[0])
+        if problem:
+            return "bug", problem
+        return "format_error", lines[0][:300]
+
+
+class RemoteFields(Family):
+    """Remote machine fields (SSH Host with its user and port, Remote Python, Remote Folder, SSH Config):
+    refused naming the field, or, once accepted, read by the real ssh client (``ssh -G``, which connects
+    nowhere) as exactly that destination with no option of ours changed, and by the real shell as
+    exactly that path."""
+
+    name, label = "remote", "remote machine fields"
+    HOSTS = ["farbox", "user@farbox", "FarBox.example.com", "10.0.0.7", "::1", "fe80::1%eth0", "ssh://u@h:2222",
+             "ssh://h", "-V", "-oProxyCommand=touch x", "-Q cipher", "user@-V", "-l@h", "h -V", "h\n-V", "", "@h",
+             "u@", "a@b@c", "h:22", "ssh://h:0", "ssh://h:65536", "ssh://[::1]:22", "ssh://-V", "[::1]", "h;id",
+             "h$(id)", "h`id`", "u\x00@h", "h" * 300, "u" * 70 + "@h", "_h", "h_", "h.", ".h", "h..i", "é@h", "h/x"]
+    PATHS = ["python3", "~/venv/bin/python", "~", "~/", "/opt/py 3/bin/python", "-c", "-rf", "a\nb", "a\x00b",
+             "$(id)", "`id`", "a;id", "'", '"', "\\", "~user/x", "a b", "%s", "x" * 5000, "", "/", "é"]
+    CHARS = "ab-@:._[]%/ \n=~$'\"\\;é0"
+
+    def setup(self, work):
+        import shutil as _shutil
+
+        super().setup(work)
+        self.ssh = _shutil.which("ssh")
+
+    def case(self, index):
+        rng = random.Random(f"remote:{index}")
+
+        def value(choices):
+            if rng.random() < 0.7:
+                return rng.choice(choices)
+            return "".join(rng.choice(self.CHARS) for _ in range(rng.randint(0, 12)))
+
+        return {"host": value(self.HOSTS), "python": value(self.PATHS), "workdir": value(self.PATHS),
+                "ssh_config": rng.choice(["", "", "/dev/null", "-x", "a\nb", "cfg file"])}
+
+    def check(self, case, work):
+        from bridge.client.ssh import Machine, RemoteError, parse_destination
+
+        machine = Machine("m", case["host"], case["python"], case["workdir"], case["ssh_config"])
+        try:
+            argv = machine.ssh("true")
+        except RemoteError as exc:
+            if not exc.message.startswith("machine 'm': ") or not any(
+                    label in exc.message for label in ("SSH Host", "Remote Python", "Remote Folder", "SSH Config")):
+                return "bug", f"a refusal that names no field: {exc.message[:200]}"
+            problem = _one_line(exc.message) or _one_line(exc.hint)
+            return ("bug", problem) if problem else ("format_error", exc.message[:300])
+        user, host, port = parse_destination(case["host"])
+        if argv[-3:] != ["--", case["host"], "true"]:
+            return "bug", f"the destination is not after '--': {argv[-4:]}"
+        for key in ("python", "workdir"):  # the remote shell reads back exactly the value
+            quoted = machine.home_path(case[key])
+            done = subprocess.run(["sh", "-c", f"printf %s {quoted}"], capture_output=True, timeout=10,
+                                  env={**os.environ, "HOME": "/home/far"})
+            value = case[key]
+            want = "/home/far" + value[1:] if value.startswith("~/") or value == "~" else value
+            want = want.rstrip("/") if value in ("~", "~/") else want
+            if done.stdout.decode("utf-8", "surrogateescape") != want:
+                return "bug", f"{key} {case[key]!r} reaches the remote shell as {done.stdout[:80]!r}"
+        if self.ssh is None:
+            return "ok", ""
+        options = [a if a != case["ssh_config"] else "/dev/null" for a in argv[:-3]]  # no config file here
+        if "-F" not in options:
+            options[1:1] = ["-F", "/dev/null"]
+        done = subprocess.run([*options, "-G", "--", case["host"]], capture_output=True, text=True, timeout=10,
+                              errors="replace")
+        if done.returncode != 0:
+            return "bug", f"accepted, but ssh refuses the destination {case['host']!r}: {done.stderr.strip()[-200:]}"
+        said = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+        if said.get("hostname") != host.lower() or (user and said.get("user") != user) \
+                or said.get("port") != str(port or 22) or said.get("proxycommand", "none") != "none" \
+                or said.get("batchmode") != "yes":
+            return "bug", (f"ssh reads {case['host']!r} as {said.get('user')}@{said.get('hostname')}:"
+                           f"{said.get('port')} (proxycommand {said.get('proxycommand')})")
+        return "ok", ""
+
+
+class PhotoHeaders(Family):
+    """Photos whose header claims a size (PNG, JPEG, BMP, GIF, TIFF), opened as the trainer and SfM open
+    them (``bridge/photos.py``): decoded within the memory of the size they claim under the limit, or
+    refused naming the file, its size and the limit."""
+
+    name, label = "photos", "photo headers"
+    # Claims under the limit decode as large as 8192 x 20000 (490 MB): within the workers' memory cap.
+    SIDES = [0, 1, 2, 6, 8, 100, 4096, 8191, 8192, 20000, 45000, 60000, 65535]
+
+    def case(self, index):
+        rng = random.Random(f"photos:{index}")
+        return rng.choice(BOMB_FORMATS), rng.choice(self.SIDES), rng.choice(self.SIDES)
+
+    def budget(self, case):
+        _, w, h = case
+        from bridge.photos import MAX_PHOTO_PIXELS
+
+        return 4 * w * h if w * h <= MAX_PHOTO_PIXELS else 0
+
+    def check(self, case, work):
+        import struct
+
+        from PIL import UnidentifiedImageError
+
+        from bridge.photos import PhotoTooLarge, open_photo
+
+        fmt, w, h = case
+        path = work / f"photo.{fmt.lower()}"
+        try:
+            path.write_bytes(claimed_size_photo(fmt, w, h))
+        except (ValueError, struct.error) as exc:  # a size the format cannot hold: not an input
+            return "ok", f"not made: {exc}"
+        try:
+            with open_photo(path) as img:
+                img.load()
+                img.convert("RGB")
+        except PhotoTooLarge as exc:
+            return "format_error", str(exc).replace(str(path), "<file>")[:300]
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
+            return "format_error", f"{type(exc).__name__}: {str(exc)[:200]}"
+        return "ok", ""
+
+
+class SplatWriters(Family):
+    """What the writers are given: splats with extreme values (log-scales past float32 once linear,
+    opacities and colours at +-1e30, zero and huge quaternions, far positions), written in every format
+    and read back: refused with a FormatError naming the file, or written readable, never a file our
+    own readers refuse."""
+
+    name, label = "writers", "splat writers"
+    VALUES = [0.0, -0.0, 1e-45, 1e-38, 1.0, -1.0, 88.0, 89.0, 100.0, -87.0, -104.0, -120.0, 1e7, 8388608.0, 1e30,
+              -1e30, 3e38, -3e38]
+
+    def case(self, index):
+        rng = random.Random(f"writers:{index}")
+        fmt = rng.choice(["ply", "compressed_ply", "splat", "spz2", "spz3", "spz4"])
+        edits = [(rng.choice(["means", "scales", "quats", "opacities", "sh_dc", "sh_rest"]), rng.randrange(64),
+                  rng.choice(self.VALUES)) for _ in range(rng.randint(1, 4))]
+        return fmt, rng.randint(1, 40), rng.randint(0, 3), edits
+
+    def check(self, case, work):
+        import numpy as np
+
+        from bridge.formats import FormatError, SplatSet, read_splats, write_splats
+
+        fmt, n, degree, edits = case
+        rng = np.random.default_rng(n * 7 + degree)
+        f = np.float32
+        splats = SplatSet(means=rng.uniform(-3, 3, (n, 3)).astype(f), scales=rng.uniform(-5, 0, (n, 3)).astype(f),
+                          quats=rng.normal(size=(n, 4)).astype(f), opacities=rng.uniform(-3, 3, n).astype(f),
+                          sh_dc=rng.uniform(-1, 1, (n, 3)).astype(f),
+                          sh_rest=rng.uniform(-0.4, 0.4, (n, {0: 0, 1: 3, 2: 8, 3: 15}[degree], 3)).astype(f))
+        for attribute, at, value in edits:
+            array = getattr(splats, attribute).reshape(-1)
+            if array.size:
+                array[at % array.size] = value
+        name, options = ({"spz2": ("s.spz", {"version": 2}), "spz3": ("s.spz", {"version": 3}),
+                          "spz4": ("s.spz", {"version": 4})}.get(fmt) or (f"s.{fmt.replace('_', '.')}", {}))
+        path = work / name
+        try:
+            write_splats(path, splats, fmt="spz" if fmt.startswith("spz") else fmt, **options)
+        except FormatError as exc:
+            if str(path) not in str(exc):
+                return "bug", f"a refusal that names no file: {exc}"
+            return "format_error", str(exc).replace(str(path), "<file>")[:300]
+        try:
+            back = read_splats(path)
+        except FormatError as exc:
+            return "bug", f"written, then refused by our own reader: {str(exc).replace(str(path), '<file>')[:200]}"
+        if len(back) != n:
+            return "bug", f"{n} splats written, {len(back)} read back"
+        return "ok", ""
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (JobFiles(), HeadlessArguments(), RemoteFields(), PhotoHeaders(),
+                                                    SplatWriters())}
+
+
+def family_seeds(names: list[str] | None = None) -> list[Seed]:
+    """Pseudo-seeds for the families (all of them by default): ``plan`` and ``run`` take them like seeds."""
+    return [Seed(f"family:{name}", FAMILIES[name].label, {}, name) for name in (names or list(FAMILIES))]
+
+
+# ---------------------------------------------------------------------------------------------
 # The worker: reads inputs, one per line of stdin ("SEED INDEX"), answers one JSON line each
 
 
@@ -525,26 +1016,42 @@ def _worker(seed_dir: Path, memory_limit: int) -> None:
 
     seeds = load_seeds(seed_dir)
     work = Path(tempfile.mkdtemp(prefix="fuzz-worker-"))
+    families = {seed.family: FAMILIES[seed.family] for seed in seeds.values() if seed.family}
+    for family in families.values():  # imports (bpy for the headless command's) before the cap
+        family.setup(work / family.name)
     # Cap the address space at what is mapped now plus the allowance: an allocation beyond it
     # raises MemoryError here instead of swapping the shared machine.
     with open("/proc/self/statm") as fh:
         mapped = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     resource.setrlimit(resource.RLIMIT_AS, (mapped + memory_limit, resource.RLIM_INFINITY))
     for seed in seeds.values():  # first calls allocate once (lazy imports, caches): not an input's cost
-        _read_one(_place(work, seed, seed.files), seed.colmap, read_splats, read_model, FormatError, FormatWarning)
+        if seed.family:
+            families[seed.family].check(families[seed.family].case(0), work / seed.family)
+        else:
+            _read_one(_place(work, seed, seed.files), seed.colmap, read_splats, read_model, FormatError,
+                      FormatWarning)
     tracemalloc.start()
     print("ready", flush=True)
     try:
         for line in sys.stdin:
             name, index = line.split()
             seed = seeds[name]
-            files = mutate(seed, int(index))
-            target = _place(work, seed, files)
-            size = sum(len(d) for d in files.values())
+            if seed.family:
+                family = families[seed.family]
+                case = family.case(int(index))
+                size = family.budget(case)
+            else:
+                files = mutate(seed, int(index))
+                target = _place(work, seed, files)
+                size = sum(len(d) for d in files.values())
             base = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
             start = time.perf_counter()
-            outcome, detail = _read_one(target, seed.colmap, read_splats, read_model, FormatError, FormatWarning)
+            if seed.family:
+                outcome, detail = _check_case(family, case, work / seed.family)
+            else:
+                outcome, detail = _read_one(target, seed.colmap, read_splats, read_model, FormatError,
+                                            FormatWarning)
             seconds = time.perf_counter() - start
             peak = tracemalloc.get_traced_memory()[1] - base
             print(json.dumps({"outcome": outcome, "detail": detail, "size": size, "peak": peak,
@@ -734,8 +1241,13 @@ def _stop(worker: subprocess.Popen) -> None:
 
 
 def reproduce(seeds: list[Seed], name: str, index: int, folder: Path) -> Path:
-    """Write input ``index`` of seed ``name`` to ``folder`` (a file, or a model folder), for a bug report."""
+    """Write input ``index`` of seed ``name`` to ``folder`` (a file, or a model folder; a family's case as
+    ``case.txt``), for a bug report."""
     seed = next(s for s in seeds if s.name == name)
+    if seed.family:
+        path = Path(folder) / "case.txt"
+        path.write_text(repr(FAMILIES[seed.family].case(index))[:1_000_000])
+        return path
     return _place(Path(folder), seed, mutate(seed, index))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from fuzzing import SHARED_SPLATS, build_seeds, plan, run
+from fuzzing import SHARED_SPLATS, build_seeds, family_seeds, plan, run
 
 WORKERS = min(2, os.cpu_count() or 1)
 # Peak Python-heap memory of one read over (input size + 64 KiB). A reader returns float32 arrays,
@@ -43,3 +43,15 @@ def test_fuzzed_real_files_read_or_raise_format_error():
         pytest.skip(f"shared test data not found: {SHARED_SPLATS} (../shared/data is absent on a fresh clone)")
     seeds = [seed for seed in build_seeds() if seed.name.startswith("real:")]
     _fuzz(seeds, 600)
+
+
+def test_fuzzed_job_files_arguments_machine_fields_photos_and_splats_are_taken_or_refused_in_one_line():
+    """The families of tests/fuzzing.py that are not a reader's files: job files (numbers, nesting,
+    sizes), the headless command's arguments, remote machine fields (read back by the real ssh -G and
+    sh), photo headers claiming any size, and extreme splats given to every writer. Each input is
+    accepted (and what that promises holds) or refused with one line naming what is wrong; never a
+    traceback, a hang, or memory out of proportion."""
+    seeds = family_seeds()
+    report = _fuzz(seeds, 250 * len(seeds))
+    for label, counts in report.outcomes.items():  # both sides of every family are reached
+        assert counts["ok"] and counts["format_error"], (label, counts)

@@ -58,7 +58,8 @@ class JobError(BridgeError):
     """A bad job: ``field`` names the offending field (``frames[2].K`` inside lists)."""
 
     def __init__(self, name: str, problem: str, hint: str = ""):
-        name = clip(name, 120)
+        # A name from the job itself (an unknown field) may hold anything: one line, cut short.
+        name = clip(name if name.isprintable() else repr(name)[1:-1], 120)
         flag = name.split("[")[0].split(".")[0].replace("_", "-")  # frames[2].K and strategy_options.x: their flag's
         hint = hint or f"Fix \"{name}\" in the job file or the --{flag} flag."
         super().__init__("bad_job", f"job field '{name}': {problem}", hint=hint, exit_code=EXIT_BAD_INPUT)
@@ -67,11 +68,13 @@ class JobError(BridgeError):
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | dict = (),
            low: float | None = None, high: float | None = None, above: float | None = None, flag: bool = True,
-           path: str = "", label: str = "", panel: str = "", ui: str = "", factory=None) -> Any:
+           path: str = "", label: str = "", panel: str = "", ui: str = "", max_items: int | None = None,
+           factory=None) -> Any:
     """A job field: its default, its help (the flag's and the UI's tooltip), and the bounds the
     validator checks.
 
-    ``low``/``high`` are inclusive bounds of a number, ``above`` an exclusive lower one; ``choices``
+    ``low``/``high`` are inclusive bounds of a number, ``above`` an exclusive lower one, ``max_items``
+    the longest a list may be; ``choices``
     the allowed values (a dict: value -> (label, description) for menus); ``flag=False`` keeps a
     field out of the command line (nested data only a file can hold); ``path`` marks a file or folder
     the command reads (``"in"``) or writes (``"out"``): what a client carries to another machine and
@@ -80,7 +83,8 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple
     """
     choice_text = dict(choices) if isinstance(choices, dict) else {}
     metadata = {"help": help, "choices": tuple(choices), "choice_text": choice_text, "low": low, "high": high,
-                "above": above, "flag": flag, "path": path, "label": label, "panel": panel, "ui": ui}
+                "above": above, "flag": flag, "path": path, "label": label, "panel": panel, "ui": ui,
+                "max_items": max_items}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -213,7 +217,8 @@ class TrainJob(Job):
     snapshot_every: int = option(1000, "update the live splats and preview image every N steps (0: only at the "
                                  "end)", low=0, high=MAX_STEPS, label="Preview Every", panel="main")
     checkpoint_every: int = option(1000, "checkpoint every N steps", low=1, high=MAX_STEPS)
-    eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, high=MAX_STEPS, factory=list)
+    eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, high=MAX_STEPS,
+                                   max_items=1000, factory=list)
     resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
     lock_wait: float = option(60.0, "seconds to wait while another run holds the output folder (it may be "
                               "saving its checkpoint), then fail with 'busy'", low=0.0, high=3600.0)
@@ -548,6 +553,8 @@ def _value(value: Any, tp: Any, meta: dict, path: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise JobError(path, f"must be a list, got {echoed(value)}")
+        if meta.get("max_items") is not None and len(value) > meta["max_items"]:
+            raise JobError(path, f"has {len(value):,} items, more than the {meta['max_items']:,} it may have")
         nested = dataclasses.is_dataclass(args[0]) or typing.get_origin(args[0]) is list
         return [_value(v, args[0], meta, f"{path}[{i}]" if nested else path) for i, v in enumerate(value)]
     if origin is dict:
