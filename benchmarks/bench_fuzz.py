@@ -1,7 +1,9 @@
-"""The long fuzzing run: every reader against at least 100,000 mutated inputs (``tests/fuzzing.py``).
+"""The long fuzzing run: every reader against at least 100,000 mutated inputs, and the families of inputs
+that are not files (job files, the headless command's arguments, remote machine fields, photo headers,
+the splat writers) against their own share (``tests/fuzzing.py``).
 
-    .venv/bin/python benchmarks/bench_fuzz.py [--inputs 120000] [--workers 2] [--timeout 10] [--start 1000000]
-                                              [--json figures.json] [--failures DIR]
+    .venv/bin/python benchmarks/bench_fuzz.py [--inputs 120000] [--families 25000] [--workers 2] [--timeout 10]
+                                              [--start 1000000] [--json figures.json] [--failures DIR]
 
 Seeds: our writers' files in every format and SPZ version, COLMAP binary and text models, and the
 real splat files in ../shared/data/splats when present. Inputs are numbered from ``--start`` (the
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 from pathlib import Path
 
@@ -27,7 +30,9 @@ import fuzzing  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", type=int, default=120_000)
+    parser.add_argument("--inputs", type=int, default=120_000, help="mutated files for the readers")
+    parser.add_argument("--families", type=int, default=25_000,
+                        help="inputs for the families of tests/fuzzing.py, shared equally (0: none)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds an input may take before it is a hang")
     parser.add_argument("--memory", type=int, default=1024, help="MiB each worker may map beyond its start")
@@ -36,13 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failures", help="write each failing input into this folder")
     args = parser.parse_args(argv)
 
-    seeds = fuzzing.build_seeds()
+    readers = fuzzing.build_seeds() if args.inputs else []
+    families = fuzzing.family_seeds() if args.families else []
+    seeds = readers + families
     real = sum(seed.name.startswith("real:") for seed in seeds)
-    print(f"{args.inputs:,} inputs from {len(seeds)} seeds ({real} real files), {args.workers} workers, "
-          f"{args.timeout:g} s and {args.memory} MiB per input; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n", flush=True)
-    report = fuzzing.run(seeds, fuzzing.plan(seeds, args.inputs, args.start), workers=args.workers,
-                         timeout=args.timeout, memory_limit=args.memory << 20)
+    print(f"{args.inputs:,} inputs from {len(readers)} seeds ({real} real files) and {args.families:,} from "
+          f"{len(families)} families, {args.workers} workers, {args.timeout:g} s and {args.memory} MiB per input; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}\n",
+          flush=True)
+    inputs = ((fuzzing.plan(readers, args.inputs, args.start) if readers else [])
+              + (fuzzing.plan(families, args.families, args.start) if families else []))
+    random.Random(1).shuffle(inputs)
+    report = fuzzing.run(seeds, inputs, workers=args.workers, timeout=args.timeout, memory_limit=args.memory << 20)
     print(report.table())
     name, index, size = report.max_ratio_input
     print(f"\n{report.total:,} inputs in {report.seconds:.0f} s ({report.total / report.seconds:.0f} inputs/s); "

@@ -1125,7 +1125,7 @@ class Report:
         return sum(c[outcome] for c in self.outcomes.values())
 
     def table(self) -> str:
-        lines = ["| reader | inputs | " + " | ".join(OUTCOMES) + " | max memory / (size + 64 KiB) |",
+        lines = ["| reader or family | inputs | " + " | ".join(OUTCOMES) + " | max memory / (size + 64 KiB) |",
                  "| --- | ---: | " + " | ".join("---:" for _ in OUTCOMES) + " | ---: |"]
         for label in sorted(self.outcomes):
             counts = self.outcomes[label]
