@@ -667,9 +667,8 @@ class JobFiles(Family):
             elif kind == "unknown" and isinstance(values, dict):
                 values[rng.choice(["colour", "", "x" * 5000, "model ", "steps\u0000", "a\nb", "\x1b[31mred", "é"])] = 1
             elif kind == "list" and command == "render" and isinstance(values, dict):
-                frames = values.get("frames")
-                if isinstance(frames, list) and frames:
-                    values["frames"] = frames * rng.choice([0, 1, 50, 250])
+                # The job's own two frames, many times over (never a frame grown by another edit).
+                values["frames"] = jobs["render"]["frames"] * rng.choice([0, 1, 50, 250])
         text = json.dumps(values, separators=(",", ":"))
         for k, piece in enumerate(raws):
             text = text.replace(json.dumps(_RAW.format(k)), piece)
@@ -892,6 +891,13 @@ class RemoteFields(Family):
         if done.returncode != 0:
             return "bug", f"accepted, but ssh refuses the destination {case['host']!r}: {done.stderr.strip()[-200:]}"
         said = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+        if re.fullmatch(r"[0-9.]+", host):  # IPv4 as inet_aton reads it: "0" is 0.0.0.0, "10.1" 10.0.0.1
+            import socket
+
+            try:
+                host = socket.inet_ntoa(socket.inet_aton(host))
+            except OSError:
+                pass
         if said.get("hostname") != host.lower() or (user and said.get("user") != user) \
                 or said.get("port") != str(port or 22) or said.get("proxycommand", "none") != "none" \
                 or said.get("batchmode") != "yes":
@@ -906,8 +912,9 @@ class PhotoHeaders(Family):
     refused naming the file, its size and the limit."""
 
     name, label = "photos", "photo headers"
-    # Claims under the limit decode as large as 8192 x 20000 (490 MB): within the workers' memory cap.
-    SIDES = [0, 1, 2, 6, 8, 100, 4096, 8191, 8192, 20000, 45000, 60000, 65535]
+    # Claims under the limit decode as large as 8192 x 8192 (200 MB as RGB, twice that while a palette
+    # image is converted): within the workers' memory cap. Past it, 45000 and up are refused.
+    SIDES = [0, 1, 2, 6, 8, 100, 4096, 8191, 8192, 45000, 60000, 65535]
 
     def case(self, index):
         rng = random.Random(f"photos:{index}")

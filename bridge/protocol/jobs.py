@@ -555,6 +555,8 @@ def _value(value: Any, tp: Any, meta: dict, path: str) -> Any:
             raise JobError(path, f"must be a list, got {echoed(value)}")
         if meta.get("max_items") is not None and len(value) > meta["max_items"]:
             raise JobError(path, f"has {len(value):,} items, more than the {meta['max_items']:,} it may have")
+        if args[0] is float and not any(meta.get(k) is not None for k in ("low", "high", "above")):
+            return [_float(v, meta, path) for v in value]  # matrices: most of a long render job
         nested = dataclasses.is_dataclass(args[0]) or typing.get_origin(args[0]) is list
         return [_value(v, args[0], meta, f"{path}[{i}]" if nested else path) for i, v in enumerate(value)]
     if origin is dict:
@@ -565,6 +567,16 @@ def _value(value: Any, tp: Any, meta: dict, path: str) -> Any:
 
 
 _LEAVES = (bool, str, int, float)
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _float(value: Any, meta: dict, path: str) -> float:
+    """An unbounded float field's value, quickly (``_leaf``'s rule, and its error when it is not one)."""
+    if type(value) is float and value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
+        return value
+    if type(value) is int and -_FLOAT_MAX <= value <= _FLOAT_MAX:
+        return float(value)
+    return _leaf(value, float, meta, path)
 
 
 def _leaf(value: Any, tp: Any, meta: dict, path: str) -> Any:
