@@ -668,7 +668,8 @@ class JobFiles(Family):
                 values[rng.choice(["colour", "", "x" * 5000, "model ", "steps\u0000", "a\nb", "\x1b[31mred", "é"])] = 1
             elif kind == "list" and command == "render" and isinstance(values, dict):
                 # The job's own two frames, many times over (never a frame grown by another edit).
-                values["frames"] = jobs["render"]["frames"] * rng.choice([0, 1, 50, 250])
+                values["frames"] = [json.loads(json.dumps(f)) for _ in range(rng.choice([0, 1, 50, 250]))
+                                    for f in jobs["render"]["frames"]]  # copies: a later edit changes one
         text = json.dumps(values, separators=(",", ":"))
         for k, piece in enumerate(raws):
             text = text.replace(json.dumps(_RAW.format(k)), piece)
@@ -918,7 +919,12 @@ class PhotoHeaders(Family):
 
     def case(self, index):
         rng = random.Random(f"photos:{index}")
-        return rng.choice(BOMB_FORMATS), rng.choice(self.SIDES), rng.choice(self.SIDES)
+        from bridge.photos import MAX_PHOTO_PIXELS
+
+        fmt, w, h = rng.choice(BOMB_FORMATS), rng.choice(self.SIDES), rng.choice(self.SIDES)
+        if 8192 * 8192 < w * h <= MAX_PHOTO_PIXELS:  # allowed, but past the workers' memory: claim more
+            h = 65535
+        return fmt, w, h
 
     def budget(self, case):
         _, w, h = case
