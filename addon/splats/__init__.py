@@ -8,6 +8,7 @@ API for the other parts of the add-on::
     update_object_splats(obj, splats)                           in place, for live training previews
     attach_preview(obj, scene=None) -> Modifier                 controls on 5.3+ natives, else the quad preview
     import_splats(path, collection=None, ...) -> Object         read a file into a ready splat object
+    new_splat_object(splats, name, collection=None, ...)        the same from splats in memory (glTF import)
     configure_render(scene)                                     Cycles transparency limits splats need
     is_splat_object(obj) -> bool                                ours (either layout) or any Gaussian splat
     convert_legacy(obj), make_native(obj)                       older objects to the current layout / native
@@ -18,7 +19,7 @@ from .. import registrar
 from . import operators, panel, viewport
 from .controls import attach_splat_modifier as attach_preview
 from .controls import splat_modifier
-from .importer import configure_render, import_splats
+from .importer import configure_render, import_splats, new_splat_object
 from .pointcloud import (
     SplatLayoutError,
     convert_legacy,
@@ -32,7 +33,8 @@ from .pointcloud import (
 )
 
 __all__ = ["SplatLayoutError", "attach_preview", "configure_render", "convert_legacy", "import_splats",
-           "is_legacy", "is_native", "is_splat_object", "make_native", "object_to_splats", "splat_modifier",
+           "is_legacy", "is_native", "is_splat_object", "make_native", "new_splat_object", "object_to_splats",
+           "splat_modifier",
            "splats_to_object", "update_object_splats"]
 
 register, unregister = registrar(operators, panel, viewport)
