@@ -435,14 +435,15 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
     degree = _sh_degree(doc, attributes, where)
 
     def get(name: str) -> np.ndarray:
-        values, spec = accessor(doc, attributes[name], f"{where}.attributes {name}")
+        spec = _item(doc, "accessors", attributes[name], f"{where}.attributes {name}")
         wanted_type, allowed = ALLOWED.get(name, ("VEC3", {_FLOAT}))
         normalized = spec.get("normalized", False)
-        if spec["type"] != wanted_type or (spec["componentType"], normalized) not in allowed:
+        if spec.get("type") != wanted_type or (spec.get("componentType"), normalized) not in allowed:
             kinds = ", ".join(COMPONENT_NAMES[c] + (" normalized" if n else "") for c, n in sorted(allowed))
-            raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) is {spec['type']} "
-                              f"{COMPONENT_NAMES[spec['componentType']]}{' normalized' if normalized else ''}; "
-                              f"the extension allows {wanted_type} of {kinds}")
+            have = f"{spec.get('type')} {COMPONENT_NAMES.get(spec.get('componentType'), spec.get('componentType'))}"
+            raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) is {have}"
+                              f"{' normalized' if normalized else ''}; the extension allows {wanted_type} of {kinds}")
+        values, spec = accessor(doc, attributes[name], f"{where}.attributes {name}")
         if len(values) != count:
             raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) has {len(values):,} "
                               f"elements, POSITION has {count:,}")
@@ -786,6 +787,9 @@ def encode(splats: SplatSet, path=None, fallback_colors: bool = True) -> tuple[l
     """The primitive's accessors for ``splats`` (already in the glTF axes the caller wants) and the
     primitive's ``extras`` (the names and dtypes of extra attributes; empty when there are none)."""
     f = np.float32
+    bad = splats.nonfinite()
+    if bad:
+        raise FormatError(path, f"non-finite values (NaN or Inf): {bad}")
     with np.errstate(over="ignore", under="ignore"):
         scales = np.exp(splats.scales.astype(np.float64)).astype(f)
         alphas = (1.0 / (1.0 + np.exp(-splats.opacities.astype(np.float64)))).astype(f)
@@ -874,9 +878,9 @@ def write(path: str | os.PathLike, splats: SplatSet) -> None:
         blob = b"".join(_padded(a) for a in arrays)
         doc["buffers"][0]["uri"] = "data:application/octet-stream;base64," + base64.b64encode(blob).decode("ascii")
         with atomic_write(path) as f:
-            f.write(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+            f.write(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8"))
         return
-    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    text = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
     text += b" " * (-len(text) % 4)
     body = doc["buffers"][0]["byteLength"]
     total = GLB_HEADER.size + CHUNK_HEADER.size + len(text) + CHUNK_HEADER.size + body
