@@ -113,9 +113,10 @@ _TINY = np.finfo(np.float32).tiny
 MAX_NODE_DEPTH = 1024
 # What a read may decode, in float32 bytes, per byte of glTF it read (file, buffers) plus a floor:
 # real files decode to about their own size (more only where attributes share accessors, as the
-# extension allows); a hostile one that points many attributes, extras or nodes at the same bytes
-# fails here instead of multiplying its size.
-DECODE_RATIO, DECODE_FLOOR = 24, 1 << 20
+# extension allows: 15 SH attributes on one zero accessor decode to 3.5x); a hostile one that points
+# many attributes or extras at the same bytes fails here instead of multiplying its size. Placing
+# one mesh in many nodes (``read`` bakes each copy) has a budget of its own.
+DECODE_RATIO, PLACE_RATIO, BUDGET_FLOOR = 16, 16, 1 << 16
 # A few bytes of tolerance on alpha/scale ranges for writers that round (float32 sums etc.).
 _RANGE_SLACK = 1e-6
 
@@ -141,16 +142,18 @@ class Document:
     json: dict
     glb_bin: memoryview | None = None
     size: int = 0  # bytes read: the file and any external or embedded buffers
-    decoded: int = 0  # float32 bytes handed out so far (see DECODE_RATIO)
+    spent: dict[str, int] = field(default_factory=dict)  # bytes handed out so far, per budget
     _buffers: dict[int, memoryview] = field(default_factory=dict)
 
-    def spend(self, nbytes: int, where: str) -> None:
-        """Count ``nbytes`` more of decoded data against the file's size; FormatError past the limit."""
-        self.decoded += nbytes
-        if self.decoded > DECODE_RATIO * self.size + DECODE_FLOOR:
+    def spend(self, nbytes: int, where: str, budget: str = "decode") -> None:
+        """Count ``nbytes`` more of decoded (or placed) data against the file's size; FormatError past
+        the limit (``DECODE_RATIO`` / ``PLACE_RATIO``)."""
+        self.spent[budget] = self.spent.get(budget, 0) + nbytes
+        ratio = DECODE_RATIO if budget == "decode" else PLACE_RATIO
+        if self.spent[budget] > ratio * self.size + BUDGET_FLOOR:
+            what = "accessors or extras reuse" if budget == "decode" else "nodes place"
             raise FormatError(self.path, f"{where}: the file's {self.size:,} bytes would decode to more than "
-                              f"{DECODE_RATIO}x their size (accessors, extras or nodes reuse the same data over "
-                              "and over)")
+                              f"{ratio}x their size ({what} the same data over and over)")
 
     def buffer(self, index: int, where: str) -> memoryview:
         if index in self._buffers:
@@ -280,6 +283,11 @@ def _check_asset(path: str, doc: dict) -> None:
 # JSON checks that name where the problem is
 
 
+def _plain(value) -> bool:
+    """A JSON scalar (hashable): what may be looked up in the tables here."""
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def _dict(doc: Document, value, where: str) -> dict:
     if not isinstance(value, dict):
         raise FormatError(doc.path, f"{where} is not a JSON object")
@@ -322,11 +330,13 @@ def accessor(doc: Document, index, where: str) -> tuple[np.ndarray, dict]:
     where = f"{where}: accessor {index}"
     spec = _item(doc, "accessors", index, where)
     ctype = spec.get("componentType")
-    if ctype not in COMPONENT_DTYPES:
+    if not _plain(ctype) or ctype not in COMPONENT_DTYPES:
         raise FormatError(doc.path, f"{where} has an invalid componentType {ctype!r}")
     kind = spec.get("type")
-    if kind not in TYPE_WIDTHS:
+    if not isinstance(kind, str) or kind not in TYPE_WIDTHS:
         raise FormatError(doc.path, f"{where} has an invalid type {kind!r}")
+    if not isinstance(spec.get("normalized", False), bool):
+        raise FormatError(doc.path, f"{where}.normalized must be true or false")
     count = _int(doc, spec, "count", where, required=True, low=1)
     dtype = np.dtype(COMPONENT_DTYPES[ctype])
     width = TYPE_WIDTHS[kind]
@@ -437,10 +447,11 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
     def get(name: str) -> np.ndarray:
         spec = _item(doc, "accessors", attributes[name], f"{where}.attributes {name}")
         wanted_type, allowed = ALLOWED.get(name, ("VEC3", {_FLOAT}))
-        normalized = spec.get("normalized", False)
-        if spec.get("type") != wanted_type or (spec.get("componentType"), normalized) not in allowed:
+        normalized, ctype = spec.get("normalized", False), spec.get("componentType")
+        if spec.get("type") != wanted_type or not (_plain(ctype) and _plain(normalized)) \
+                or (ctype, normalized) not in allowed:
             kinds = ", ".join(COMPONENT_NAMES[c] + (" normalized" if n else "") for c, n in sorted(allowed))
-            have = f"{spec.get('type')} {COMPONENT_NAMES.get(spec.get('componentType'), spec.get('componentType'))}"
+            have = f"{spec.get('type')!s} {COMPONENT_NAMES.get(ctype, ctype) if _plain(ctype) else ctype!r}"
             raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) is {have}"
                               f"{' normalized' if normalized else ''}; the extension allows {wanted_type} of {kinds}")
         values, spec = accessor(doc, attributes[name], f"{where}.attributes {name}")
@@ -493,7 +504,7 @@ def _check_extension(doc: Document, prim: dict, ext: dict, where: str) -> None:
     for name, label in COMPRESSIONS.items():
         if name in prim["extensions"]:
             raise FormatError(doc.path, f"{where} is {label}-compressed ({name}), which Splatwork does not decode")
-    required = set(_list(doc, doc.json, "extensionsRequired"))
+    required = {name for name in _list(doc, doc.json, "extensionsRequired") if isinstance(name, str)}
     nested = ext.get("extensions") or {}
     if not isinstance(nested, dict):
         raise FormatError(doc.path, f"{where}.extensions.{EXTENSION}.extensions is not a JSON object")
@@ -681,7 +692,7 @@ def scene_splats(doc: Document) -> list[PlacedSplats]:
         m = node.get("mesh")
         if isinstance(m, int) and not isinstance(m, bool) and m in meshes:
             splats = mesh_splats(m)
-            doc.spend(_splat_bytes(splats), f"nodes[{node_index}]")
+            doc.spend(_splat_bytes(splats), f"nodes[{node_index}]", "place")
             name = node.get("name") or _item(doc, "meshes", m, "node").get("name") or f"node {node_index}"
             placed.append(PlacedSplats(node_index, str(name), splats, world))
     if not placed:
@@ -703,7 +714,8 @@ def _walk(doc: Document, nodes: list):
         chosen = doc.json.get("scene", 0)
         roots = _item(doc, "scenes", chosen, "scene").get("nodes", [])
     else:  # no scene: every node that is nobody's child
-        children = {c for n in nodes if isinstance(n, dict) for c in n.get("children", []) if isinstance(c, int)}
+        children = {c for n in nodes if isinstance(n, dict) and isinstance(n.get("children"), list)
+                    for c in n["children"] if isinstance(c, int)}
         roots = [i for i in range(len(nodes)) if i not in children]
     seen = set()
     stack = [(r, np.eye(4), 0) for r in reversed(roots if isinstance(roots, list) else [])]
