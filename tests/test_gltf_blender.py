@@ -156,6 +156,20 @@ def test_export_splats_operator_writes_glb(blender_with_splatwork, splatwork, tm
     assert len(read_splats(tmp_path / "out.gltf")) == 40
 
 
+def test_headless_command_exports_glb(blender_with_splatwork, splatwork, tmp_path, capsys):
+    cli = splatwork.addon.headless.cli
+    assert cli.main(["--model", str(tmp_path), "--out", str(tmp_path / "o"), "--export", "x.obj"]) == 2
+    assert "--export x.obj: the name must end in one of" in capsys.readouterr().err
+    splats = random_splats(25, 3)
+    obj = splatwork.addon.splats.splats_to_object(splats, "Trained")
+    obj.location = (1, 2, 3)
+    bpy.context.view_layer.update()
+    path = cli.export_splats(obj, str(tmp_path / "web" / "trained.glb"))
+    back = read_splats(path)
+    np.testing.assert_allclose(back.means, splats.means + (1, 2, 3), atol=1e-5)
+    assert back.sh_degree == 3
+
+
 def _bad_glb(tmp_path: Path, splats: SplatSet, spoil) -> Path:
     """A glb with a triangle mesh next to a splat primitive that ``spoil(doc)`` breaks."""
     doc, arrays = gltf.document(splats, "Splats")
@@ -209,9 +223,13 @@ def test_bad_splat_primitive_is_refused_by_name_and_the_rest_imports(blender_wit
 
 
 def test_nan_in_a_splat_attribute_is_refused_by_name(blender_with_splatwork, splatwork, tmp_path):
-    splats = random_splats(30, 1)
-    splats.sh_rest[7, 2, 1] = np.nan
-    path = _bad_glb(tmp_path, splats, lambda d: None)
+    path = _bad_glb(tmp_path, random_splats(30, 1), lambda d: None)
+    doc = glb_json(path)
+    view = doc["bufferViews"][_attribute(doc, gltf.sh_semantic(1, 2))["bufferView"]]
+    data = bytearray(path.read_bytes())
+    at = 28 + struct.unpack_from("<I", data, 12)[0] + view["byteOffset"] + 4 * (7 * 3 + 1)
+    data[at:at + 4] = struct.pack("<f", float("nan"))
+    path.write_bytes(bytes(data))
     with pytest.raises(RuntimeError, match=r"SH_DEGREE_1_COEF_2\) has a non-finite value .* element 7"):
         bpy.ops.import_scene.gltf(filepath=str(path))
     assert not splat_objects(splatwork) and bpy.context.scene.objects["Tri"].type == "MESH"

@@ -1,6 +1,7 @@
 """``blender --command splatwork ...``: the whole pipeline without a UI.
 
-Import a COLMAP model, train, import the result, save the .blend and render a preview; or, with
+Import a COLMAP model, train, import the result, save the .blend, write the splats in any splat format
+(``--export``, glTF included) and render a preview; or, with
 ``--check``, say what the training environment has (the words of Preferences > Check Environment and
 ``python -m bridge check``; ``--json`` for scripts). ``main(argv)`` is the command (also callable
 from Python, e.g. under the bpy module, which has no blender binary).
@@ -15,6 +16,7 @@ import sys
 
 import bpy
 
+from ...bridge.formats import FormatError, table
 from ...bridge.formats.atomic import atomic_path
 from ...bridge.protocol import TRAIN_PRESETS, JobError, TrainJob, job_from_dict
 from ...bridge.protocol.flags import add_job_flags, flag_name
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine", default="", help="train on this remote machine (Preferences > Splatwork > "
                    "Remote Machines; default: this computer)")
     p.add_argument("--blend", help="save the scene to this .blend file")
+    p.add_argument("--export", metavar="FILE", help="also write the trained splats to FILE, in the format its "
+                   "name ends in: " + ", ".join(f.extension for f in table.FORMATS) + " (.glb and .gltf: glTF 2.0 "
+                   "with KHR_gaussian_splatting, for web viewers)")
     p.add_argument("--render", help="render a preview PNG here with Cycles")
     p.add_argument("--camera", help="image name of the camera to render from (default: the first image)")
     p.add_argument("--samples", type=int, default=32, help="Cycles samples for the preview (default 32)")
@@ -82,6 +87,9 @@ def main(argv: list[str]) -> int:
         missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
+        if args.export and table.format_for_extension(args.export) is None:
+            parser.error(f"--export {args.export}: the name must end in one of "
+                         + ", ".join(f.extension for f in table.FORMATS))
         try:
             check_training_options(args)
         except JobError as exc:
@@ -126,6 +134,7 @@ def _check(as_json: bool) -> int:
 
 
 def _run(args) -> int:
+    from ..splats import SplatLayoutError
     from ..training import TrainingError, start_training
 
     scene = bpy.context.scene
@@ -165,6 +174,12 @@ def _run(args) -> int:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         bpy.ops.wm.save_as_mainfile(filepath=path)  # Blender writes a temporary file and renames it
         print(f"splatwork: saved {path}", flush=True)
+    if args.export:
+        try:
+            path = export_splats(obj, args.export)
+        except (FormatError, SplatLayoutError, OSError) as exc:
+            return _fail(EXIT_FAILED, f"export failed: {exc}")
+        print(f"splatwork: exported {len(obj.data.points):,} splats to {path}", flush=True)
     if args.render:
         try:
             render_preview(scene, collection, args.render, args.camera, args.samples)
@@ -172,6 +187,17 @@ def _run(args) -> int:
             return _fail(EXIT_FAILED, f"render failed: {exc}")
         print(f"splatwork: rendered {os.path.abspath(args.render)}", flush=True)
     return EXIT_OK
+
+
+def export_splats(obj, path: str) -> str:
+    """Write ``obj``'s splats (world transform baked in) to ``path`` as Export Splats does; the format
+    comes from the name. FormatError names the file and the problem."""
+    from ..output.export import export_objects
+
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    export_objects([obj], path, table.format_for_extension(path), None)
+    return path
 
 
 def camera_for_image(collection, image_name: str | None):
