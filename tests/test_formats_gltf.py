@@ -376,3 +376,20 @@ def test_broken_glb_containers(tmp_path):
         path.write_bytes(content)
         with pytest.raises(FormatError, match=words):
             read_splats(path)
+
+
+def test_turning_axes_is_bake_transform_in_float32():
+    splats = random_splats(200, 3)
+    for rotation, scale in ((gltf.Z_UP_TO_Y_UP, 1.0), (gltf.Z_UP_TO_Y_UP.T, 0.01)):
+        matrix = np.eye(4)
+        matrix[:3, :3] = rotation * scale
+        want = bake_transform(splats, matrix)
+        got = gltf.turn(splats, rotation, scale)
+        np.testing.assert_allclose(got.means, want.means, rtol=2.4e-7, atol=0)  # one float32 step
+        np.testing.assert_allclose(got.scales, want.scales, atol=2e-6)
+        sign = np.where(np.sum(got.quats * want.quats, axis=1, keepdims=True) < 0, -1, 1)
+        unit = got.quats / np.linalg.norm(got.quats, axis=1, keepdims=True)
+        np.testing.assert_allclose(unit * sign, want.quats, atol=1e-6)
+        np.testing.assert_allclose(got.sh_rest, want.sh_rest, atol=1e-6)
+    with pytest.raises(ValueError):
+        gltf.turn(splats, np.diag([1.0, 1.0, -1.0]))  # a mirror is no turn

@@ -16,23 +16,19 @@ disabled) nothing here runs and nothing breaks.
 
 Axes: Blender is Z-up, glTF Y-up. The glTF add-on turns node transforms and mesh data between them
 (unless "+Y Up" is off); splats are turned the same way here, SH bands included (an exact rotation,
-``transform.bake_transform``), so each node holds what a mesh node would.
+``gltf.turn``), so each node holds what a mesh node would.
 """
 from __future__ import annotations
 
 import importlib
 
 import bpy
-import numpy as np
 
 from ...bridge.formats import FormatError, gltf
-from ...bridge.formats.transform import bake_transform
 from ..common.reports import failure
 from ..splats import SplatLayoutError, is_splat_object, new_splat_object, object_to_splats
 from ..splats.importer import remove_object
 
-# Blender (x, y, z) -> glTF (x, z, -y) for the exporter's +Y Up; its transpose the other way.
-Z_UP_TO_Y_UP = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
 # The glTF add-on's own switch that turns its axis conversion off on import (a debugging value).
 NO_CONVERSION_DEBUG_VALUE = 100
 NODE_MARK = "splatwork_splats"  # set on the importer's node objects whose mesh holds splats
@@ -79,7 +75,7 @@ class SplatExport:
         if key not in self._meshes:
             splats = object_to_splats(obj)
             if export_settings["gltf_yup"]:
-                splats = bake_transform(splats, Z_UP_TO_Y_UP, f"object {obj.name!r}")
+                splats = gltf.turn(splats, gltf.Z_UP_TO_Y_UP)
             self._meshes[key] = gltf_mesh(splats, obj.data.name)
         return self._meshes[key]
 
@@ -145,7 +141,8 @@ class SplatImport:
 
     def _read(self, gltf_importer) -> None:
         try:
-            doc = gltf.load(gltf_importer.filename)
+            # The importer has read the file already: its BIN chunk is used, not read again.
+            doc = gltf.load(gltf_importer.filename, glb_bin=getattr(gltf_importer, "glb_buffer", None))
             primitives = gltf.splat_primitives(doc)
         except FormatError as exc:
             _log(gltf_importer.log, "error", f"no splats were imported: {exc}")
@@ -179,9 +176,7 @@ def _to_blender(splats):
     """Node-local glTF splats in the node's Blender axes and units, as the importer turns meshes."""
     if bpy.app.debug_value == NO_CONVERSION_DEBUG_VALUE:
         return splats
-    matrix = Z_UP_TO_Y_UP.T.copy()
-    matrix[:3, :3] /= bpy.context.scene.unit_settings.scale_length
-    return bake_transform(splats, matrix)
+    return gltf.turn(splats, gltf.Z_UP_TO_Y_UP.T, 1.0 / bpy.context.scene.unit_settings.scale_length)
 
 
 def _take_out_splat_primitives(gltf_importer, readable: dict) -> None:

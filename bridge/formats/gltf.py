@@ -206,17 +206,29 @@ class Document:
             raise FormatError(self.path, f"{where}: cannot read {relative!r}: {exc.strerror or exc}") from None
 
 
-def load(path: str | os.PathLike) -> Document:
-    """The document at ``path`` (GLB or glTF JSON); FormatError for anything that is not glTF 2.0."""
+def load(path: str | os.PathLike, glb_bin: memoryview | None = None) -> Document:
+    """The document at ``path`` (GLB or glTF JSON); FormatError for anything that is not glTF 2.0.
+
+    ``glb_bin``: the GLB's BIN chunk when the caller has already read it (Blender's glTF importer
+    has): then only the header and JSON chunk are read here, not the whole file again."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            if glb_bin is None:
+                data = f.read()
+            else:  # the header, the JSON chunk's header and the JSON chunk
+                data = f.read(GLB_HEADER.size + CHUNK_HEADER.size)
+                if len(data) == GLB_HEADER.size + CHUNK_HEADER.size and data.startswith(GLB_MAGIC):
+                    size = CHUNK_HEADER.unpack_from(data, GLB_HEADER.size)[0]
+                    data += f.read(min(size, max(0, os.fstat(f.fileno()).st_size - len(data))))
+            file_size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise FormatError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise FormatError(path, "the file is empty")
-    if data.startswith(GLB_MAGIC):
+    if data.startswith(GLB_MAGIC) and glb_bin is not None:
+        text = memoryview(data)[GLB_HEADER.size + CHUNK_HEADER.size:]
+    elif data.startswith(GLB_MAGIC):
         text, glb_bin = _glb_chunks(path, data)
     else:
         text, glb_bin = data, None
@@ -229,7 +241,7 @@ def load(path: str | os.PathLike) -> Document:
     if not isinstance(doc, dict):
         raise FormatError(path, "the glTF JSON is not an object")
     _check_asset(path, doc)
-    return Document(path, doc, glb_bin, size=len(data))
+    return Document(path, doc, glb_bin, size=file_size)
 
 
 def _bad_constant(name):
@@ -444,14 +456,15 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
         raise FormatError(doc.path, f"{where}: the required attribute {missing[0]} is missing")
     degree = _sh_degree(doc, attributes, where)
 
-    def get(name: str) -> np.ndarray:
+    def get(name: str, into: np.ndarray | None = None) -> np.ndarray:
         spec = _item(doc, "accessors", attributes[name], f"{where}.attributes {name}")
         wanted_type, allowed = ALLOWED.get(name, ("VEC3", {_FLOAT}))
         normalized, ctype = spec.get("normalized", False), spec.get("componentType")
         if spec.get("type") != wanted_type or not (_plain(ctype) and _plain(normalized)) \
                 or (ctype, normalized) not in allowed:
             kinds = ", ".join(COMPONENT_NAMES[c] + (" normalized" if n else "") for c, n in sorted(allowed))
-            have = f"{spec.get('type')!s} {COMPONENT_NAMES.get(ctype, ctype) if _plain(ctype) else ctype!r}"
+            component = COMPONENT_NAMES.get(ctype, ctype) if _plain(ctype) else repr(ctype)
+            have = f"{spec.get('type')!s} {component}"
             raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) is {have}"
                               f"{' normalized' if normalized else ''}; the extension allows {wanted_type} of {kinds}")
         values, spec = accessor(doc, attributes[name], f"{where}.attributes {name}")
@@ -459,10 +472,20 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
             raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) has {len(values):,} "
                               f"elements, POSITION has {count:,}")
         doc.spend(values.size * 4 * (2 if indices is not None else 1), f"{where}: accessor {attributes[name]}")
-        out = _as_float(values, normalized)
-        if indices is not None:
-            out = out[indices]
-        if not np.isfinite(out).all():
+        if into is not None and indices is None and values.dtype.kind == "f":
+            into[...] = values  # straight from the file into its place (SH planes): one copy
+            out = into
+        else:
+            out = _as_float(values, normalized)
+            if indices is not None:
+                out = out[indices]
+            if into is not None:
+                into[...] = out
+        # NaN and Inf survive a sum: one reduction clears the usual case (an overflow of huge finite
+        # values falls through to the exact check).
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = bool(np.isfinite(out.sum()))
+        if not finite and not np.isfinite(out).all():
             bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) has a non-finite value "
                               f"(NaN or Inf) at element {bad:,}")
@@ -478,7 +501,7 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
     n = len(means)
     rest = np.empty((n, SH_REST_COUNT[degree], 3), np.float32)
     for k, name in enumerate(rest_semantics(degree)):
-        rest[:, k] = get(name)
+        get(name, into=rest[:, k])
     _check_range(doc, where, attributes[OPACITY], OPACITY, alphas, 0.0, 1.0)
     _check_range(doc, where, attributes[SCALE], SCALE, scales, 0.0, None)
     norms = np.sqrt(np.einsum("ij,ij->i", xyzw.astype(np.float64), xyzw.astype(np.float64)))
@@ -622,6 +645,37 @@ def linear_to_srgb_sh(splats: SplatSet) -> SplatSet:
     return SplatSet(splats.means, splats.scales, splats.quats, splats.opacities,
                     ((srgb - 0.5) / SH_C0).astype(np.float32), np.ascontiguousarray(rest, np.float32),
                     splats.extras)
+
+
+# --------------------------------------------------------------------------------------------------
+# Axes
+
+# Blender (x, y, z) -> glTF (x, z, -y): Blender's glTF add-on turns Z-up into Y-up so (and back).
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+def turn(splats: SplatSet, rotation: np.ndarray, scale: float = 1.0) -> SplatSet:
+    """``splats`` turned by ``rotation`` (a proper rotation whose rows are signed unit axes, such as
+    :data:`Z_UP_TO_Y_UP` or its transpose) and scaled uniformly: ``transform.bake_transform`` for
+    this case, in float32 throughout. Positions move exactly (a swizzle), quaternions are multiplied
+    by the turn's, the SH bands rotate exactly (one matrix product)."""
+    from .transform import matrix_to_quat, rotate_sh
+
+    rot = np.asarray(rotation, np.float64)
+    axes = np.argmax(np.abs(rot), axis=1)
+    signs = rot[np.arange(3), axes]
+    if not (np.allclose(np.abs(signs), 1) and sorted(axes) == [0, 1, 2] and np.linalg.det(rot) > 0):
+        raise ValueError("turn() takes a proper rotation made of signed axes")
+    f = np.float32
+    means = splats.means[:, axes] * (signs * scale).astype(f)
+    w, x, y, z = (f(v) for v in matrix_to_quat(rot[None])[0])
+    q = splats.quats
+    qw, qx, qy, qz = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    quats = np.stack([w * qw - x * qx - y * qy - z * qz, w * qx + x * qw + y * qz - z * qy,
+                      w * qy - x * qz + y * qw + z * qx, w * qz + x * qy - y * qx + z * qw], axis=1)
+    scales = splats.scales if scale == 1 else splats.scales + f(np.log(scale))
+    return SplatSet(means=np.ascontiguousarray(means, f), scales=scales, quats=quats, opacities=splats.opacities,
+                    sh_dc=splats.sh_dc, sh_rest=rotate_sh(splats.sh_rest, rot), extras=splats.extras)
 
 
 # --------------------------------------------------------------------------------------------------
