@@ -393,3 +393,14 @@ def test_turning_axes_is_bake_transform_in_float32():
         np.testing.assert_allclose(got.sh_rest, want.sh_rest, atol=1e-6)
     with pytest.raises(ValueError):
         gltf.turn(splats, np.diag([1.0, 1.0, -1.0]))  # a mirror is no turn
+
+
+def test_reading_turned_is_reading_then_turning(tmp_path):
+    splats = random_splats(40_000, 3)  # more rows than one gathering block
+    write_splats(tmp_path / "s.glb", splats)
+    doc = gltf.load(tmp_path / "s.glb")
+    want = gltf.turn(gltf.read_primitive(doc, 0, 0), gltf.Z_UP_TO_Y_UP.T, 0.5)
+    got = gltf.read_primitive(doc, 0, 0, rotation=gltf.Z_UP_TO_Y_UP.T, scale=0.5)
+    for name in ("means", "scales", "quats", "opacities", "sh_dc"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    np.testing.assert_allclose(got.sh_rest, want.sh_rest, rtol=0, atol=1e-6)

@@ -148,18 +148,17 @@ class SplatImport:
             _log(gltf_importer.log, "error", f"no splats were imported: {exc}")
             return
         found = {}
+        turn = {} if bpy.app.debug_value == NO_CONVERSION_DEBUG_VALUE else {
+            "rotation": gltf.Z_UP_TO_Y_UP.T, "scale": 1.0 / bpy.context.scene.unit_settings.scale_length}
         for mesh, index in primitives:
-            try:
-                splats = gltf.read_primitive(doc, mesh, index)
+            try:  # in the node's Blender axes and units, as the importer turns meshes
+                splats = gltf.read_primitive(doc, mesh, index, **turn)
             except FormatError as exc:
                 _log(gltf_importer.log, "error", f"a splat primitive was left out: {exc}")
                 continue
             found.setdefault(mesh, []).append(splats)
         for mesh, parts in found.items():
-            try:
-                self._splats[mesh] = _to_blender(gltf.merge(parts))
-            except FormatError as exc:
-                _log(gltf_importer.log, "error", f"the splats of meshes[{mesh}] were left out: {exc}")
+            self._splats[mesh] = gltf.merge(parts)
 
     def gather_import_node_after_hook(self, vnode, gltf_node, blender_object, gltf_importer):
         mesh = getattr(gltf_node, NODE_MARK, None)
@@ -170,13 +169,6 @@ class SplatImport:
         except Exception as exc:  # noqa: BLE001 - reported by the glTF operator; nothing half-made is kept
             _log(gltf_importer.log, "error", f"the splats of node {blender_object.name!r} were not imported: "
                  f"{failure(exc)}")
-
-
-def _to_blender(splats):
-    """Node-local glTF splats in the node's Blender axes and units, as the importer turns meshes."""
-    if bpy.app.debug_value == NO_CONVERSION_DEBUG_VALUE:
-        return splats
-    return gltf.turn(splats, gltf.Z_UP_TO_Y_UP.T, 1.0 / bpy.context.scene.unit_settings.scale_length)
 
 
 def _take_out_splat_primitives(gltf_importer, readable: dict) -> None:

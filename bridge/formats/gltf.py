@@ -59,7 +59,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import FormatError, warn
 from .sh import SH_C0
-from .splatset import SH_REST_COUNT, SplatSet
+from .splatset import SplatSet
 
 EXTENSION = "KHR_gaussian_splatting"
 PREFIX = EXTENSION + ":"
@@ -437,9 +437,12 @@ def splat_primitives(doc: Document) -> list[tuple[int, int]]:
     return found
 
 
-def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
+def read_primitive(doc: Document, mesh: int, index: int, rotation: np.ndarray | None = None,
+                   scale: float = 1.0) -> SplatSet:
     """The splats of ``meshes[mesh].primitives[index]`` in the primitive's own (glTF, node-local)
-    coordinates; FormatError naming the primitive and accessor for anything wrong with it."""
+    coordinates, or turned by ``rotation`` and ``scale`` as :func:`turn` does (the SH bands rotated
+    while they are gathered, in one pass); FormatError naming the primitive and accessor for anything
+    wrong with it."""
     where = f"meshes[{mesh}].primitives[{index}]"
     primitives = _item(doc, "meshes", mesh, where).get("primitives")
     if not isinstance(primitives, list) or not 0 <= index < len(primitives):
@@ -456,7 +459,7 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
         raise FormatError(doc.path, f"{where}: the required attribute {missing[0]} is missing")
     degree = _sh_degree(doc, attributes, where)
 
-    def get(name: str, into: np.ndarray | None = None) -> np.ndarray:
+    def get(name: str, check: bool = True) -> np.ndarray:
         spec = _item(doc, "accessors", attributes[name], f"{where}.attributes {name}")
         wanted_type, allowed = ALLOWED.get(name, ("VEC3", {_FLOAT}))
         normalized, ctype = spec.get("normalized", False), spec.get("componentType")
@@ -472,20 +475,12 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
             raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) has {len(values):,} "
                               f"elements, POSITION has {count:,}")
         doc.spend(values.size * 4 * (2 if indices is not None else 1), f"{where}: accessor {attributes[name]}")
-        if into is not None and indices is None and values.dtype.kind == "f":
-            into[...] = values  # straight from the file into its place (SH planes): one copy
-            out = into
-        else:
-            out = _as_float(values, normalized)
-            if indices is not None:
-                out = out[indices]
-            if into is not None:
-                into[...] = out
-        # NaN and Inf survive a sum: one reduction clears the usual case (an overflow of huge finite
-        # values falls through to the exact check).
-        with np.errstate(over="ignore", invalid="ignore"):
-            finite = bool(np.isfinite(out.sum()))
-        if not finite and not np.isfinite(out).all():
+        if not check and indices is None and values.dtype.kind == "f":
+            return values  # the file's bytes as they lie (SH planes, gathered and checked below)
+        out = _as_float(values, normalized)
+        if indices is not None:
+            out = out[indices]
+        if check and not _finite(out):
             bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise FormatError(doc.path, f"{where}: accessor {attributes[name]} ({name}) has a non-finite value "
                               f"(NaN or Inf) at element {bad:,}")
@@ -498,17 +493,19 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
     scales = get(SCALE)
     alphas = get(OPACITY)[:, 0]
     sh_dc = get(SH0)
-    n = len(means)
-    rest = np.empty((n, SH_REST_COUNT[degree], 3), np.float32)
-    for k, name in enumerate(rest_semantics(degree)):
-        get(name, into=rest[:, k])
+    names = rest_semantics(degree)
+    rest = _gather_sh([get(name, check=False) for name in names], len(means), rotation)
+    if not _finite(rest):
+        for name in names:  # which one: read again, checked
+            get(name)
     _check_range(doc, where, attributes[OPACITY], OPACITY, alphas, 0.0, 1.0)
     _check_range(doc, where, attributes[SCALE], SCALE, scales, 0.0, None)
-    norms = np.sqrt(np.einsum("ij,ij->i", xyzw.astype(np.float64), xyzw.astype(np.float64)))
+    norms = np.sqrt(np.einsum("ij,ij->i", xyzw, xyzw))
     if np.any(norms == 0):
         raise FormatError(doc.path, f"{where}: accessor {attributes[ROTATION]} ({ROTATION}) has a zero quaternion "
                           f"at element {int(np.flatnonzero(norms == 0)[0]):,}")
-    quats = np.ascontiguousarray((xyzw / norms[:, None])[:, [3, 0, 1, 2]], np.float32)
+    quats = xyzw[:, [3, 0, 1, 2]]
+    quats /= norms[:, None]
     with np.errstate(divide="ignore"):
         log_scales = np.log(np.maximum(scales, _TINY))
     a = np.clip(alphas.astype(np.float64), _TINY, _ALPHA_MAX)
@@ -517,10 +514,49 @@ def read_primitive(doc: Document, mesh: int, index: int) -> SplatSet:
         opacities=(np.log(a) - np.log1p(-a)).astype(np.float32), sh_dc=np.ascontiguousarray(sh_dc), sh_rest=rest,
         extras=_read_extras(doc, prim, attributes, count, indices, where),
     )
+    if rotation is not None:
+        splats.means, splats.quats = _turn_means_quats(splats.means, splats.quats, rotation, scale)
+        if scale != 1:
+            splats.scales += np.float32(np.log(scale))
     if ext.get("colorSpace") == "lin_rec709_display":
         splats = linear_to_srgb_sh(splats)
     return splats
 
+
+def _finite(values: np.ndarray) -> bool:
+    # NaN and Inf survive a sum: one reduction clears the usual case (an overflow of huge finite
+    # values falls through to the exact check).
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(values.sum())) or bool(np.isfinite(values).all())
+
+
+SH_CHUNK = 16384  # rows gathered (and rotated) at a time: a block that stays in the cache
+
+
+def _gather_sh(planes: list[np.ndarray], n: int, rotation: np.ndarray | None) -> np.ndarray:
+    """(N, K, 3) float32 from K (N, 3) coefficient planes, rotated by ``rotation`` when given, in
+    blocks of rows so that each block is written once and rotated while it is in the cache."""
+    k = len(planes)
+    out = np.empty((n, k, 3), np.float32)
+    if k == 0:
+        return out
+    flat = out.reshape(n, 3 * k)
+    full = None
+    if rotation is not None:
+        from .splatset import sh_degree_for_rest_count
+        from .transform import _sh_block_matrix
+
+        block = _sh_block_matrix(np.asarray(rotation, np.float64), sh_degree_for_rest_count(k))
+        full = np.kron(block, np.eye(3)).T.astype(np.float32)
+    buffer = np.empty((min(SH_CHUNK, n), 3 * k), np.float32)
+    for start in range(0, n, SH_CHUNK):
+        end = min(start + SH_CHUNK, n)
+        rows = buffer[:end - start] if full is not None else flat[start:end]
+        for j, plane in enumerate(planes):
+            rows[:, 3 * j:3 * j + 3] = plane[start:end]
+        if full is not None:
+            np.matmul(rows, full, out=flat[start:end])
+    return out
 
 def _check_extension(doc: Document, prim: dict, ext: dict, where: str) -> None:
     """Refuse what this reader cannot decode or interpret; warn for what it reads anyway."""
@@ -659,7 +695,16 @@ def turn(splats: SplatSet, rotation: np.ndarray, scale: float = 1.0) -> SplatSet
     :data:`Z_UP_TO_Y_UP` or its transpose) and scaled uniformly: ``transform.bake_transform`` for
     this case, in float32 throughout. Positions move exactly (a swizzle), quaternions are multiplied
     by the turn's, the SH bands rotate exactly (one matrix product)."""
-    from .transform import matrix_to_quat, rotate_sh
+    from .transform import rotate_sh
+
+    means, quats = _turn_means_quats(splats.means, splats.quats, rotation, scale)
+    scales = splats.scales if scale == 1 else splats.scales + np.float32(np.log(scale))
+    return SplatSet(means=means, scales=scales, quats=quats, opacities=splats.opacities, sh_dc=splats.sh_dc,
+                    sh_rest=rotate_sh(splats.sh_rest, np.asarray(rotation, np.float64)), extras=splats.extras)
+
+
+def _turn_means_quats(means: np.ndarray, quats: np.ndarray, rotation, scale: float):
+    from .transform import matrix_to_quat
 
     rot = np.asarray(rotation, np.float64)
     axes = np.argmax(np.abs(rot), axis=1)
@@ -667,15 +712,11 @@ def turn(splats: SplatSet, rotation: np.ndarray, scale: float = 1.0) -> SplatSet
     if not (np.allclose(np.abs(signs), 1) and sorted(axes) == [0, 1, 2] and np.linalg.det(rot) > 0):
         raise ValueError("turn() takes a proper rotation made of signed axes")
     f = np.float32
-    means = splats.means[:, axes] * (signs * scale).astype(f)
+    turned = np.ascontiguousarray(means[:, axes] * (signs * scale).astype(f), f)
     w, x, y, z = (f(v) for v in matrix_to_quat(rot[None])[0])
-    q = splats.quats
-    qw, qx, qy, qz = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    quats = np.stack([w * qw - x * qx - y * qy - z * qz, w * qx + x * qw + y * qz - z * qy,
-                      w * qy - x * qz + y * qw + z * qx, w * qz + x * qy - y * qx + z * qw], axis=1)
-    scales = splats.scales if scale == 1 else splats.scales + f(np.log(scale))
-    return SplatSet(means=np.ascontiguousarray(means, f), scales=scales, quats=quats, opacities=splats.opacities,
-                    sh_dc=splats.sh_dc, sh_rest=rotate_sh(splats.sh_rest, rot), extras=splats.extras)
+    qw, qx, qy, qz = quats[:, 0], quats[:, 1], quats[:, 2], quats[:, 3]
+    return turned, np.stack([w * qw - x * qx - y * qy - z * qz, w * qx + x * qw + y * qz - z * qy,
+                             w * qy - x * qz + y * qw + z * qx, w * qz + x * qy - y * qx + z * qw], axis=1)
 
 
 # --------------------------------------------------------------------------------------------------
