@@ -533,6 +533,14 @@ def _finite(values: np.ndarray) -> bool:
 SH_CHUNK = 16384  # rows gathered (and rotated) at a time: a block that stays in the cache
 
 
+def _as_triples(plane: np.ndarray) -> np.ndarray:
+    """An (N, 3) float32 array as N 12-byte items (a view; a copy only when its rows are not packed)."""
+    plane = np.asarray(plane, np.float32)
+    if plane.strides[1] != 4:
+        plane = np.ascontiguousarray(plane)
+    return plane.view("V12")[:, 0]
+
+
 def _gather_sh(planes: list[np.ndarray], n: int, rotation: np.ndarray | None) -> np.ndarray:
     """(N, K, 3) float32 from K (N, 3) coefficient planes, rotated by ``rotation`` when given, in
     blocks of rows so that each block is written once and rotated while it is in the cache."""
@@ -548,12 +556,15 @@ def _gather_sh(planes: list[np.ndarray], n: int, rotation: np.ndarray | None) ->
 
         block = _sh_block_matrix(np.asarray(rotation, np.float64), sh_degree_for_rest_count(k))
         full = np.kron(block, np.eye(3)).T.astype(np.float32)
+    # Each RGB triple moves as one 12-byte item (half the time of three floats).
+    triples = [_as_triples(plane) for plane in planes]
     buffer = np.empty((min(SH_CHUNK, n), 3 * k), np.float32)
     for start in range(0, n, SH_CHUNK):
         end = min(start + SH_CHUNK, n)
         rows = buffer[:end - start] if full is not None else flat[start:end]
-        for j, plane in enumerate(planes):
-            rows[:, 3 * j:3 * j + 3] = plane[start:end]
+        items = rows.view("V12")
+        for j, plane in enumerate(triples):
+            items[:, j] = plane[start:end]
         if full is not None:
             np.matmul(rows, full, out=flat[start:end])
     return out
