@@ -50,7 +50,7 @@ def export_objects(objects, filepath: str, fmt: str, sh_degree: int | None, appl
 
 
 class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
-    """Export the selected splat objects, transform and edits baked in, as PLY, compressed PLY, .splat or SPZ"""
+    """Export the selected splat objects, transform and edits baked in, as PLY, compressed PLY, .splat, SPZ or glTF"""
 
     bl_idname = "splatwork.export_splats"
     bl_label = "Export Gaussian Splats"
