@@ -712,13 +712,13 @@ def turn(splats: SplatSet, rotation: np.ndarray, scale: float = 1.0) -> SplatSet
     """``splats`` turned by ``rotation`` (a proper rotation whose rows are signed unit axes, such as
     :data:`Z_UP_TO_Y_UP` or its transpose) and scaled uniformly: ``transform.bake_transform`` for
     this case, in float32 throughout. Positions move exactly (a swizzle), quaternions are multiplied
-    by the turn's, the SH bands rotate exactly (one matrix product)."""
-    from .transform import rotate_sh
-
+    by the turn's, the SH bands rotate exactly (:func:`_gather_sh`)."""
     means, quats = _turn_means_quats(splats.means, splats.quats, rotation, scale)
     scales = splats.scales if scale == 1 else splats.scales + np.float32(np.log(scale))
+    rest = np.asarray(splats.sh_rest, np.float32)
+    planes = [rest[:, k] for k in range(rest.shape[1])]
     return SplatSet(means=means, scales=scales, quats=quats, opacities=splats.opacities, sh_dc=splats.sh_dc,
-                    sh_rest=rotate_sh(splats.sh_rest, np.asarray(rotation, np.float64)), extras=splats.extras)
+                    sh_rest=_gather_sh(planes, len(rest), rotation), extras=splats.extras)
 
 
 def _turn_means_quats(means: np.ndarray, quats: np.ndarray, rotation, scale: float):
