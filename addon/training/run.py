@@ -1,7 +1,6 @@
 """One training run: where the data is, the bridge command, and applying its events to the scene."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 from pathlib import Path
@@ -10,9 +9,10 @@ import bpy
 
 from ...bridge import formats, protocol
 from ..common import jobs
+from ..common.options import job_values
 from ..setup import runtime
 from . import remote
-from .settings import PRESETS
+from .settings import preset_named
 
 JOB_NAME = "train"
 PREVIEW_IMAGE = "Splatwork Training Preview"
@@ -124,7 +124,7 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
     try:
         # The preset's speed-ups (bridge job fields) go with the run, also when a value was edited by hand.
         request = train_job(settings, model=model, images=images, out=out, resume=resume,
-                            **PRESETS[settings.speedups][-1])
+                            **preset_named(settings.speedups).speedups)
     except protocol.JobError as exc:
         raise TrainingError(exc.message, exc.hint) from None
     _reset_status(settings, out, name)
@@ -141,16 +141,11 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
         raise TrainingError(exc.message, exc.hint) from None
 
 
-def train_job(settings, **paths) -> protocol.TrainJob:
-    """The job from the settings: every TrainJob field that the settings have a property of the same
-    name for (so a new option is a job field plus a property and its place in the panel), plus the
-    paths; checked by the protocol's validator before any process starts."""
-    values = {}
-    for f in dataclasses.fields(protocol.TrainJob):
-        if f.name in settings.bl_rna.properties and f.name not in paths:
-            value = getattr(settings, f.name)
-            values[f.name] = value if isinstance(value, (str, int, float, bool)) else list(value)
-    return protocol.job_from_dict(protocol.TrainJob, {**values, **paths})
+def train_job(settings, **values) -> protocol.TrainJob:
+    """The job from the settings (every TrainJob field they have a property for: those the panel shows)
+    and ``values`` (paths, speed-ups) over them; checked by the protocol's validator before any process
+    starts."""
+    return protocol.job_from_dict(protocol.TrainJob, {**job_values(settings, protocol.TrainJob), **values})
 
 
 def _reset_status(settings, out: str, name: str) -> None:
