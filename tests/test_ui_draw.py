@@ -196,6 +196,9 @@ def test_interface_with_a_colmap_scene(blender_with_splatwork, synthetic_scene):
     assert "SPLATWORK_UL_colmap_cameras" in rec.lists_drawn
     assert len(rec.labels("SPLATWORK_UL_colmap_cameras")) >= 24  # a row per camera
     assert {"resolution_x", "pixel_aspect_y"} <= {a["property"] for a in rec.called("prop", "SPLATWORK_PT_colmap")}
+    activate = [a["properties"].values() for a in rec.called("operator", "SPLATWORK_PT_colmap")
+                if a["operator"] == "splatwork.activate_camera"]
+    assert activate == [{"camera": scene.camera.name}], activate
 
     animated = next(o for o in collection.objects if o.type == "CAMERA" and "splatwork_frames" in o.data)
     scene.camera = animated
@@ -231,6 +234,8 @@ def test_interface_while_training_runs(blender_with_splatwork, splatwork, synthe
         buttons = {a["operator"] for a in rec.called("operator", "VIEW3D_PT_splatwork_training")}
         assert "splatwork.train_cancel" in buttons, buttons
         assert rec.called("progress", "STATUSBAR_HT_header + _draw_status_bar")
+        # The live preview image: template_icon, which only a window can draw, recorded and checked.
+        assert rec.called("template_icon", "VIEW3D_PT_splatwork_training")
         assert preferences.CHECK_RESULT and not preferences.CHECK_RESULT.get("error"), preferences.CHECK_RESULT
 
         job.cancel()

@@ -255,6 +255,13 @@ class OperatorButton:
     def bl_rna(self):
         return self._rna
 
+    def is_property_set(self, name, ghost=True):
+        return name in self._values
+
+    def values(self) -> dict:
+        """What the draw set on this button."""
+        return dict(self._values)
+
     def __setattr__(self, name, value):
         self._values[name] = value
         if self._rna is None:
@@ -334,6 +341,9 @@ class RecordingWindowManager:
         fn = bpy.types.WindowManager.bl_rna.functions.get(name)
         if fn is not None:
             self._h.check_call(f"window_manager.{name}", fn, args, kwargs)
+        elif "icon" in kwargs:  # popup_menu, popover: Python wrappers, icons as a label's
+            _check_value(self._h.rec, f"window_manager.{name}(icon=...)",
+                         _LAYOUT.functions["label"].parameters["icon"], kwargs["icon"])
         self.opened.append((name, kwargs))
         if name == "popup_menu" and args and callable(args[0]):  # popup_menu(draw_func, title=, icon=)
             self._h.call_draw(args[0], Probe(type("Popup", (), {}), self._h), bpy.context)
@@ -493,7 +503,7 @@ class Harness:
                     _check_value(rec, f"prop_enum(..., {bound[prop_param]!r}, value)", found, bound.get("value"))
         result = None
         if "operator" in bound and name.startswith("operator"):
-            result = self._operator_button(name, bound)
+            result = bound["properties"] = self._operator_button(name, bound)
         if "menu" in bound and not _registered_type(bound["menu"], bpy.types.Menu):
             rec.problem(f"{name}(): no menu {bound['menu']!r} is registered")
         if name in ("popover", "prop_with_popover") and not _registered_type(bound.get("panel"), bpy.types.Panel):
@@ -507,8 +517,8 @@ class Harness:
                 made.append(RecordingLayout(self, layout._where))
             elif param.type == "POINTER" and param.fixed_type.identifier == "OperatorProperties":
                 made.append(result)
-            else:
-                made.append(None)
+            else:  # enum_item_name, icon ...: a value of the output's type
+                made.append(_default(param) if param.type != "POINTER" else None)
         if not made:
             return None
         return made[0] if len(made) == 1 else tuple(made)
@@ -555,8 +565,7 @@ class Harness:
 
     def ours(self, obj) -> bool:
         module = getattr(obj, "__module__", "") or ""
-        return module == self.module_name or module.startswith(self.module_name + ".") or getattr(
-            obj, "_ui_harness_include", False)
+        return module == self.module_name or module.startswith(self.module_name + ".")
 
     @contextlib.contextmanager
     def _where(self, where: str):
@@ -656,14 +665,16 @@ class Harness:
                 self.rec.lists_drawn.add(cls.__name__)
 
     def draw_operator(self, cls, context) -> None:
-        """``invoke`` with a recording window manager, then what Blender draws for the popup it opened
-        (the operator's ``draw``; a file browser also calls ``check``). An operator with a ``draw`` and
-        no ``invoke`` is drawn as its Adjust Last Operation panel."""
+        """Where its ``poll`` passes: ``invoke`` with a recording window manager, then what Blender draws
+        for the popup it opened (the operator's ``draw``; a file browser also calls ``check``). An
+        operator with a ``draw`` and no ``invoke`` is drawn as its Adjust Last Operation panel."""
         members = python_members(cls)
         idname = _operator_idname(cls)
         with self._where(cls.__name__):
             if operator_rna(idname) is None:
                 self.rec.problem(f"{idname!r} is not registered")
+                return
+            if not self.poll(cls, context):  # Blender neither invokes it nor shows its redo panel
                 return
             probe = Probe(cls, self, operator=idname)
             opened = []
