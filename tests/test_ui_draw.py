@@ -7,8 +7,8 @@ States: no splat object; splat objects (imported: native on 5.3+, the preview be
 box; without controls; a Splatwork 0.1 object); a COLMAP scene (the synthetic scene imported); a
 training job running (a real CPU bridge run on the synthetic scene, with its live splat object and a
 real environment check beside it), then stopped; no training environment (Bridge Python pointing
-nowhere, a Train that failed, a failed environment check); a remote machine set (and its failed
-Check). The last test checks that every class the extension registers was drawn in one of them.
+nowhere, a Train, an environment check and a kernel build that failed); a remote machine set (and its
+failed Check). The last test checks that every class the extension registers was drawn in one of them.
 """
 from __future__ import annotations
 
@@ -160,6 +160,10 @@ def test_interface_with_no_splat_object(blender_with_splatwork):
     assert rec.called("operator", "SPLATWORK_PT_splats")[0]["operator"] == "splatwork.import_splats"
     assert not rec.called("prop", "SPLATWORK_PT_splats")  # no controls without a splat object
     assert {"SPLATWORK_PT_splats", "VIEW3D_PT_splatwork_training", "SplatworkPreferences"} <= rec.drawn
+    # The other dataset choice draws its own fields.
+    bpy.context.scene.splatwork_training.source = "FOLDER"
+    rec = _draw("no splats", "no splats: dataset folder")
+    assert "folder" in {a["property"] for a in rec.called("prop", "VIEW3D_PT_splatwork_training")}
 
 
 def test_interface_with_splat_objects(blender_with_splatwork, splatwork, tmp_path):
@@ -266,13 +270,17 @@ def test_interface_without_a_training_environment(blender_with_splatwork, splatw
             bpy.ops.splatwork.train()
         with pytest.raises(RuntimeError):
             bpy.ops.splatwork.check_environment()
+        assert bpy.ops.splatwork.build_kernels() == {"FINISHED"}  # starts, and fails at once: nothing to run
+        assert preferences.TASKS["kernel build"].state == "failed"
         assert scene.splatwork_training.state == "failed"
-        rec = _draw("no environment", "no environment: train and check failed")
+        rec = _draw("no environment", "no environment: train, check and kernel build failed")
         assert any("Training failed" in label for label in rec.labels("VIEW3D_PT_splatwork_training"))
         assert preferences.CHECK_RESULT.get("error")
+        assert any(label.startswith("Kernel build failed") for label in rec.labels("SplatworkPreferences"))
     finally:
         prefs.python_path = ""
         preferences.CHECK_RESULT.clear()
+        preferences.TASKS.pop("kernel build", None)
 
 
 def test_interface_with_a_remote_machine(blender_with_splatwork, splatwork, tmp_path):
