@@ -40,7 +40,8 @@ UI_BASES = ("Panel", "Menu", "Header", "UIList", "Operator", "AddonPreferences")
 _LAYOUT = bpy.types.UILayout.bl_rna
 # (data parameter, property parameter) pairs of UILayout's functions that name a property of data.
 _PATH_PARAMS = (("data", "property"), ("search_data", "search_property"), ("dataptr", "propname"),
-                ("active_dataptr", "active_propname"), ("ptr", "propname"))
+                ("active_dataptr", "active_propname"), ("data_highlight", "property_highlight"),
+                ("used_layers_data", "used_layers_property"), ("data", "type_property"))
 # Window-manager calls that open something (a popup, a file browser) instead of running.
 _POPUPS = ("fileselect_add", "invoke_props_dialog", "invoke_props_popup", "invoke_popup", "invoke_confirm",
            "invoke_search_popup", "popup_menu", "popover", "popup_menu_pie", "modal_handler_add",
