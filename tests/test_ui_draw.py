@@ -7,7 +7,7 @@ States: no splat object; splat objects (imported: native on 5.3+, the preview be
 box; without controls; a Splatwork 0.1 object); a COLMAP scene (the synthetic scene imported); a
 training job running (a real CPU bridge run on the synthetic scene, with its live splat object and a
 real environment check beside it), then stopped; no training environment (Bridge Python pointing
-nowhere, a Train, an environment check and a kernel build that failed); a remote machine set (and its
+nowhere, a Train, a Reconstruct, an environment check and a kernel build that failed); a remote machine set (and its
 failed Check). The last test checks that every class the extension registers was drawn in one of them.
 """
 from __future__ import annotations
@@ -270,11 +270,14 @@ def test_interface_without_a_training_environment(blender_with_splatwork, splatw
             bpy.ops.splatwork.train()
         with pytest.raises(RuntimeError):
             bpy.ops.splatwork.check_environment()
+        with pytest.raises(RuntimeError, match="does not exist"):
+            bpy.ops.splatwork.reconstruct(images_dir=str(synthetic_scene / "images"), out_dir=str(tmp_path / "sfm"))
         assert bpy.ops.splatwork.build_kernels() == {"FINISHED"}  # starts, and fails at once: nothing to run
         assert preferences.TASKS["kernel build"].state == "failed"
         assert scene.splatwork_training.state == "failed"
         rec = _draw("no environment", "no environment: train, check and kernel build failed")
         assert any("Training failed" in label for label in rec.labels("VIEW3D_PT_splatwork_training"))
+        assert "does not exist" in " ".join(rec.labels("SPLATWORK_PT_reconstruct"))  # wrapped over lines
         assert preferences.CHECK_RESULT.get("error")
         assert any(label.startswith("Kernel build failed") for label in rec.labels("SplatworkPreferences"))
     finally:
