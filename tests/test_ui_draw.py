@@ -124,6 +124,48 @@ def test_a_typo_in_a_new_panel_fails_the_check(blender_with_splatwork, splatwork
         assert needle in text, f"{needle!r} not reported:\n{text}"
 
 
+def test_a_new_menu_and_popup_are_found_drawn_and_checked(blender_with_splatwork, splatwork):
+    """A menu and an operator with a dialog, as a later feature would add them: discovered, the menu
+    drawn, the dialog's invoke run with its popup recorded and its draw drawn, and their mistakes named."""
+    module = f"{EXTENSION_MODULE}.addon.splats.operators"
+
+    def menu_draw(self, _context):
+        self.layout.operator_menu_enum("object.select_by_type", "kind")  # the enum is called "type"
+        self.layout.menu("SPLATWORK_MT_ui_harness_missing")
+
+    def invoke(self, context, _event):
+        return context.window_manager.invoke_props_dialog(self, widht=300)
+
+    def dialog_draw(self, _context):
+        self.layout.prop(self, "threshold", slider=True)
+        self.layout.prop(self, "treshold")
+
+    menu = type("SPLATWORK_MT_ui_harness_probe", (bpy.types.Menu,), {
+        "__module__": module, "bl_label": "Harness Probe", "draw": menu_draw})
+    operator = type("SPLATWORK_OT_ui_harness_probe", (bpy.types.Operator,), {
+        "__module__": module, "bl_idname": "splatwork.ui_harness_probe", "bl_label": "Harness Probe",
+        "bl_options": {"REGISTER", "UNDO"}, "__annotations__": {"threshold": bpy.props.FloatProperty()},
+        "invoke": invoke, "draw": dialog_draw, "execute": lambda self, _context: {"FINISHED"}})
+    for cls in (menu, operator):
+        bpy.utils.register_class(cls)
+    try:
+        interface = discover(EXTENSION_MODULE)
+        assert menu in interface.classes["Menu"] and operator in interface.classes["Operator"]
+        rec = draw_everything(EXTENSION_MODULE, interface)
+    finally:
+        for cls in (operator, menu):
+            bpy.utils.unregister_class(cls)
+    assert {menu.__name__, operator.__name__} <= rec.drawn
+    assert (operator.__name__, "invoke_props_dialog") in rec.popups
+    problems = sorted(p for p in rec.problems if "ui_harness" in p)
+    assert len(problems) == 4 and len(rec.problems) == 4, "\n".join(rec.problems)
+    text = "\n".join(problems)
+    for needle in ("('object.select_by_type', 'kind'): the operator has no such enum property",
+                   "no menu 'SPLATWORK_MT_ui_harness_missing'", "no parameter 'widht'",
+                   "has no property 'treshold'"):
+        assert needle in text, f"{needle!r} not reported:\n{text}"
+
+
 def test_the_checker_reads_the_data_it_is_given(blender_with_splatwork):
     """The layout's arguments are checked against this Blender's RNA: types, enum items, custom
     properties, operator properties and list types."""
