@@ -359,8 +359,14 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
         col = layout.column()
         col.prop(self, "python_path")
         python = runtime.bridge_python()
-        if python:
+        problem = runtime.bridge_python_problem()
+        if not problem:
             col.label(text=f"In use: {python}", icon="CHECKMARK")
+        elif python:  # set, but not there: say so rather than show it as in use
+            box = col.box()
+            box.alert = True
+            box.label(text=problem, icon="ERROR")
+            box.label(text="Point it at an interpreter that has torch and gsplat, or clear it to detect one.")
         else:
             box = col.box()
             box.label(text="No Python with PyTorch found.", icon="ERROR")

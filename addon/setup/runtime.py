@@ -65,6 +65,17 @@ def bridge_python() -> str | None:
     return detect_python()
 
 
+def bridge_python_problem() -> str:
+    """Why no local training can start, in one line for the panels ("" when the interpreter exists)."""
+    python = bridge_python()
+    if not python:
+        return "No Python with PyTorch set up"
+    if not os.path.isfile(python):
+        where = "Bridge Python" if bridge_python_setting() else f"${BRIDGE_PYTHON_ENV}"
+        return f"{where} not found: {python}"
+    return ""
+
+
 _detected: list[str | None] = []
 
 

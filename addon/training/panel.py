@@ -23,9 +23,11 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         layout = self.layout
         settings = context.scene.splatwork_training
         job = training_job()
-        if runtime.bridge_python() is None:
+        problem = "" if settings.machine else runtime.bridge_python_problem()  # a remote run needs none here
+        if problem:
             box = layout.box()
-            box.label(text="No Python with PyTorch set up", icon="ERROR")
+            box.alert = True
+            box.label(text=problem, icon="ERROR")
             box.operator("preferences.addon_show", text="Open Preferences").module = runtime.ADDON_ID
 
         col = layout.column()
