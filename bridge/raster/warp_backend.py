@@ -2,11 +2,12 @@
 on NVIDIA GPUs with nothing but the driver (Warp's wheel carries its own Clang/LLVM and NVRTC).
 
 Projection, SH and the info dict are the PyTorch backend's (``torch_backend.rasterize_torch``, the
-same ops, so both backends cull and project alike); compositing, the part that costs, runs in the
-kernels of ``warp_kernels.py``: binning into per-tile depth-ordered lists, a front-to-back walk per
-pixel that stops at gsplat's transmittance threshold, and a backward that walks back to front from
-the stored final transmittance. On the CPU a frame is split into ranges of tiles, one launch per
-thread (a CPU launch runs on the thread that makes it, without the GIL).
+same ops, so both backends cull and project alike); compositing, the part that costs, runs in Warp
+kernels: binning into per-tile depth-ordered lists (``warp_binning``), a front-to-back walk per pixel
+that stops at gsplat's transmittance threshold, and a backward that walks back to front from the
+stored final transmittance (``warp_pixels`` on a GPU, ``warp_tiles`` on the CPU: SIMD over a tile's
+pixels). On the CPU a frame is split into ranges of tiles, one launch per thread (a CPU launch runs
+on the thread that makes it, without the GIL).
 
 Loading: :func:`unavailable` says whether Warp imports (never compiles); :func:`prepare` compiles the
 kernels for a device, or loads them from the cache, with progress (the first compile takes seconds);
@@ -38,14 +39,16 @@ CACHE_ENV = "SPLATWORK_CACHE_DIR"
 CPU_TILE = 8  # on the CPU smaller tiles mean fewer splats walked in vain; the image does not depend on it
 GPU_TILE = 16  # gsplat's: one tile is one block of 256 threads
 MAX_PAIRS = (1 << 31) - 1  # int32 indices in the kernels
-MODULES = ("warp_kernels",)
+# Warp modules compiled per device: binning, then the compositing kernels for that kind of device.
+CPU_MODULES = ("warp_binning", "warp_tiles")
+GPU_MODULES = ("warp_binning", "warp_pixels")
 
 _lock = threading.Lock()
 _probe: str | None = None  # "" when warp imported, else why not
 _prepared: dict[str, str] = {}  # device -> "" when ready, else why not
 _pool: ThreadPoolExecutor | None = None
 wp = None  # the warp module once imported
-kernels = None  # warp_kernels once imported
+binning = pixels = tiles = None  # the kernel modules once imported
 
 
 class CompileError(RuntimeError):
@@ -76,7 +79,7 @@ def _import() -> str:
     try:
         warp.config.quiet = True
         warp.config.log_level = warp.LOG_WARNING  # no line per module load
-        warp.config.kernel_cache_dir = kernel_cache_dir()
+        warp.config.kernel_cache_dir = os.path.join(cache_root(), "warp")  # Warp adds a folder per version
         _quiet_init(warp)
     except Exception as exc:  # noqa: BLE001
         return f"warp-lang does not start ({type(exc).__name__}: {exc})"
@@ -118,14 +121,21 @@ def cache_root() -> str:
 
 
 def kernel_cache_dir() -> str:
-    """One folder per Warp version: another version's cache is never read, it is built anew beside it."""
-    return os.path.join(cache_root(), f"warp-{WARP_VERSION}")
+    """Where this Warp version's kernels are kept: Warp adds a folder per version under ``<root>/warp``, so
+    another version's cache is never read (it stays beside, and this one is compiled anew)."""
+    if wp is not None:
+        return wp.config.kernel_cache_dir  # as Warp resolved it at init
+    return os.path.join(cache_root(), "warp", WARP_VERSION)
 
 
-def _source_hash() -> str:
+def _modules(device: str) -> tuple[str, ...]:
+    return GPU_MODULES if device != "cpu" or _pixel_kernels_on_cpu() else CPU_MODULES
+
+
+def _source_hash(device: str) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     digest = hashlib.sha256(WARP_VERSION.encode())
-    for name in MODULES:
+    for name in _modules(device):
         with open(os.path.join(here, name + ".py"), "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:16]
@@ -133,12 +143,14 @@ def _source_hash() -> str:
 
 def _marker(device: str) -> str:
     kind = "cpu" if device == "cpu" else "cuda"
-    return os.path.join(kernel_cache_dir(), f"splatwork-{kind}-{_source_hash()}.json")
+    return os.path.join(kernel_cache_dir(), f"splatwork-{kind}-{_source_hash(device)}.json")
 
 
-def compiled(device: str = "cpu") -> bool:
-    """Whether the kernels for ``device`` were compiled and checked before (loading them takes well under a
-    second); False means :func:`prepare` will compile (seconds)."""
+def compiled(device="cpu") -> bool:
+    """Whether the kernels for ``device`` were compiled and checked here before (then loading them takes
+    about a second); False means :func:`prepare` will compile them (seconds)."""
+    if unavailable():
+        return False
     return os.path.isfile(_marker(_warp_device(device)))
 
 
@@ -152,8 +164,9 @@ def _warp_device(device) -> str:
 def prepare(device="cpu", progress=None) -> str:
     """Compile (first time) or load the kernels for ``device``: "" when ready, else why not (one sentence).
 
-    ``progress(done, total, what)`` is called as modules compile. A cache that fails to load is cleared
-    and compiled once more before giving up.
+    ``progress(done, total, what)`` is called while a compile runs (not for a load from the cache):
+    modules compiled of all, about once a second. A cache that fails to load is cleared and compiled
+    once more before giving up. Once per process and device; later calls return the first answer.
     """
     reason = unavailable()
     if reason:
@@ -166,46 +179,72 @@ def prepare(device="cpu", progress=None) -> str:
 
 
 def _prepare(device: str, progress) -> str:
-    global kernels
+    global binning, pixels, tiles
     try:
         if device != "cpu" and not wp.is_cuda_available():
             return "Warp finds no CUDA driver for the GPU"
-        from . import warp_kernels
+        from . import warp_binning, warp_pixels, warp_tiles
 
-        kernels = warp_kernels
+        binning, pixels, tiles = warp_binning, warp_pixels, warp_tiles
     except Exception as exc:  # noqa: BLE001
         return f"the kernels do not import ({type(exc).__name__}: {exc})"
+    report = progress if progress is not None and not os.path.isfile(_marker(device)) else None
     try:
-        _load_all(device, progress)
-    except Exception as first:  # noqa: BLE001 - a corrupt or half-written cache: clear it and compile again
+        _load_all(device, report)
+    except Exception as first:  # noqa: BLE001 - a corrupt or half-written cache: clear it, compile again
+        for name in _modules(device):
+            wp.get_module(f"{__package__}.{name}").unload()
         shutil.rmtree(kernel_cache_dir(), ignore_errors=True)
         try:
-            for name in MODULES:
-                wp.get_module(f"{__package__}.{name}").unload()
             _load_all(device, progress)
         except Exception as exc:  # noqa: BLE001
-            return f"the kernels do not compile ({type(exc).__name__}: {exc}; before clearing the cache: {first})"
+            return (f"its kernels do not compile ({_short(exc)}; before the cache was cleared: {_short(first)})")
     try:
         _self_test(device)
     except Exception as exc:  # noqa: BLE001
-        return f"the compiled kernels fail their check ({type(exc).__name__}: {exc})"
+        return f"its compiled kernels fail their check ({_short(exc)})"
     marker = _marker(device)
     if not os.path.isfile(marker):
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
-        tmp = f"{marker}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"warp": WARP_VERSION, "device": device, "time": time.time()}, f)
-        os.replace(tmp, marker)
+        try:
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            tmp = f"{marker}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"warp": WARP_VERSION, "device": device, "time": time.time()}, f)
+            os.replace(tmp, marker)
+        except OSError:
+            pass  # a read-only cache still works; the next run just shows the stage again
     return ""
 
 
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
 def _load_all(device: str, progress) -> None:
-    for done, name in enumerate(MODULES):
+    """Load (compiling where the cache has nothing) each module on a worker thread, reporting about once a
+    second from this one: a compile is one long call per module."""
+    names = _modules(device)
+    state = {"done": 0, "error": None}
+
+    def work() -> None:
+        try:
+            for name in names:
+                wp.load_module(f"{__package__}.{name}", device=device)
+                state["done"] += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            state["error"] = exc
+
+    worker = threading.Thread(target=work, name="splatwork-compile", daemon=True)
+    worker.start()
+    while True:
+        worker.join(1.0)
         if progress is not None:
-            progress(done, len(MODULES), name)
-        wp.load_module(f"{__package__}.{name}", device=device)
-    if progress is not None:
-        progress(len(MODULES), len(MODULES), "")
+            progress(state["done"], len(names), "")
+        if not worker.is_alive():
+            break
+    if state["error"] is not None:
+        raise state["error"]
 
 
 def _self_test(device: str) -> None:
@@ -291,7 +330,7 @@ class _Plan:
         geometry = [_arr(m2, wp.vec2), _arr(rd, wp.vec2i), _arr(cn, wp.vec3), _arr(op), self.ts, self.tiles_x,
                     self.tiles_y]
         counts = torch.zeros(n, dtype=torch.int32, device=tdev)
-        self._per_splat(kernels.count_tiles, n, geometry, [_arr(counts)])
+        self._per_splat(binning.count_tiles, n, geometry, [_arr(counts)])
         counts64 = counts.long()
         total = int(counts64.sum()) if n else 0
         if total > MAX_PAIRS:
@@ -304,7 +343,7 @@ class _Plan:
         starts[order] = ends - counts64[order]
         tile_of_pair = torch.empty(total, dtype=torch.int32, device=tdev)
         splat_of_pair = torch.empty(total, dtype=torch.int32, device=tdev)
-        self._per_splat(kernels.emit_pairs, n, geometry,
+        self._per_splat(binning.emit_pairs, n, geometry,
                         [_arr(starts.to(torch.int32)), _arr(tile_of_pair), _arr(splat_of_pair)])
         per_tile = torch.bincount(tile_of_pair, minlength=self.n_tiles)
         self.offsets = torch.zeros(self.n_tiles + 1, dtype=torch.int32, device=tdev)
@@ -315,7 +354,7 @@ class _Plan:
             self.ids = torch.empty_like(splat_of_pair)
             if total:
                 cursor = self.offsets[:-1].clone()
-                wp.launch(kernels.counting_sort, dim=1, device="cpu",
+                wp.launch(binning.counting_sort, dim=1, device="cpu",
                           inputs=[_arr(tile_of_pair), _arr(splat_of_pair), _arr(cursor), _arr(self.ids)])
         self.pairs = total
 
@@ -334,11 +373,11 @@ class _Plan:
         (outputs; on the CPU each worker its own gradient buffers). Returns the number of workers used."""
         head = [_arr(self.offsets), _arr(self.ids), _arr(means2d, wp.vec2), _arr(conics, wp.vec3), _arr(opacities)]
         if self.cuda or _pixel_kernels_on_cpu():
-            kernel = kernels.composite_forward if forward else kernels.composite_backward
+            kernel = pixels.composite_forward if forward else pixels.composite_backward
             head += [_arr(self.cutoffs), _arr(group, wp.vec4), self.width, self.height, self.ts, self.tiles_x]
             per_tile = self.ts * self.ts
         else:
-            kernel = kernels.composite_forward_cpu if forward else kernels.composite_backward_cpu
+            kernel = tiles.composite_forward_cpu if forward else tiles.composite_backward_cpu
             head += [_arr(group, wp.vec4), self.width, self.height, self.tiles_x]
             per_tile = 1  # one launch index per tile
         if self.cuda:
