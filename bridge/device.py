@@ -131,6 +131,12 @@ def resolve(requested: str, field: str = "device", build=None, progress=None) ->
         reason = kernels.kernels_unavailable()
     warp_reason = warp_backend.unavailable() if requested in ("auto", "cpu") else "not asked"
     choice = choose(requested, cuda, mps, reason, field, warp_reason)
+    if choice.backend == "torch" and requested in ("auto", "cpu") and warp_reason \
+            and warp_backend.FORCE_ENV not in warp_reason and not choice.notice:
+        on = {"cuda": "the GPU", "mps": "Apple MPS"}.get(choice.device, "the CPU")
+        choice.notice = (f"The compiled rasterizer is not available ({warp_reason}); training uses the PyTorch "
+                         f"rasterizer on {on}, which is several times slower. Install Training Environment "
+                         "again to bring it.")
     if choice.backend == "warp":
         failed = warp_backend.prepare(choice.device, progress)
         if failed:
