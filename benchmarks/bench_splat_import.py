@@ -93,7 +93,7 @@ def child(mode: str, path: str) -> dict:
         camera.location = (0.0, -8.0, 0.0)
         camera.rotation_euler = (1.5707963, 0.0, 0.0)
         if mode == "splatwork, node group already in the file":
-            if sys.modules["splatwork.addon.compat"].NATIVE_SPLATS:
+            if sys.modules["splatwork.addon.common.compat"].NATIVE_SPLATS:
                 splats_module.controls.ensure_controls_group()
             else:
                 splats_module.preview_nodes.ensure_preview_group()

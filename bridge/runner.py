@@ -15,9 +15,7 @@ the run at once (files are written atomically, so the last complete ones survive
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
-import json
 import os
 import platform
 import signal
@@ -28,6 +26,7 @@ from collections.abc import Callable
 
 from . import __version__, protocol
 from .protocol import EXIT_BAD_INPUT, BridgeError, CommandReader, Done, Event, EventWriter
+from .protocol.flags import add_job_flags
 from .protocol.jobs import Job, job_from_dict, parse_job_text
 
 
@@ -195,34 +194,8 @@ class _Parser(argparse.ArgumentParser):
                           exit_code=EXIT_BAD_INPUT)
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _json(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected JSON, got {text!r}") from None
-
-
-def _list_of(kind):
-    def parse(text: str) -> list:
-        try:
-            return [kind(s) for s in text.split(",") if s.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}") from None
-    return parse
-
-
 def job_parser(cls: type[Job], description: str = "") -> argparse.ArgumentParser:
     """``python -m bridge CMD``'s parser: ``--job``/FILE, ``--ipc``, and one flag per job field."""
-    import typing
-
     p = _Parser(prog=f"python -m bridge {cls.command}", description=description,
                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
     p.add_argument("job_file", nargs="?", metavar="FILE", help="the job as JSON (- : read it from stdin)")
@@ -232,29 +205,7 @@ def job_parser(cls: type[Job], description: str = "") -> argparse.ArgumentParser
         p.add_argument("--preset", choices=list(presets), help="start from a preset's fields; the job file and the "
                        "flags override them: " + "; ".join(f"{name}: {preset.label}, {preset.description}"
                                                          for name, preset in presets.items()))
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.metadata.get("flag", True):
-            continue
-        tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if typing.get_origin(tp) not in (None, list, dict) and args:  # X | None
-            tp = args[0]
-        origin = typing.get_origin(tp)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "") + (f" (default {default})" if default not in (None, "") else "")
-        kwargs: dict = {"help": help_text, "dest": f.name}
-        if tp is bool:
-            kwargs.update(type=_bool, nargs="?", const=True)
-        elif origin is list:
-            kwargs.update(type=_list_of(typing.get_args(tp)[0]), metavar="A,B,...")
-        elif origin is dict:
-            kwargs.update(type=_json, metavar="JSON")
-        elif f.metadata.get("choices"):
-            kwargs.update(type=tp, choices=f.metadata["choices"])
-        else:
-            kwargs.update(type=tp)
-        p.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    add_job_flags(p, cls)
     p.add_argument("--ipc", action="store_true", help="a program drives this run (events on stdout; EOF stops)")
     return p
 

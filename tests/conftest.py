@@ -275,4 +275,4 @@ def synthetic_scene(splatwork, tmp_path_factory) -> Path:
     """The built-in synthetic scene, rendered once per session: a folder with ``images/view_NNN.png``
     (24 views, 96x72, Cycles) and ``sparse/0`` (binary COLMAP model with the exact poses and 3,000
     surface points with their texel colours)."""
-    return splatwork.addon.synthetic.make_synthetic_scene(tmp_path_factory.mktemp("synthetic"))
+    return splatwork.addon.reconstruction.synthetic.make_synthetic_scene(tmp_path_factory.mktemp("synthetic"))

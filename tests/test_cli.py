@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def test_help_and_bad_arguments_answer_with_exit_codes(blender_with_splatwork, splatwork, capsys):
-    cli = splatwork.addon.cli
+    cli = splatwork.addon.headless.cli
     assert cli.main(["--help"]) == 0
     assert "--model" in capsys.readouterr().out
     assert cli.main([]) == 2
@@ -14,7 +14,7 @@ def test_help_and_bad_arguments_answer_with_exit_codes(blender_with_splatwork, s
 
 
 def test_a_missing_model_is_a_clean_bad_input_error(blender_with_splatwork, splatwork, tmp_path, capsys):
-    code = splatwork.addon.cli.main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    code = splatwork.addon.headless.cli.main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
     assert "nowhere" in err and "Traceback" not in err
@@ -25,7 +25,7 @@ def test_check_says_what_the_training_environment_has(blender_with_splatwork, sp
     """`blender --command splatwork --check [--json]`: the bridge Python's check (here: torch on the CPU)."""
     import json
 
-    cli = splatwork.addon.cli
+    cli = splatwork.addon.headless.cli
     assert cli.main(["--check"]) == 0
     out = capsys.readouterr().out
     assert "torch 2.13.0" in out and "No NVIDIA GPU found" in out and "!!" not in out

@@ -212,7 +212,7 @@ def test_animated_camera_applies_each_views_settings_per_frame(blender_with_spla
         np.testing.assert_allclose(_blender_pixels(scene, animated, rec.points),
                                    _blender_pixels(scene, still, rec.points), atol=0.01)
         # What a renderer asks for at this frame: the view's K and pose.
-        intrinsics, R, t = splatwork.addon.colmap.camera_to_colmap(animated, scene)
+        intrinsics, R, t = splatwork.addon.cameras.camera_to_colmap(animated, scene)
         np.testing.assert_allclose(intrinsics.K(), cam.K(), rtol=1e-5)
         np.testing.assert_allclose(R, view.R, atol=1e-5)
         np.testing.assert_allclose(t, view.t, atol=1e-4)

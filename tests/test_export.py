@@ -131,7 +131,7 @@ def test_nothing_to_export_and_unknown_extension_are_reported(blender_with_splat
 
 
 def test_file_export_menu_offers_the_operator(blender_with_splatwork, splatwork):
-    module = splatwork.addon.export.__name__
+    module = splatwork.addon.output.export.__name__
     entries = [f for f in bpy.types.TOPBAR_MT_file_export._dyn_ui_initialize() if f.__module__ == module]
     assert len(entries) == 1
     assert bpy.ops.splatwork.export_splats.get_rna_type().name == "Export Gaussian Splats"

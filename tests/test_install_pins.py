@@ -26,7 +26,7 @@ PLATFORMS = {
 
 @pytest.fixture(scope="module")
 def prefs(splatwork):
-    return splatwork.addon.preferences
+    return splatwork.addon.setup.preferences
 
 
 def _index_reachable() -> bool:

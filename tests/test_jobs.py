@@ -22,12 +22,11 @@ def _pump_until(jobs, condition, timeout=60.0):
 
 
 def test_bridge_root_and_python(blender_with_splatwork, splatwork):
-    jobs = splatwork.addon.jobs
-    root = Path(jobs.bridge_root())
+    root = Path(splatwork.bridge.client.CODE_ROOT)
     assert (root / "bridge" / "__main__.py").is_file()
     assert (root / "blender_manifest.toml").is_file(), "bridge_root is the installed extension's root"
     # The bpy module runs inside a venv that has torch, so that interpreter is the one detected.
-    assert jobs.bridge_python() == BRIDGE_PYTHON
+    assert splatwork.addon.setup.runtime.bridge_python() == BRIDGE_PYTHON
 
 
 def _missing(splatwork, tmp_path):
@@ -37,7 +36,7 @@ def _missing(splatwork, tmp_path):
 
 
 def test_a_failing_bridge_gives_one_clean_report_in_the_ui_path(blender_with_splatwork, splatwork, tmp_path):
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     seen, finished = [], []
     job = jobs.start_job("probe", _missing(splatwork, tmp_path), lambda j, e: seen.append(e), finished.append,
                          block=False, log_path=str(tmp_path / "probe.log"))
@@ -54,7 +53,7 @@ def test_a_failing_bridge_gives_one_clean_report_in_the_ui_path(blender_with_spl
 
 
 def test_blocking_start_runs_to_the_end_and_calls_back_once(blender_with_splatwork, splatwork, tmp_path):
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     finished = []
     job = jobs.start_job("probe", _missing(splatwork, tmp_path), on_finish=finished.append,
                          log_path=str(tmp_path / "l.log"))
@@ -65,14 +64,14 @@ def test_blocking_start_runs_to_the_end_and_calls_back_once(blender_with_splatwo
 
 
 def test_start_errors_are_job_errors_with_hints(blender_with_splatwork, splatwork, tmp_path):
-    jobs = splatwork.addon.jobs
-    with pytest.raises(jobs.JobError, match="does not exist") as info:
+    jobs = splatwork.addon.common.jobs
+    with pytest.raises(jobs.StartError, match="does not exist") as info:
         jobs.start_job("probe", _missing(splatwork, tmp_path), python=str(tmp_path / "missing-python"))
     assert "preferences" in info.value.hint
     prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
     prefs.python_path = str(tmp_path / "nothing-here")
     try:
-        with pytest.raises(jobs.JobError, match="nothing-here"):
+        with pytest.raises(jobs.StartError, match="nothing-here"):
             jobs.start_job("probe", _missing(splatwork, tmp_path))
     finally:
         prefs.python_path = ""
@@ -81,7 +80,7 @@ def test_start_errors_are_job_errors_with_hints(blender_with_splatwork, splatwor
 def test_loading_another_file_ends_every_job_without_calling_back(blender_with_splatwork, splatwork,
                                                                   synthetic_scene, tmp_path):
     """The documented choice for load_pre: stop (the bridge saves), kill after the grace period, no callbacks."""
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     events, finished = [], []
     request = splatwork.bridge.protocol.TrainJob(
         model=str(synthetic_scene / "sparse" / "0"), images=str(synthetic_scene / "images"),
@@ -104,7 +103,7 @@ def test_quitting_blender_ends_the_bridge(splatwork, synthetic_scene, tmp_path):
         import bpy
         bpy.ops.preferences.addon_enable(module={EXTENSION_MODULE!r})
         splatwork = importlib.import_module({EXTENSION_MODULE!r})
-        jobs = splatwork.addon.jobs
+        jobs = splatwork.addon.common.jobs
         request = splatwork.bridge.protocol.TrainJob(
             model={str(synthetic_scene / "sparse" / "0")!r}, images={str(synthetic_scene / "images")!r},
             out={str(tmp_path)!r}, steps=1000000, device="cpu")
@@ -133,7 +132,7 @@ def test_a_bridge_terminated_or_killed_mid_job_ends_the_job_and_blender_carries_
     from test_train import make_scene
 
 
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     scene = make_scene(tmp_path / "scene")
     out = tmp_path / "out"
     TrainJob = splatwork.bridge.protocol.TrainJob

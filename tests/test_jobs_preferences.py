@@ -10,7 +10,7 @@ from conftest import BRIDGE_PYTHON
 
 
 def test_install_steps_are_argument_lists_with_the_right_torch_build(splatwork, tmp_path):
-    prefs = splatwork.addon.preferences
+    prefs = splatwork.addon.setup.preferences
     env = str(tmp_path / "env")
     builds = {build: prefs.install_steps(env, build) for build in ("cpu", "cu128", "cu130")}
     python = prefs.managed_python(env)
@@ -38,7 +38,7 @@ def test_install_steps_are_argument_lists_with_the_right_torch_build(splatwork, 
 def test_a_failing_install_ends_cleanly_with_the_failing_step_named(splatwork, blender_with_splatwork, tmp_path,
                                                                     monkeypatch):
     """The real installer, with pip forbidden from reaching any index: the venv is made, pip fails fast."""
-    prefs = splatwork.addon.preferences
+    prefs = splatwork.addon.setup.preferences
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     env = str(tmp_path / "env")
     steps = prefs.install_steps(env, "cpu")
@@ -53,12 +53,12 @@ def test_a_failing_install_ends_cleanly_with_the_failing_step_named(splatwork, b
 
 
 def test_check_environment_reports_packages_and_cuda_without_blocking(splatwork, blender_with_splatwork):
-    prefs = splatwork.addon.preferences
+    prefs = splatwork.addon.setup.preferences
     task = prefs.check_environment(BRIDGE_PYTHON, block=False)
     deadline = time.monotonic() + 120
     while task.state == "running":
         assert time.monotonic() < deadline
-        splatwork.addon.jobs.pump()
+        splatwork.addon.common.jobs.pump()
         time.sleep(0.05)
     result = prefs.CHECK_RESULT
     assert task.state == "completed", task.error
@@ -70,7 +70,7 @@ def test_check_environment_reports_packages_and_cuda_without_blocking(splatwork,
 def test_build_gpu_kernels_fails_cleanly_and_the_install_step_only_warns(splatwork, blender_with_splatwork, tmp_path,
                                                                         monkeypatch):
     """The real bridge command through the preferences' task runner, on a machine without a GPU."""
-    prefs = splatwork.addon.preferences
+    prefs = splatwork.addon.setup.preferences
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
     task = prefs.start_task("kernel build", [prefs.build_kernels_step(BRIDGE_PYTHON)], block=True)
     assert task.state == "failed"

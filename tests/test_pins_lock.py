@@ -1,5 +1,5 @@
 """Pins copied out of the lock (``constraints.txt``) stay equal to it: the training environment's
-Python 3.11 row in ``addon/preferences.py`` and the wheels ``tools/build_extension.py`` ships (and the
+Python 3.11 row in ``addon/setup/preferences.py`` and the wheels ``tools/build_extension.py`` ships (and the
 manifest lists). Read from the source, so no Blender is needed."""
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def _check(pins, lock, where: str) -> None:
 
 
 def test_the_training_environment_pins_for_python_3_11_are_the_lock():
-    consts = _module_constants(ROOT / "addon" / "preferences.py", {"TORCH", "_COMMON", "BRIDGE_PINS"})
-    _check([consts["TORCH"], *consts["BRIDGE_PINS"][(3, 11)]], _lock(), "addon/preferences.py BRIDGE_PINS[(3, 11)]")
+    consts = _module_constants(ROOT / "addon" / "setup" / "preferences.py", {"TORCH", "_COMMON", "BRIDGE_PINS"})
+    _check([consts["TORCH"], *consts["BRIDGE_PINS"][(3, 11)]], _lock(),
+           "addon/setup/preferences.py BRIDGE_PINS[(3, 11)]")
 
 
 def test_the_extension_wheels_are_the_lock_and_the_manifest_lists_them():

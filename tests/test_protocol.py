@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from bridge import protocol
+from bridge import client, protocol
 
 
 def test_every_event_round_trips():
@@ -61,9 +61,9 @@ def test_stray_prints_cannot_corrupt_the_channel(tmp_path):
     """))
     from conftest import ROOT
 
-    proc = protocol.BridgeProcess([sys.executable, str(script), str(ROOT)], log_path=str(tmp_path / "log.txt"))
+    proc = client.BridgeProcess([sys.executable, str(script), str(ROOT)], log_path=str(tmp_path / "log.txt"))
     seen = []
-    code = protocol.run_to_end(proc, seen.append, timeout=60)
+    code = client.run_to_end(proc, seen.append, timeout=60)
     proc.close()
     assert code == 0
     assert seen == [protocol.Stage(stage="training"), protocol.Done(status="completed")]
@@ -87,10 +87,10 @@ def test_a_command_exits_with_its_own_code_while_the_client_holds_stdin_open(tmp
     from conftest import ROOT
 
     for mode, expected in (("ok", protocol.EXIT_OK), ("fail", protocol.EXIT_BAD_INPUT)):
-        proc = protocol.BridgeProcess([sys.executable, str(script), str(ROOT), mode],
+        proc = client.BridgeProcess([sys.executable, str(script), str(ROOT), mode],
                                       log_path=str(tmp_path / f"{mode}.log"))
         seen = []
-        code = protocol.run_to_end(proc, seen.append, timeout=60)  # stdin stays open throughout
+        code = client.run_to_end(proc, seen.append, timeout=60)  # stdin stays open throughout
         proc.close()
         assert code == expected, (tmp_path / f"{mode}.log").read_text()
         assert isinstance(seen[-1], protocol.Done if mode == "ok" else protocol.Error)

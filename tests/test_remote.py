@@ -61,7 +61,8 @@ def sshd(tmp_path_factory):
 
 
 def _machine(splatwork, sshd, tmp_path, python=BRIDGE_PYTHON, name="far"):
-    return splatwork.addon.remote.Machine(name, "farbox", python, str(tmp_path / "far"), str(sshd / "ssh_config"))
+    return splatwork.addon.training.remote.machine(name, "farbox", python, str(tmp_path / "far"),
+                                                   str(sshd / "ssh_config"))
 
 
 def _pump_until(jobs, condition, timeout=180.0):
@@ -73,8 +74,8 @@ def _pump_until(jobs, condition, timeout=180.0):
 
 
 def test_check_runs_the_environment_check_there(blender_with_splatwork, splatwork, sshd, tmp_path):
-    remote = splatwork.addon.remote
-    job = _machine(splatwork, sshd, tmp_path).check(block=True)
+    remote = splatwork.addon.training.remote
+    job = remote.check(_machine(splatwork, sshd, tmp_path), block=True)
     result = remote.check_result(job)
     assert job.state == "completed" and not result.get("error"), (result, Path(job.log_path).read_text()[-2000:])
     assert result["packages"]["torch"].startswith("2.13.0") and result["executable"] == BRIDGE_PYTHON
@@ -83,21 +84,21 @@ def test_check_runs_the_environment_check_there(blender_with_splatwork, splatwor
 
 def test_a_remote_without_the_environment_is_a_clear_error_with_a_hint(blender_with_splatwork, splatwork, sshd,
                                                                        tmp_path):
-    remote = splatwork.addon.remote
-    job = _machine(splatwork, sshd, tmp_path, python=str(tmp_path / "no-python")).check(block=True)
+    remote = splatwork.addon.training.remote
+    job = remote.check(_machine(splatwork, sshd, tmp_path, python=str(tmp_path / "no-python")), block=True)
     result = remote.check_result(job)
     assert job.state == "failed" and job.error.kind == "no_environment", job.error
     assert "no-python" in result["error"] and "not found" in result["error"] and "Remote Python" in result["hint"]
     # A Python that runs but has no torch: the check answers, and says what is missing.
     bare = shutil.which("python3.11") or shutil.which("python3")
-    job = _machine(splatwork, sshd, tmp_path, python=bare).check(block=True)
+    job = remote.check(_machine(splatwork, sshd, tmp_path, python=bare), block=True)
     result = remote.check_result(job)
     if job.done is not None and "torch" not in (job.done.metrics.get("missing") or []):
         pytest.skip(f"{bare} has torch: no bare Python to test with")
     assert "lacks" in result["error"] and "torch" in result["error"] and "Remote Python" in result["hint"]
     # No such host: ssh's own words and what to do.
     with pytest.raises(remote.RemoteError, match="cannot reach") as info:
-        remote.Machine("x", "nohost.invalid", BRIDGE_PYTHON, "~/x", str(sshd / "ssh_config")).root()
+        splatwork.bridge.client.Machine("x", "nohost.invalid", BRIDGE_PYTHON, "~/x", str(sshd / "ssh_config")).root()
     assert "without a password" in info.value.hint
 
 
@@ -120,7 +121,7 @@ def _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps, snapshot_eve
 
 
 def test_training_there_looks_like_a_local_run(blender_with_splatwork, splatwork, sshd, synthetic_scene, tmp_path):
-    jobs, training = splatwork.addon.jobs, splatwork.addon.training
+    jobs, training = splatwork.addon.common.jobs, splatwork.addon.training
     scene, settings = _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps=6, snapshot_every=3)
     job = training.start_training(scene, block=False)
     assert job.argv[0] == "ssh" and "farbox" in job.argv
@@ -146,8 +147,8 @@ def test_training_there_looks_like_a_local_run(blender_with_splatwork, splatwork
     for path in data.glob("*.png"):
         with Image.open(path) as image:
             assert image.size == (48, 36), path
-    machine = splatwork.addon.remote.machine_named("far")
-    images = splatwork.addon.remote_images.training_images(job.request, str(synthetic_scene / "images"))
+    machine = splatwork.addon.training.remote.machine_named("far")
+    images = splatwork.addon.training.remote_images.training_images(job.request, str(synthetic_scene / "images"))
     assert all(Path(p).parent != synthetic_scene / "images" for p in images.values()), "the reduced copies"
     assert machine.sync(images, str(data)) == 0
 
@@ -158,7 +159,7 @@ def test_photos_go_over_at_the_training_size_once_and_again_only_when_changed(bl
     from test_remote_images import statue_subset
 
     model, images = statue_subset(tmp_path / "statue", 12)  # copies: one photo is touched below
-    jobs, protocol = splatwork.addon.jobs, splatwork.bridge.protocol
+    jobs, protocol = splatwork.addon.common.jobs, splatwork.bridge.protocol
     machine = _machine(splatwork, sshd, tmp_path)
     request = protocol.job_from_dict(protocol.TrainJob, {
         "model": str(model), "images": str(images), "out": str(tmp_path / "run"),
@@ -199,7 +200,7 @@ def test_photos_go_over_at_the_training_size_once_and_again_only_when_changed(bl
 
 def test_an_image_blender_cannot_read_fails_the_remote_job_naming_it(blender_with_splatwork, splatwork, sshd,
                                                                       synthetic_scene, tmp_path):
-    jobs, protocol = splatwork.addon.jobs, splatwork.bridge.protocol
+    jobs, protocol = splatwork.addon.common.jobs, splatwork.bridge.protocol
     images = tmp_path / "images"
     shutil.copytree(synthetic_scene / "images", images)
     (images / "view_003.png").write_bytes(b"this is not a PNG")
@@ -215,7 +216,7 @@ def test_an_image_blender_cannot_read_fails_the_remote_job_naming_it(blender_wit
 def test_cancel_while_images_are_reduced_stops_the_job(blender_with_splatwork, splatwork, sshd, synthetic_scene,
                                                        tmp_path):
     # The upload waits for the main thread to decode each image; Cancel must not leave it waiting.
-    jobs, protocol = splatwork.addon.jobs, splatwork.bridge.protocol
+    jobs, protocol = splatwork.addon.common.jobs, splatwork.bridge.protocol
     images = tmp_path / "images"  # a copy: nothing of it is cached yet
     shutil.copytree(synthetic_scene / "images", images)
     request = protocol.job_from_dict(protocol.TrainJob, {
@@ -231,7 +232,7 @@ def test_cancel_while_images_are_reduced_stops_the_job(blender_with_splatwork, s
 
 def test_a_dropped_connection_stops_the_run_there_with_a_checkpoint_and_resume_continues(
         blender_with_splatwork, splatwork, sshd, synthetic_scene, tmp_path):
-    jobs, training = splatwork.addon.jobs, splatwork.addon.training
+    jobs, training = splatwork.addon.common.jobs, splatwork.addon.training
     scene, settings = _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps=100_000)
     job = training.start_training(scene, block=False)
     _pump_until(jobs, lambda: not job.running or (job.progress is not None and job.progress.step >= 3))

@@ -43,7 +43,7 @@ def _reduced(remote_images, path, size, out):
 
 
 def test_photos_are_reduced_as_the_bridge_would(blender_with_splatwork, splatwork, tmp_path):
-    remote_images = splatwork.addon.remote_images
+    remote_images = splatwork.addon.training.remote_images
     for path in _photos():
         with Image.open(path) as image:
             pil = image.convert("RGB")
@@ -61,7 +61,7 @@ def test_photos_are_reduced_as_the_bridge_would(blender_with_splatwork, splatwor
 def test_images_with_alpha_or_not_larger_go_as_they_are(blender_with_splatwork, splatwork, tmp_path):
     # Blender's scaler averages straight alpha (invisible colour would bleed into the edges): such
     # images go as they are and the bridge composites, then reduces, there.
-    remote_images = splatwork.addon.remote_images
+    remote_images = splatwork.addon.training.remote_images
     rgba = np.zeros((40, 60, 4), np.uint8)
     rgba[:, ::2] = (255, 0, 0, 0)
     rgba[:, 1::2] = (0, 0, 255, 255)
@@ -75,7 +75,7 @@ def test_images_with_alpha_or_not_larger_go_as_they_are(blender_with_splatwork, 
 def test_each_photo_goes_as_the_smaller_file(blender_with_splatwork, splatwork, tmp_path):
     # These web photos are strongly compressed JPEGs: at half the size a lossless PNG often outweighs
     # them, and then the photo goes as it is (the bridge reduces it); at an eighth it never does.
-    protocol, remote_images = splatwork.bridge.protocol, splatwork.addon.remote_images
+    protocol, remote_images = splatwork.bridge.protocol, splatwork.addon.training.remote_images
     model, images = statue_subset(tmp_path, 10)
     for downscale, size in ((2.0, (400, 600)), (8.0, (100, 150))):
         job = protocol.job_from_dict(protocol.TrainJob, {"model": str(model), "images": str(images), "out": "x",
@@ -99,7 +99,7 @@ def test_each_photo_goes_as_the_smaller_file(blender_with_splatwork, splatwork, 
 def test_a_cut_short_jpeg_goes_as_it_is_for_the_bridge_to_refuse(blender_with_splatwork, splatwork, tmp_path):
     # Blender decodes a truncated JPEG without an error (grey below the cut); PIL, the bridge's reader,
     # refuses it naming the file. So it is not reduced here: the run fails there with that message.
-    remote_images = splatwork.addon.remote_images
+    remote_images = splatwork.addon.training.remote_images
     (photo,) = _photos(1)
     data = photo.read_bytes()
     cut = tmp_path / "cut.jpg"
@@ -116,18 +116,18 @@ def test_a_cut_short_jpeg_goes_as_it_is_for_the_bridge_to_refuse(blender_with_sp
 
 
 def test_an_unreadable_image_is_an_error_naming_the_file(blender_with_splatwork, splatwork, tmp_path):
-    remote_images = splatwork.addon.remote_images
+    remote_images = splatwork.addon.training.remote_images
     bad = tmp_path / "view_007.jpg"
     bad.write_bytes(b"not an image at all")
-    with pytest.raises(splatwork.addon.remote.RemoteError, match="view_007.jpg") as info:
+    with pytest.raises(splatwork.addon.training.remote.RemoteError, match="view_007.jpg") as info:
         remote_images.reduce_image(str(bad), str(tmp_path / "out.png"), (8, 8), (4, 4))
     assert "cannot read" in info.value.message and info.value.hint
-    with pytest.raises(splatwork.addon.remote.RemoteError, match="missing.jpg"):
+    with pytest.raises(splatwork.addon.training.remote.RemoteError, match="missing.jpg"):
         remote_images.reduce_image(str(tmp_path / "missing.jpg"), str(tmp_path / "out.png"), (8, 8), (4, 4))
 
 
 def test_the_cache_keeps_under_its_limit_oldest_first_but_never_the_run_being_sent(splatwork, tmp_path):
-    prune = splatwork.addon.remote_images.prune_cache
+    prune = splatwork.addon.training.remote_images.prune_cache
     for i in range(5):
         path = tmp_path / f"copy{i}.png"
         path.write_bytes(b"x" * 100)

@@ -21,7 +21,7 @@ from bridge.render import BACKGROUND_DEPTH, srgb_to_linear
 def splatwork_compat():
     import importlib
 
-    return importlib.import_module(EXTENSION_MODULE + ".addon.compat")
+    return importlib.import_module(EXTENSION_MODULE + ".addon.common.compat")
 
 
 def srgb_encode(linear: float) -> float:
@@ -352,7 +352,7 @@ def test_clip_range_culls_splats_by_their_depth_along_the_view_axis():
 
 
 def test_cancel_stops_between_frames_and_keeps_what_was_rendered(blender_with_splatwork, splatwork, tmp_path):
-    jobs, passes = splatwork.addon.jobs, splatwork.addon.render_passes
+    jobs, passes = splatwork.addon.common.jobs, splatwork.addon.output.render_passes
     scene = bpy.context.scene
     set_camera(scene, cameras.intrinsics_to_blender(20.0, 20.0, 8.0, 8.0, 16, 16), np.eye(4))
     splatwork.addon.splats.splats_to_object(_plane_of_splats(1.0, -3.0, 0.1), "S")

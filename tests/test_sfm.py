@@ -28,7 +28,7 @@ import pytest
 from conftest import ROOT, shared_data
 from PIL import Image
 
-from bridge import protocol
+from bridge import client, protocol
 from bridge.formats.colmap import read_model
 
 STATUE = ("colmap", "statue_of_liberty")
@@ -65,16 +65,16 @@ class Run:
         return found[-1] if found else None
 
 
-def start_sfm(tmp: Path, *args) -> protocol.BridgeProcess:
+def start_sfm(tmp: Path, *args) -> client.BridgeProcess:
     argv = [sys.executable, "-m", "bridge", "sfm", *[str(a) for a in args], "--threads", "2", "--ipc"]
-    return protocol.BridgeProcess(argv, str(tmp / "sfm.log"), cwd=str(ROOT))
+    return client.BridgeProcess(argv, str(tmp / "sfm.log"), cwd=str(ROOT))
 
 
 def run_sfm(tmp: Path, *args, timeout: float = 300) -> Run:
     process = start_sfm(tmp, *args)
     events: list[protocol.Event] = []
     try:
-        code = protocol.run_to_end(process, events.append, timeout=timeout)
+        code = client.run_to_end(process, events.append, timeout=timeout)
     finally:
         process.close()
     return Run(code, events, tmp / "sfm.log")

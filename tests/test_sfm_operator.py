@@ -77,7 +77,7 @@ def test_cancel_from_the_ui_path_imports_nothing(blender_with_splatwork, splatwo
     """The UI path: the operator returns at once, events arrive through the jobs pump (the timer's
     callback), the status-bar Cancel button stops the bridge, and nothing is imported."""
     bpy = blender_with_splatwork
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     images = link_photos(tmp_path / "photos", OVERLAPPING)
     objects = len(bpy.data.objects)
     result = bpy.ops.splatwork.reconstruct(images_dir=str(images), out_dir=str(tmp_path / "out"),

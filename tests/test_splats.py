@@ -125,7 +125,7 @@ def test_not_a_splat_object_is_a_clear_error(blender_with_splatwork, splatwork):
 
 
 def test_import_operator_builds_a_ready_object(blender_with_splatwork, splatwork):
-    compat = splatwork.addon.compat
+    compat = splatwork.addon.common.compat
     path = shared_data("splats", "plush_dog.ply")
     assert bpy.ops.splatwork.import_splats(filepath=str(path), sh_degree=2) == {"FINISHED"}
     obj = bpy.context.active_object

@@ -54,7 +54,7 @@ def _pinhole(cam):
 def _set_input(obj, name, value):
     import importlib
 
-    compat = importlib.import_module("bl_ext.user_default.splatwork.addon.compat")
+    compat = importlib.import_module("bl_ext.user_default.splatwork.addon.common.compat")
     splats = importlib.import_module("bl_ext.user_default.splatwork.addon.splats")
     compat.set_modifier_input(splats.splat_modifier(obj), name, value)
     obj.update_tag()

@@ -15,7 +15,7 @@ def test_synthetic_scene_is_a_complete_colmap_project(synthetic_scene, splatwork
     (cam,) = rec.cameras.values()
     assert (cam.model, cam.width, cam.height) == ("SIMPLE_PINHOLE", 96, 72)
     assert cam.cx == 48.0 and cam.cy == 36.0
-    background = np.array(splatwork.addon.synthetic.BACKGROUND) * 255
+    background = np.array(splatwork.addon.reconstruction.synthetic.BACKGROUND) * 255
     for view in rec.views:
         with Image.open(synthetic_scene / "images" / view.name) as img:
             assert img.size == (96, 72) and img.mode == "RGB"
@@ -55,8 +55,8 @@ def _state():
 def test_making_the_scene_leaves_the_open_scene_untouched(blender_with_splatwork, splatwork, tmp_path):
     bpy.ops.mesh.primitive_cube_add()
     before = _state()
-    out = splatwork.addon.synthetic.make_synthetic_scene(tmp_path, n_views=3, resolution=(32, 24), samples=1,
-                                                          n_points=50)
+    make = splatwork.addon.reconstruction.synthetic.make_synthetic_scene
+    out = make(tmp_path, n_views=3, resolution=(32, 24), samples=1, n_points=50)
     assert _state() == before
     assert sorted(p.name for p in (out / "images").iterdir()) == ["view_000.png", "view_001.png", "view_002.png"]
     assert not list(tmp_path.glob(".synthetic-*"))

@@ -14,7 +14,7 @@ import pytest
 from conftest import BRIDGE_PYTHON, ROOT, reference_render
 from PIL import Image
 
-from bridge import protocol
+from bridge import client, protocol
 from bridge.formats import SH_C0, SplatSet, read_splats
 from bridge.formats.cameras import Camera, Reconstruction, View
 from bridge.formats.colmap import write_model
@@ -68,9 +68,9 @@ def scene(tmp_path_factory):
     return make_scene(tmp_path_factory.mktemp("train_scene"))
 
 
-def start(args: list, log: Path, env: dict | None = None) -> protocol.BridgeProcess:
+def start(args: list, log: Path, env: dict | None = None) -> client.BridgeProcess:
     argv = [BRIDGE_PYTHON, "-m", "bridge", "train", *map(str, args), "--ipc"]
-    return protocol.BridgeProcess(argv, log_path=str(log), cwd=str(ROOT), env=env)
+    return client.BridgeProcess(argv, log_path=str(log), cwd=str(ROOT), env=env)
 
 
 def scene_args(scene, out: Path, *extra) -> list:
@@ -78,7 +78,7 @@ def scene_args(scene, out: Path, *extra) -> list:
 
 
 # Timeouts are generous because CI machines are shared; they only catch a hung bridge.
-def wait_for(proc: protocol.BridgeProcess, seen: list, predicate, timeout: float = 300.0):
+def wait_for(proc: client.BridgeProcess, seen: list, predicate, timeout: float = 300.0):
     """Collects events into ``seen`` (every one received, also those after the match) until one
     matches (returned) or the bridge exits (None)."""
     deadline = time.monotonic() + timeout
@@ -96,8 +96,8 @@ def wait_for(proc: protocol.BridgeProcess, seen: list, predicate, timeout: float
     raise TimeoutError(f"no matching event within {timeout} s; log:\n{proc.log_tail()}")
 
 
-def finish(proc: protocol.BridgeProcess, seen: list, timeout: float = 900.0) -> int:
-    code = protocol.run_to_end(proc, seen.append, timeout=timeout)
+def finish(proc: client.BridgeProcess, seen: list, timeout: float = 900.0) -> int:
+    code = client.run_to_end(proc, seen.append, timeout=timeout)
     proc.close()
     return code
 
@@ -330,7 +330,7 @@ def test_training_on_the_blender_synthetic_scene(synthetic_scene, tmp_path):
     from bridge.formats.colmap import read_model
     from bridge.train.data import split_indices
 
-    background = "0.55,0.62,0.70"  # the synthetic world's colour (addon/synthetic.py)
+    background = "0.55,0.62,0.70"  # the synthetic world's colour (addon/reconstruction/synthetic.py)
     seen: list = []
     proc = start(["--model", synthetic_scene / "sparse" / "0", "--images", synthetic_scene / "images",
                   "--out", tmp_path / "out", "--downscale", 4, "--steps", 40, "--eval-steps", 1,

@@ -18,7 +18,7 @@ import pytest
 import torch
 from test_train import finish, make_scene, of_type, scene_args, start, wait_for
 
-from bridge import protocol
+from bridge import client, protocol
 from bridge.formats.atomic import ordinary_mode
 
 QUICK = ("--snapshot-every", 0, "--test-every", 0, "--progress-every", 1)
@@ -257,7 +257,7 @@ def test_a_file_size_limit_fails_the_write_cleanly(scene, good_checkpoint, tmp_p
             *map(str, scene_args(scene, out, "--steps", 50, "--resume", "--checkpoint-every", 2, *QUICK)), "--ipc"]
     from conftest import ROOT
 
-    _assert_disk_full(protocol.BridgeProcess(argv, log_path=str(tmp_path / "log.txt"), cwd=str(ROOT)), out, before)
+    _assert_disk_full(client.BridgeProcess(argv, log_path=str(tmp_path / "log.txt"), cwd=str(ROOT)), out, before)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from PIL import Image
 
 STEPS = 10  # every splat moves; the pure-PyTorch rasterizer does about one step a second here on 2 busy cores
 DOWNSCALE = 2.0  # the synthetic scene's 96x72 views train at 48x36
-BACKGROUND = (0.55, 0.62, 0.70)  # the synthetic scene's world colour (addon/synthetic.py)
+BACKGROUND = (0.55, 0.62, 0.70)  # the synthetic scene's world colour (addon/reconstruction/synthetic.py)
 
 
 def _import_and_configure(scene_dir: Path, out: Path, steps: int, snapshot_every: int = 0):
@@ -106,7 +106,7 @@ def test_train_through_the_operator_to_the_end_and_render_the_result(
 
 
 def test_cancel_mid_run_keeps_a_usable_result(blender_with_splatwork, splatwork, synthetic_scene, tmp_path):
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     training = splatwork.addon.training
     scene, settings = _import_and_configure(synthetic_scene, tmp_path / "run", steps=10_000, snapshot_every=2)
     job = training.start_training(scene, block=False)
@@ -131,7 +131,7 @@ def test_cancel_mid_run_keeps_a_usable_result(blender_with_splatwork, splatwork,
 
 
 def test_killing_the_bridge_gives_a_clean_report(blender_with_splatwork, splatwork, synthetic_scene, tmp_path):
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     scene, settings = _import_and_configure(synthetic_scene, tmp_path / "run", steps=10_000)
     job = splatwork.addon.training.start_training(scene, block=False)
     _pump_until(jobs, lambda: job.hello is not None)  # torch is loaded: the bridge is mid-run
@@ -145,7 +145,7 @@ def test_killing_the_bridge_gives_a_clean_report(blender_with_splatwork, splatwo
 
 
 def test_unregistering_while_training_leaves_no_process(blender_with_splatwork, splatwork, synthetic_scene, tmp_path):
-    jobs = splatwork.addon.jobs
+    jobs = splatwork.addon.common.jobs
     scene, settings = _import_and_configure(synthetic_scene, tmp_path / "run", steps=10_000)
     job = splatwork.addon.training.start_training(scene, block=False)
     _pump_until(jobs, lambda: job.hello is not None)
@@ -185,5 +185,5 @@ def test_the_device_choices_are_the_bridges(blender_with_splatwork, splatwork):
     jobs = splatwork.bridge.protocol.jobs
     items = bpy.context.scene.splatwork_training.bl_rna.properties["device"].enum_items
     assert tuple(item.identifier for item in items) == jobs.TRAIN_DEVICES
-    cli = splatwork.addon.cli.build_parser()
+    cli = splatwork.addon.headless.cli.build_parser()
     assert tuple(next(a for a in cli._actions if a.dest == "device").choices) == jobs.TRAIN_DEVICES

@@ -64,15 +64,15 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-    scene_dir = splatwork.addon.synthetic.make_synthetic_scene(out / "scene", n_views=args.views,
+    scene_dir = splatwork.addon.reconstruction.synthetic.make_synthetic_scene(out / "scene", n_views=args.views,
                                                                resolution=args.resolution)
     report.stage(f"synthetic scene: {args.views} views at {args.resolution[0]}x{args.resolution[1]} "
                  f"rendered with Cycles, exact COLMAP model in `scene/sparse/0`", t0)
 
     t0 = time.monotonic()
-    background = splatwork.addon.synthetic.BACKGROUND
+    background = splatwork.addon.reconstruction.synthetic.BACKGROUND
     blend, preview = out / "demo.blend", out / "preview.png"
-    code = splatwork.addon.cli.main([
+    code = splatwork.addon.headless.cli.main([
         "--model", str(scene_dir / "sparse" / "0"), "--images", str(scene_dir / "images"),
         "--out", str(out / "training"), "--preset", "fast", "--steps", str(args.steps), "--downscale", "1",
         "--sh-degree", "1", "--device", "cpu", "--background", ",".join(str(c) for c in background),
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for item in metrics["eval"]:
         png = out / f"render_{Path(item['name']).stem}.png"
-        splatwork.addon.cli.render_preview(scene, collection, str(png), item["name"], args.samples)
+        splatwork.addon.headless.cli.render_preview(scene, collection, str(png), item["name"], args.samples)
         rows.append((item, png, _psnr(png, scene_dir / "images" / item["name"])))
     report.stage(f"{len(rows)} held-out views rendered with Cycles", t0)
     report.results(metrics, rows)

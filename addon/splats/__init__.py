@@ -14,6 +14,7 @@ API for the other parts of the add-on::
 """
 from __future__ import annotations
 
+from .. import registrar
 from . import operators, panel, viewport
 from .controls import attach_splat_modifier as attach_preview
 from .controls import splat_modifier
@@ -34,14 +35,4 @@ __all__ = ["SplatLayoutError", "attach_preview", "configure_render", "convert_le
            "is_legacy", "is_native", "is_splat_object", "make_native", "object_to_splats", "splat_modifier",
            "splats_to_object", "update_object_splats"]
 
-_SUBMODULES = (operators, panel, viewport)
-
-
-def register():
-    for module in _SUBMODULES:
-        module.register()
-
-
-def unregister():
-    for module in reversed(_SUBMODULES):
-        module.unregister()
+register, unregister = registrar(operators, panel, viewport)

@@ -15,7 +15,7 @@ quads and has the same controls plus its own. ``attach_splat_modifier`` picks th
 from __future__ import annotations
 
 from ...bridge.formats.splatset import SH_REST_COUNT
-from .. import compat
+from ..common import compat
 from .node_builder import NodeBuilder, versioned_group
 from .pointcloud import SCALE, is_native, sh_name
 from .preview_nodes import INPUTS, MODIFIER_NAME, attach_preview, common_parts, declare_interface, hidden_splats

@@ -6,9 +6,9 @@ import os
 import bpy
 
 from ...bridge.formats import FormatError, read_splats, table
-from .. import compat
+from ..common import compat
 from .controls import attach_splat_modifier
-from .pointcloud import splats_to_object
+from .pointcloud import is_legacy, splats_to_object, update_object_splats
 
 EXTENSIONS = table.FILE_EXTENSIONS
 
@@ -30,17 +30,30 @@ def configure_render(scene) -> None:
     cycles.min_transparent_bounces = max(cycles.min_transparent_bounces, CYCLES_MIN_TRANSPARENT_BOUNCES)
 
 
-def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = True, setup_render: bool = True):
-    """A splat object (native on Blender 5.3+) with its controls attached, or FormatError (file +
-    problem); nothing is left behind on failure, because the file is fully read and checked before
-    any data-block exists, and whatever was made is removed if a later step fails."""
+def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = True, setup_render: bool = True,
+                 *, name: str | None = None, into=None):
+    """Read a splat file into a ready splat object: the one way from a file to an object (the import
+    operator, drag and drop, a training run's snapshots and its final splats).
+
+    A new object (native on Blender 5.3+, named ``name`` or after the file) gets its controls, the SH
+    degree shown and a viewport display ratio; ``into``, a splat object, is updated in place instead
+    (a training run's live object: transform, modifiers and settings kept). FormatError (file +
+    problem) when the file is bad; nothing is left behind on failure, because the file is fully read
+    and checked before any data-block exists, and whatever was made is removed if a later step fails."""
     if not os.path.isfile(path):
         raise FormatError(path, "no such file")
     splats = read_splats(path)
-    base = os.path.basename(path)
-    name = table.strip_extension(base)
-    if name == base:  # read by content whatever it is called
-        name = os.path.splitext(base)[0]
+    if into is not None:
+        legacy = is_legacy(into)
+        update_object_splats(into, splats)
+        if legacy:  # a Splatwork 0.1 object converted by the update: the modifier for its new layout
+            attach_splat_modifier(into)
+        return into
+    if name is None:
+        base = os.path.basename(path)
+        name = table.strip_extension(base)
+        if name == base:  # read by content whatever it is called
+            name = os.path.splitext(base)[0]
     obj = splats_to_object(splats, name, collection)
     try:
         # 3DGS scenes are usually y-down (COLMAP); turning the object, not the data, keeps them raw.

@@ -11,8 +11,8 @@ from mathutils import Vector
 
 from ...bridge.formats import FormatError
 from ...bridge.formats.table import extensions_text
-from .. import compat
-from ..reports import failure
+from ..common import compat
+from ..common.reports import failure
 from .controls import attach_splat_modifier, splat_modifier
 from .importer import EXTENSIONS, import_splats
 from .pointcloud import (

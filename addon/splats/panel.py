@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from .. import compat
+from ..common import compat
 from .controls import splat_modifier
 from .pointcloud import is_legacy, is_native, is_splat_object
 from .preview_nodes import INPUTS

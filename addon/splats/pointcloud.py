@@ -40,8 +40,8 @@ import numpy as np
 from ...bridge.formats import SplatSet
 from ...bridge.formats.splatset import SH_REST_COUNT
 from ...bridge.formats.transform import bake_transform
-from .. import compat
-from ..pointclouds import convert_to_pointcloud
+from ..common import compat
+from ..common.pointclouds import convert_to_pointcloud
 
 LAYOUT_KEY = "splatwork_layout"
 LAYOUT_VERSION = 2

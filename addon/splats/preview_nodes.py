@@ -23,7 +23,7 @@ import math
 import bpy
 
 from ...bridge.formats.sh import SH_C0, SH_C1, SH_C2, SH_C3
-from .. import compat
+from ..common import compat
 from . import material
 from .node_builder import NodeBuilder, build_group, versioned_group
 from .pointcloud import BASE, EXTRA_PREFIX, ROTATION, SCALE, sh_name

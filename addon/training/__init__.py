@@ -7,19 +7,10 @@ updated in place from the snapshots and imports the final splats when the bridge
 """
 from __future__ import annotations
 
+from .. import registrar
 from . import operators, panel, settings
 from .run import TrainingError, dataset_paths, start_training
 
 __all__ = ["TrainingError", "dataset_paths", "start_training"]
 
-_modules = (settings, operators, panel)
-
-
-def register() -> None:
-    for module in _modules:
-        module.register()
-
-
-def unregister() -> None:
-    for module in reversed(_modules):
-        module.unregister()
+register, unregister = registrar(settings, operators, panel)

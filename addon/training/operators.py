@@ -5,7 +5,7 @@ import os
 
 import bpy
 
-from .. import jobs
+from ..common import jobs
 from .run import JOB_NAME, TrainingError, start_training
 
 

@@ -5,7 +5,10 @@ import os
 
 import bpy
 
-from .. import jobs, runtime
+from ...bridge.protocol import TrainJob
+from ...bridge.protocol.jobs import panel_fields
+from ..common import jobs
+from ..setup import runtime
 from .operators import training_job
 from .run import PREVIEW_IMAGE, checkpoint_path, output_dir
 
@@ -30,13 +33,8 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         col.prop(settings, "source")
         col.prop(settings, "collection" if settings.source == "COLLECTION" else "folder")
         col.prop(settings, "preset")
-        sub = col.column(align=True)
-        sub.prop(settings, "steps")
-        sub.prop(settings, "downscale")
-        sub.prop(settings, "sh_degree")
-        sub.prop(settings, "snapshot_every")
-        col.prop(settings, "background")
-        col.prop(settings, "device")
+        for name in panel_fields(TrainJob, "main"):  # the job's own options: defined once, in the job
+            col.prop(settings, name)
         col.prop(settings, "machine", icon="NETWORK_DRIVE")
         col.prop(settings, "output_dir")
 
@@ -98,6 +96,23 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
             row.operator("splatwork.open_training_output", text="", icon="FILE_FOLDER")
 
 
+class VIEW3D_PT_splatwork_training_advanced(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Splatwork"
+    bl_label = "Advanced"
+    bl_parent_id = "VIEW3D_PT_splatwork_training"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        col = self.layout.column()
+        col.use_property_split = True
+        col.enabled = training_job() is None
+        settings = context.scene.splatwork_training
+        for name in panel_fields(TrainJob, "advanced"):
+            col.prop(settings, name)
+
+
 def _can_resume(settings) -> bool:
     from .run import TrainingError, dataset_paths
 
@@ -120,9 +135,14 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width) if text else []
 
 
+_classes = (VIEW3D_PT_splatwork_training, VIEW3D_PT_splatwork_training_advanced)
+
+
 def register() -> None:
-    bpy.utils.register_class(VIEW3D_PT_splatwork_training)
+    for cls in _classes:
+        bpy.utils.register_class(cls)
 
 
 def unregister() -> None:
-    bpy.utils.unregister_class(VIEW3D_PT_splatwork_training)
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)

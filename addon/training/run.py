@@ -1,7 +1,6 @@
 """One training run: where the data is, the bridge command, and applying its events to the scene."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 from pathlib import Path
@@ -9,8 +8,11 @@ from pathlib import Path
 import bpy
 
 from ...bridge import formats, protocol
-from .. import jobs, remote, runtime
-from .settings import PRESETS
+from ..common import jobs
+from ..common.options import job_values
+from ..setup import runtime
+from . import remote
+from .settings import preset_named
 
 JOB_NAME = "train"
 PREVIEW_IMAGE = "Splatwork Training Preview"
@@ -35,7 +37,7 @@ class TrainingError(Exception):
 
 
 def _images_next_to(model: Path) -> str | None:
-    from ..colmap.import_ops import default_images_dir
+    from ..cameras.import_ops import default_images_dir
 
     found = default_images_dir(model)
     return str(found) if found is not None else None
@@ -44,7 +46,7 @@ def _images_next_to(model: Path) -> str | None:
 def dataset_paths(settings) -> tuple[str, str, str]:
     """(model folder, images folder, dataset name) for the settings, or a TrainingError naming the problem."""
     from ...bridge.formats.colmap import find_models
-    from ..colmap.props import MODEL_DIR_KEY
+    from ..cameras.keys import MODEL_DIR_KEY
 
     if settings.source == "COLLECTION":
         coll = settings.collection or settings.id_data.splatwork_colmap.collection
@@ -112,7 +114,7 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
                            if machine else os.path.isfile(checkpoint_path(out))):
             where = f" on {machine.name}" if machine else ""
             raise TrainingError(f"nothing to resume in {out}{where}", "Start a new training run with Train.")
-    except jobs.JobError as exc:
+    except jobs.StartError as exc:
         raise TrainingError(exc.message, exc.hint) from None
     try:
         os.makedirs(out, exist_ok=True)
@@ -122,7 +124,7 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
     try:
         # The preset's speed-ups (bridge job fields) go with the run, also when a value was edited by hand.
         request = train_job(settings, model=model, images=images, out=out, resume=resume,
-                            **PRESETS[settings.speedups][-1])
+                            **preset_named(settings.speedups).speedups)
     except protocol.JobError as exc:
         raise TrainingError(exc.message, exc.hint) from None
     _reset_status(settings, out, name)
@@ -134,21 +136,16 @@ def start_training(scene, resume: bool = False, block: bool | None = None) -> jo
             on_finish=lambda job: _on_finish(scene_name, job),
             block=block, log_path=settings.log_path, machine=machine,
         )
-    except jobs.JobError as exc:
+    except jobs.StartError as exc:
         settings.state, settings.message, settings.hint = "failed", exc.message, exc.hint
         raise TrainingError(exc.message, exc.hint) from None
 
 
-def train_job(settings, **paths) -> protocol.TrainJob:
-    """The job from the settings: every TrainJob field that the settings have a property of the same
-    name for (so a new option is a job field plus a property and its place in the panel), plus the
-    paths; checked by the protocol's validator before any process starts."""
-    values = {}
-    for f in dataclasses.fields(protocol.TrainJob):
-        if f.name in settings.bl_rna.properties and f.name not in paths:
-            value = getattr(settings, f.name)
-            values[f.name] = value if isinstance(value, (str, int, float, bool)) else list(value)
-    return protocol.job_from_dict(protocol.TrainJob, {**values, **paths})
+def train_job(settings, **values) -> protocol.TrainJob:
+    """The job from the settings (every TrainJob field they have a property for: those the panel shows)
+    and ``values`` (paths, speed-ups) over them; checked by the protocol's validator before any process
+    starts."""
+    return protocol.job_from_dict(protocol.TrainJob, {**job_values(settings, protocol.TrainJob), **values})
 
 
 def _reset_status(settings, out: str, name: str) -> None:
@@ -244,32 +241,22 @@ def show_preview(settings, path: str) -> None:
 
 def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
     """Read ``path`` into the run's splat object: created on the first snapshot, then updated in place."""
-    from ..splats import (
-        attach_preview,
-        configure_render,
-        is_legacy,
-        is_splat_object,
-        splats_to_object,
-        update_object_splats,
-    )
+    from ..splats import import_splats, is_splat_object
 
     scene = bpy.data.scenes[scene_name]
     settings = scene.splatwork_training
-    data = formats.read_splats(path)
     name = f"{settings.dataset_name or 'Training'} Splats"
     obj = settings.result_object
-    if obj is not None and obj.name in bpy.data.objects and is_splat_object(obj):
-        legacy = is_legacy(obj)
-        update_object_splats(obj, data)
-        if legacy:  # a run resumed into a Splatwork 0.1 object: the modifier for the layout it has now
-            attach_preview(obj, scene)
-    else:
-        collection = (settings.collection or scene.splatwork_colmap.collection) if settings.source == "COLLECTION" \
-            else None
-        with bpy.context.temp_override(scene=scene):
-            obj = splats_to_object(data, name + ("" if final else " (training)"), collection)
-            attach_preview(obj, scene)
-        configure_render(scene)  # Cycles' default transparency depth renders splats dark
+    live = obj is not None and obj.name in bpy.data.objects and is_splat_object(obj)
+    collection = None
+    if not live and settings.source == "COLLECTION":
+        collection = settings.collection or scene.splatwork_colmap.collection
+    with bpy.context.temp_override(scene=scene):
+        if live:
+            import_splats(path, into=obj)
+        else:  # trained in COLMAP's frame: lined up with the cameras below, not turned z-up
+            obj = import_splats(path, collection, z_up=False, name=name + ("" if final else " (training)"))
+    if not live:
         _line_up_with_cameras(obj, collection)
         settings.result_object = obj
     if final:
@@ -279,7 +266,7 @@ def show_splats(scene_name: str, path: str, final: bool) -> bpy.types.Object:
 
 def _line_up_with_cameras(obj, collection) -> None:
     """Splats are trained in the COLMAP world frame: give them the transform Import COLMAP gave the cameras."""
-    from ..colmap.props import WORLD_KEY
+    from ..cameras.keys import WORLD_KEY
 
     if collection is None or collection.get(WORLD_KEY) is None:
         return

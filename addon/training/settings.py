@@ -3,36 +3,39 @@ from __future__ import annotations
 
 import bpy
 
-from ...bridge.protocol import TRAIN_PRESETS, TrainPreset
-from ..remote import machine_property
+from ...bridge.protocol import TRAIN_PRESETS, TrainJob
+from ...bridge.protocol.jobs import panel_fields
+from ..common.options import job_properties
+from .remote import machine_property
 
-# name -> (label, description, steps, downscale, sh degree, snapshot every, speed-ups: bridge job fields),
-# from the bridge's presets (``python -m bridge train --preset``), so both mean the same run.
-PRESETS = {
-    name.upper(): (p.label, p.description, *(p.fields[k] for k in TrainPreset.PANEL_FIELDS), p.speedups)
-    for name, p in TRAIN_PRESETS.items()
-}
+# The panel's presets are the bridge's (``python -m bridge train --preset``), so both mean the same run;
+# the Preset menu's keys are their names in capitals, plus CUSTOM for values edited by hand.
+CUSTOM = "CUSTOM"
+
+
+def preset_named(key: str):
+    """The TrainPreset behind a menu key (None for Custom)."""
+    return TRAIN_PRESETS.get(key.lower())
 
 
 def _apply_preset(self, _context) -> None:
-    if self.preset in PRESETS:
-        _, _, steps, downscale, sh_degree, snapshot_every, _speedups = PRESETS[self.preset]
-        self["steps"], self["downscale"], self["sh_degree"] = steps, downscale, sh_degree
-        self["snapshot_every"] = snapshot_every
+    preset = preset_named(self.preset)
+    if preset is not None:
+        for name, value in preset.shown.items():  # as ID properties: no update, so no detour via Custom
+            prop = self.bl_rna.properties[name]
+            self[name] = [i.identifier for i in prop.enum_items].index(value) if prop.type == "ENUM" else value
         self.speedups = self.preset
 
 
 def _custom(self, _context) -> None:
     # Editing a value by hand leaves the preset, so the panel never claims a preset that is not in force.
-    if self.preset in PRESETS:
-        _, _, steps, downscale, sh_degree, snapshot_every, _speedups = PRESETS[self.preset]
-        if (self.steps, self.downscale, self.sh_degree, self.snapshot_every) != (
-                steps, downscale, sh_degree, snapshot_every):
-            self["preset"] = 3  # CUSTOM's index
+    preset = preset_named(self.preset)
+    if preset is not None and any(getattr(self, name) != value for name, value in preset.shown.items()):
+        self.preset = CUSTOM
 
 
 def _is_colmap_import(_self, collection) -> bool:
-    from ..colmap.props import MODEL_DIR_KEY
+    from ..cameras.keys import MODEL_DIR_KEY
 
     return collection.get(MODEL_DIR_KEY) is not None
 
@@ -61,46 +64,21 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
     # -- how -----------------------------------------------------------------------------------
     preset: bpy.props.EnumProperty(
         name="Preset",
-        items=[(key, label, text) for key, (label, text, *_rest) in PRESETS.items()]
-        + [("CUSTOM", "Custom", "Settings edited by hand")],
+        items=[(name.upper(), p.label, p.description) for name, p in TRAIN_PRESETS.items()]
+        + [(CUSTOM, "Custom", "Settings edited by hand")],
         default="STANDARD",
         update=_apply_preset,
     )
-    steps: bpy.props.IntProperty(name="Steps", default=15000, min=1, max=1_000_000, update=_custom)
-    downscale: bpy.props.FloatProperty(
-        name="Downscale", default=2.0, min=1.0, max=64.0, update=_custom,
-        description="Divide the image size by this; larger trains faster and uses less memory",
-    )
-    sh_degree: bpy.props.IntProperty(
-        name="SH Degree", default=3, min=0, max=3, update=_custom,
-        description="Spherical harmonics degree: view-dependent colour (0: flat colour)",
-    )
-    snapshot_every: bpy.props.IntProperty(
-        name="Preview Every", default=1000, min=0, update=_custom,
-        description="Update the live splats and preview image every N steps (0: only at the end)",
-    )
     speedups: bpy.props.EnumProperty(  # kept when a value is edited by hand: the run stays as fast
         name="Speed-ups",
-        items=[(key, label, f"The speed-ups of {label}") for key, (label, *_rest) in PRESETS.items()],
+        items=[(name.upper(), p.label, f"The speed-ups of {p.label}") for name, p in TRAIN_PRESETS.items()],
         default="STANDARD",
         description="Whose speed-ups (small images first, visible-only updates, splat budget) training uses",
     )
-    background: bpy.props.FloatVectorProperty(
-        name="Background", subtype="COLOR", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
-        description="Colour behind the splats while training: match a plain studio backdrop, else black",
-    )
-    device: bpy.props.EnumProperty(
-        name="Device",
-        items=[("auto", "Automatic", "An NVIDIA GPU with gsplat's kernels when they load, else with the "
-                "PyTorch rasterizer (no compile); else Apple MPS; else the CPU"),
-               ("cuda", "CUDA (gsplat kernels)", "An NVIDIA GPU with gsplat's CUDA kernels (fastest; built once "
-                "during set-up)"),
-               ("cuda-torch", "CUDA (no compile)", "An NVIDIA GPU with Splatwork's PyTorch rasterizer: nothing "
-                "to compile, slower than gsplat's kernels"),
-               ("mps", "Apple MPS", "An Apple GPU with the PyTorch rasterizer"),
-               ("cpu", "CPU", "Pure PyTorch rasterizer: slow, for small scenes and previews")],
-        default="auto",
-    )
+    # Every training option the panel shows, made from the TrainJob fields (label, tooltip, bounds,
+    # choices), with the Standard preset's values as defaults.
+    __annotations__.update(job_properties(TrainJob, panel_fields(TrainJob), TRAIN_PRESETS["standard"].fields,
+                                          update=_custom))
     machine: machine_property()
     # -- the last run (written by the job's callbacks) -----------------------------------------
     state: bpy.props.StringProperty(name="State")  # "", running, completed, stopped, failed, killed

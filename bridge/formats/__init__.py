@@ -9,21 +9,16 @@ Formats: ``"ply"`` (standard 3DGS, lossless), ``"compressed_ply"`` (SuperSplat),
 """
 from __future__ import annotations
 
-import importlib
 import os
 
 from .detect import FORMAT_NAMES, detect_format, format_for_extension
 from .errors import FormatError, FormatWarning
 from .splatset import SH_C0, SH_REST_COUNT, SplatSet
-from .table import FILE_EXTENSIONS, FORMATS, SplatFormat
+from .table import BY_NAME, FILE_EXTENSIONS, FORMATS, SplatFormat
 
 __all__ = ["FILE_EXTENSIONS", "FORMATS", "FORMAT_NAMES", "SH_C0", "FormatError", "FormatWarning", "SplatFormat",
            "SplatSet", "detect_format",
            "read_splats", "write_splats"]
-
-
-def _module(fmt: str):
-    return importlib.import_module("." + fmt, __package__)
 
 
 def read_splats(path: str | os.PathLike) -> SplatSet:
@@ -32,7 +27,7 @@ def read_splats(path: str | os.PathLike) -> SplatSet:
     Raises FormatError (naming the file and the problem) for anything that is not a valid,
     non-empty splat file with finite values; warns with FormatWarning for oddities it tolerates.
     """
-    splats = _module(detect_format(path)).read(path)
+    splats = BY_NAME[detect_format(path)].read(path)
     _check(path, splats)
     return splats
 
@@ -60,7 +55,7 @@ def write_splats(
         splats = splats.with_sh_degree(sh_degree)
     _check(path, splats)
     try:
-        _module(fmt).write(path, splats, **options)
+        BY_NAME[fmt].write(path, splats, **options)
     except OSError as exc:
         raise FormatError(path, f"cannot write: {exc.strerror or exc}") from None
 

@@ -1,7 +1,9 @@
-"""The splat formats: one table (name, label, extensions, description) that the readers, writers,
-importers, exporters, file handlers and menus all read. Standard library only."""
+"""The splat formats: one table (name, label, extensions, description, and the module that reads and
+writes each) that ``read_splats``/``write_splats``, importers, exporters, file handlers and menus all
+read. Standard library only; a format's module is imported when it is first used."""
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -12,14 +14,23 @@ class SplatFormat:
     label: str  # for menus
     extension: str  # what a written file ends in (x.compressed.ply is compressed PLY)
     description: str
+    module: str  # the module of bridge.formats whose read(path) and write(path, splats, **options) it uses
+
+    def read(self, path: str | os.PathLike):
+        """The file's splats (a SplatSet), unchecked: ``read_splats`` checks them."""
+        return importlib.import_module("." + self.module, __package__).read(path)
+
+    def write(self, path: str | os.PathLike, splats, **options) -> None:
+        """Write ``splats`` in this format (atomically); ``write_splats`` checks them first."""
+        importlib.import_module("." + self.module, __package__).write(path, splats, **options)
 
 
 FORMATS = (
-    SplatFormat("ply", "PLY", ".ply", "Standard 3DGS PLY: lossless, read by every splat tool"),
+    SplatFormat("ply", "PLY", ".ply", "Standard 3DGS PLY: lossless, read by every splat tool", "ply"),
     SplatFormat("compressed_ply", "Compressed PLY", ".compressed.ply",
-                "SuperSplat compressed PLY: quantised, much smaller"),
-    SplatFormat("splat", ".splat", ".splat", "antimatter15 .splat: small, no view-dependent colour"),
-    SplatFormat("spz", "SPZ", ".spz", "Niantic SPZ: the smallest, quantised and compressed"),
+                "SuperSplat compressed PLY: quantised, much smaller", "compressed_ply"),
+    SplatFormat("splat", ".splat", ".splat", "antimatter15 .splat: small, no view-dependent colour", "splat"),
+    SplatFormat("spz", "SPZ", ".spz", "Niantic SPZ: the smallest, quantised and compressed", "spz"),
 )
 FORMAT_NAMES = tuple(f.name for f in FORMATS)
 BY_NAME = {f.name: f for f in FORMATS}

@@ -7,8 +7,9 @@ and missing fields, checks every value against its type and the bounds in the fi
 the job's own cross-field rules, and raises :class:`JobError` naming the field. Standard library only:
 the add-on imports this inside Blender.
 
-Adding an option to a command is adding a field here (and, for the add-on, a property of the same
-name in the UI): the flag, the JSON and the validation follow from the field.
+Adding an option to a command is adding a field here: the flag, the JSON and the validation follow
+from the field, and so do the add-on's Blender property, its place in a panel (``panel``) and its
+``blender --command splatwork`` flag (``addon/common/options.py``).
 """
 from __future__ import annotations
 
@@ -27,21 +28,28 @@ class JobError(BridgeError):
     """A bad job: ``field`` names the offending field (``frames[2].K`` inside lists)."""
 
     def __init__(self, name: str, problem: str, hint: str = ""):
-        hint = hint or f"Fix \"{name}\" in the job file or the --{name.split('[')[0].replace('_', '-')} flag."
+        flag = name.split("[")[0].split(".")[0].replace("_", "-")  # frames[2].K and strategy_options.x: their flag's
+        hint = hint or f"Fix \"{name}\" in the job file or the --{flag} flag."
         super().__init__("bad_job", f"job field '{name}': {problem}", hint=hint, exit_code=EXIT_BAD_INPUT)
         self.field = name
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple = (), low: float | None = None,
-           high: float | None = None, flag: bool = True, path: str = "", factory=None) -> Any:
-    """A job field: its default, its help (the flag's), and the bounds the validator checks.
+def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | dict = (),
+           low: float | None = None, high: float | None = None, above: float | None = None, flag: bool = True,
+           path: str = "", label: str = "", panel: str = "", ui: str = "", factory=None) -> Any:
+    """A job field: its default, its help (the flag's and the UI's tooltip), and the bounds the
+    validator checks.
 
-    ``low``/``high`` are inclusive bounds of a number; ``choices`` the allowed values; ``flag=False``
-    keeps a field out of the command line (nested data only a file can hold); ``path`` marks a file
-    or folder the command reads (``"in"``) or writes (``"out"``): what a client carries to another
-    machine and back.
+    ``low``/``high`` are inclusive bounds of a number, ``above`` an exclusive lower one; ``choices``
+    the allowed values (a dict: value -> (label, description) for menus); ``flag=False`` keeps a
+    field out of the command line (nested data only a file can hold); ``path`` marks a file or folder
+    the command reads (``"in"``) or writes (``"out"``): what a client carries to another machine and
+    back. For the add-on: ``label`` names it in the UI, ``panel`` (``"main"`` or ``"advanced"``) is
+    where its panel shows it (empty: not shown), ``ui="color"`` draws three numbers as a colour.
     """
-    metadata = {"help": help, "choices": tuple(choices), "low": low, "high": high, "flag": flag, "path": path}
+    choice_text = dict(choices) if isinstance(choices, dict) else {}
+    metadata = {"help": help, "choices": tuple(choices), "choice_text": choice_text, "low": low, "high": high,
+                "above": above, "flag": flag, "path": path, "label": label, "panel": panel, "ui": ui}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -62,42 +70,75 @@ class Job:
         """Rules between fields, after every field has its type and bounds; raise JobError."""
 
 
+def panel_fields(cls: type, panel: str | None = None) -> list[str]:
+    """The fields of ``cls`` that a panel shows (``panel``: only those of that section), in field order."""
+    return [f.name for f in dataclasses.fields(cls)
+            if f.metadata.get("panel") and (panel is None or f.metadata["panel"] == panel)]
+
+
 # ---------------------------------------------------------------------------------------------
 # train
 
 # Which rasterizer runs where (bridge/device.py owns the rule): gsplat's kernels on CUDA, our PyTorch
 # rasterizer on CUDA without compiling, Apple MPS, the CPU; auto picks the first that works.
-DEVICES = ("auto", "cuda", "cuda-torch", "mps", "cpu")
-TRAIN_DEVICES = DEVICES
-STRATEGIES = ("default", "mcmc")
+DEVICES = {
+    "auto": ("Automatic", "An NVIDIA GPU with gsplat's kernels when they load, else with the PyTorch rasterizer "
+             "(no compile); else Apple MPS; else the CPU"),
+    "cuda": ("CUDA (gsplat kernels)", "An NVIDIA GPU with gsplat's CUDA kernels (fastest; built once during set-up)"),
+    "cuda-torch": ("CUDA (no compile)", "An NVIDIA GPU with Splatwork's PyTorch rasterizer: nothing to compile, "
+                   "slower than gsplat's kernels"),
+    "mps": ("Apple MPS", "An Apple GPU with the PyTorch rasterizer"),
+    "cpu": ("CPU", "Pure PyTorch rasterizer: slow, for small scenes and previews"),
+}
+TRAIN_DEVICES = tuple(DEVICES)
+STRATEGIES = {
+    "default": ("Default", "gsplat's DefaultStrategy: grows splats where the image needs detail, prunes faint ones"),
+    "mcmc": ("MCMC", "gsplat's MCMCStrategy: a fixed budget of splats (Max Splats) moved to where they are needed"),
+}
 INITS = ("sfm", "random")
 RES_STARTS = (1, 2, 4, 8)
 
-# Every gsplat strategy option we pass on: (type, low, high, strategies that have it). gsplat checks
-# none of them, and a bad value fails mid-run (reset_every 0 divides by zero) or silently ruins it
-# (prune_opa 2 prunes every splat). An option missing here is refused, so a new gsplat field is never
-# passed on unchecked. tests/test_jobs_protocol.py holds this table against gsplat's dataclasses.
-_INT, _NUMBER, _BOOL, _POSITIVE = "an integer", "a number", "true or false", "a number above 0"
-_D, _M, _DM = ("default",), ("mcmc",), ("default", "mcmc")
-STRATEGY_OPTIONS: dict[str, tuple[str, float, float, tuple[str, ...]]] = {
-    "prune_opa": (_NUMBER, 0.0, 0.999, _D),
-    "grow_grad2d": (_POSITIVE, 0.0, math.inf, _D),
-    "grow_scale3d": (_POSITIVE, 0.0, math.inf, _D),
-    "grow_scale2d": (_POSITIVE, 0.0, math.inf, _D),
-    "prune_scale3d": (_POSITIVE, 0.0, math.inf, _D),
-    "prune_scale2d": (_POSITIVE, 0.0, math.inf, _D),
-    "refine_scale2d_stop_iter": (_INT, 0, math.inf, _D),
-    "refine_start_iter": (_INT, 0, math.inf, _DM),
-    "refine_stop_iter": (_INT, 0, math.inf, _DM),
-    "reset_every": (_INT, 1, math.inf, _D),
-    "refine_every": (_INT, 1, math.inf, _DM),
-    "pause_refine_after_reset": (_INT, 0, math.inf, _D),
-    "absgrad": (_BOOL, 0, 1, _D),
-    "revised_opacity": (_BOOL, 0, 1, _D),
-    "verbose": (_BOOL, 0, 1, _DM),
-    "noise_lr": (_NUMBER, 0.0, math.inf, _M),
-    "min_opacity": (_NUMBER, 0.0, 0.999, _M),
-}
+# The gsplat strategy options a job may set (``strategy_options``), typed and bounded like job fields:
+# gsplat checks none of them, and a bad value fails mid-run (reset_every 0 divides by zero) or silently
+# ruins it (prune_opa 2 prunes every splat). An option not named here is refused, so a new gsplat field
+# is never passed on unchecked. Defaults are gsplat 1.5.3's; tests/test_jobs_protocol.py holds these
+# classes to gsplat's dataclasses (names and defaults). cap_max is a job field of its own.
+
+
+@dataclass
+class DefaultOptions:
+    """gsplat's ``DefaultStrategy``: grow by gradient, prune by opacity and size."""
+
+    prune_opa: float = option(0.005, "prune splats below this opacity", low=0.0, high=0.999)
+    grow_grad2d: float = option(0.0002, "grow splats whose image-space gradient is above this", above=0.0)
+    grow_scale3d: float = option(0.01, "clone below this size (of the scene), split above", above=0.0)
+    grow_scale2d: float = option(0.05, "split splats above this size on screen", above=0.0)
+    prune_scale3d: float = option(0.1, "prune splats above this size (of the scene)", above=0.0)
+    prune_scale2d: float = option(0.15, "prune splats above this size on screen", above=0.0)
+    refine_scale2d_stop_iter: int = option(0, "stop using the on-screen size after this step", low=0)
+    refine_start_iter: int = option(500, "start refining at this step", low=0)
+    refine_stop_iter: int = option(15_000, "stop refining at this step", low=0)
+    reset_every: int = option(3000, "reset opacities every N steps", low=1)
+    refine_every: int = option(100, "refine every N steps", low=1)
+    pause_refine_after_reset: int = option(0, "steps without refining after a reset", low=0)
+    absgrad: bool = option(False, "use absolute gradients (AbsGS)")
+    revised_opacity: bool = option(False, "revised opacity after splitting (arXiv 2404.06109)")
+    verbose: bool = option(False, "print what each refinement did")
+
+
+@dataclass
+class MCMCOptions:
+    """gsplat's ``MCMCStrategy``: relocate dead splats, add up to ``cap_max``, noise on positions."""
+
+    refine_start_iter: int = option(500, "start refining at this step", low=0)
+    refine_stop_iter: int = option(25_000, "stop refining at this step", low=0)
+    refine_every: int = option(100, "refine every N steps", low=1)
+    min_opacity: float = option(0.005, "splats below this opacity are relocated", low=0.0, high=0.999)
+    noise_lr: float = option(5e5, "learning rate of the noise on positions", low=0.0)
+    verbose: bool = option(False, "print what each refinement did")
+
+
+STRATEGY_OPTIONS: dict[str, type] = {"default": DefaultOptions, "mcmc": MCMCOptions}
 
 
 @dataclass
@@ -108,27 +149,36 @@ class TrainJob(Job):
     images: str = option(help="folder with the model's images", path="in")
     out: str = option(help="output folder: splats.ply, metrics.json, checkpoints/, previews/, snapshots/",
                       path="out")
-    steps: int = option(30_000, "training steps", low=1)
-    downscale: float = option(1.0, "divide the image size by this", low=1.0, high=64.0)
-    sh_degree: int = option(3, "spherical harmonics degree 0-3", low=0, high=3)
-    strategy: str = option("default", "densification: gsplat DefaultStrategy or MCMCStrategy", choices=STRATEGIES)
-    cap_max: int = option(1_000_000, "MCMC: the most splats", low=1)
+    steps: int = option(30_000, "training steps", low=1, label="Steps", panel="main")
+    downscale: float = option(1.0, "divide the image size by this; larger trains faster and uses less memory",
+                              low=1.0, high=64.0, label="Downscale", panel="main")
+    sh_degree: int = option(3, "spherical harmonics degree 0-3: view-dependent colour (0: flat colour)", low=0,
+                            high=3, label="SH Degree", panel="main")
+    strategy: str = option("default", "densification: gsplat's DefaultStrategy or MCMCStrategy", choices=STRATEGIES,
+                           label="Densification", panel="advanced")
+    cap_max: int = option(1_000_000, "MCMC: the most splats", low=1, label="Max Splats (MCMC)", panel="advanced")
     strategy_options: dict[str, Any] = option(help='extra strategy fields, e.g. \'{"refine_every": 50}\'',
                                               factory=dict)
-    antialiased: bool = option(False, "antialiased rasterization")
+    antialiased: bool = option(False, "antialiased rasterization (Mip-Splatting's 2D filter): fewer artefacts "
+                               "when the splats are seen smaller or larger than in training", label="Antialiased",
+                               panel="advanced")
     packed: bool = option(False, "packed rasterization: per view only the splats it draws are kept (gsplat's "
-                          "packed mode: less GPU memory on large scenes, a little slower on small ones)")
-    seed: int = option(0, "random seed", low=0)
-    test_every: int = option(8, "hold out every Nth image sorted by name (0: none)", low=0)
-    background: list[float] = option(help="background colour R,G,B in [0, 1]", low=0.0, high=1.0,
-                                     factory=lambda: [0.0, 0.0, 0.0])
+                          "packed mode: less GPU memory on large scenes, a little slower on small ones)",
+                          label="Packed", panel="advanced")
+    seed: int = option(0, "random seed", low=0, label="Seed", panel="advanced")
+    test_every: int = option(8, "hold out every Nth image sorted by name to measure quality (0: none)", low=0,
+                             label="Hold Out Every", panel="advanced")
+    background: list[float] = option(help="colour behind the splats while training, R,G,B in [0, 1]: match a plain "
+                                     "studio backdrop, else black", low=0.0, high=1.0,
+                                     factory=lambda: [0.0, 0.0, 0.0], label="Background", panel="main", ui="color")
     device: str = option("auto", "auto: gsplat's kernels on CUDA, else cuda-torch, else mps, else cpu",
-                         choices=TRAIN_DEVICES)
+                         choices=DEVICES, label="Device", panel="main")
     init: str = option("sfm", "initial splats: the SfM points or random", choices=INITS)
     init_num_points: int = option(100_000, "random init: how many splats", low=1)
     ssim_lambda: float = option(0.2, "weight of D-SSIM in the loss", low=0.0, high=1.0)
     progress_every: int = option(10, "a progress event every N steps", low=1)
-    snapshot_every: int = option(1000, "preview PNG + PLY snapshot every N steps (0: never)", low=0)
+    snapshot_every: int = option(1000, "update the live splats and preview image every N steps (0: only at the "
+                                 "end)", low=0, label="Preview Every", panel="main")
     checkpoint_every: int = option(1000, "checkpoint every N steps", low=1)
     eval_steps: list[int] = option(help="evaluate also at these steps (N,M,...)", low=1, factory=list)
     resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
@@ -160,24 +210,27 @@ class TrainJob(Job):
             raise JobError("background", f"must be three numbers in [0, 1] (R, G, B), got {self.background!r}")
         if any(s > self.steps for s in self.eval_steps):
             raise JobError("eval_steps", f"must be a list of steps between 1 and {self.steps}, got {self.eval_steps!r}")
-        for key, value in self.strategy_options.items():
-            _check_strategy_option(self.strategy, key, value)
+        _check_strategy_options(self.strategy, self.strategy_options)
 
 
 @dataclass(frozen=True)
 class TrainPreset:
     """A named starting point for a training job: ``fields`` are TrainJob field values; a job file and
-    flags override them. The speed-ups are every field but the four the add-on's panel shows."""
+    flags override them. Those the panel shows are set by picking the preset (``shown``); the rest,
+    the speed-ups, go with every run whose speed-ups are this preset's."""
 
     label: str
     description: str
     fields: dict[str, Any]
 
-    PANEL_FIELDS: ClassVar[tuple[str, ...]] = ("steps", "downscale", "sh_degree", "snapshot_every")
+    @property
+    def shown(self) -> dict[str, Any]:
+        panel = panel_fields(TrainJob)
+        return {k: v for k, v in self.fields.items() if k in panel}
 
     @property
     def speedups(self) -> dict[str, Any]:
-        return {k: v for k, v in self.fields.items() if k not in self.PANEL_FIELDS}
+        return {k: v for k, v in self.fields.items() if k not in self.shown}
 
 
 # What each speed-up gains and costs is measured in BENCHMARKS.md (Training): the Fast preset's set
@@ -201,32 +254,25 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
 TrainJob.presets = TRAIN_PRESETS
 
 
-def _check_strategy_option(strategy: str, key: str, value: Any) -> None:
-    known = [k for k, spec in STRATEGY_OPTIONS.items() if strategy in spec[3]]
-    if key not in known:  # also cap_max (a job field of its own) and key_for_gradient (2DGS only)
-        cls = "MCMCStrategy" if strategy == "mcmc" else "DefaultStrategy"
-        raise JobError("strategy_options", f"{cls} has no option {key!r} we support",
-                       hint="Options: " + ", ".join(known))
-    kind, low, high, _ = STRATEGY_OPTIONS[key]
-    is_bool = isinstance(value, bool)
-    if kind == _BOOL:
-        if not is_bool:
-            raise JobError("strategy_options", f"{key} must be {kind}, got {value!r}")
-        return
-    if is_bool or not isinstance(value, (int, float)) or (kind == _INT and not isinstance(value, int)):
-        raise JobError("strategy_options", f"{key} must be {kind}, got {value!r}")
-    if not (math.isfinite(value) and low <= value <= high) or (kind == _POSITIVE and value <= 0):
-        if kind == _POSITIVE:
-            bounds = "above 0"
-        else:
-            bounds = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
-        raise JobError("strategy_options", f"{key} must be {bounds}, got {value!r}")
+def _check_strategy_options(strategy: str, options: dict[str, Any]) -> None:
+    """Each option named and checked as a field of the strategy's option class."""
+    cls = STRATEGY_OPTIONS[strategy]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in options.items():
+        if key not in fields:  # also cap_max (a job field of its own) and key_for_gradient (2DGS only)
+            gsplat = "MCMCStrategy" if strategy == "mcmc" else "DefaultStrategy"
+            raise JobError("strategy_options", f"{gsplat} has no option {key!r} we support",
+                           hint="Options: " + ", ".join(fields))
+        _value(value, hints[key], fields[key].metadata, f"strategy_options.{key}")
 
 
 # ---------------------------------------------------------------------------------------------
 # sfm
 
-QUALITIES = ("low", "medium", "high")
+QUALITIES = {"low": ("Low", "Photos scaled to 1000 px (longest side): fastest"),
+             "medium": ("Medium", "Photos scaled to 1600 px: the usual choice"),
+             "high": ("High", "Photos as shot: slowest, most detail")}
 
 
 @dataclass
@@ -236,16 +282,26 @@ class SfmJob(Job):
     out: str = option(help="output folder: new, empty, or an earlier sfm result", path="out")
     images: str | None = option(None, "folder of photos (its subfolders are not read)", path="in")
     video: str | None = option(None, "video file; frames are taken every --every frames", path="in")
-    every: int = option(10, "with --video: take every Nth frame", low=1)
+    every: int = option(10, "with a video: use one frame out of this many", low=1, label="Every Nth Frame",
+                        panel="main")
     matcher: str = option("auto", "auto: sequential for video frames, exhaustive (every pair) for photos",
-                          choices=("auto", "exhaustive", "sequential"))
+                          choices={"auto": ("Automatic", "Sequential for video frames, exhaustive for photos"),
+                                   "exhaustive": ("Exhaustive", "Compare every pair of photos: best for up to a few "
+                                                  "hundred"),
+                                   "sequential": ("Sequential", "Compare neighbours in name order: video frames, "
+                                                  "walk-arounds")},
+                          label="Matching", panel="advanced")
     mapper: str = option("incremental", "incremental (robust) or global (GLOMAP; faster on large sets)",
-                         choices=("incremental", "global"))
+                         choices={"incremental": ("Incremental", "Adds photos one by one: the most robust"),
+                                  "global": ("Global", "Solves all cameras at once (GLOMAP): faster on large sets")},
+                         label="Mapping", panel="advanced")
     quality: str = option("medium", "working image size: low 1000 px, medium 1600 px, high as shot",
-                          choices=QUALITIES)
+                          choices=QUALITIES, label="Quality", panel="main")
     max_size: int | None = option(None, "working size in pixels (longest side), instead of --quality", low=64)
     camera: str = option("single", "single: one camera for all photos; per-image: one each",
-                         choices=("single", "per-image"))
+                         choices={"single": ("One Camera", "All photos from one camera and lens at one zoom"),
+                                  "per-image": ("Camera per Photo", "Different cameras, lenses or zoom settings")},
+                         label="Cameras", panel="main")
     min_registered: float = option(0.5, "fail unless this fraction of the photos is placed in the model",
                                    low=0.0, high=1.0)
     threads: int = option(-1, "CPU threads (-1: all)", low=-1)
@@ -296,7 +352,7 @@ class RenderJob(Job):
     output_dir: str = option(help="folder for <name>_<frame>.exr and .png", path="out")
     objects: list[RenderObject] = option(help="the splat objects", flag=False)
     frames: list[RenderFrame] = option(help="cameras and object matrices per frame", flag=False)
-    name: str = option("splats", "file names start with this")
+    name: str = option("splats", "file names start with this", label="Name")
     device: str = option("auto", "as for training: auto, cuda, cuda-torch, mps or cpu", choices=RENDER_DEVICES)
 
     def check(self) -> None:
@@ -423,7 +479,9 @@ def _value(value: Any, tp: Any, meta: dict, path: str) -> Any:
         value = float(value)
     if meta.get("choices") and value not in meta["choices"]:
         raise JobError(path, f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
-    low, high = meta.get("low"), meta.get("high")
+    low, high, above = meta.get("low"), meta.get("high"), meta.get("above")
+    if above is not None and not value > above:
+        raise JobError(path, f"must be above {above:g}, got {value}")
     if low is not None and high is not None and not low <= value <= high:
         raise JobError(path, f"must be between {low:g} and {high:g}, got {value}")
     if low is not None and value < low:

@@ -6,6 +6,7 @@ imported cameras, :func:`camera_to_colmap` for one camera's K and pose as it ren
 """
 from __future__ import annotations
 
+from .. import registrar
 from . import activate, exporting, import_ops, panel, props
 from .activate import activate_camera, apply_camera_settings
 from .exporting import camera_to_colmap, cameras_to_reconstruction, world_from_colmap
@@ -13,14 +14,4 @@ from .exporting import camera_to_colmap, cameras_to_reconstruction, world_from_c
 __all__ = ["activate_camera", "apply_camera_settings", "camera_to_colmap", "cameras_to_reconstruction",
            "world_from_colmap"]
 
-_MODULES = (props, activate, import_ops, exporting, panel)
-
-
-def register():
-    for module in _MODULES:
-        module.register()
-
-
-def unregister():
-    for module in reversed(_MODULES):
-        module.unregister()
+register, unregister = registrar(props, activate, import_ops, exporting, panel)

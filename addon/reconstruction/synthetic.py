@@ -19,11 +19,11 @@ import numpy as np
 from bpy.props import BoolProperty, IntProperty, StringProperty
 from mathutils import Matrix, Vector
 
-from ..bridge.formats import colmap
-from ..bridge.formats.cameras import Reconstruction
-from .colmap.build import CreatedData
-from .colmap.exporting import cameras_to_reconstruction
-from .reports import failure
+from ...bridge.formats import colmap
+from ...bridge.formats.cameras import Reconstruction
+from ..cameras.build import CreatedData
+from ..cameras.exporting import cameras_to_reconstruction
+from ..common.reports import failure
 
 BACKGROUND = (0.55, 0.62, 0.70)  # sRGB of the world behind the scene
 TARGET = Vector((0.0, 0.0, 0.35))  # where every camera looks

@@ -13,15 +13,12 @@ import bpy
 import numpy as np
 from bpy_extras.io_utils import ExportHelper
 
-from ..bridge.formats import FormatError, FormatWarning, table, write_splats
-from ..bridge.formats.detect import format_for_extension
-from ..bridge.formats.transform import place_splats
-from .reports import failure
-from .splats import SplatLayoutError, is_splat_object, object_to_splats
-from .splats.pointcloud import describe_splat_objects
-
-# format -> (label, file extension, description), from the one table of splat formats
-FORMATS = {f.name: (f.label, f.extension, f.description) for f in table.FORMATS}
+from ...bridge.formats import FormatError, FormatWarning, table, write_splats
+from ...bridge.formats.detect import format_for_extension
+from ...bridge.formats.transform import place_splats
+from ..common.reports import failure
+from ..splats import SplatLayoutError, is_splat_object, object_to_splats
+from ..splats.pointcloud import describe_splat_objects
 
 
 def objects_to_export(context, use_selection: bool, collection: str = "") -> list:
@@ -65,7 +62,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
     file_format: bpy.props.EnumProperty(
         name="Format",
         items=[("AUTO", "From File Name", "Pick the format from the file's extension")]
-        + [(key.upper(), label, text) for key, (label, _, text) in FORMATS.items()],
+        + [(f.name.upper(), f.label, f.description) for f in table.FORMATS],
         default="AUTO",
     )
     sh_degree: bpy.props.EnumProperty(
@@ -92,7 +89,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
         # Keep the file name's extension in step with the chosen format.
         if self.file_format == "AUTO":
             return False
-        wanted = FORMATS[self.file_format.lower()][1]
+        wanted = table.BY_NAME[self.file_format.lower()].extension
         if self.filepath.lower().endswith(wanted):
             return False
         self.filepath = table.strip_extension(self.filepath) + wanted

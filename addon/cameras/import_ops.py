@@ -9,7 +9,7 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from ...bridge.formats import colmap
 from ...bridge.formats.cameras import PINHOLE_MODELS, up_and_centre_transform
 from ...bridge.formats.errors import FormatError
-from ..reports import failure
+from ..common.reports import failure
 from .activate import activate_camera
 from .build import ImportOptions, build_collection
 

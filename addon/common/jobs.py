@@ -5,14 +5,14 @@ API (training, SfM and render passes all use it)::
     job = start_job(name, request, on_event=None, on_finish=None, *, block=None,
                     log_path=None, python=None, machine=None) -> Job
         ``request`` is a ``protocol`` job (TrainJob, SfmJob, RenderJob, CheckJob): it runs as
-        ``python -m bridge CMD --job - --ipc`` (``runtime.bridge_command``) with the job as the first
-        line on stdin, here (cwd and PYTHONPATH at bridge_root()) or on ``machine`` (a
-        ``remote.Machine``: over ssh, see addon/remote.py). ``on_event(job, event)`` gets every
+        ``python -m bridge CMD --job - --ipc`` (``bridge.client.bridge_command``) with the job as the first
+        line on stdin, here (cwd and PYTHONPATH at ``bridge.client.CODE_ROOT``) or on ``machine`` (a
+        ``bridge.client.Machine``: over ssh). ``on_event(job, event)`` gets every
         protocol event and ``on_finish(job)`` is
         called once when the process has exited and every event was applied, always on the main
         thread. ``block`` (default: ``bpy.app.background``) runs the job to its end before returning
         and prints progress; otherwise a timer (``addon.register_timer``) applies events while the UI
-        stays live. Raises JobError (message + hint) when the job cannot start: no interpreter set
+        stays live. Raises StartError (message + hint) when the job cannot start: no interpreter set
         up, another job of the same name still running, the interpreter cannot be executed.
     Job: name, request, argv, log_path, pid, state ("running", "completed", "stopped", "failed", "killed"),
         hello, stage, progress, snapshot, evaluation, done, error (a protocol.Error, also made up
@@ -50,9 +50,10 @@ from pathlib import Path
 
 import bpy
 
-from ..bridge import protocol
-from . import register_timer, runtime
-from .runtime import bridge_python, bridge_root  # noqa: F401 - part of this module's API
+from ...bridge import protocol
+from ...bridge.client import CODE_ROOT, BridgeProcess, StartError, bridge_command, bridge_env, run_to_end
+from .. import register_timer
+from ..setup import runtime
 
 _PUMP_INTERVAL = 0.1  # seconds between event polls while a job runs in the UI
 _PRINT_INTERVAL = 2.0  # seconds between progress lines when blocking in the background
@@ -62,18 +63,9 @@ _jobs: list[Job] = []
 _watched: list = []  # other subprocess runners the same timer pumps (installs, checks)
 
 
-class JobError(RuntimeError):
-    """A job could not start; ``hint`` tells the artist what to do about it."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
 class Job:
     def __init__(self, name: str, request: protocol.Job, log_path: str, on_event, on_finish,
-                 process: protocol.BridgeProcess):
+                 process: BridgeProcess):
         self.name = name
         self.request = request
         self.process = process
@@ -192,7 +184,7 @@ class Job:
             self._print(event)
 
         try:
-            self.exit_code = protocol.run_to_end(self.process, on_event)
+            self.exit_code = run_to_end(self.process, on_event)
         except KeyboardInterrupt:
             # Ctrl-C in a headless run: save what was trained, like Cancel in the panel.
             print(f"{self.name}: interrupted, asking the bridge to save and stop ...", flush=True)
@@ -282,7 +274,7 @@ def start_job(
 ) -> Job:
     previous = get_job(name)
     if previous is not None and previous.running:
-        raise JobError(f"a {name} job is already running", "Cancel it first, or wait for it to finish.")
+        raise StartError(f"a {name} job is already running", "Cancel it first, or wait for it to finish.")
     if log_path is None:
         log_path = os.path.join(runtime.log_dir(), f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
     process = machine.start(request, log_path) if machine is not None else _start_here(request, log_path, python)
@@ -296,21 +288,21 @@ def start_job(
     return job
 
 
-def _start_here(request: protocol.Job, log_path: str, python: str | None) -> protocol.BridgeProcess:
+def _start_here(request: protocol.Job, log_path: str, python: str | None) -> BridgeProcess:
     python = python or runtime.bridge_python()
     if not python:
-        raise JobError(
+        raise StartError(
             "no Python environment with PyTorch is set up for Splatwork",
             "Edit > Preferences > Add-ons > Splatwork: press 'Install training environment', "
             "or point 'Bridge Python' at an interpreter that has torch and gsplat.",
         )
     if not os.path.isfile(python):
-        raise JobError(f"the bridge Python '{python}' does not exist", "Fix 'Bridge Python' in the preferences.")
+        raise StartError(f"the bridge Python '{python}' does not exist", "Fix 'Bridge Python' in the preferences.")
     try:
-        return protocol.BridgeProcess(runtime.bridge_command(python, request.command), log_path,
-                                      cwd=runtime.bridge_root(), env=runtime.bridge_env(), job=request.to_json())
+        return BridgeProcess(bridge_command(python, request.command), log_path, cwd=CODE_ROOT, env=bridge_env(),
+                             job=request.to_json())
     except OSError as exc:
-        raise JobError(f"could not start the bridge with '{python}': {exc}",
+        raise StartError(f"could not start the bridge with '{python}': {exc}",
                        "Check 'Bridge Python' in the preferences.") from exc
 
 

@@ -16,8 +16,8 @@ from ...bridge.formats.cameras import (
     matrix_world_to_pose,
     with_pinhole,
 )
-from ..reports import failure
-from .props import FRAMES_KEY, PARAMS_KEY, POINTS_KEY, WORLD_KEY
+from ..common.reports import failure
+from .keys import FRAMES_KEY, PARAMS_KEY, POINTS_KEY, WORLD_KEY
 
 
 def world_from_colmap(collection) -> np.ndarray | None:

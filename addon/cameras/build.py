@@ -16,9 +16,9 @@ from mathutils import Matrix
 from ...bridge.formats.cameras import Reconstruction, intrinsics_to_blender, pose_to_matrix_world
 from ...bridge.formats.colmap import resolve_image_path
 from ...bridge.formats.errors import FormatError
-from ..pointclouds import convert_to_pointcloud
+from ..common.pointclouds import convert_to_pointcloud
 from .images import image_size
-from .props import FRAME_START_KEY, FRAMES_KEY, MODEL_DIR_KEY, PARAMS_KEY, POINTS_KEY, WORLD_KEY
+from .keys import FRAME_START_KEY, FRAMES_KEY, MODEL_DIR_KEY, PARAMS_KEY, POINTS_KEY, WORLD_KEY
 
 BLENDER_MAX_RESOLUTION = 65536
 # Blender's enum values for keyframe interpolation, as foreach_set wants them.

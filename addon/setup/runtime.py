@@ -2,9 +2,9 @@
 panels ask here; nothing else decides).
 
 Local: the *Bridge Python* preference if set, else ``$SPLATWORK_BRIDGE_PYTHON`` (headless Blender,
-render farms, CI), else :func:`detect_python`. The bridge runs as ``python -m bridge CMD --job -
---ipc`` from :func:`bridge_root` with :func:`bridge_env`; a remote machine (``addon/remote.py``)
-runs the same command line on the far side of ``ssh``.
+render farms, CI), else :func:`detect_python`. How it runs (the one command line, its environment)
+is ``bridge.client``'s; a remote machine (``addon/training/remote.py``) runs the same command line
+on the far side of ``ssh``.
 """
 from __future__ import annotations
 
@@ -14,46 +14,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import bpy
 
-ADDON_ID = __package__.rpartition(".")[0]  # the extension's module: the preferences' bl_idname
+ADDON_ID = __package__.rsplit(".", 2)[0]  # the extension's module (above addon.setup): the preferences' bl_idname
 BRIDGE_PYTHON_ENV = "SPLATWORK_BRIDGE_PYTHON"
 
 
 def prefs():
     addon = bpy.context.preferences.addons.get(ADDON_ID)
     return addon.preferences if addon is not None else None
-
-
-def bridge_root() -> str:
-    """The extension's root folder: ``python -m bridge`` works from here."""
-    return str(Path(__file__).resolve().parent.parent)
-
-
-def bridge_command(python: str, command: str) -> list[str]:
-    """The argument list that runs a bridge command whose job comes first on stdin."""
-    return [python, "-m", "bridge", command, "--job", "-", "--ipc"]
-
-
-def bridge_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = bridge_root()
-    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else root
-    env["PYTHONUNBUFFERED"] = "1"
-    # Blender's own Python home must not leak into a different interpreter.
-    env.pop("PYTHONHOME", None)
-    return env
-
-
-def tool_env() -> dict[str, str]:
-    """For interpreters that are not the bridge (pip, venv): none of Blender's Python paths."""
-    env = dict(os.environ)
-    env.pop("PYTHONHOME", None)
-    env.pop("PYTHONPATH", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def bridge_python_setting() -> str:

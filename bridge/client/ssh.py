@@ -4,8 +4,9 @@ A machine (Preferences > Splatwork > Remote Machines) is an SSH host or an alias
 the Python there that has torch and gsplat, and a work folder there. :meth:`Machine.start` carries
 what the job needs (the bridge's code, then each input the job names: the model, the images the
 model uses, splat files, photos) into the work folder, only the files that changed since the last
-time (a manifest per folder, size and modification time); a training run's images go at the size
-it trains at (``downscale``), reduced here once and cached (``addon/remote_images.py``). Then it
+time (a manifest per folder, size and modification time); a training run's images go through
+``Machine.reduce_images`` when set (in Blender: at the size it trains at, reduced once and cached,
+``addon/training/remote_images.py``). Then it
 runs ``python -m bridge CMD --job - --ipc`` through the system ``ssh`` client (an argument list;
 only the remote command line is shell text, every part quoted). The job goes as the first line
 on ssh's stdin, commands follow it, events come back on its stdout, the bridge's log on its stderr:
@@ -32,20 +33,16 @@ import shlex
 import subprocess
 import tarfile
 import threading
+from collections.abc import Callable
 
-import bpy
-
-from ..bridge import protocol
-from ..bridge.protocol.jobs import OUTPUT_LOCK, path_fields
-from . import remote_images
-from .jobs import JobError
+from .. import protocol
+from ..protocol.jobs import OUTPUT_LOCK, path_fields
+from .command import CODE_ROOT, bridge_args
+from .errors import RemoteError
+from .process import BridgeProcess
 
 MANIFEST = ".splatwork-sync.json"
 SSH_TIMEOUT = 60  # seconds for each short ssh call (a transfer gets longer)
-
-
-class RemoteError(JobError):
-    """A remote job could not start, or a transfer failed; ``hint`` says what to do."""
 
 
 @dataclasses.dataclass
@@ -55,6 +52,9 @@ class Machine:
     python: str  # the Python on that machine with torch and gsplat
     workdir: str  # the folder there that holds the code, the data and the runs
     ssh_config: str = ""  # an ssh config file (-F); empty: ssh's own (~/.ssh/config)
+    # ``reduce_images(job, images_dir, on_main, progress) -> {name there: local path}``: the images a
+    # training run needs, made smaller here; None sends the images folder as it is.
+    reduce_images: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
 
     # -- ssh ------------------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class Machine:
 
     def bridge_argv(self, command: str) -> list[str]:
         code = shlex.quote(self.code_dir())
-        bridge = " ".join(shlex.quote(a) for a in ["-m", "bridge", command, "--job", "-", "--ipc"])
+        bridge = " ".join(shlex.quote(a) for a in bridge_args(command))
         return self.ssh(f"cd {code} && exec env PYTHONPATH={code} PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE "
                         f"{self.home_path(self.python)} {bridge}")
 
@@ -180,15 +180,14 @@ class Machine:
         so Blender stays responsive; anything that goes wrong arrives as an Error event."""
         return RemoteProcess(self, request, log_path)
 
-    def prepare(self, request: protocol.Job, on_main=remote_images.call, progress=None,
+    def prepare(self, request: protocol.Job, on_main=None, progress=None,
                 ) -> tuple[list[str], protocol.Job, dict[str, str]]:
         """Carry the code and the job's inputs there: (ssh argv, the job with paths there, output
         folder there -> here). JobError (RemoteError) when it cannot. ``on_main(fn, *args)`` runs what
-        must run on Blender's main thread (reducing images); ``progress(event)`` hears how it goes."""
-        from . import runtime
-
+        must run on Blender's main thread (reducing images; None: here and now); ``progress(event)``
+        hears how it goes."""
         remote_job = copy_job(request)
-        self.sync(_tree(os.path.join(runtime.bridge_root(), "bridge"), "bridge"), self.code_dir())
+        self.sync(_tree(os.path.join(CODE_ROOT, "bridge"), "bridge"), self.code_dir())
         for obj, name in path_fields(remote_job, "in"):
             setattr(obj, name, self._upload(request, name, getattr(obj, name), on_main, progress))
         outputs = {}
@@ -207,14 +206,14 @@ class Machine:
         if os.path.isfile(local):
             self.sync({os.path.basename(local): local}, there)
             return posixpath.join(there, os.path.basename(local))
-        if isinstance(request, protocol.TrainJob) and field == "images":
+        if isinstance(request, protocol.TrainJob) and field == "images" and self.reduce_images is not None:
             # Only the images the model uses, at the size the run trains at; each training size has
             # a folder there of its own, so going back to an earlier size sends nothing again.
             def reduced(done: int, total: int, name: str) -> None:
                 if progress is not None:
                     progress(protocol.Stage(stage="reducing_images", message=f"{done}/{total} {name}"))
 
-            files = remote_images.training_images(request, local, on_main, reduced)
+            files = self.reduce_images(request, local, on_main or _call, reduced)
             if request.downscale != 1.0:
                 there += f"-downscale{request.downscale:g}"
         elif isinstance(request, protocol.SfmJob):  # sfm reads the folder's own files, not its subfolders
@@ -224,12 +223,10 @@ class Machine:
         self.sync(files, there)
         return there
 
-    def check(self, block: bool | None = None, on_finish=None):
-        """Run the environment check there (``python -m bridge check``) as a job named "check <name>"."""
-        from . import jobs
 
-        return jobs.start_job(f"check {self.name}", protocol.CheckJob(), on_finish=on_finish, block=block,
-                              machine=self)
+def _call(fn, *args):
+    """``on_main`` for a caller on no particular thread: run it here."""
+    return fn(*args)
 
 
 def copy_job(job):
@@ -254,7 +251,7 @@ def _tree(folder: str, prefix: str) -> dict[str, str]:
     return out
 
 
-class RemoteProcess(protocol.BridgeProcess):
+class RemoteProcess(BridgeProcess):
     """The ssh client running a bridge there, with events translated to this machine's files.
 
     Its thread first uploads (a "uploading" Stage event), then starts ssh and reads the events; until
@@ -288,8 +285,8 @@ class RemoteProcess(protocol.BridgeProcess):
             self.queue.put(protocol.Done(status="stopped"))
             self._code = protocol.EXIT_OK
             return
-        except (JobError, OSError, ValueError, tarfile.TarError) as exc:  # ValueError: an unreadable model
-            message, hint = (exc.message, exc.hint) if isinstance(exc, JobError) else (str(exc), "")
+        except (RemoteError, OSError, ValueError, tarfile.TarError) as exc:  # ValueError: an unreadable model
+            message, hint = (exc.message, exc.hint) if isinstance(exc, RemoteError) else (str(exc), "")
             self._log.write(f"upload to {self.machine.host} failed: {message}\n".encode())
             self._log.flush()
             self.queue.put(protocol.Error(kind="remote_failed", message=message, hint=hint))
@@ -444,156 +441,3 @@ class _MainCall:
         except Exception as exc:  # noqa: BLE001 - handed to the upload's thread, which reports it
             self.error = exc
         self.done.set()
-
-
-# ---------------------------------------------------------------------------------------------
-# Blender: the machines in the preferences, their Check, and the choice of machine for a job
-
-
-class SplatworkMachine(bpy.types.PropertyGroup):
-    # ``name`` (the PropertyGroup's own) is what jobs refer to.
-    host: bpy.props.StringProperty(name="SSH Host", description="user@host, a host name, or an alias from "
-                                   "~/.ssh/config; ssh must log in without a password prompt (a key or an agent)")
-    python: bpy.props.StringProperty(name="Remote Python", default="python3",
-                                     description="The Python there that has torch and gsplat (e.g. ~/venv/bin/python)")
-    workdir: bpy.props.StringProperty(name="Remote Folder", default="~/splatwork",
-                                      description="Where Splatwork keeps the code, the data and the runs there")
-    ssh_config: bpy.props.StringProperty(name="SSH Config", subtype="FILE_PATH",
-                                         description="An ssh config file to use instead of ~/.ssh/config (optional)")
-
-
-def machines() -> list:
-    from . import runtime
-
-    p = runtime.prefs()
-    return list(p.machines) if p is not None and hasattr(p, "machines") else []
-
-
-def machine_named(name: str) -> Machine | None:
-    """The machine called ``name`` in the preferences (None for "" = this computer); RemoteError if unknown."""
-    if not name:
-        return None
-    for m in machines():
-        if m.name == name:
-            if not m.host:
-                raise RemoteError(f"machine '{name}' has no SSH host", "Set it in Preferences > Splatwork.")
-            return Machine(m.name, m.host, m.python or "python3", m.workdir or "~/splatwork",
-                           bpy.path.abspath(m.ssh_config) if m.ssh_config else "")
-    raise RemoteError(f"no remote machine named '{name}'", "Add it in Preferences > Splatwork > Remote Machines, "
-                      "or choose This Computer.")
-
-
-def machine_property():
-    """The "Machine" setting of a job: a remote machine's name, empty for this computer."""
-    return bpy.props.StringProperty(
-        name="Machine", search=lambda _self, _context, _text: [m.name for m in machines()],
-        description="Run on a remote machine (Preferences > Splatwork > Remote Machines); empty: this computer")
-
-
-CHECKS: dict[str, dict] = {}  # machine name -> the last check's answer (or {"error": ..., "hint": ...})
-
-
-class SPLATWORK_OT_add_machine(bpy.types.Operator):
-    """Add a remote machine that runs training, reconstruction and render passes over SSH"""
-
-    bl_idname = "splatwork.add_machine"
-    bl_label = "Add Remote Machine"
-    bl_options = {"INTERNAL"}
-
-    def execute(self, context):
-        from . import runtime
-
-        p = runtime.prefs()
-        m = p.machines.add()
-        m.name = f"machine {len(p.machines)}"
-        return {"FINISHED"}
-
-
-class SPLATWORK_OT_remove_machine(bpy.types.Operator):
-    """Remove this remote machine (nothing on it is touched)"""
-
-    bl_idname = "splatwork.remove_machine"
-    bl_label = "Remove Remote Machine"
-    bl_options = {"INTERNAL"}
-
-    index: bpy.props.IntProperty()
-
-    def execute(self, context):
-        from . import runtime
-
-        runtime.prefs().machines.remove(self.index)
-        return {"FINISHED"}
-
-
-class SPLATWORK_OT_check_machine(bpy.types.Operator):
-    """Run the environment check on this machine: can it be reached, and does its Python have torch and gsplat"""
-
-    bl_idname = "splatwork.check_machine"
-    bl_label = "Check"
-    bl_options = {"INTERNAL"}
-
-    name: bpy.props.StringProperty()
-
-    def execute(self, context):
-        CHECKS.pop(self.name, None)
-        try:
-            job = machine_named(self.name).check(on_finish=lambda job: _record_check(self.name, job))
-        except JobError as exc:
-            CHECKS[self.name] = {"error": exc.message, "hint": exc.hint}
-            self.report({"ERROR"}, f"{exc.message}. {exc.hint}")
-            return {"CANCELLED"}
-        if not job.running and self.name in CHECKS and CHECKS[self.name].get("error"):
-            self.report({"ERROR"}, f"{CHECKS[self.name]['error']}. {CHECKS[self.name].get('hint', '')}")
-            return {"CANCELLED"}
-        return {"FINISHED"}
-
-
-def _record_check(name: str, job) -> None:
-    CHECKS[name] = result = check_result(job)
-    if not result.get("error"):
-        print(f"Splatwork: {name}: {result.get('summary')}", flush=True)
-
-
-def check_result(job) -> dict:
-    """What a finished check job says, with an error and a hint when the machine cannot train."""
-    if job.done is None:
-        error = job.error or protocol.Error(kind="crashed", message=f"the check {job.state}")
-        return {"error": error.message, "hint": error.hint}
-    info = dict(job.done.metrics)
-    missing = info.get("missing") or []
-    if "torch" in missing or "gsplat" in missing:
-        info["error"] = f"the Python there ({info.get('executable')}) lacks {', '.join(missing)}"
-        info["hint"] = ("Install Splatwork's training packages there (requirements.txt: torch, gsplat, pycolmap, "
-                        "plyfile, numpy, pytorch-msssim, pillow) or set Remote Python to one that has them.")
-    gpu = f"CUDA: {info.get('device')}" if info.get("cuda") else "no CUDA (CPU training)"
-    info["summary"] = f"Python {info.get('python')}, torch {info.get('packages', {}).get('torch')}, {gpu}"
-    return info
-
-
-def draw_preferences(layout, prefs) -> None:
-    box = layout.box()
-    row = box.row()
-    row.label(text="Remote Machines (SSH)", icon="NETWORK_DRIVE")
-    row.operator("splatwork.add_machine", text="", icon="ADD")
-    for i, m in enumerate(prefs.machines):
-        col = box.column(align=True)
-        row = col.row(align=True)
-        row.prop(m, "name", text="")
-        row.operator("splatwork.check_machine", icon="VIEWZOOM").name = m.name
-        row.operator("splatwork.remove_machine", text="", icon="X").index = i
-        col.prop(m, "host")
-        col.prop(m, "python")
-        col.prop(m, "workdir")
-        col.prop(m, "ssh_config")
-        check = CHECKS.get(m.name)
-        if check is None:
-            continue
-        if check.get("error"):
-            col.label(text=check["error"][:200], icon="ERROR")
-            if check.get("hint"):
-                col.label(text=check["hint"][:200])
-        else:
-            col.label(text=check["summary"][:200], icon="CHECKMARK")
-
-
-classes = (SplatworkMachine, SPLATWORK_OT_add_machine, SPLATWORK_OT_remove_machine, SPLATWORK_OT_check_machine)

@@ -10,7 +10,7 @@ import bpy
 from bpy.app.handlers import persistent
 from bpy.props import StringProperty
 
-from .props import FRAME_START_KEY, FRAMES_KEY
+from .keys import FRAME_START_KEY, FRAMES_KEY
 
 _MSGBUS_OWNER = object()
 

@@ -10,20 +10,13 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-PARAMS_KEY = "splatwork_colmap_params"  # camera data: COLMAP params of the model, float64
-FRAMES_KEY = "splatwork_frames"  # camera data of the animated camera: [w, h, aspect_x, aspect_y] per frame
-FRAME_START_KEY = "splatwork_frame_start"
-WORLD_KEY = "splatwork_world_from_colmap"  # collection: 4x4 rigid transform, row-major
-MODEL_DIR_KEY = "splatwork_colmap_model"  # collection: the model folder it was imported from
-POINTS_KEY = "splatwork_colmap_points"  # object: marks the sparse point cloud of an import
+from .activate import activate_camera, apply_camera_settings
 
 
 def _settings_changed(self, context):
     # Editing the active camera's own settings shows at once, as editing the scene's would.
     scene = context.scene
     if scene is not None and scene.camera is not None and scene.camera.data == self.id_data:
-        from .activate import apply_camera_settings
-
         apply_camera_settings(scene, scene.camera)
 
 
@@ -42,8 +35,6 @@ class SPLATWORK_PG_colmap_camera(bpy.types.PropertyGroup):
 
 
 def _camera_index_changed(self, context):
-    from .activate import activate_camera
-
     collection = self.collection
     if collection is None or not (0 <= self.camera_index < len(collection.objects)):
         return

@@ -34,7 +34,7 @@ import os
 import tempfile
 from collections.abc import Callable
 
-from .colmap.images import image_size
+from ..cameras.images import image_size
 
 CACHE_FOLDER = "reduced-images"
 CACHE_LIMIT = 4 << 30  # bytes; beyond it the oldest copies go (a copy removed is made again when needed)
@@ -43,7 +43,7 @@ CACHE_LIMIT = 4 << 30  # bytes; beyond it the oldest copies go (a copy removed i
 def cache_dir() -> str:
     import bpy
 
-    from .runtime import ADDON_ID
+    from ..setup.runtime import ADDON_ID
 
     try:
         return bpy.utils.extension_path_user(ADDON_ID, path=CACHE_FOLDER, create=True)
@@ -64,7 +64,7 @@ def training_images(job, images_dir: str, on_main: Callable = call,
     its reduced copy in the cache). Images missing from ``images_dir`` are left out (the bridge names
     them). ``progress(done, total, name)`` is told of each image reduced now (not of those cached). A
     RemoteError names an image Blender cannot read."""
-    from ..bridge.formats.colmap import read_model, resolve_image_path
+    from ...bridge.formats.colmap import read_model, resolve_image_path
 
     rec = read_model(job.model)
     files, todo = {}, []
@@ -166,7 +166,7 @@ def reduce_image(path: str, out: str, camera_size: tuple[int, int], target: tupl
     when Blender cannot read it. Main thread only (it loads a Blender image, then removes it)."""
     import bpy
 
-    from .remote import RemoteError
+    from ...bridge.client import RemoteError
 
     unreadable = f"{path}: Blender cannot read this image"
     hint = "Convert it to PNG or JPEG, or remove it from the model."

@@ -13,25 +13,16 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
-from ..bridge import protocol
-from . import jobs, remote
+from ...bridge import protocol
+from ...bridge.protocol.jobs import panel_fields
+from ..common import jobs
+from ..common.options import job_properties
+from ..training import remote
 
 JOB_NAME = "reconstruct"
 
 _SOURCE_ITEMS = [("PHOTOS", "Photos", "A folder of overlapping photos"),
                  ("VIDEO", "Video", "A video file; every Nth frame is used")]
-_QUALITY_ITEMS = [("low", "Low", "Photos scaled to 1000 px (longest side): fastest"),
-                  ("medium", "Medium", "Photos scaled to 1600 px: the usual choice"),
-                  ("high", "High", "Photos as shot: slowest, most detail")]
-_CAMERA_ITEMS = [("single", "One Camera", "All photos from one camera and lens at one zoom"),
-                 ("per-image", "Camera per Photo", "Different cameras, lenses or zoom settings")]
-_MATCHER_ITEMS = [("auto", "Automatic", "Sequential for video frames, exhaustive for photos"),
-                  ("exhaustive", "Exhaustive", "Compare every pair of photos: best for up to a few hundred"),
-                  ("sequential", "Sequential", "Compare neighbours in name order: video frames, walk-arounds")]
-_MAPPER_ITEMS = [("incremental", "Incremental", "Adds photos one by one: the most robust"),
-                 ("global", "Global", "Solves all cameras at once (GLOMAP): faster on large sets")]
-
-
 def _settings_fields():
     """The settings shared by the scene panel and the operator (one definition for both)."""
     return {
@@ -39,17 +30,14 @@ def _settings_fields():
         "images_dir": StringProperty(name="Photos", subtype="DIR_PATH",
                                      description="Folder of photos (subfolders are not read)"),
         "video_path": StringProperty(name="Video", subtype="FILE_PATH", description="Video file"),
-        "every": IntProperty(name="Every Nth Frame", default=10, min=1, max=1000,
-                             description="Use one frame out of this many"),
         "out_dir": StringProperty(name="Output", subtype="DIR_PATH",
                                   description="New or empty folder for the cameras, points and undistorted "
                                   "photos; empty: a folder next to the .blend file"),
-        "quality": EnumProperty(name="Quality", items=_QUALITY_ITEMS, default="medium"),
+        # The job's max_size is None when Quality decides; a Blender int has no None, so 0 stands for it.
         "max_size": IntProperty(name="Working Size", default=0, min=0, max=16384, subtype="PIXEL",
                                 description="Longest side in pixels; 0: set by Quality"),
-        "camera": EnumProperty(name="Cameras", items=_CAMERA_ITEMS, default="single"),
-        "matcher": EnumProperty(name="Matching", items=_MATCHER_ITEMS, default="auto"),
-        "mapper": EnumProperty(name="Mapping", items=_MAPPER_ITEMS, default="incremental"),
+        # SfM's own options, made from the SfmJob fields (label, tooltip, bounds, choices)
+        **job_properties(protocol.SfmJob, panel_fields(protocol.SfmJob)),
         "machine": remote.machine_property(),
     }
 
@@ -116,7 +104,7 @@ class SPLATWORK_OT_reconstruct(bpy.types.Operator):
             job = jobs.start_job(JOB_NAME, request, machine=remote.machine_named(self.machine),
                                  on_finish=lambda job: _finish(job, scene_name, import_result, z_up),
                                  block=None if self.wait == "AUTO" else self.wait == "YES")
-        except jobs.JobError as exc:
+        except jobs.StartError as exc:
             settings.state = "failed"
             settings.message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             self.report({"ERROR"}, settings.message)

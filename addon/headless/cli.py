@@ -15,8 +15,10 @@ import sys
 
 import bpy
 
-from ..bridge.formats.atomic import atomic_path
-from ..bridge.protocol.jobs import TRAIN_DEVICES
+from ...bridge.formats.atomic import atomic_path
+from ...bridge.protocol import TRAIN_PRESETS, JobError, TrainJob, job_from_dict
+from ...bridge.protocol.flags import add_job_flags, flag_name
+from ...bridge.protocol.jobs import panel_fields
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -41,19 +43,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"splatwork: error: {message}\n")
 
 
-def _colour(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(c) for c in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(0.0 <= c <= 1.0 for c in values):
-        raise argparse.ArgumentTypeError(f"expected R,G,B with each in [0, 1], got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from .training.settings import PRESETS
-
     p = _Parser(
         prog="blender --background --command splatwork",
         description="Import a COLMAP reconstruction, train Gaussian splats on it, import them with the "
@@ -67,17 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="COLMAP model folder (sparse/0) or the project folder (required to train)")
     p.add_argument("--images", help="the photos (default: images/ next to sparse/)")
     p.add_argument("--out", help="output folder for training (splats.ply, checkpoints, log; required to train)")
-    p.add_argument("--preset", choices=[k.lower() for k in PRESETS], default="standard",
-                   help=", ".join(f"{key.lower()} ({steps // 1000}k steps, "
-                                  f"{'full' if downscale == 1 else f'1/{downscale:g}'} size)"
-                                  for key, (_, _, steps, downscale, *_rest) in PRESETS.items()))
-    p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
-    p.add_argument("--downscale", type=float, help="divide the image size by this (overrides the preset)")
-    p.add_argument("--sh-degree", type=int, choices=range(4), help="spherical harmonics degree (overrides the preset)")
-    p.add_argument("--device", choices=TRAIN_DEVICES, default="auto",
-                   help="auto, cuda (gsplat's kernels), cuda-torch (no compile), mps or cpu")
-    p.add_argument("--background", type=_colour, metavar="R,G,B",
-                   help="colour behind the splats while training, sRGB in [0, 1] (default 0,0,0)")
+    p.add_argument("--preset", choices=list(TRAIN_PRESETS), default="standard",
+                   help="the settings to start from (the options below override them): " + "; ".join(
+                       f"{name}: {preset.description}" for name, preset in TRAIN_PRESETS.items()))
+    # The training options the panel shows, as flags: made from the job's fields (protocol.flags).
+    add_job_flags(p, TrainJob, panel_fields(TrainJob), TRAIN_PRESETS["standard"].fields)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--machine", default="", help="train on this remote machine (Preferences > Splatwork > "
                    "Remote Machines; default: this computer)")
@@ -98,9 +82,25 @@ def main(argv: list[str]) -> int:
         missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
+        try:
+            check_training_options(args)
+        except JobError as exc:
+            parser.error(exc.message.removeprefix("job field ").replace(f"'{exc.field}'", flag_name(exc.field), 1))
         return _run(args)
     except _Exit as exc:
         return exc.code
+
+
+def training_options(args) -> dict:
+    """The training options given as flags (the others come from the preset)."""
+    return {name: getattr(args, name) for name in panel_fields(TrainJob) if getattr(args, name) is not None}
+
+
+def check_training_options(args) -> None:
+    """The preset with the flags over it, checked by the job's own validator before any work starts
+    (JobError names the field)."""
+    job_from_dict(TrainJob, {"model": args.model, "images": args.images or args.model, "out": args.out,
+                             **TRAIN_PRESETS[args.preset].fields, **training_options(args)})
 
 
 def _fail(code: int, message: str) -> int:
@@ -110,8 +110,8 @@ def _fail(code: int, message: str) -> int:
 
 def _check(as_json: bool) -> int:
     """The environment check of the Bridge Python the add-on would train with."""
-    from ..bridge import envcheck
-    from .preferences import CHECK_RESULT, check_environment
+    from ...bridge import envcheck
+    from ..setup.preferences import CHECK_RESULT, check_environment
 
     check_environment(block=True)
     info = dict(CHECK_RESULT)
@@ -126,7 +126,7 @@ def _check(as_json: bool) -> int:
 
 
 def _run(args) -> int:
-    from .training import TrainingError, start_training
+    from ..training import TrainingError, start_training
 
     scene = bpy.context.scene
     model = os.path.abspath(args.model)
@@ -145,12 +145,8 @@ def _run(args) -> int:
     settings = scene.splatwork_training
     settings.source, settings.collection = "COLLECTION", collection
     settings.preset = args.preset.upper()
-    for name in ("steps", "downscale", "sh_degree"):
-        if getattr(args, name) is not None:
-            setattr(settings, name, getattr(args, name))
-    settings.device = args.device
-    if args.background is not None:
-        settings.background = args.background
+    for name, value in training_options(args).items():
+        setattr(settings, name, value)
     settings.output_dir = os.path.abspath(args.out)
     settings.machine = args.machine
     try:
@@ -193,7 +189,7 @@ def camera_for_image(collection, image_name: str | None):
 
 def render_preview(scene, collection, path: str, image_name: str | None = None, samples: int = 32) -> str:
     """Render the splats from the camera of ``image_name`` with Cycles into ``path`` (PNG, written atomically)."""
-    from .colmap.activate import activate_camera
+    from ..cameras.activate import activate_camera
 
     camera = camera_for_image(collection, image_name)
     activate_camera(scene, camera)  # the camera's own resolution and pixel aspect

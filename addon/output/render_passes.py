@@ -22,13 +22,14 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..bridge import protocol
-from ..bridge.formats import cameras, write_splats
-from ..bridge.formats.transform import check_transform
-from . import compat, jobs, remote
-from .reports import failure
-from .splats import is_splat_object, object_to_splats
-from .splats.pointcloud import describe_splat_objects
+from ...bridge import protocol
+from ...bridge.formats import cameras, write_splats
+from ...bridge.formats.transform import check_transform
+from ..common import compat, jobs
+from ..common.reports import failure
+from ..splats import is_splat_object, object_to_splats
+from ..splats.pointcloud import describe_splat_objects
+from ..training import remote
 
 JOB_NAME = "render_passes"
 NODE_GROUP = "Splatwork Composite"
@@ -262,7 +263,7 @@ class SPLATWORK_OT_render_passes(bpy.types.Operator):
         try:
             job = jobs.start_job(JOB_NAME, request, on_finish=on_finish,
                                  machine=remote.machine_named(settings(scene).machine))
-        except jobs.JobError as exc:
+        except jobs.StartError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             self.report({"ERROR"}, f"{exc.message}. {exc.hint}".strip())
             return {"CANCELLED"}

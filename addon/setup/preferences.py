@@ -20,8 +20,11 @@ from pathlib import Path
 
 import bpy
 
-from ..bridge import envcheck, protocol
-from . import jobs, remote, runtime
+from ...bridge import envcheck, protocol
+from ...bridge.client import CODE_ROOT, PipeProcess, tool_env
+from ..common import jobs
+from ..training import remote
+from . import runtime
 from .runtime import ADDON_ID, log_dir, managed_env_dir, managed_python, prefs  # noqa: F401 - used here and by callers
 
 # What the bridge imports, pinned per Python version: the environment is made from Blender's own
@@ -101,7 +104,7 @@ def build_kernels_step(python: str, if_possible: bool = False) -> list[str]:
 
 
 class Task:
-    """Runs argument lists one after another (each a ``protocol.PipeProcess``: its output lines arrive
+    """Runs argument lists one after another (each a ``bridge.client.PipeProcess``: its output lines arrive
     on a queue); the jobs' timer pumps it (``jobs.watch``)."""
 
     def __init__(self, kind: str, steps: list[list[str]], log_path: str, on_finish=None):
@@ -118,7 +121,7 @@ class Task:
         self.exit_code: int | None = None
         self.bridge_error = ""  # message and hint of a bridge step's Error event
         self.warnings: list[str] = []  # a bridge step's warnings (e.g. kernels not built, and why)
-        self.process: protocol.PipeProcess | None = None
+        self.process: PipeProcess | None = None
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "a", encoding="utf-8")
         self._start_step()
@@ -129,7 +132,7 @@ class Task:
         self._log.flush()
         self.status = f"step {self.step + 1} of {len(self.steps)}: {Path(argv[0]).name} {' '.join(argv[1:4])}"
         try:  # in the bridge's root, so "-m bridge" steps find it; pip steps do not mind
-            self.process = protocol.PipeProcess(argv, None, cwd=runtime.bridge_root(), env=runtime.tool_env())
+            self.process = PipeProcess(argv, None, cwd=CODE_ROOT, env=tool_env())
         except OSError as exc:
             self._end("failed", f"could not run {argv[0]}: {exc}")
             return
@@ -242,7 +245,7 @@ def check_environment(python: str | None = None, block: bool | None = None) -> T
         if task.state == "failed":
             CHECK_RESULT["error"] = task.error
 
-    script = os.path.join(runtime.bridge_root(), "bridge", "envcheck.py")
+    script = os.path.join(CODE_ROOT, "bridge", "envcheck.py")
     return start_task("environment check", [[python, script]], finished, block)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from .props import FRAMES_KEY, PARAMS_KEY
+from .keys import FRAMES_KEY, PARAMS_KEY
 
 
 class SPLATWORK_UL_colmap_cameras(bpy.types.UIList):
