@@ -215,4 +215,5 @@ def test_the_gpu_raster_benchmark_runs_with_tiny_settings():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["rows"][0]["backend"] == "torch" and result["rows"][0]["steps_per_sec"] > 0
-    assert result["rows"][1] == {"backend": "gsplat", "skipped": "gsplat needs CUDA tensors"}
+    assert result["rows"][1]["backend"] == "warp" and result["rows"][1]["steps_per_sec"] > 0
+    assert result["rows"][2] == {"backend": "gsplat", "skipped": "gsplat needs CUDA tensors"}
