@@ -69,6 +69,9 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
                              ("Device", settings.device_used or "-")):
             grid.label(text=label)
             grid.label(text=value)
+        if settings.rasterizer:  # which rasterizer runs and why, as the bridge said
+            for i, line in enumerate(_wrap(f"Rasterizer: {settings.rasterizer}", 48)):
+                layout.label(text=line, icon="SHADING_RENDERED" if i == 0 else "BLANK1")
         _draw_preview(layout)
 
     @staticmethod
