@@ -442,3 +442,27 @@ def test_cli_bad_cleanup_is_exit_2_with_the_reason(blender_with_splatwork, splat
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_cli_cleans_after_training_and_exports(blender_with_splatwork, splatwork, synthetic_scene, tmp_path, capsys):
+    """Train (a few steps), then --cleanup with every selection the command line has, deleting, and
+    export: the file holds exactly the splats left, each one of the trained splats."""
+    out, exported = tmp_path / "run", tmp_path / "clean.ply"
+    code = splatwork.addon.headless.cli.main([
+        "--model", str(synthetic_scene / "sparse" / "0"), "--images", str(synthetic_scene / "images"),
+        "--out", str(out), "--preset", "fast", "--steps", "4", "--downscale", "2", "--sh-degree", "0",
+        "--device", "cpu", "--export", str(exported),
+        "--cleanup", "opacity=0.2,scale=1%,distance=1%,unseen=frustum,outliers=2,neighbours=8,action=delete"])
+    text = capsys.readouterr()
+    assert code == 0, text.err[-3000:]
+    trained = read_splats(out / "splats.ply")
+    removed = [line for line in text.out.splitlines() if "cleanup: Removed" in line]
+    assert len(removed) == 1 and f" of {len(trained):,} splats" in removed[0]
+    gone = int(removed[0].split("Removed ")[1].split(" of")[0].replace(",", ""))
+    assert gone > 0 and text.out.count("cleanup: Selected") == 5
+    written = read_splats(exported)
+    assert len(written) == len(trained) - gone
+    trained_rows = {row.tobytes() for row in trained.means}
+    assert all(row.tobytes() in trained_rows for row in written.means), "only trained splats, positions exact"
+    obj = bpy.context.scene.splatwork_training.result_object
+    assert len(obj.data.points) == len(written)
