@@ -260,8 +260,9 @@ def _curves(points: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     n = len(points)
     if n >= 2**31:
         raise CleanupError(f"{n:,} splats are more than the neighbour search handles (2^31)")
-    low = np.percentile(points, 0.5, axis=0)
-    high = np.percentile(points, 99.5, axis=0)
+    some = points[:: max(1, n // 200_000)]  # the box from a sample: as good, much cheaper
+    low = np.percentile(some, 0.5, axis=0)
+    high = np.percentile(some, 99.5, axis=0)
     orders, ranks = [], []
     for shift in _SHIFTS:
         order = _curve_order(points, low, high, shift)
@@ -272,28 +273,39 @@ def _curves(points: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return orders, ranks
 
 
-def _window_pass(points: np.ndarray, order: np.ndarray, k: int, w: int) -> np.ndarray:
+def _window_pass(points: np.ndarray, order: np.ndarray, k: int, w: int, chunk: int = 1 << 16) -> np.ndarray:
     """(N, k) squared distances from each point to its k nearest among the ``w`` points before and
-    after it along the curve, sorted ascending (inf where fewer exist), in the points' own order."""
+    after it along the curve, sorted ascending (inf where fewer exist), in the points' own order.
+
+    The k best are kept by insertion, a column at a time over a block of points (2k minimum/maximum
+    passes a candidate, all in cache), which is several times faster than sorting each point's
+    candidates in numpy 1.x and no slower in 2.x."""
     n = len(points)
     best = np.empty((n, k), np.float32)
     sp = points[order]
-    for a in range(0, n, _CHUNK):
-        b = min(n, a + _CHUNK)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        m = b - a
         pa, pb = max(a - w, 0), min(b + w, n)
         block = sp[pa:pb]
-        cand = np.full((b - a, 2 * w), np.inf, np.float32)
+        top = [np.full(m, np.inf, np.float32) for _ in range(k)]
+        spare = np.empty(m, np.float32)
+        cand = np.empty(m, np.float32)
         for s in range(1, w + 1):
             if s >= len(block):
                 break
             diff = block[s:] - block[:-s]
             d2 = np.einsum("ij,ij->i", diff, diff)  # pair (pa + t, pa + t + s)
             ahead = min(b, pb - s) - a
-            cand[:ahead, 2 * s - 2] = d2[a - pa: a - pa + ahead]
             first = max(a, pa + s)
-            cand[first - a:, 2 * s - 1] = d2[first - s - pa: b - s - pa]
-        cand.sort(axis=1)
-        best[order[a:b]] = cand[:, :k]
+            for lo, hi, src in ((0, ahead, a - pa), (first - a, m, first - s - pa)):
+                cand.fill(np.inf)
+                cand[lo:hi] = d2[src:src + hi - lo]
+                for j in range(k):  # insert: top stays sorted, the largest falls off the end
+                    np.minimum(top[j], cand, out=spare)
+                    np.maximum(top[j], cand, out=cand)
+                    top[j], spare = spare, top[j]
+        best[order[a:b]] = np.stack(top, axis=1)
     return best
 
 
@@ -302,22 +314,19 @@ def _refine(points, rows, best, orders, ranks, o, w) -> None:
     pairs an earlier ordering already offered (within ``w`` there) are left out."""
     n, k = len(points), best.shape[1]
     order, rank = orders[o], ranks[o]
+    offsets = np.concatenate([np.arange(1, w + 1), -np.arange(1, w + 1)]).astype(np.int64)
     for a in range(0, len(rows), _CHUNK):
         q = rows[a:a + _CHUNK]
-        r = rank[q]
-        pq = points[q]
-        cand = np.full((len(q), 2 * w), np.inf, np.float32)
-        for s in range(1, w + 1):
-            for side, col in ((s, 2 * s - 2), (-s, 2 * s - 1)):
-                at = r + side
-                ok = (at >= 0) & (at < n)
-                j = order[np.clip(at, 0, n - 1)]
-                diff = points[j] - pq
-                d2 = np.einsum("ij,ij->i", diff, diff)
-                for p in range(o):
-                    ok &= np.abs(ranks[p][j] - ranks[p][q]) > w
-                cand[:, col] = np.where(ok, d2, np.inf)
-        merged = np.concatenate([best[q], cand], axis=1)
+        at = rank[q].astype(np.int64)[:, None] + offsets  # (m, 2w) ranks of the candidates
+        ok = (at >= 0) & (at < n)
+        np.clip(at, 0, n - 1, out=at)
+        j = order[at]
+        diff = points[j] - points[q][:, None, :]
+        d2 = np.einsum("ijk,ijk->ij", diff, diff)
+        for p in range(o):
+            ok &= np.abs(ranks[p][j] - ranks[p][q][:, None]) > w
+        d2[~ok] = np.inf
+        merged = np.concatenate([best[q], d2], axis=1)
         merged.sort(axis=1)
         best[q] = merged[:, :k]
 
