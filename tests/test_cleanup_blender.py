@@ -313,6 +313,10 @@ def test_bad_input_is_a_clear_message_and_changes_nothing(blender_with_splatwork
         api.select_splats(obj, "SCALE", by="PERCENT", percent=120)
     with pytest.raises(errors, match="neighbour count"):
         api.select_splats(obj, "OUTLIERS", neighbours=0)
+    with pytest.raises(errors, match="OPACITY takes threshold, not treshold"):
+        api.select_splats(obj, "OPACITY", treshold=0.1)
+    with pytest.raises(errors, match="criterion must be one of"):
+        api.select_splats(obj, "FLOATERS")
     assert ".selection" not in obj.data.attributes
     # A selection that would remove every splat (no selection attribute means all, as in Blender).
     with pytest.raises(errors, match="would remove every splat"):

@@ -45,6 +45,9 @@ from .pointcloud import (
 )
 
 CRITERIA = ("OPACITY", "SCALE", "DISTANCE", "CROP", "UNSEEN", "OUTLIERS")
+SETTINGS = {"OPACITY": {"threshold"}, "SCALE": {"by", "percent", "size"},
+            "DISTANCE": {"centre", "by", "percent", "radius"}, "CROP": set(), "UNSEEN": {"test", "margin"},
+            "OUTLIERS": {"std_ratio", "neighbours"}}
 
 
 @dataclass
@@ -172,6 +175,12 @@ def select_splats(obj, criterion: str, mode: str = "REPLACE", scene=None, **sett
     total = _check_object(obj)
     if mode not in sel.MODES:
         raise CleanupError(f"mode must be one of {', '.join(sel.MODES)}, got {mode!r}")
+    if criterion not in CRITERIA:
+        raise CleanupError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    unknown = set(settings) - SETTINGS[criterion]
+    if unknown:
+        raise CleanupError(f"{criterion} takes {', '.join(sorted(SETTINGS[criterion])) or 'no settings'}, "
+                           f"not {', '.join(sorted(unknown))}")
     scene = scene or bpy.context.scene
     hidden = read_hidden(obj)
     visible = ~hidden

@@ -524,8 +524,10 @@ def remove_points(obj, remove: np.ndarray) -> int:
     """Delete the points where ``remove`` is True, keeping every other point's attributes (all of
     them, whoever made them) bit for bit, in order; returns how many went. The object, its
     transform, modifiers and materials stay. On Blender 5.1+ the data-block shrinks in place; 5.0
-    cannot size a point cloud, so there a new data-block with the same name, properties and
-    materials replaces it (this object's only)."""
+    cannot size a point cloud from Python, so there Blender's own point cloud edit-mode Delete
+    does it (in place too), or, for an object outside the view layer, a new data-block with the
+    same name, properties and materials replaces it (this object's only). The selection of the
+    points kept is kept."""
     pc = obj.data
     n = len(pc.points)
     remove = np.asarray(remove, bool)
@@ -546,8 +548,56 @@ def remove_points(obj, remove: np.ndarray) -> int:
         pc.resize(kept)
         pc.update_tag()
         return n - kept
-    _replace_with_subset(obj, keep, kept, names)
+    if not _delete_in_edit_mode(obj, remove, keep, kept):
+        _replace_with_subset(obj, keep, kept, names)
     return n - kept
+
+
+def _delete_in_edit_mode(obj, remove: np.ndarray, keep: np.ndarray, kept: int) -> bool:
+    """Blender 5.0: point cloud edit mode's Delete on ``remove`` (fast, in place); False, with
+    nothing changed, where the object cannot enter edit mode here. Other selected point clouds are
+    deselected meanwhile, so that multi-object editing cannot touch them."""
+    view_layer = bpy.context.view_layer
+    if obj.mode != "OBJECT" or view_layer.objects.get(obj.name) is not obj:
+        return False
+    pc = obj.data
+    had_selection = pc.attributes.get(SELECTION) is not None
+    selection = read_selection(obj)
+
+    def restore(values) -> None:
+        if had_selection:
+            write_selection(obj, values)
+        elif pc.attributes.get(SELECTION) is not None:
+            pc.attributes.remove(pc.attributes[SELECTION])
+
+    others = [o for o in view_layer.objects if o is not None and o is not obj and o.type == "POINTCLOUD"
+              and o.select_get()]
+    was_selected = obj.select_get()
+    for other in others:
+        other.select_set(False)
+    obj.select_set(True)
+    write_selection(obj, remove)
+    try:
+        with bpy.context.temp_override(active_object=obj, object=obj, selected_objects=[obj],
+                                       selected_editable_objects=[obj]):
+            bpy.ops.object.mode_set(mode="EDIT")
+            try:
+                bpy.ops.pointcloud.delete()
+            finally:
+                bpy.ops.object.mode_set(mode="OBJECT")
+    except RuntimeError:
+        if len(pc.points) != len(remove):
+            raise
+        restore(selection)
+        return False
+    finally:
+        obj.select_set(was_selected)
+        for other in others:
+            other.select_set(True)
+    if len(pc.points) != kept:
+        raise SplatLayoutError(f"{obj.name!r}: Blender's Delete left {len(pc.points)} points, not {kept}")
+    restore(selection[keep])
+    return True
 
 
 def _replace_with_subset(obj, keep: np.ndarray, kept: int, names: list[str]) -> None:
