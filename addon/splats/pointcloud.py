@@ -558,7 +558,7 @@ def _delete_in_edit_mode(obj, remove: np.ndarray, keep: np.ndarray, kept: int) -
     nothing changed, where the object cannot enter edit mode here. Other selected point clouds are
     deselected meanwhile, so that multi-object editing cannot touch them."""
     view_layer = bpy.context.view_layer
-    if obj.mode != "OBJECT" or view_layer.objects.get(obj.name) is not obj:
+    if obj.mode != "OBJECT" or obj.name not in bpy.context.scene.objects:
         return False
     pc = obj.data
     had_selection = pc.attributes.get(SELECTION) is not None
@@ -570,9 +570,19 @@ def _delete_in_edit_mode(obj, remove: np.ndarray, keep: np.ndarray, kept: int) -
         elif pc.attributes.get(SELECTION) is not None:
             pc.attributes.remove(pc.attributes[SELECTION])
 
-    others = [o for o in view_layer.objects if o is not None and o is not obj and o.type == "POINTCLOUD"
+    # Switching modes evaluates the object: its preview (quads for every splat) need not run for that.
+    shown = [m for m in obj.modifiers if m.show_viewport]
+    for mod in shown:
+        mod.show_viewport = False
+    view_layer.update()  # an object linked a moment ago has no place in the view layer before this
+    if view_layer.objects.get(obj.name) != obj:
+        for mod in shown:
+            mod.show_viewport = True
+        return False
+    others = [o for o in view_layer.objects if o is not None and o != obj and o.type == "POINTCLOUD"
               and o.select_get()]
-    was_selected = obj.select_get()
+    was_selected, was_active = obj.select_get(), view_layer.objects.active
+    view_layer.objects.active = obj  # edit mode's Delete asks the view layer, not the context
     for other in others:
         other.select_set(False)
     obj.select_set(True)
@@ -592,8 +602,11 @@ def _delete_in_edit_mode(obj, remove: np.ndarray, keep: np.ndarray, kept: int) -
         return False
     finally:
         obj.select_set(was_selected)
+        view_layer.objects.active = was_active
         for other in others:
             other.select_set(True)
+        for mod in shown:
+            mod.show_viewport = True
     if len(pc.points) != kept:
         raise SplatLayoutError(f"{obj.name!r}: Blender's Delete left {len(pc.points)} points, not {kept}")
     restore(selection[keep])
