@@ -417,6 +417,8 @@ def test_panel_and_redo_panels_draw_with_a_live_count(blender_with_splatwork, sp
 
 def test_cli_cleans_an_imported_file_and_exports_it(blender_with_splatwork, splatwork, tmp_path, capsys):
     cli = splatwork.addon.headless.cli
+    assert cli.main(["--help"]) == 0
+    assert "--cleanup KEY=VALUE,..." in capsys.readouterr().out
     src = shared_data("splats", "plush_dog.ply")
     out = tmp_path / "clean.ply"
     code = cli.main(["--splats", str(src), "--cleanup", "opacity=0.05,outliers=2.5", "--export", str(out),

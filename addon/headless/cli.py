@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "up (--cleanup), save (--blend) or export (--export) it")
     p.add_argument("--cleanup", metavar="KEY=VALUE,...",
                    help="select splats after training or import and hide (or delete) them; keys: "
-                   + "; ".join(f"{key}: {words}" for key, words in CLEANUP_KEYS.items())
+                   + "; ".join(f"{key}: {words}" for key, words in CLEANUP_KEYS.items()).replace("%", "%%")
                    + " (e.g. opacity=0.05,outliers=2.5)")
     p.add_argument("--export", help="write the splats left visible to this file (format from its extension)")
     p.add_argument("--blend", help="save the scene to this .blend file")
