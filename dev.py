@@ -8,6 +8,7 @@
                                Python 3.13, with the bridge started from .venv)
     python3.11 dev.py build    build the extension zips (per platform) into dist/
     python3.11 dev.py bench    run the benchmarks in benchmarks/
+    python3.11 dev.py env      only create (or update) .venv
 
 Extra arguments after the command go to the tool (pytest, the demo, the builder). For `test`,
 `--blender 5.3.0[,5.0.1...]` picks the Blender versions to run on (default: all supported).
