@@ -192,7 +192,8 @@ def test_missing_file_is_reported(blender_with_splatwork, tmp_path):
 def test_entry_points_are_registered(blender_with_splatwork, splatwork):
     operators = splatwork.addon.splats.operators
     handler = bpy.types.FileHandler.bl_rna_get_subclass_py("SPLATWORK_FH_splats")
-    assert handler is not None and set(handler.bl_file_extensions.split(";")) == {".ply", ".spz", ".splat"}
+    assert handler is not None and set(handler.bl_file_extensions.split(";")) == {".ply", ".spz", ".splat", ".glb",
+                                                                                  ".gltf"}
     assert handler.bl_file_extensions == ";".join(splatwork.bridge.formats.FILE_EXTENSIONS), "from the one table"
     assert bpy.types.Operator.bl_rna_get_subclass_py("SPLATWORK_OT_convert_splats") is not None
     assert handler.bl_import_operator == "splatwork.import_splats"
