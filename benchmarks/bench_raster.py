@@ -1,11 +1,14 @@
-"""CPU speed and memory of the pure-PyTorch rasterizer: forward only, and forward + backward as in training.
+"""CPU speed and memory of the rasterizers: forward only, and forward + backward as in training, for the
+pure-PyTorch backend and the compiled (Warp) one.
 
-    .venv/bin/python benchmarks/bench_raster.py [--repeat 3] [--cases 0,1,2,3]
+    .venv/bin/python benchmarks/bench_raster.py [--repeat 3] [--cases 0,1,2,3] [--backends torch,warp]
 
-Each case runs in its own subprocess so its peak memory (max RSS, which includes torch and the
-inputs, about 0.4 GB) is its own. Prints a Markdown table: medians of ``--repeat`` runs, wall
-seconds and, in brackets, the CPU seconds of the process (all threads): on a shared machine the
-CPU time is the steadier figure.
+Each case and backend runs in its own subprocess so its peak memory (max RSS, which includes torch
+and the inputs, about 0.4 GB; Warp adds its runtime) is its own; the backends of a case run one after
+the other, so their ratio is measured under the same load. One untimed warm-up step each (Warp loads
+its compiled kernels then). Prints a Markdown table: medians of ``--repeat`` runs, wall seconds and,
+in brackets, the CPU seconds of the process (all threads): on a shared machine the CPU time is the
+steadier figure; the last column is the training step's wall-time ratio to the first backend.
 Scenes: a trained model (plush_dog.ply from ../shared/data, 15k splats, SH 3) when present, and
 synthetic "trained-looking" scenes that fill the frame as a training view does: log-normal sizes,
 mostly opaque, degree-3 SH, a few hundred splats deep at the centre.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import resource
 import statistics
@@ -78,7 +82,7 @@ def real_model(width: int, height: int):
     return params, t(w2c)[None], K[None]
 
 
-def run_case(index: int, repeat: int) -> dict:
+def run_case(index: int, repeat: int, backend: str = "torch") -> dict:
     import torch
 
     from bridge.raster import rasterize
@@ -88,10 +92,12 @@ def run_case(index: int, repeat: int) -> dict:
     target = torch.rand(1, height, width, 3, generator=torch.Generator().manual_seed(1))
 
     def forward(leaves):
-        colors, _, info = rasterize(*leaves, viewmats, Ks, width, height, sh_degree=3, backend="torch")
+        colors, _, info = rasterize(*leaves, viewmats, Ks, width, height, sh_degree=3, backend=backend)
         return colors, info
 
     fwd, train, fwd_cpu, train_cpu = [], [], [], []
+    leaves = [p.clone().requires_grad_() for p in params]
+    (forward(leaves)[0] - target).abs().mean().backward()  # warm-up: Warp loads its kernels here
     for _ in range(repeat):
         with torch.no_grad():
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -107,7 +113,8 @@ def run_case(index: int, repeat: int) -> dict:
         train_cpu.append(time.process_time() - start_cpu)
     visible = int((info["radii"] > 0).all(-1).sum())
     return {
-        "label": label, "splats": len(params[0]), "visible": visible, "size": f"{width}x{height}",
+        "label": label, "backend": backend, "splats": len(params[0]), "visible": visible,
+        "size": f"{width}x{height}",
         "forward_s": statistics.median(fwd), "train_step_s": statistics.median(train),
         "forward_cpu_s": statistics.median(fwd_cpu), "train_step_cpu_s": statistics.median(train_cpu),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
@@ -119,27 +126,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))))
+    parser.add_argument("--backends", default="torch,warp", help="rasterizer backends, compared to the first")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # one case, in the child process
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
-        print(json.dumps(run_case(args.case, args.repeat)))
+        print(json.dumps(run_case(args.case, args.repeat, args.backend)))
         return 0
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}")
-    print("| scene | splats (visible) | image | forward s (CPU s) | forward + backward s (CPU s) | peak RSS GB |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs")
+    print("| scene | backend | splats (visible) | image | forward s (CPU s) | forward + backward s (CPU s) | "
+          "peak RSS GB | step ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | ---: |")
     for index in (int(i) for i in args.cases.split(",")):
         if CASES[index][1] == 0 and not (ROOT.parent / "shared" / "data" / "splats" / "plush_dog.ply").exists():
-            print(f"| {CASES[index][0]} | skipped: ../shared/data is absent | | | | |")
+            print(f"| {CASES[index][0]} | skipped: ../shared/data is absent | | | | | | |")
             continue
-        proc = subprocess.run([sys.executable, __file__, "--case", str(index), "--repeat", str(args.repeat)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            print(f"| {CASES[index][0]} | failed: {proc.stderr.strip().splitlines()[-1:]} | | | | |")
-            continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"| {r['label']} | {r['splats']:,} ({r['visible']:,}) | {r['size']} | "
-              f"{r['forward_s']:.2f} ({r['forward_cpu_s']:.2f}) | "
-              f"{r['train_step_s']:.2f} ({r['train_step_cpu_s']:.2f}) | {r['peak_rss_gb']:.2f} |", flush=True)
+        first = None
+        for backend in args.backends.split(","):
+            proc = subprocess.run([sys.executable, __file__, "--case", str(index), "--repeat", str(args.repeat),
+                                   "--backend", backend], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                print(f"| {CASES[index][0]} | {backend} | failed: {proc.stderr.strip().splitlines()[-1:]} | | | | | |")
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            first = first or r
+            print(f"| {r['label']} | {backend} | {r['splats']:,} ({r['visible']:,}) | {r['size']} | "
+                  f"{r['forward_s']:.2f} ({r['forward_cpu_s']:.2f}) | "
+                  f"{r['train_step_s']:.2f} ({r['train_step_cpu_s']:.2f}) | {r['peak_rss_gb']:.2f} | "
+                  f"{first['train_step_s'] / r['train_step_s']:.1f}x |", flush=True)
     return 0
 
 

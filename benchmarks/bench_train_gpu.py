@@ -49,7 +49,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = ("anchor", "ours", "ours_fast", "anchor_mcmc", "ours_mcmc", "ours_mcmc_fast")
-RUNS = (*DEFAULT_RUNS, "ours_va", "anchor_nonorm")
+RUNS = (*DEFAULT_RUNS, "ours_va", "anchor_nonorm", "ours_warp")
+# ours_warp: our trainer as "ours", on the compiled Warp rasterizer instead of gsplat's kernels
+# (SPLATWORK_GSPLAT_KERNELS=off, device auto: Warp on the GPU), the 7,000-step comparison.
 FAST_FLAGS = "--visible-adam --res-start 4 --res-full-at 0.5 --sh-rest-every 4"
 # ours_va: visible-only Adam alone (gsplat's SelectiveAdam on CUDA), the speed-up that paid on the CPU
 # where coarse to fine did not (BENCHMARKS.md, "each speed-up alone").
@@ -247,7 +249,8 @@ def ours_command(args, name: str, work: Path, seed: int = 0) -> tuple[list[str],
     if args.dry:
         argv += ["--device", "cpu", "--downscale", "16"]
     else:
-        argv += ["--device", "cpu" if args.cpu else "cuda", "--downscale", "1"]
+        device = "cpu" if args.cpu else ("auto" if name.endswith("_warp") else "cuda")
+        argv += ["--device", device, "--downscale", "1"]
     if "mcmc" in name:
         argv += ["--strategy", "mcmc", "--cap-max", str(args.cap_max)]
     if name.endswith("fast"):
@@ -263,6 +266,8 @@ def run_one(args, name: str, work: Path, env: dict, timeout: float, seed: int = 
     shutil.rmtree(work / label, ignore_errors=True)
     argv, cwd = (anchor_command if name.startswith("anchor") else ours_command)(args, name, work, seed)
     log = work / f"{label}.log"
+    if name.endswith("_warp"):  # gsplat's kernels hidden: "auto" runs the compiled Warp rasterizer
+        env = dict(env, SPLATWORK_GSPLAT_KERNELS="off")
     start = time.perf_counter()
     with open(log, "wb") as fh:
         try:

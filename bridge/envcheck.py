@@ -5,9 +5,11 @@
 
 Reports packages, the NVIDIA driver and the newest CUDA it runs (nvidia-smi), torch's CUDA build and
 whether the driver runs it, gsplat's kernels (loaded from the build cache / can be built, with the nvcc
-and C++ compiler found / cannot be built, what is missing and the one thing to do), fused-ssim and free
-GPU memory. Standard library only at the top: the add-on imports this module for ``MARKER`` and
-:func:`report_lines`, which turn the JSON into the words the panel and the CLI show.
+and C++ compiler found / cannot be built, what is missing and the one thing to do), fused-ssim, free
+GPU memory, and which rasterizer a job on Automatic runs and why (gsplat's kernels, the compiled Warp
+rasterizer, compiled already or on first use, and where its cache is, or the PyTorch one). Standard
+library only at the top: the add-on imports this module for ``MARKER`` and :func:`report_lines`, which
+turn the JSON into the words the panel and the CLI show.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import platform
 import sys
 
 MARKER = "SPLATWORK-CHECK "
-PACKAGES = ("torch", "gsplat", "pycolmap", "plyfile", "numpy", "pytorch_msssim", "PIL", "fused_ssim")
-OPTIONAL = ("fused_ssim",)  # faster SSIM on CUDA when present; never required
+PACKAGES = ("torch", "gsplat", "warp", "pycolmap", "plyfile", "numpy", "pytorch_msssim", "PIL", "fused_ssim")
+OPTIONAL = ("fused_ssim", "warp")  # faster when present; never required
 
 
 def check() -> dict:
@@ -44,7 +46,31 @@ def check() -> dict:
     if info["gpu"] and info["cuda_version"]:
         info["driver_fits"] = toolchain.driver_fits(info["gpu"]["cuda"], info["cuda_version"])
     info["kernels"] = _kernels(info)
+    info["rasterizer"] = _rasterizer(info)
     return info
+
+
+def _rasterizer(info: dict) -> dict:
+    """What ``device`` "auto" picks here and why: {"backend", "device", "reason", "notice"}, plus for Warp
+    "compiled" (kernels built for this machine already) and "cache". Never compiles."""
+    try:
+        from .device import choose
+        from .raster import warp_backend
+
+        warp_reason = warp_backend.unavailable()
+        kernels = info.get("kernels", {})
+        gsplat_reason = "" if kernels.get("state") == "loaded" else (kernels.get("detail") or "not built")
+        choice = choose("auto", bool(info.get("cuda")), bool(info.get("mps")), gsplat_reason,
+                        warp_unavailable=warp_reason)
+        out = {"backend": choice.backend, "device": choice.device, "reason": choice.reason, "notice": choice.notice}
+        if choice.backend == "warp":
+            out["compiled"] = warp_backend.compiled(choice.device)
+            out["cache"] = warp_backend.kernel_cache_dir()
+            if choice.device == "cpu":
+                out["threads"] = importlib.import_module("torch").get_num_threads()  # by name, as above
+        return out
+    except Exception as exc:  # noqa: BLE001 - the check reports, it never fails
+        return {"backend": "", "device": "", "reason": "", "notice": "", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def torch_build_here() -> tuple[str, dict | None]:
@@ -97,6 +123,9 @@ def report_lines(info: dict) -> list[tuple[str, str]]:
     for name, version in info.get("packages", {}).items():
         if version:
             lines.append(("ok", f"{name} {version}"))
+        elif name == "warp":
+            lines.append(("info", "warp-lang not installed: training uses the slower PyTorch rasterizer "
+                                  "(Install Training Environment brings it)"))
         elif name in OPTIONAL:
             lines.append(("info", f"{name} not installed (optional: faster SSIM on CUDA)"))
         else:
@@ -123,7 +152,7 @@ def report_lines(info: dict) -> list[tuple[str, str]]:
     elif info.get("mps"):
         lines.append(("info", "Apple MPS works: training uses the PyTorch rasterizer on the Apple GPU"))
     elif "cuda" in info:
-        lines.append(("info", "CUDA not available: training uses the slower CPU rasterizer"))
+        lines.append(("info", "CUDA not available: training runs on the CPU"))
     nvcc, compiler = kernels.get("nvcc"), kernels.get("compiler")
     if nvcc:
         lines.append(("info", f"nvcc {nvcc['version']}: {nvcc['path']}"))
@@ -144,6 +173,17 @@ def report_lines(info: dict) -> list[tuple[str, str]]:
         lines.append(("error", f"gsplat's CUDA kernels cannot be built: {kernels.get('missing', '')}. "
                                f"{kernels.get('hint', '')}. Until then training uses the PyTorch rasterizer "
                                "on the GPU (slower)"))
+    raster = info.get("rasterizer") or {}
+    if raster.get("error"):
+        lines.append(("error", f"Rasterizer: could not tell ({raster['error']})"))
+    elif raster.get("reason"):
+        text = f"Rasterizer: {raster['reason']}"
+        if raster.get("threads"):
+            text += f", {raster['threads']} threads"
+        if raster.get("backend") == "warp":
+            text += ("; compiled for this machine" if raster.get("compiled") else
+                     "; its kernels compile on the first run (seconds), then load") + f" (cache: {raster['cache']})"
+        lines.append(("ok" if raster.get("backend") in ("gsplat", "warp") else "info", text))
     return lines
 
 

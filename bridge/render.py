@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol
-from .device import resolve
+from .device import compile_progress, resolve
 from .formats import FormatError, SplatSet, read_splats
 from .formats.atomic import atomic_path
 from .formats.transform import check_transform, place_splats
@@ -196,8 +196,9 @@ def run(ctx: RunContext, request: RenderJob) -> Done:
 
     import torch
 
-    choice = resolve(request.device, field="device")
-    ctx.hello(device=choice.device, backend=choice.backend, versions={"torch": torch.__version__})
+    choice = resolve(request.device, field="device", progress=compile_progress(ctx))
+    ctx.hello(device=choice.device, backend=choice.backend, versions={"torch": torch.__version__},
+              rasterizer=choice.reason)
     if choice.notice:
         ctx.log(choice.notice, level="warning")
     ctx.emit(protocol.Stage(stage="rendering", message=f"{len(job.frames)} frame(s) to {job.output_dir}"))

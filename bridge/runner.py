@@ -70,7 +70,8 @@ class RunContext:
     def log(self, message: str, level: str = "info") -> None:
         self.emit(protocol.Log(level=level, message=message))
 
-    def hello(self, device: str = "", backend: str = "", versions: dict[str, str] | None = None) -> None:
+    def hello(self, device: str = "", backend: str = "", versions: dict[str, str] | None = None,
+              rasterizer: str = "") -> None:
         self.emit(
             protocol.Hello(
                 command=self.command,
@@ -78,6 +79,7 @@ class RunContext:
                 python=platform.python_version(),
                 device=device,
                 backend=backend,
+                rasterizer=rasterizer,
                 versions=versions or {},
                 pid=os.getpid(),
             )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import BRIDGE_PYTHON, ROOT
 
 from bridge import device, envcheck, toolchain
@@ -135,7 +136,7 @@ def test_the_kernel_probe_and_its_test_hook_go_through_one_path():
                          env={**os.environ, "SPLATWORK_GSPLAT_KERNELS": "off"})
     assert "CUDA is not available to torch" in plain.stdout, plain.stderr
     assert "turned off (SPLATWORK_GSPLAT_KERNELS=off)" in off.stdout, off.stderr
-    assert select_backend("auto", "cpu") == "torch"
+    assert select_backend("auto", "cpu", torch.float64) == "torch"
 
 
 def test_the_device_rule():
@@ -148,6 +149,16 @@ def test_the_device_rule():
     assert device.choose("auto", False, True, "x") == device.Choice("mps", "torch")
     assert device.choose("auto", False, False, "x") == device.Choice("cpu", "torch")
     assert device.choose("cpu", True, True, "") == device.Choice("cpu", "torch")
+    # With the compiled rasterizer (Warp) importable: gsplat first, then Warp on the GPU, then on the CPU.
+    assert device.choose("auto", True, False, "", warp_unavailable="") == device.Choice("cuda", "gsplat")
+    on_gpu = device.choose("auto", True, False, "gsplat's CUDA kernels are not built yet", warp_unavailable="")
+    assert (on_gpu.device, on_gpu.backend) == ("cuda", "warp") and "Build GPU Kernels" in on_gpu.notice
+    assert device.choose("auto", False, True, "x", warp_unavailable="") == device.Choice("cpu", "warp")
+    assert device.choose("cpu", True, True, "", warp_unavailable="") == device.Choice("cpu", "warp")
+    assert device.choose("cuda-torch", True, False, "", warp_unavailable="") == device.Choice("cuda", "torch")
+    assert device.choose("mps", False, True, "", warp_unavailable="") == device.Choice("mps", "torch")
+    why = device.choose("auto", False, False, "x", warp_unavailable="warp-lang does not import (No module)")
+    assert why.backend == "torch" and "warp-lang does not import" in why.reason
     with pytest.raises(BridgeError) as err:
         device.choose("cuda", True, False, "gsplat's CUDA kernels are not built yet")
     assert err.value.kind == "no_gsplat_kernels" and "cuda-torch" in err.value.hint
@@ -204,4 +215,5 @@ def test_the_gpu_raster_benchmark_runs_with_tiny_settings():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["rows"][0]["backend"] == "torch" and result["rows"][0]["steps_per_sec"] > 0
-    assert result["rows"][1] == {"backend": "gsplat", "skipped": "gsplat needs CUDA tensors"}
+    assert result["rows"][1]["backend"] == "warp" and result["rows"][1]["steps_per_sec"] > 0
+    assert result["rows"][2] == {"backend": "gsplat", "skipped": "gsplat needs CUDA tensors"}

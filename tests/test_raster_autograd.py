@@ -1,10 +1,13 @@
-"""Gradients of the torch rasterizer: finite differences, absgrad, and gsplat's strategies reading info."""
+"""Gradients of the rasterizers: the torch one against finite differences (float64), the compiled Warp one
+against the torch one (float32: both its CPU kernels and the GPU's per-pixel ones, run on the CPU),
+absgrad, packed, and gsplat's strategies reading info from both."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 from test_raster_reference import CAMERAS, K, look_at, one_thread, scene  # noqa: F401  (one_thread: autouse)
+from test_raster_reference import backend as backend  # noqa: F401  (a fixture: the compiled kernels to test)
 
 from bridge.raster import rasterize
 
@@ -105,8 +108,104 @@ def test_packed_info_is_gsplats_packed_layout_with_the_same_image_and_gradients(
     assert not info["packed"] and info["means2d"].shape == (2, 30, 2)
 
 
+CASES = {  # name: (rasterize options, SH coefficients per channel or None)
+    "rgb": (dict(), None),
+    "rgb+ed, backgrounds": (dict(render_mode="RGB+ED", backgrounds=True), None),
+    "sh 3, antialiased": (dict(sh_degree=3, rasterize_mode="antialiased"), 16),
+    "sh 1, absgrad": (dict(sh_degree=1, absgrad=True), 4),
+    "sh 2, packed": (dict(sh_degree=2, packed=True), 9),
+    "depth": (dict(render_mode="D"), None),
+    "expected depth": (dict(render_mode="ED"), None),
+    "6 channels": (dict(), 6),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_warp_images_and_gradients_match_the_torch_backend(case, backend):  # noqa: F811
+    """Every output the trainer and the render passes use: the image, alpha, expected depth, the leaves'
+    gradients, means2d's gradient (densification), absgrad and radii, to float32 rounding."""
+    if backend == "torch":
+        pytest.skip("the compiled backend against the torch one")
+    options, sh_k = CASES[case]
+    means, quats, scales, opacities, colors = scene(60, 31, sh_k=sh_k if options.get("sh_degree") else None,
+                                                    spread=0.4)
+    if options.get("sh_degree") is None and sh_k:
+        colors = np.random.default_rng(1).uniform(0, 1, (60, sh_k))
+    width, height = 37, 29  # partial edge tiles
+    target = torch.rand(2, height, width, 1, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for name, dtype in (("torch", torch.float64), ("warp", torch.float32)):
+        leaves = [torch.tensor(np.asarray(a), dtype=dtype, requires_grad=True)
+                  for a in (means, quats, scales, opacities, colors)]
+        extra = dict(options)
+        if extra.pop("backgrounds", False):
+            extra["backgrounds"] = torch.tensor([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]], dtype=dtype)
+        viewmats = torch.tensor(np.stack(CAMERAS), dtype=dtype)
+        Ks = torch.tensor(np.stack([K * 2, K * 2]), dtype=dtype)
+        Ks[:, 2, 2] = 1
+        out, alpha, info = rasterize(*leaves, viewmats, Ks, width, height, backend=name, **extra)
+        assert info["backend"] == name and info["packed"] == bool(options.get("packed"))
+        info["means2d"].retain_grad()
+        loss = ((out - target.to(dtype)) ** 2).mean() + (alpha * target.to(dtype)).mean()
+        loss.backward()
+        runs[name] = (out.detach().double(), alpha.detach().double(), info,
+                      [None if t.grad is None else t.grad.double() for t in leaves])
+    (out_t, alpha_t, info_t, grads_t), (out_w, alpha_w, info_w, grads_w) = runs["torch"], runs["warp"]
+    assert alpha_t.max() > 0.5, "the scene must cover pixels"
+    scale = max(1.0, float(out_t.abs().max()))
+    torch.testing.assert_close(out_w, out_t, atol=3e-5 * scale, rtol=0)
+    torch.testing.assert_close(alpha_w, alpha_t, atol=3e-5, rtol=0)
+    assert torch.equal(info_w["radii"], info_t["radii"])
+    for name, g_t, g_w in zip(("means", "quats", "scales", "opacities", "colors"), grads_t, grads_w, strict=True):
+        if name == "colors" and options.get("render_mode") in ("D", "ED"):
+            assert g_t is None and g_w is None
+            continue
+        assert g_t.norm() > 0, name
+        assert float((g_w - g_t).norm() / g_t.norm()) < 2e-4, name
+    g_t, g_w = info_t["means2d"].grad.double(), info_w["means2d"].grad.double()
+    assert float((g_w - g_t).norm() / g_t.norm()) < 2e-4
+    if options.get("absgrad"):
+        a_t, a_w = info_t["means2d"].absgrad.double(), info_w["means2d"].absgrad.double()
+        assert float((a_w - a_t).norm() / a_t.norm()) < 2e-4
+
+
+def test_warp_gradients_agree_with_finite_differences_in_float32():
+    """An independent check of the compiled backward: central differences of a float32 render, on a few
+    well-conditioned coordinates (finite differences in float32 allow a loose tolerance only)."""
+    from bridge.raster import warp_backend
+
+    assert not warp_backend.prepare("cpu")
+    means, quats, scales, opacities, colors = scene(6, 21, spread=0.3)
+    opacities = opacities * 0.8
+    viewmats = torch.tensor(np.stack(CAMERAS[:1]), dtype=torch.float32)
+    Ks = torch.tensor(K, dtype=torch.float32)[None]
+    weights = torch.rand(12, 16, 3, generator=torch.Generator().manual_seed(5))
+
+    def loss(*leaves):
+        out, alpha, _ = rasterize(*leaves, viewmats, Ks, 16, 12, backend="warp", render_mode="RGB")
+        return (out[0] * weights).sum() + alpha.sum()
+
+    leaves = [torch.tensor(np.asarray(a), dtype=torch.float32, requires_grad=True)
+              for a in (means, quats, scales, opacities, colors)]
+    loss(*leaves).backward()
+    checked = 0
+    for index, leaf in enumerate(leaves):
+        flat = leaf.grad.reshape(-1)
+        for k in torch.argsort(flat.abs(), descending=True)[:3].tolist():
+            def at(delta, index=index, k=k):
+                moved = [t.detach().clone() for t in leaves]
+                moved[index].view(-1)[k] += delta
+                return float(loss(*moved))
+            eps = 1e-3 * max(0.05, abs(float(leaf.reshape(-1)[k])))
+            numeric = (at(eps) - at(-eps)) / (2 * eps)
+            assert abs(numeric - float(flat[k])) <= 2e-2 * abs(float(flat[k])) + 1e-2, (index, k)
+            checked += 1
+    assert checked == 15
+
+
+@pytest.mark.parametrize("rasterizer", ["torch", "warp"])
 @pytest.mark.parametrize("absgrad, packed", [(False, False), (True, False), (False, True)])
-def test_default_strategy_densifies_from_our_info(absgrad, packed):
+def test_default_strategy_densifies_from_our_info(absgrad, packed, rasterizer):
     from gsplat.strategy import DefaultStrategy
 
     torch.manual_seed(0)
@@ -128,7 +227,7 @@ def test_default_strategy_densifies_from_our_info(absgrad, packed):
     for step in range(2):
         out, _, info = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
                                  torch.sigmoid(params["opacities"]), params["colors"], viewmat, Ks, 16, 12,
-                                 absgrad=absgrad, packed=packed, backend="torch")
+                                 absgrad=absgrad, packed=packed, backend=rasterizer)
         assert info["packed"] == packed
         strategy.step_pre_backward(params, optimizers, state, step, info)
         (out - 0.5).abs().mean().backward()

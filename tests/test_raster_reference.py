@@ -107,7 +107,8 @@ def render(means, quats, scales, opacities, colors, viewmat, K, width, height, s
 
 
 # ---------------------------------------------------------------------------------------------
-# The torch backend against the reference
+# The backends against the reference: the PyTorch one (float64) and the compiled Warp one (float32,
+# its SIMD tile kernels, and the GPU's per-pixel kernels run on the CPU: ``warp-pixels``)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -127,6 +128,28 @@ def one_thread():
     torch.set_num_threads(threads)
 
 K = np.array([[18.0, 0, 7.5], [0, 17.0, 6.25], [0, 0, 1]])
+BACKENDS = ["torch", "warp", "warp-pixels"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    """A backend name for :func:`torch_render`; "warp-pixels" is Warp with the GPU's per-pixel kernels."""
+    if request.param.startswith("warp"):
+        from bridge.raster import warp_backend
+
+        reason = warp_backend.prepare("cpu")
+        if reason:
+            pytest.fail(f"the compiled rasterizer does not start here: {reason}")
+        if request.param == "warp-pixels":
+            monkeypatch.setenv("SPLATWORK_WARP_CPU_KERNELS", "pixel")
+            reason = warp_backend.prepare("cpu")
+            assert not reason, reason
+    return request.param
+
+
+def tol(backend: str, atol: float) -> float:
+    """float64 for torch; Warp computes in float32, a little over its rounding."""
+    return atol if backend == "torch" else max(atol, 3e-5)
 
 
 def look_at(eye, target, up=(0, -1, 0)):
@@ -156,61 +179,68 @@ def scene(n, seed, sh_k=None, spread=0.6):
 CAMERAS = [look_at((0.3, -0.2, -3.0), (0, 0, 0)), look_at((2.5, 0.5, -1.5), (0.1, 0, 0))]
 
 
-def torch_render(means, quats, scales, opacities, colors, viewmats, **kw):
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+def torch_render(means, quats, scales, opacities, colors, viewmats, backend="torch", **kw):
+    dtype = torch.float64 if backend == "torch" else torch.float32
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
     Ks = t(np.stack([K] * len(viewmats)))
-    return rasterize(t(means), t(quats), t(scales), t(opacities), t(colors), t(np.stack(viewmats)), Ks, W, H,
-                     backend="torch", **kw)
+    if "backgrounds" in kw:
+        kw["backgrounds"] = kw["backgrounds"].to(dtype)
+    out = rasterize(t(means), t(quats), t(scales), t(opacities), t(colors), t(np.stack(viewmats)), Ks, W, H,
+                    backend=backend.split("-")[0], **kw)
+    assert out[2]["backend"] == backend.split("-")[0]
+    return tuple(x.double() for x in out[:2]) + (out[2],)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_rgb_ed_and_alpha_match_the_naive_reference(seed):
+def test_rgb_ed_and_alpha_match_the_naive_reference(seed, backend):
     data = scene(24, seed)
-    colors, alphas, info = torch_render(*data, CAMERAS, render_mode="RGB+ED")
+    colors, alphas, info = torch_render(*data, CAMERAS, render_mode="RGB+ED", backend=backend)
     for cam, viewmat in enumerate(CAMERAS):
         ref_rgb, ref_alpha, ref_depth = render(*data, viewmat, K, W, H)
-        np.testing.assert_allclose(colors[cam, ..., :3].numpy(), ref_rgb, atol=1e-5)
-        np.testing.assert_allclose(alphas[cam, ..., 0].numpy(), ref_alpha, atol=1e-5)
-        np.testing.assert_allclose(colors[cam, ..., 3].numpy(), ref_depth, atol=1e-5 * 4)
+        np.testing.assert_allclose(colors[cam, ..., :3].numpy(), ref_rgb, atol=tol(backend, 1e-5))
+        np.testing.assert_allclose(alphas[cam, ..., 0].numpy(), ref_alpha, atol=tol(backend, 1e-5))
+        np.testing.assert_allclose(colors[cam, ..., 3].numpy(), ref_depth, atol=tol(backend, 1e-5) * 4)
     assert alphas.max() > 0.5, "the scene must actually cover pixels for this test to mean anything"
     assert info["radii"].shape == (2, 24, 2) and info["means2d"].shape == (2, 24, 2)
 
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
-def test_sh_degrees_match_the_reference(degree):
+def test_sh_degrees_match_the_reference(degree, backend):
     data = scene(12, 10 + degree, sh_k=16)
-    colors, _, _ = torch_render(*data, CAMERAS[1:], sh_degree=degree)
+    colors, _, _ = torch_render(*data, CAMERAS[1:], sh_degree=degree, backend=backend)
     ref, _, _ = render(*data, CAMERAS[1], K, W, H, sh_degree=degree)
-    np.testing.assert_allclose(colors[0].numpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(colors[0].numpy(), ref, atol=tol(backend, 1e-5))
 
 
-def test_antialiased_mode_and_backgrounds_match_the_reference():
+def test_antialiased_mode_and_backgrounds_match_the_reference(backend):
     data = scene(16, 3)
     bg = np.array([[0.2, 0.5, 0.9]])
     colors, alphas, _ = torch_render(*data, CAMERAS[:1], rasterize_mode="antialiased",
-                                     backgrounds=torch.tensor(bg))
+                                     backgrounds=torch.tensor(bg), backend=backend)
     ref, ref_alpha, _ = render(*data, CAMERAS[0], K, W, H, background=bg[0], antialiased=True)
-    np.testing.assert_allclose(colors[0].numpy(), ref, atol=1e-5)
-    np.testing.assert_allclose(alphas[0, ..., 0].numpy(), ref_alpha, atol=1e-5)
+    np.testing.assert_allclose(colors[0].numpy(), ref, atol=tol(backend, 1e-5))
+    np.testing.assert_allclose(alphas[0, ..., 0].numpy(), ref_alpha, atol=tol(backend, 1e-5))
     # Where nothing is drawn the background shows through unchanged.
     empty = ref_alpha < 1e-6
     assert empty.any()
-    np.testing.assert_allclose(colors[0].numpy()[empty], np.broadcast_to(bg, (empty.sum(), 3)), atol=1e-7)
+    np.testing.assert_allclose(colors[0].numpy()[empty], np.broadcast_to(bg, (empty.sum(), 3)),
+                               atol=1e-7 if backend == "torch" else 1e-6)
 
 
-def test_depth_modes_agree_with_each_other():
+def test_depth_modes_agree_with_each_other(backend):
     data = scene(16, 11)
-    rgbed, alpha, _ = torch_render(*data, CAMERAS[:1], render_mode="RGB+ED")
-    d, _, _ = torch_render(*data, CAMERAS[:1], render_mode="D")
-    ed, _, _ = torch_render(*data, CAMERAS[:1], render_mode="ED")
-    rgbd, _, _ = torch_render(*data, CAMERAS[:1], render_mode="RGB+D")
-    torch.testing.assert_close(ed[..., 0], rgbed[..., 3])
-    torch.testing.assert_close(d[..., 0], rgbd[..., 3])
-    torch.testing.assert_close(d, ed * alpha)  # accumulated depth = expected depth x coverage
-    torch.testing.assert_close(rgbd[..., :3], rgbed[..., :3])
+    rgbed, alpha, _ = torch_render(*data, CAMERAS[:1], render_mode="RGB+ED", backend=backend)
+    d, _, _ = torch_render(*data, CAMERAS[:1], render_mode="D", backend=backend)
+    ed, _, _ = torch_render(*data, CAMERAS[:1], render_mode="ED", backend=backend)
+    rgbd, _, _ = torch_render(*data, CAMERAS[:1], render_mode="RGB+D", backend=backend)
+    close = dict(atol=1e-6, rtol=1e-5) if backend != "torch" else {}
+    torch.testing.assert_close(ed[..., 0], rgbed[..., 3], **close)
+    torch.testing.assert_close(d[..., 0], rgbd[..., 3], **close)
+    torch.testing.assert_close(d, ed * alpha, **close)  # accumulated depth = expected depth x coverage
+    torch.testing.assert_close(rgbd[..., :3], rgbed[..., :3], **close)
 
 
-def test_early_termination_stops_before_the_splat_that_would_finish_the_pixel():
+def test_early_termination_stops_before_the_splat_that_would_finish_the_pixel(backend):
     # Ten nearly opaque, wide splats stacked in depth: transmittance hits 1e-4 after two of them.
     n = 10
     means = np.stack([np.zeros(n), np.zeros(n), np.linspace(0, 2, n)], axis=1)
@@ -219,23 +249,23 @@ def test_early_termination_stops_before_the_splat_that_would_finish_the_pixel():
     opacities = np.full(n, 0.995)
     colors = np.eye(3)[np.arange(n) % 3] * 0.5 + 0.1 * np.arange(n)[:, None]
     viewmat = look_at((0, 0, -3), (0, 0, 0))
-    out, alphas, _ = torch_render(means, quats, scales, opacities, colors, [viewmat])
+    out, alphas, _ = torch_render(means, quats, scales, opacities, colors, [viewmat], backend=backend)
     ref, ref_alpha, _ = render(means, quats, scales, opacities, colors, viewmat, K, W, H)
     np.testing.assert_allclose(out[0].numpy(), ref, atol=1e-6)
-    np.testing.assert_allclose(alphas[0, ..., 0].numpy(), ref_alpha, atol=1e-7)
+    np.testing.assert_allclose(alphas[0, ..., 0].numpy(), ref_alpha, atol=1e-7 if backend == "torch" else 1e-6)
     # The centre pixel took only the nearest splat: the next would have left T below 1e-4.
     a = float(alphas[0, 6, 7, 0])
     assert 0.98 < a < 0.999
-    np.testing.assert_allclose(out[0, 6, 7].numpy() / a, colors[0], atol=1e-9)
+    np.testing.assert_allclose(out[0, 6, 7].numpy() / a, colors[0], atol=1e-9 if backend == "torch" else 1e-6)
 
 
-def test_culling_near_far_and_off_screen():
+def test_culling_near_far_and_off_screen(backend):
     means = np.array([[0, 0, 0.005], [0, 0, 50.0], [40.0, 0, 3.0], [0.0, 0, 3.0]])
     quats = np.tile([1.0, 0, 0, 0], (4, 1))
     scales = np.full((4, 3), 0.3)
     opacities = np.full(4, 0.9)
     colors = np.eye(4)[:, :3] + np.array([0, 0, 0.0])
-    _, _, info = torch_render(means, quats, scales, opacities, colors, [np.eye(4)], far_plane=20.0)
+    _, _, info = torch_render(means, quats, scales, opacities, colors, [np.eye(4)], far_plane=20.0, backend=backend)
     visible = (info["radii"][0] > 0).all(-1).tolist()
     assert visible == [False, False, False, True]  # too near, too far, off screen, seen
 
@@ -277,25 +307,57 @@ def test_tiles_are_dropped_only_where_the_splat_cannot_reach_1_255():
         assert alpha.max() < 1 / 255
 
 
-def test_per_camera_colors_and_many_channels():
+@pytest.mark.parametrize("seed", [4, 5])
+def test_warp_binning_gives_the_same_depth_ordered_tile_lists(seed, backend):
+    """The compiled binning (count, write in depth order, stable sort by tile) against ``bin_tiles``: the
+    same splat-tile pairs, each tile's list in the same depth order (ties by index)."""
+    if backend != "warp":
+        pytest.skip("the compiled backend's binning")
+    from bridge.raster import warp_backend
+    from bridge.raster.composite import bin_tiles
+    from bridge.raster.projection import project
+
+    rng = np.random.default_rng(seed)
+    means, quats, _, opacities, _ = scene(400, seed, spread=0.5)
+    scales = rng.uniform(0.01, 0.5, (400, 3)) * rng.uniform(0.02, 1.0, (400, 1)) ** [0, 1, 0]
+    means[:20, 2] = means[20:40, 2]  # equal depths: ties go by index
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    width, height = 53, 41  # partial edge tiles
+    proj = project(t(means), t(quats), t(scales), t(opacities), t(CAMERAS[0])[None], t(K * 3)[None], width, height)
+    m2, conics, opac, radii, depths = proj.means2d[0], proj.conics[0], proj.opacities[0], proj.radii[0], proj.depths[0]
+    plan = warp_backend._Plan(m2, conics, opac, radii, depths, width, height)
+    tiles_x, tiles_y = plan.tiles_x, plan.tiles_y
+    tile_ids, splat_ids = bin_tiles(m2, radii, depths, plan.ts, tiles_x, tiles_y, conics, opac)
+    counts = torch.bincount(tile_ids, minlength=tiles_x * tiles_y)
+    assert plan.offsets[1:].tolist() == torch.cumsum(counts, 0).tolist()
+    assert plan.ids.tolist() == splat_ids.tolist()
+    assert plan.pairs > 1000
+
+
+@pytest.mark.parametrize("channels", [1, 5, 9])
+def test_per_camera_colors_and_many_channels(backend, channels):
     means, quats, scales, opacities, _ = scene(10, 5)
-    feats = np.random.default_rng(0).uniform(0, 1, (2, 10, 5))
-    out, _, _ = torch_render(means, quats, scales, opacities, feats, CAMERAS)
+    feats = np.random.default_rng(0).uniform(0, 1, (2, 10, channels))
+    out, _, _ = torch_render(means, quats, scales, opacities, feats, CAMERAS, backend=backend)
     for cam in range(2):
         ref, _, _ = render(means, quats, scales, opacities, feats[cam], CAMERAS[cam], K, W, H)
-        np.testing.assert_allclose(out[cam].numpy(), ref, atol=1e-5)
+        np.testing.assert_allclose(out[cam].numpy(), ref, atol=tol(backend, 1e-5))
 
 
-def test_auto_backend_is_gsplat_on_cuda_only():
+def test_auto_backend_is_gsplat_on_cuda_then_warp_then_torch():
     from bridge.raster.kernels import kernels_unavailable
+    from bridge.raster.warp_backend import unavailable
 
-    # On CUDA, gsplat where its kernels load; our rasterizer where they cannot (no toolkit, CPU torch).
-    assert select_backend("auto", "cuda:0") == ("torch" if kernels_unavailable() else "gsplat")
-    assert select_backend("auto", "cpu") == select_backend("auto", "mps") == "torch"
+    # On CUDA, gsplat where its kernels load; else the compiled Warp rasterizer (CPU or CUDA, float32);
+    # else ours in PyTorch (MPS, float64, no Warp).
+    warp = "torch" if unavailable() else "warp"
+    assert select_backend("auto", "cuda:0") == ("gsplat" if not kernels_unavailable() else "torch")
+    assert select_backend("auto", "cpu") == warp
+    assert select_backend("auto", "cpu", torch.float64) == select_backend("auto", "mps") == "torch"
     assert select_backend("torch", "cuda") == "torch"
     data = [torch.tensor(a, dtype=torch.float32) for a in scene(3, 0)]
     _, _, info = rasterize(*data, torch.eye(4)[None], torch.tensor(K, dtype=torch.float32)[None], W, H)
-    assert info["backend"] == "torch" and info["packed"] is False
+    assert info["backend"] == warp and info["packed"] is False
 
 
 @pytest.mark.parametrize(
@@ -306,6 +368,9 @@ def test_auto_backend_is_gsplat_on_cuda_only():
         (dict(sh_degree=2), "SH colors must be"),
         (dict(backend="vulkan"), "unknown rasterizer backend"),
         (dict(backend="gsplat"), "needs CUDA tensors"),
+        (dict(backend="warp", means=torch.zeros(3, 3).double(), quats=torch.zeros(3, 4).double(),
+              scales=torch.ones(3, 3).double(), opacities=torch.ones(3).double(), colors=torch.ones(3, 3).double(),
+              viewmats=torch.eye(4).double()[None], Ks=torch.tensor(K)[None]), "takes float32 tensors"),
         (dict(width=0), "positive integers"),
         (dict(opacities=torch.ones(3, dtype=torch.float64)), "one floating-point dtype"),
     ],

@@ -9,11 +9,18 @@ from test_raster_reference import look_at, one_thread, render  # noqa: F401  (on
 from bridge.formats import SplatSet, read_splats
 
 
-def test_a_splat_lands_where_the_camera_matrix_says_with_its_depth_and_colour():
+@pytest.fixture(params=["torch", "warp"])
+def rasterizer(request):
+    """render_splats on the PyTorch backend and on the compiled one (what "auto" picks on the CPU)."""
+    return request.param
+
+
+def test_a_splat_lands_where_the_camera_matrix_says_with_its_depth_and_colour(rasterizer):
     K = np.array([[60.0, 0, 33.0], [0, 64.0, 21.0], [0, 0, 1]])
     w2c = look_at((0.4, -0.3, -2.0), (0.0, 0.1, 0.2))
     point = np.array([0.15, 0.05, 0.1])
-    out = reference_render(one_splat(point), K, w2c, 64, 48, background=np.array([0.0, 0.0, 1.0]))
+    out = reference_render(one_splat(point), K, w2c, 64, 48, background=np.array([0.0, 0.0, 1.0]),
+                           backend=rasterizer)
     assert out["rgb"].shape == (48, 64, 3) and out["alpha"].shape == out["depth"].shape == (48, 64)
     cam = w2c[:3, :3] @ point + w2c[:3, 3]
     expected = (K @ cam)[:2] / cam[2]
@@ -27,8 +34,8 @@ def test_a_splat_lands_where_the_camera_matrix_says_with_its_depth_and_colour():
     assert out["depth"][0, 0] == 0.0 and out["alpha"][0, 0] == 0.0
 
 
-def test_no_splats_and_bad_requests():
-    empty = reference_render(SplatSet.empty(0), np.diag([10.0, 10.0, 1.0]), np.eye(4), 8, 4)
+def test_no_splats_and_bad_requests(rasterizer):
+    empty = reference_render(SplatSet.empty(0), np.diag([10.0, 10.0, 1.0]), np.eye(4), 8, 4, backend=rasterizer)
     assert not empty["alpha"].any() and empty["rgb"].shape == (4, 8, 3)
     with pytest.raises(ValueError, match="SH degree 0"):
         reference_render(SplatSet.empty(2), np.eye(3), np.eye(4), 8, 4, sh_degree=2)
@@ -44,14 +51,14 @@ def _dog_camera(splats: SplatSet, width: int, height: int):
     return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]]), w2c
 
 
-def test_real_trained_splats_agree_with_the_naive_reference():
+def test_real_trained_splats_agree_with_the_naive_reference(rasterizer):
     dog = read_splats(shared_data("splats", "plush_dog.ply"))
     K, w2c = _dog_camera(dog, 16, 16)
     # The 40 splats nearest the image centre: real scales, opacities and degree-3 SH.
     cam = dog.means @ w2c[:3, :3].T + w2c[:3, 3]
     near_axis = np.argsort(np.hypot(cam[:, 0] / cam[:, 2], cam[:, 1] / cam[:, 2]))[:40]
     subset = dog.subset(np.sort(near_axis))
-    out = reference_render(subset, K, w2c, 16, 16)
+    out = reference_render(subset, K, w2c, 16, 16, backend=rasterizer)
     coeffs = np.concatenate([subset.sh_dc[:, None], subset.sh_rest], axis=1)
     ref_rgb, ref_alpha, ref_depth = render(subset.means, subset.quats, np.exp(subset.scales),
                                            1 / (1 + np.exp(-subset.opacities.astype(float))), coeffs, w2c, K,
@@ -62,12 +69,12 @@ def test_real_trained_splats_agree_with_the_naive_reference():
     np.testing.assert_allclose(out["depth"], ref_depth, rtol=1e-4, atol=1e-4)
 
 
-def test_whole_real_model_renders():
+def test_whole_real_model_renders(rasterizer):
     """All 15k splats of a trained model, ~1000 of them under some pixels: the dense path (many depth
     slices, finished tiles dropping out) must still give a clean, sensible image."""
     dog = read_splats(shared_data("splats", "plush_dog.ply"))
     K, w2c = _dog_camera(dog, 48, 36)
-    out = reference_render(dog, K, w2c, 48, 36)
+    out = reference_render(dog, K, w2c, 48, 36, backend=rasterizer)
     assert all(np.isfinite(v).all() for v in out.values())
     assert 0.1 < (out["alpha"] > 0.5).mean() < 0.95, "the dog should fill part of the frame"
     assert out["rgb"].min() >= 0.0 and out["alpha"].max() <= 1.0

@@ -127,7 +127,9 @@ def test_training_reaches_the_psnr_floor_and_eval_matches_skimage(scene, tmp_pat
 
     hello = seen[0]
     assert isinstance(hello, protocol.Hello) and hello.command == "train"
-    assert (hello.device, hello.backend) == ("cpu", "torch") and "torch" in hello.versions
+    # The CPU's rasterizer is the compiled one (Warp); the PyTorch one where Warp cannot start.
+    assert (hello.device, hello.backend) == ("cpu", "warp") and "torch" in hello.versions
+    assert "compiled rasterizer (Warp)" in hello.rasterizer and "warp-lang" in hello.versions
     stages = [e.stage for e in of_type(seen, protocol.Stage)]
     assert stages[0] == "loading_images" and stages[-2:] == ["evaluating", "exporting"] and "training" in stages
     progress = of_type(seen, protocol.Progress)

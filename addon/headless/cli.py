@@ -1,6 +1,7 @@
 """``blender --command splatwork ...``: the whole pipeline without a UI.
 
-Import a COLMAP model, train, import the result, save the .blend and render a preview; or, with
+Import a COLMAP model, train, import the result, clean it up (``--cleanup``), save the .blend, render
+a preview and export the splats; or import a splat file (``--splats``) and do the same to it; or, with
 ``--check``, say what the training environment has (the words of Preferences > Check Environment and
 ``python -m bridge check``; ``--json`` for scripts). ``main(argv)`` is the command (also callable
 from Python, e.g. under the bpy module, which has no blender binary).
@@ -17,7 +18,9 @@ import tempfile
 import bpy
 
 from ...bridge.client import StartError
+from ...bridge.formats import FormatError, table
 from ...bridge.formats.atomic import atomic_path
+from ...bridge.formats.cleanup import CLEANUP_KEYS, CleanupError, parse_cleanup_spec
 from ...bridge.protocol import MESSAGE_LIMIT, TRAIN_PRESETS, JobError, TrainJob, clip, job_from_dict
 from ...bridge.protocol.flags import add_job_flags, flag_name
 from ...bridge.protocol.jobs import panel_fields
@@ -43,6 +46,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
+        # One line of readable length, whatever it quotes (a flag's value may be 100,000 characters).
+        message = clip(message.replace("\n", " "), MESSAGE_LIMIT)
         self.exit(EXIT_BAD_INPUT, f"splatwork: error: {message}\n")
 
 
@@ -68,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--machine", default="", help="train on this remote machine (Preferences > Splatwork > "
                    "Remote Machines; default: this computer)")
+    p.add_argument("--splats", help="import this splat file (.ply, .spz, .splat, ...) instead of training, to clean "
+                   "up (--cleanup), save (--blend) or export (--export) it")
+    p.add_argument("--cleanup", metavar="KEY=VALUE,...",
+                   help="select splats after training or import and hide (or delete) them; keys: "
+                   + "; ".join(f"{key}: {words}" for key, words in CLEANUP_KEYS.items()).replace("%", "%%")
+                   + " (e.g. opacity=0.05,outliers=2.5)")
+    p.add_argument("--export", metavar="FILE", help="write the splats left visible to FILE, in the format its name "
+                   "ends in: " + ", ".join(f.extension for f in table.FORMATS) + " (.glb and .gltf: glTF 2.0 with "
+                   "KHR_gaussian_splatting, for web viewers)")
     p.add_argument("--blend", help="save the scene to this .blend file")
     p.add_argument("--render", help="render a preview PNG here with Cycles")
     p.add_argument("--camera", help="image name of the camera to render from (default: the first image)")
@@ -80,7 +94,11 @@ def main(argv: list[str]) -> int:
     """The command: returns the exit code, never raises, never calls sys.exit."""
     try:
         args = parse_arguments(argv)
-        return _check(args.json) if args.check else _run(args)
+        if args.check:
+            return _check(args.json)
+        if args.splats is not None:
+            return _finish(args, None, _import_splat_file(args.splats))
+        return _run(args)
     except _Exit as exc:
         return exc.code
 
@@ -92,13 +110,25 @@ def parse_arguments(argv: list[str]):
     args = parser.parse_args(argv)
     if args.check:
         return args
-    missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
-    if missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
-    try:
-        check_training_options(args)
-    except JobError as exc:
-        parser.error(exc.message.removeprefix("job field ").replace(f"'{exc.field}'", flag_name(exc.field), 1))
+    if args.export and table.format_for_extension(args.export) is None:
+        parser.error(f"--export {clip(args.export)}: the name must end in one of "
+                     + ", ".join(f.extension for f in table.FORMATS))
+    if args.cleanup is not None:
+        try:
+            args.cleanup = parse_cleanup_spec(args.cleanup)
+        except CleanupError as exc:
+            parser.error(f"--cleanup: {exc}")
+    if args.splats is not None:
+        if args.render:
+            parser.error("--render needs the training cameras: it works with --model, not --splats")
+    else:
+        missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
+        try:
+            check_training_options(args)
+        except JobError as exc:
+            parser.error(exc.message.removeprefix("job field ").replace(f"'{exc.field}'", flag_name(exc.field), 1))
     problem = check_arguments(args)
     if problem:
         raise _Exit(_fail(EXIT_BAD_INPUT, problem))
@@ -121,36 +151,41 @@ def check_arguments(args) -> str | None:
     """What is wrong with the arguments beyond the training options, or None; checked before any work
     (nothing imported, trained or written), so a run never fails at its end on what was known at its
     start: the model and images exist, --camera names an image of the model, --samples is one Cycles
-    takes, the machine exists, and --out, --blend and --render can be written."""
-    from ...bridge.formats import FormatError
+    takes, the machine exists, and --out, --blend, --render and --export can be written."""
     from ...bridge.formats.colmap import read_model
     from ..cameras.import_ops import resolve_model_dir
 
     if not 1 <= args.samples <= MAX_SAMPLES:
         return f"--samples: must be between 1 and {MAX_SAMPLES:,}, got {args.samples}"
-    if args.images is not None and not os.path.isdir(args.images):
-        return f"--images: {clip(os.path.abspath(args.images))} is not a folder"
     if args.camera is not None and not args.render:
         return "--camera: chooses the camera of the preview render; give --render too"
-    try:
-        model = resolve_model_dir(os.path.abspath(args.model))
-        if args.camera is not None:
-            names = sorted(view.name for view in read_model(model).views)
-            if args.camera not in names:
-                shown = ", ".join(names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
-                return f"--camera: the model {clip(str(model))} has no image {clip(args.camera, 80)!r} (it has {shown})"
-    except FormatError as exc:
-        return f"--model: {exc}"
-    if args.machine:
-        from ..training.remote import machine_named
-
+    if args.splats is not None:
+        if not os.path.isfile(args.splats):
+            return f"--splats: {clip(os.path.abspath(args.splats))} is not a file"
+    else:
+        if args.images is not None and not os.path.isdir(args.images):
+            return f"--images: {clip(os.path.abspath(args.images))} is not a folder"
         try:
-            machine_named(args.machine)
-        except StartError as exc:
-            return f"--machine: {exc.message}. {exc.hint}"
+            model = resolve_model_dir(os.path.abspath(args.model))
+            if args.camera is not None:
+                names = sorted(view.name for view in read_model(model).views)
+                if args.camera not in names:
+                    shown = ", ".join(names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
+                    return (f"--camera: the model {clip(str(model))} has no image {clip(args.camera, 80)!r} "
+                            f"(it has {shown})")
+        except FormatError as exc:
+            return f"--model: {exc}"
+        if args.machine:
+            from ..training.remote import machine_named
+
+            try:
+                machine_named(args.machine)
+            except StartError as exc:
+                return f"--machine: {exc.message}. {exc.hint}"
     for flag, path, is_file in (("--out", args.out, False), ("--blend", args.blend, True),
-                                ("--render", args.render, True)):
-        problem = path_problem(path, is_file) if path is not None else None
+                                ("--render", args.render, True), ("--export", args.export, True)):
+        problem = path_problem(path, is_file) if path is not None and (flag != "--out" or args.splats is None) \
+            else None
         if problem:
             return f"{flag}: {problem}"
     return None
@@ -233,7 +268,50 @@ def _run(args) -> int:
     obj = settings.result_object
     print(f"splatwork: {obj.name}: {len(obj.data.points):,} splats, held-out PSNR {settings.eval_psnr:.2f} dB",
           flush=True)
+    return _finish(args, collection, obj)
 
+
+def _import_splat_file(path: str):
+    from ..splats import import_splats
+
+    path = os.path.abspath(path)
+    try:
+        obj = import_splats(path, bpy.context.scene.collection)
+    except FormatError as exc:
+        raise _Exit(_fail(EXIT_BAD_INPUT, str(exc))) from None
+    print(f"splatwork: imported {obj.name}: {len(obj.data.points):,} splats", flush=True)
+    return obj
+
+
+def _apply_cleanup(obj, spec) -> int:
+    from ..splats import SplatLayoutError, cleanup
+
+    try:
+        outcomes = cleanup(obj, spec)
+    except (CleanupError, SplatLayoutError) as exc:
+        return _fail(EXIT_BAD_INPUT, f"--cleanup: {exc}")
+    for outcome in outcomes:
+        print(f"splatwork: cleanup: {outcome.message}", flush=True)
+    return EXIT_OK
+
+
+def _finish(args, collection, obj) -> int:
+    """What follows training or an import: cleanup, .blend, preview render, export."""
+    scene = bpy.context.scene
+    if args.cleanup is not None:
+        code = _apply_cleanup(obj, args.cleanup)
+        if code != EXIT_OK:
+            return code
+    if args.export:
+        from ..output.export import export_objects
+
+        path = os.path.abspath(args.export)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            count = export_objects([obj], path, None, None)
+        except (FormatError, OSError) as exc:
+            return _fail(EXIT_BAD_INPUT, f"export failed: {exc}")
+        print(f"splatwork: exported {count:,} splats to {path}", flush=True)
     if args.blend:
         path = os.path.abspath(args.blend)
         try:

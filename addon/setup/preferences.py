@@ -33,9 +33,10 @@ from .runtime import ADDON_ID, log_dir, managed_env_dir, managed_python, prefs  
 # the package index for each platform the extension ships for.
 TORCH = "torch==2.13.0"
 # OpenEXR writes the render passes, av decodes video for SfM. gsplat's kernel loader imports packaging
-# without declaring it, and nothing else here pulls it in.
+# without declaring it, and nothing else here pulls it in. warp-lang is the compiled rasterizer's
+# compiler (its wheel carries Clang/LLVM for the CPU and NVRTC for NVIDIA GPUs: no toolchain needed).
 _COMMON = ("gsplat==1.5.3", "pycolmap==4.2.1", "plyfile==1.1.3", "pytorch-msssim==1.0.0", "pillow==11.3.0",
-           "OpenEXR==3.5.3", "av==18.1.0", "packaging==26.3")
+           "OpenEXR==3.5.3", "av==18.1.0", "packaging==26.3", "warp-lang==1.19.0")
 BRIDGE_PINS = {
     (3, 11): (*_COMMON, "numpy==1.26.4"),
     (3, 13): (*_COMMON, "numpy==2.5.5"),
@@ -359,8 +360,14 @@ class SplatworkPreferences(bpy.types.AddonPreferences):
         col = layout.column()
         col.prop(self, "python_path")
         python = runtime.bridge_python()
-        if python:
+        problem = runtime.bridge_python_problem()
+        if not problem:
             col.label(text=f"In use: {python}", icon="CHECKMARK")
+        elif python:  # set, but not there: say so rather than show it as in use
+            box = col.box()
+            box.alert = True
+            box.label(text=problem, icon="ERROR")
+            box.label(text="Point it at an interpreter that has torch and gsplat, or clear it to detect one.")
         else:
             box = col.box()
             box.label(text="No Python with PyTorch found.", icon="ERROR")
@@ -419,6 +426,7 @@ def _cancel_tasks() -> None:
 def register() -> None:
     for cls in _classes:
         bpy.utils.register_class(cls)
+    runtime.use_kernel_cache()
     atexit.register(_cancel_tasks)
 
 

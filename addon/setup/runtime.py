@@ -48,6 +48,20 @@ def managed_python(env_dir: str | None = None) -> str | None:
     return os.path.join(env, "Scripts", "python.exe") if os.name == "nt" else os.path.join(env, "bin", "python")
 
 
+CACHE_ENV = "SPLATWORK_CACHE_DIR"  # read by bridge/raster/warp_backend.py
+
+
+def use_kernel_cache() -> None:
+    """Point the bridges this Blender starts (jobs, checks) at the extension's user folder for the compiled
+    rasterizer's kernels: ``$SPLATWORK_CACHE_DIR``, unless the environment already names one."""
+    if os.environ.get(CACHE_ENV):
+        return
+    try:
+        os.environ[CACHE_ENV] = bpy.utils.extension_path_user(ADDON_ID, path="kernel-cache", create=True)
+    except (ValueError, OSError):  # not an installed extension, or no user folder: the bridge's default
+        pass
+
+
 def log_dir() -> str:
     """Where bridge jobs and installs write their logs: kept across sessions, so "Open Log" still works."""
     try:
@@ -63,6 +77,17 @@ def bridge_python() -> str | None:
     if chosen:
         return chosen
     return detect_python()
+
+
+def bridge_python_problem() -> str:
+    """Why no local training can start, in one line for the panels ("" when the interpreter exists)."""
+    python = bridge_python()
+    if not python:
+        return "No Python with PyTorch set up"
+    if not os.path.isfile(python):
+        where = "Bridge Python" if bridge_python_setting() else f"${BRIDGE_PYTHON_ENV}"
+        return f"{where} not found: {python}"
+    return ""
 
 
 _detected: list[str | None] = []

@@ -23,9 +23,11 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
         layout = self.layout
         settings = context.scene.splatwork_training
         job = training_job()
-        if runtime.bridge_python() is None:
+        problem = "" if settings.machine else runtime.bridge_python_problem()  # a remote run needs none here
+        if problem:
             box = layout.box()
-            box.label(text="No Python with PyTorch set up", icon="ERROR")
+            box.alert = True
+            box.label(text=problem, icon="ERROR")
             box.operator("preferences.addon_show", text="Open Preferences").module = runtime.ADDON_ID
 
         col = layout.column()
@@ -67,6 +69,9 @@ class VIEW3D_PT_splatwork_training(bpy.types.Panel):
                              ("Device", settings.device_used or "-")):
             grid.label(text=label)
             grid.label(text=value)
+        if settings.rasterizer:  # which rasterizer runs and why, as the bridge said
+            for i, line in enumerate(_wrap(f"Rasterizer: {settings.rasterizer}", 48)):
+                layout.label(text=line, icon="SHADING_RENDERED" if i == 0 else "BLANK1")
         _draw_preview(layout)
 
     @staticmethod

@@ -150,6 +150,7 @@ def train_job(settings, **values) -> protocol.TrainJob:
 
 def _reset_status(settings, out: str, name: str) -> None:
     settings.state, settings.stage, settings.message, settings.hint = "running", "starting", "", ""
+    settings.rasterizer = ""
     settings.notice = ""
     settings.step = settings.num_splats = 0
     settings.total = settings.steps
@@ -171,6 +172,7 @@ def _on_event(scene_name: str, event: protocol.Event) -> None:
         return
     if isinstance(event, protocol.Hello):
         settings.device_used = f"{event.device} ({event.backend})" if event.backend else event.device
+        settings.rasterizer = event.rasterizer
     elif isinstance(event, protocol.Stage):
         settings.stage = event.stage
     elif isinstance(event, protocol.Log) and event.level == "warning":

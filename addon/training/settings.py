@@ -91,6 +91,7 @@ class SplatworkTrainingSettings(bpy.types.PropertyGroup):
     eta_sec: bpy.props.FloatProperty()
     dataset_name: bpy.props.StringProperty()
     device_used: bpy.props.StringProperty()
+    rasterizer: bpy.props.StringProperty()  # which rasterizer runs and why (the bridge's Hello)
     eval_psnr: bpy.props.FloatProperty()
     eval_ssim: bpy.props.FloatProperty()
     message: bpy.props.StringProperty()

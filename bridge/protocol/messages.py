@@ -51,7 +51,8 @@ class Hello(Event):
     bridge_version: str
     python: str
     device: str = ""  # cuda:0, cpu, mps
-    backend: str = ""  # gsplat or torch
+    backend: str = ""  # gsplat, warp or torch
+    rasterizer: str = ""  # which rasterizer runs and why, for people ("the compiled rasterizer (Warp) on ...")
     versions: dict[str, str] = field(default_factory=dict)  # torch, gsplat, pycolmap, ...
     pid: int = 0
     protocol_version: int = VERSION

@@ -6,23 +6,42 @@ from torch import Tensor
 
 from .composite import DEFAULT_BUDGET, DEFAULT_SLICE
 
-BACKENDS = ("auto", "torch", "gsplat")
+BACKENDS = ("auto", "torch", "gsplat", "warp")
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 RASTERIZE_MODES = ("classic", "antialiased")
 
 
-def select_backend(backend: str, device: torch.device | str) -> str:
-    """"torch" or "gsplat" for a requested backend and the device the tensors live on: "auto" on CUDA is
-    gsplat when its kernels load (``kernels.kernels_unavailable``), else our PyTorch rasterizer."""
+def select_backend(backend: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+    """"torch", "gsplat" or "warp" for a requested backend and the device (and dtype) of the tensors.
+
+    "auto": gsplat on CUDA when its kernels load (``kernels.kernels_unavailable``); else the compiled
+    Warp rasterizer on the CPU or CUDA when Warp imports (``warp_backend.unavailable``) and the tensors
+    are float32 and its kernels compile or load (once per process; the first compile on a machine takes
+    seconds, then they come from the cache: a job prepares them first, with progress, ``bridge.device``);
+    else our PyTorch rasterizer (MPS, float64, no Warp).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown rasterizer backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    is_cuda = torch.device(device).type == "cuda"
+    kind = torch.device(device).type
     if backend == "auto":
         from .kernels import kernels_unavailable
 
-        return "gsplat" if is_cuda and not kernels_unavailable() else "torch"
-    if backend == "gsplat" and not is_cuda:
+        if kind == "cuda" and not kernels_unavailable():
+            return "gsplat"
+        if kind in ("cpu", "cuda") and dtype == torch.float32:
+            from .warp_backend import prepare, unavailable
+
+            if not unavailable() and not prepare(device):
+                return "warp"
+        return "torch"
+    if backend == "gsplat" and kind != "cuda":
         raise ValueError(f"the gsplat backend needs CUDA tensors, these are on {device}; use backend='torch'")
+    if backend == "warp":
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"the warp backend runs on the CPU or CUDA, these tensors are on {device}; "
+                             "use backend='torch'")
+        if dtype != torch.float32:
+            raise ValueError(f"the warp backend takes float32 tensors, these are {dtype}; use backend='torch'")
     return backend
 
 
@@ -65,11 +84,17 @@ def rasterize(
         render_mode=render_mode, rasterize_mode=rasterize_mode, eps2d=eps2d, radius_clip=radius_clip,
         absgrad=absgrad,
     )
-    if select_backend(backend, means.device) == "gsplat":
+    chosen = select_backend(backend, means.device, means.dtype)
+    if chosen == "gsplat":
         from .gsplat_backend import rasterize_gsplat
 
         return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                                 packed=packed, **options)
+    if chosen == "warp":
+        from .warp_backend import rasterize_warp
+
+        return rasterize_warp(means, quats, scales, opacities, colors, viewmats, Ks, width, height, packed=packed,
+                              **options)
     from .torch_backend import rasterize_torch
 
     return rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, packed=packed,

@@ -39,8 +39,13 @@ def rasterize_torch(
     tile_size: int = 8,
     budget: int = DEFAULT_BUDGET,
     slice_splats: int = DEFAULT_SLICE,
+    composite=None,
+    name: str = "torch",
 ) -> tuple[Tensor, Tensor, dict]:
+    """``composite`` (default: ``composite.composite_camera``) composites one camera; the compiled backend
+    passes its own and its ``name``, which goes into ``info["backend"]``."""
     n_cams, n = viewmats.shape[0], means.shape[0]
+    composite = composite or composite_camera
     proj = project(
         means, quats, scales, opacities, viewmats, Ks, width, height,
         eps2d=eps2d, near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip,
@@ -76,7 +81,7 @@ def rasterize_torch(
     sinks = means.new_zeros(n_cams, n + 1, 2) if absgrad else None
     images, alphas = [], []
     for cam in range(n_cams):
-        colour, trans = composite_camera(
+        colour, trans = composite(
             drawn_means2d[cam], proj.conics[cam], proj.opacities[cam], feats[cam], proj.radii[cam],
             proj.depths[cam], width, height, tile_size=tile_size, budget=budget, slice_splats=slice_splats,
             absgrad_sink=None if sinks is None else sinks[cam],
@@ -98,14 +103,14 @@ def rasterize_torch(
     if packed:
         pairs = (camera_ids, gaussian_ids)
         return render_colors, render_alphas, {
-            "backend": "torch", "packed": True, "batch_ids": torch.zeros_like(camera_ids),
+            "backend": name, "packed": True, "batch_ids": torch.zeros_like(camera_ids),
             "camera_ids": camera_ids, "gaussian_ids": gaussian_ids, "radii": proj.radii[pairs],
             "means2d": packed_means2d, "depths": proj.depths[pairs], "conics": proj.conics[pairs],
             "opacities": proj.opacities[pairs], "width": width, "height": height, "tile_size": tile_size,
             "n_cameras": n_cams,
         }
     info = {
-        "backend": "torch",
+        "backend": name,
         "packed": False,
         "batch_ids": None,
         "camera_ids": None,

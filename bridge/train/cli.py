@@ -36,7 +36,7 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for name in ("torch", "gsplat", "pycolmap", "numpy"):
+    for name in ("torch", "gsplat", "warp-lang", "pycolmap", "numpy"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -47,9 +47,10 @@ def _versions() -> dict[str, str]:
 def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
     job = absolute_paths(job)
     clock = PhaseClock(start=STARTED)
-    choice = device.resolve(job.device, field="job field 'device'", build=lambda: build_kernels.build(ctx))
+    choice = device.resolve(job.device, field="job field 'device'", build=lambda: build_kernels.build(ctx),
+                            progress=device.compile_progress(ctx))
     clock.lap("start")
-    ctx.hello(device=choice.device, backend=choice.backend, versions=_versions())
+    ctx.hello(device=choice.device, backend=choice.backend, versions=_versions(), rasterizer=choice.reason)
     if choice.notice:
         ctx.log(choice.notice, level="warning")
     ctx.emit(protocol.Stage(stage="loading_images"))

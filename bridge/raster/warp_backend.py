@@ -1,0 +1,497 @@
+"""The compiled rasterizer: gsplat's tile rasterizer as NVIDIA Warp kernels, on the CPU (every core) and
+on NVIDIA GPUs with nothing but the driver (Warp's wheel carries its own Clang/LLVM and NVRTC).
+
+Projection, SH and the info dict are the PyTorch backend's (``torch_backend.rasterize_torch``, the
+same ops, so both backends cull and project alike); compositing, the part that costs, runs in Warp
+kernels: binning into per-tile depth-ordered lists (``warp_binning``), a front-to-back walk per pixel
+that stops at gsplat's transmittance threshold, and a backward that walks back to front from the
+stored final transmittance (``warp_pixels`` on a GPU, ``warp_tiles`` on the CPU: SIMD over a tile's
+pixels). On the CPU a frame is split into ranges of tiles, one launch per thread (a CPU launch runs
+on the thread that makes it, without the GIL).
+
+Loading: :func:`unavailable` says whether Warp imports (never compiles); :func:`prepare` compiles the
+kernels for a device, or loads them from the cache, with progress (the first compile takes seconds);
+the cache lives in ``$SPLATWORK_CACHE_DIR`` (the add-on points it into the extension's user folder)
+or the user's cache folder, one subfolder per Warp version. A cache that does not load is cleared and
+rebuilt once; a compile that still fails is reported, and callers fall back to the PyTorch backend.
+
+Test hook: ``SPLATWORK_WARP=off`` makes Warp unavailable through this same code path.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import Tensor
+
+WARP_VERSION = "1.19.0"  # the pin (requirements.txt, the installer); another version is refused
+FORCE_ENV = "SPLATWORK_WARP"
+CACHE_ENV = "SPLATWORK_CACHE_DIR"
+CPU_TILE = 8  # on the CPU smaller tiles mean fewer splats walked in vain; the image does not depend on it
+GPU_TILE = 16  # gsplat's: one tile is one block of 256 threads
+MAX_PAIRS = (1 << 31) - 1  # int32 indices in the kernels
+# Warp modules compiled per device: binning, then the compositing kernels for that kind of device.
+CPU_MODULES = ("warp_binning", "warp_tiles")
+GPU_MODULES = ("warp_binning", "warp_pixels")
+
+_lock = threading.Lock()
+_probe: str | None = None  # "" when warp imported, else why not
+_prepared: dict[str, str] = {}  # device -> "" when ready, else why not
+_pool: ThreadPoolExecutor | None = None
+wp = None  # the warp module once imported
+binning = pixels = tiles = None  # the kernel modules once imported
+
+
+class CompileError(RuntimeError):
+    """The kernels could not be compiled or loaded for a device; the message says why."""
+
+
+def unavailable() -> str:
+    """"" when Warp imports at the pinned version, else why not (one sentence). Never compiles."""
+    global _probe
+    if _probe is None:
+        with _lock:
+            if _probe is None:
+                _probe = _import()
+    return _probe
+
+
+def _import() -> str:
+    global wp
+    if os.environ.get(FORCE_ENV, "").lower() in ("0", "off", "no", "false"):
+        return f"the compiled rasterizer is turned off ({FORCE_ENV}={os.environ[FORCE_ENV]})"
+    try:
+        import warp
+    except Exception as exc:  # noqa: BLE001 - a missing or broken install is a reason, not a crash
+        return f"warp-lang does not import ({type(exc).__name__}: {exc})"
+    version = getattr(warp, "__version__", "")
+    if version != WARP_VERSION:
+        return f"warp-lang {version} is installed, Splatwork is tested with {WARP_VERSION}"
+    try:
+        warp.config.quiet = True
+        warp.config.log_level = warp.LOG_WARNING  # no line per module load
+        warp.config.kernel_cache_dir = os.path.join(cache_root(), "warp")  # Warp adds a folder per version
+        _quiet_init(warp)
+    except Exception as exc:  # noqa: BLE001
+        return f"warp-lang does not start ({type(exc).__name__}: {exc})"
+    wp = warp
+    return ""
+
+
+def _quiet_init(warp) -> None:
+    """warp.init() without its banner and its warning about a missing CUDA driver (normal on a CPU machine):
+    both go to the process's own stdout/stderr, where the bridge's events are."""
+    stdout_fd, stderr_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    saved = os.dup(stdout_fd), os.dup(stderr_fd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stdout_fd)
+        os.dup2(devnull, stderr_fd)
+        warp.init()
+    finally:
+        os.dup2(saved[0], stdout_fd)
+        os.dup2(saved[1], stderr_fd)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def cache_root() -> str:
+    """Where compiled kernels are kept: ``$SPLATWORK_CACHE_DIR`` else the user's cache folder."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return root
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "splatwork")
+
+
+def kernel_cache_dir() -> str:
+    """Where this Warp version's kernels are kept: Warp adds a folder per version under ``<root>/warp``, so
+    another version's cache is never read (it stays beside, and this one is compiled anew)."""
+    if wp is not None:
+        return wp.config.kernel_cache_dir  # as Warp resolved it at init
+    return os.path.join(cache_root(), "warp", WARP_VERSION)
+
+
+def _modules(device: str) -> tuple[str, ...]:
+    return GPU_MODULES if device != "cpu" or _pixel_kernels_on_cpu() else CPU_MODULES
+
+
+def _source_hash(device: str) -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256(WARP_VERSION.encode())
+    for name in _modules(device):
+        with open(os.path.join(here, name + ".py"), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def _marker(device: str) -> str:
+    kind = "cpu" if device == "cpu" else "cuda"
+    return os.path.join(kernel_cache_dir(), f"splatwork-{kind}-{_source_hash(device)}.json")
+
+
+def compiled(device="cpu") -> bool:
+    """Whether the kernels for ``device`` were compiled and checked here before (then loading them takes
+    about a second); False means :func:`prepare` will compile them (seconds)."""
+    if unavailable():
+        return False
+    return os.path.isfile(_marker(_warp_device(device)))
+
+
+def _warp_device(device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return "cpu"
+
+
+def prepare(device="cpu", progress=None) -> str:
+    """Compile (first time) or load the kernels for ``device``: "" when ready, else why not (one sentence).
+
+    ``progress(done, total, what)`` is called while a compile runs (not for a load from the cache):
+    modules compiled of all, about once a second. A cache that fails to load is cleared and compiled
+    once more before giving up. Once per process and device; later calls return the first answer.
+    """
+    reason = unavailable()
+    if reason:
+        return reason
+    key = _warp_device(device)
+    with _lock:
+        if key not in _prepared:
+            _prepared[key] = _prepare(key, progress)
+    return _prepared[key]
+
+
+def _prepare(device: str, progress) -> str:
+    global binning, pixels, tiles
+    try:
+        if device != "cpu" and not wp.is_cuda_available():
+            return "Warp finds no CUDA driver for the GPU"
+        from . import warp_binning, warp_pixels, warp_tiles
+
+        binning, pixels, tiles = warp_binning, warp_pixels, warp_tiles
+    except Exception as exc:  # noqa: BLE001
+        return f"the kernels do not import ({type(exc).__name__}: {exc})"
+    report = progress if progress is not None and not os.path.isfile(_marker(device)) else None
+    try:
+        _load_all(device, report)
+    except Exception as first:  # noqa: BLE001 - a corrupt or half-written cache: clear it, compile again
+        for name in _modules(device):
+            wp.get_module(f"{__package__}.{name}").unload()
+        shutil.rmtree(kernel_cache_dir(), ignore_errors=True)
+        try:
+            _load_all(device, progress)
+        except Exception as exc:  # noqa: BLE001
+            return (f"its kernels do not compile ({_short(exc)}; before the cache was cleared: {_short(first)})")
+    try:
+        _self_test(device)
+    except Exception as exc:  # noqa: BLE001
+        return f"its compiled kernels fail their check ({_short(exc)})"
+    marker = _marker(device)
+    if not os.path.isfile(marker):
+        try:
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            tmp = f"{marker}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"warp": WARP_VERSION, "device": device, "time": time.time()}, f)
+            os.replace(tmp, marker)
+        except OSError:
+            pass  # a read-only cache still works; the next run just shows the stage again
+    return ""
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _load_all(device: str, progress) -> None:
+    """Load (compiling where the cache has nothing) each module on a worker thread, reporting about once a
+    second from this one: a compile is one long call per module."""
+    names = _modules(device)
+    state = {"done": 0, "error": None}
+
+    def work() -> None:
+        try:
+            for name in names:
+                wp.load_module(f"{__package__}.{name}", device=device)
+                state["done"] += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            state["error"] = exc
+
+    worker = threading.Thread(target=work, name="splatwork-compile", daemon=True)
+    worker.start()
+    while True:
+        worker.join(1.0)
+        if progress is not None:
+            progress(state["done"], len(names), "")
+        if not worker.is_alive():
+            break
+    if state["error"] is not None:
+        raise state["error"]
+
+
+def _self_test(device: str) -> None:
+    """One splat on a 4x4 image: a crashed or wrong compile shows here, not in the middle of a run."""
+    dev = "cpu" if device == "cpu" else device
+    means2d = torch.tensor([[2.0, 2.0]], device=dev)
+    conics = torch.tensor([[0.5, 0.0, 0.5]], device=dev)
+    opac = torch.tensor([0.8], device=dev)
+    feats = torch.tensor([[1.0, 0.5, 0.25]], device=dev)
+    radii = torch.tensor([[3, 3]], dtype=torch.int32, device=dev)
+    colour, trans = composite_camera(means2d, conics, opac, feats, radii, torch.ones(1, device=dev), 4, 4)
+    expected = 0.8 * math.exp(-0.5 * 0.5 * (0.5 * 0.5 * 2))  # the pixel centre (1.5, 1.5)
+    got = float(1.0 - trans[1, 1])
+    if not abs(got - expected) < 1e-5:
+        raise CompileError(f"alpha {got} where {expected} was due")
+
+
+# ---- compositing -------------------------------------------------------------------------------
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None or _pool._max_workers < workers:  # noqa: SLF001 - grow only
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="splatwork-raster")
+    return _pool
+
+
+def _arr(t: Tensor, dtype=None):
+    return wp.from_torch(t, dtype=dtype, requires_grad=False, return_ctype=True)
+
+
+def _stream(device: str):
+    return wp.stream_from_torch(torch.device(device))
+
+
+def _on_cpu_threads(total: int, grain: int, launch) -> int:
+    """``launch(a, b, worker)`` over [0, total) in ranges of about ``grain``, on the CPU's threads (each
+    worker index on one thread at a time, for its own buffers); returns the number of workers."""
+    workers = max(1, min(_threads(), math.ceil(total / max(1, grain))))
+    step = max(1, min(grain, math.ceil(total / (workers * 8))))
+    ranges = [(a, min(total, a + step)) for a in range(0, total, step)]
+    if workers == 1:
+        for a, b in ranges:
+            launch(a, b, 0)
+        return 1
+    counter = itertools.count()
+
+    def work(worker: int) -> None:
+        while True:
+            j = next(counter)  # atomic under the GIL
+            if j >= len(ranges):
+                return
+            launch(*ranges[j], worker)
+
+    for future in [_executor(workers).submit(work, w) for w in range(workers)]:
+        future.result()
+    return workers
+
+
+class _Plan:
+    """One camera's binning: each tile's list of splats in depth order (``offsets``, ``ids``)."""
+
+    def __init__(self, means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor, depths: Tensor,
+                 width: int, height: int):
+        tdev = means2d.device
+        self.device = _warp_device(tdev)
+        self.cuda = self.device != "cpu"
+        self.width, self.height = width, height
+        self.ts = GPU_TILE if self.cuda else CPU_TILE
+        self.tiles_x, self.tiles_y = math.ceil(width / self.ts), math.ceil(height / self.ts)
+        self.n_tiles = self.tiles_x * self.tiles_y
+        n = means2d.shape[0]
+        m2 = means2d.detach().contiguous()
+        cn = conics.detach().contiguous()
+        op = opacities.detach().contiguous()
+        rd = radii.detach().to(torch.int32).contiguous()
+        # Past this sigma, alpha = opacity exp(-sigma) is under 1/255: the kernels skip the exp.
+        self.cutoffs = (torch.log(op.clamp_min(1e-30) * 255.0) + 1e-3).contiguous()
+        geometry = [_arr(m2, wp.vec2), _arr(rd, wp.vec2i), _arr(cn, wp.vec3), _arr(op), self.ts, self.tiles_x,
+                    self.tiles_y]
+        counts = torch.zeros(n, dtype=torch.int32, device=tdev)
+        self._per_splat(binning.count_tiles, n, geometry, [_arr(counts)])
+        counts64 = counts.long()
+        total = int(counts64.sum()) if n else 0
+        if total > MAX_PAIRS:
+            raise ValueError(f"{total:,} splat-tile pairs in a {width}x{height} frame, more than the compiled "
+                             f"rasterizer's limit of {MAX_PAIRS:,}: use backend='torch' or fewer splats")
+        # Splats laid out in depth order (ties by index), so a stable sort by tile leaves each list in depth order.
+        order = torch.sort(depths.detach(), stable=True).indices
+        ends = torch.cumsum(counts64[order], 0)
+        starts = torch.empty_like(counts64)
+        starts[order] = ends - counts64[order]
+        tile_of_pair = torch.empty(total, dtype=torch.int32, device=tdev)
+        splat_of_pair = torch.empty(total, dtype=torch.int32, device=tdev)
+        self._per_splat(binning.emit_pairs, n, geometry,
+                        [_arr(starts.to(torch.int32)), _arr(tile_of_pair), _arr(splat_of_pair)])
+        per_tile = torch.bincount(tile_of_pair, minlength=self.n_tiles)
+        self.offsets = torch.zeros(self.n_tiles + 1, dtype=torch.int32, device=tdev)
+        torch.cumsum(per_tile, 0, out=self.offsets[1:])
+        if self.cuda:
+            self.ids = splat_of_pair[torch.sort(tile_of_pair, stable=True).indices]
+        else:  # one pass on one thread: cheaper than a general sort on the CPU
+            self.ids = torch.empty_like(splat_of_pair)
+            if total:
+                cursor = self.offsets[:-1].clone()
+                wp.launch(binning.counting_sort, dim=1, device="cpu",
+                          inputs=[_arr(tile_of_pair), _arr(splat_of_pair), _arr(cursor), _arr(self.ids)])
+        self.pairs = total
+
+    def _per_splat(self, kernel, n: int, geometry: list, outputs: list) -> None:
+        if n == 0:
+            return
+        if self.cuda:
+            wp.launch(kernel, dim=n, inputs=[*geometry, 0, *outputs], device=self.device, stream=_stream(self.device))
+        else:
+            _on_cpu_threads(n, 16384, lambda a, b, _w: wp.launch(kernel, dim=b - a, inputs=[*geometry, a, *outputs],
+                                                                   device="cpu"))
+
+    def launch(self, forward: bool, means2d: Tensor, conics: Tensor, opacities: Tensor, group: Tensor, tail) -> int:
+        """Launch the forward or backward compositing kernel over the frame: one launch on a GPU, ranges of
+        tiles on the CPU's threads. ``tail(worker)`` gives the arguments after the launch geometry
+        (outputs; on the CPU each worker its own gradient buffers). Returns the number of workers used."""
+        head = [_arr(self.offsets), _arr(self.ids), _arr(means2d, wp.vec2), _arr(conics, wp.vec3), _arr(opacities)]
+        if self.cuda or _pixel_kernels_on_cpu():
+            kernel = pixels.composite_forward if forward else pixels.composite_backward
+            head += [_arr(self.cutoffs), _arr(group, wp.vec4), self.width, self.height, self.ts, self.tiles_x]
+            per_tile = self.ts * self.ts
+        else:
+            kernel = tiles.composite_forward_cpu if forward else tiles.composite_backward_cpu
+            head += [_arr(group, wp.vec4), self.width, self.height, self.tiles_x]
+            per_tile = 1  # one launch index per tile
+        if self.cuda:
+            wp.launch(kernel, dim=self.n_tiles * per_tile, inputs=[*head, 0, *tail(0)], device=self.device,
+                      stream=_stream(self.device), block_dim=per_tile)
+            return 1
+        return _on_cpu_threads(self.n_tiles, 64, lambda a, b, w: wp.launch(
+            kernel, dim=(b - a) * per_tile, inputs=[*head, a, *tail(w)], device="cpu"))
+
+
+def _pixel_kernels_on_cpu() -> bool:
+    """Test hook: the GPU's per-pixel kernels on the CPU (``SPLATWORK_WARP_CPU_KERNELS=pixel``)."""
+    return os.environ.get("SPLATWORK_WARP_CPU_KERNELS", "") == "pixel"
+
+
+def _groups(feats: Tensor) -> list[Tensor]:
+    """Features as contiguous [N, 4] groups (the kernels' vec4), the last padded with zeros."""
+    n, d = feats.shape
+    g = math.ceil(d / 4)
+    padded = torch.nn.functional.pad(feats, (0, 4 * g - d)) if 4 * g != d else feats
+    return [padded[:, 4 * i:4 * i + 4].contiguous() for i in range(g)]
+
+
+class _Composite(torch.autograd.Function):
+    """Compositing of one camera as an autograd node: gsplat's forward and backward walks."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, feats, plan, absgrad_sink):
+        means2d, conics, opacities = means2d.contiguous(), conics.contiguous(), opacities.contiguous()
+        height, width, d = plan.height, plan.width, feats.shape[1]
+        groups = _groups(feats)
+        trans = torch.empty(height * width, dtype=feats.dtype, device=feats.device)
+        last = torch.empty(height * width, dtype=torch.int32, device=feats.device)
+        colours = []
+        for group in groups:
+            colour = torch.empty(height * width, 4, dtype=feats.dtype, device=feats.device)
+            plan.launch(True, means2d, conics, opacities, group,
+                        lambda _w, c=colour: [_arr(c, wp.vec4), _arr(trans), _arr(last)])
+            colours.append(colour)
+        colour = torch.cat(colours, dim=1)[:, :d] if len(colours) > 1 else colours[0][:, :d]
+        ctx.plan, ctx.absgrad_sink, ctx.channels = plan, absgrad_sink, d
+        ctx.save_for_backward(means2d, conics, opacities, trans, last, *groups)
+        ctx.mark_non_differentiable(last)
+        return colour.reshape(height, width, d), trans.reshape(height, width)
+
+    @staticmethod
+    def backward(ctx, g_colour, g_trans):
+        means2d, conics, opacities, trans, last, *groups = ctx.saved_tensors
+        plan, sink, d = ctx.plan, ctx.absgrad_sink, ctx.channels
+        n, dev, dtype = means2d.shape[0], means2d.device, means2d.dtype
+        pixels = plan.height * plan.width
+        if g_colour is None:
+            g_colour = torch.zeros(pixels, d, dtype=dtype, device=dev)
+        g_colour = g_colour.reshape(pixels, d)
+        g_groups = _groups(g_colour)
+        with_trans = g_trans is not None
+        g_trans = g_trans.reshape(pixels).contiguous() if with_trans else trans
+        slots = 1 if plan.cuda else _threads()
+        def zeros(*shape):
+            return torch.zeros(*shape, dtype=dtype, device=dev)
+
+        bufs = [dict(means2d=zeros(n, 2), conics=zeros(n, 3), opac=zeros(n), absgrad=zeros(n, 2),
+                     feats=[zeros(n, 4) for _ in groups]) for _ in range(slots)]
+        used = 1
+        for i, (group, g_group) in enumerate(zip(groups, g_groups, strict=True)):
+            first = i == 0  # the transmittance's and absgrad's share is taken once
+
+            def tail(w, i=i, first=first, g_group=g_group):
+                b = bufs[w]
+                return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
+                        _arr(b["means2d"], wp.vec2), _arr(b["conics"], wp.vec3), _arr(b["opac"]),
+                        _arr(b["feats"][i], wp.vec4), _arr(b["absgrad"], wp.vec2), int(sink is not None and first)]
+
+            used = max(used, plan.launch(False, means2d, conics, opacities, group, tail))
+        total = bufs[0]
+        for b in bufs[1:used]:
+            for key in ("means2d", "conics", "opac", "absgrad"):
+                total[key] += b[key]
+            for mine, theirs in zip(total["feats"], b["feats"], strict=True):
+                mine += theirs
+        g_feats = torch.cat(total["feats"], dim=1)[:, :d] if len(groups) > 1 else total["feats"][0][:, :d]
+        if sink is not None:
+            target, ids = sink if isinstance(sink, tuple) else (sink, None)
+            target[:n] += total["absgrad"].to(target.dtype)
+        return total["means2d"], total["conics"], total["opac"], g_feats, None, None
+
+
+def composite_camera(means2d: Tensor, conics: Tensor, opacities: Tensor, feats: Tensor, radii: Tensor, depths: Tensor,
+                     width: int, height: int, tile_size: int | None = None, absgrad_sink: Tensor | None = None,
+                     **_unused) -> tuple[Tensor, Tensor]:
+    """Composite one camera's splats ([N, ...] inputs) into (colour [H, W, D], transmittance [H, W]): the
+    signature of ``composite.composite_camera``. ``absgrad_sink`` [N + 1, 2] receives gsplat's absgrad."""
+    plan = _Plan(means2d, conics, opacities, radii, depths, width, height)
+    return _Composite.apply(means2d, conics, opacities, feats, plan, absgrad_sink)
+
+
+def _composite_any(means2d, conics, opacities, feats, radii, depths, width, height, tile_size=8, absgrad_sink=None,
+                   **chunking):
+    if absgrad_sink is not None and feats.shape[1] > 4:
+        # absgrad sums |per-pixel gradient| over all channels at once; the kernels take 4 channels a launch.
+        from .composite import composite_camera as torch_composite
+
+        return torch_composite(means2d, conics, opacities, feats, radii, depths, width, height, tile_size=tile_size,
+                               absgrad_sink=absgrad_sink, **chunking)
+    return composite_camera(means2d, conics, opacities, feats, radii, depths, width, height,
+                            absgrad_sink=absgrad_sink)
+
+
+def rasterize_warp(*args, **kwargs) -> tuple[Tensor, Tensor, dict]:
+    """``rasterize``'s work with the compiled compositor (float32 tensors on the CPU or a CUDA GPU)."""
+    from .torch_backend import rasterize_torch
+
+    means = args[0] if args else kwargs["means"]
+    reason = prepare(means.device)
+    if reason:
+        raise CompileError(f"the compiled rasterizer is not available: {reason}")
+    return rasterize_torch(*args, composite=_composite_any, name="warp", **kwargs)

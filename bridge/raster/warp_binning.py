@@ -1,0 +1,112 @@
+"""The compiled rasterizer's binning kernels (NVIDIA Warp; imported only once ``warp`` loads).
+
+Each visible splat counts, then writes, the tiles of its opacity-aware box that its 1/255 ellipse
+meets (the test of ``composite.bin_tiles``, in float64 with its rounding margin), the splats laid out
+in depth order; a stable sort by tile (:func:`counting_sort` on the CPU) then leaves each tile's list
+in depth order, ties by splat index. Shared constants live here too.
+
+The kernels of this module, ``warp_tiles`` (the CPU's compositing) and ``warp_pixels`` (the GPU's) are
+gsplat 1.5.3's algorithm (``rasterize_to_pixels_3dgs_fwd/bwd.cu``), written from the 3DGS rules, not
+translated. Their backward passes are written by hand; Warp's generated adjoints are turned off.
+"""
+from __future__ import annotations
+
+import warp as wp
+
+wp.set_module_options({"enable_backward": False})
+
+ALPHA_THRESHOLD = wp.constant(1.0 / 255.0)
+MAX_ALPHA = wp.constant(0.999)
+MIN_TRANSMITTANCE = wp.constant(1e-4)
+
+
+@wp.func
+def tile_range(m: float, r: int, ts: int, tiles: int):
+    """[lo, hi) of the tiles a box [m - r, m + r] touches, as ``composite.bin_tiles`` computes them."""
+    centre = m / float(ts)
+    reach = float(r) / float(ts)
+    lo = wp.clamp(wp.floor(centre - reach), 0.0, float(tiles))
+    hi = wp.clamp(wp.ceil(centre + reach), 0.0, float(tiles))
+    return int(lo), int(hi)
+
+
+@wp.func
+def ellipse_meets_tile(m: wp.vec2, q: wp.vec3, o: float, tx: int, ty: int, ts: int) -> bool:
+    """Can the splat's alpha reach 1/255 at one of the tile's pixel centres? ``composite._ellipse_meets_tile``,
+    in float64 with its rounding margin: the least sigma over the tile's rectangle of pixel centres."""
+    half = wp.float64(0.5) * wp.float64(ts - 1)
+    ex = wp.float64(m[0]) - (wp.float64(tx) + wp.float64(0.5)) * wp.float64(ts)
+    ey = wp.float64(m[1]) - (wp.float64(ty) + wp.float64(0.5)) * wp.float64(ts)
+    a = wp.float64(q[0])
+    b = wp.float64(q[1])
+    c = wp.float64(q[2])
+    lx = -half - ex
+    hx = half - ex
+    ly = -half - ey
+    hy = half - ey
+    least = wp.float64(0.0)
+    if not (lx <= wp.float64(0.0) and hx >= wp.float64(0.0) and ly <= wp.float64(0.0) and hy >= wp.float64(0.0)):
+        # the least of the four edges, each a clamped 1-D minimum of the convex quadratic
+        o1 = wp.clamp(-b * lx / c, ly, hy)
+        e1 = wp.float64(0.5) * (a * lx * lx + c * o1 * o1) + b * lx * o1
+        o2 = wp.clamp(-b * hx / c, ly, hy)
+        e2 = wp.float64(0.5) * (a * hx * hx + c * o2 * o2) + b * hx * o2
+        o3 = wp.clamp(-b * ly / a, lx, hx)
+        e3 = wp.float64(0.5) * (c * ly * ly + a * o3 * o3) + b * ly * o3
+        o4 = wp.clamp(-b * hy / a, lx, hx)
+        e4 = wp.float64(0.5) * (c * hy * hy + a * o4 * o4) + b * hy * o4
+        least = wp.min(wp.min(e1, e2), wp.min(e3, e4))
+    size = (wp.float64(0.5) * (a * ex * ex + c * ey * ey) + wp.abs(b * ex * ey)
+            + half * (wp.abs(a * ex + b * ey) + wp.abs(c * ey + b * ex))
+            + half * half * (a + c + wp.float64(2.0) * wp.abs(b)))
+    margin = wp.float64(1e-3) + wp.float64(1e-5) * size
+    return least <= wp.log(wp.float64(o) / wp.float64(1.0 / 255.0)) + margin
+
+
+@wp.kernel
+def count_tiles(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i), conics: wp.array(dtype=wp.vec3),
+                opacities: wp.array(dtype=float), ts: int, tiles_x: int, tiles_y: int, first: int,
+                counts: wp.array(dtype=wp.int32)):
+    i = first + wp.tid()
+    r = radii[i]
+    n = int(0)
+    if r[0] > 0 and r[1] > 0:
+        m = means2d[i]
+        x0, x1 = tile_range(m[0], r[0], ts, tiles_x)
+        y0, y1 = tile_range(m[1], r[1], ts, tiles_y)
+        for ty in range(y0, y1):
+            for tx in range(x0, x1):
+                if ellipse_meets_tile(m, conics[i], opacities[i], tx, ty, ts):
+                    n += 1
+    counts[i] = n
+
+
+@wp.kernel
+def emit_pairs(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i), conics: wp.array(dtype=wp.vec3),
+               opacities: wp.array(dtype=float), ts: int, tiles_x: int, tiles_y: int, first: int,
+               starts: wp.array(dtype=wp.int32), tile_of_pair: wp.array(dtype=wp.int32),
+               splat_of_pair: wp.array(dtype=wp.int32)):
+    """Each splat's pairs at ``starts[i]`` (splats laid out in depth order), in the order count_tiles met them."""
+    i = first + wp.tid()
+    r = radii[i]
+    if r[0] > 0 and r[1] > 0:
+        m = means2d[i]
+        x0, x1 = tile_range(m[0], r[0], ts, tiles_x)
+        y0, y1 = tile_range(m[1], r[1], ts, tiles_y)
+        k = starts[i]
+        for ty in range(y0, y1):
+            for tx in range(x0, x1):
+                if ellipse_meets_tile(m, conics[i], opacities[i], tx, ty, ts):
+                    tile_of_pair[k] = ty * tiles_x + tx
+                    splat_of_pair[k] = i
+                    k += 1
+
+
+@wp.kernel
+def counting_sort(tile_of_pair: wp.array(dtype=wp.int32), splat_of_pair: wp.array(dtype=wp.int32),
+                  cursor: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32)):
+    """One thread (the CPU's): pairs to their tile's list, keeping their (depth) order: a stable sort."""
+    for k in range(tile_of_pair.shape[0]):
+        t = tile_of_pair[k]
+        ids[cursor[t]] = splat_of_pair[k]
+        cursor[t] = cursor[t] + 1
