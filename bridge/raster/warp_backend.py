@@ -38,6 +38,7 @@ FORCE_ENV = "SPLATWORK_WARP"
 CACHE_ENV = "SPLATWORK_CACHE_DIR"
 CPU_TILE = 8  # on the CPU smaller tiles mean fewer splats walked in vain; the image does not depend on it
 GPU_TILE = 16  # gsplat's: one tile is one block of 256 threads
+TILE_CHUNK = 2  # tiles a CPU worker takes from the shared counter at a time
 MAX_PAIRS = (1 << 31) - 1  # int32 indices in the kernels
 # Warp modules compiled per device: binning, then the compositing kernels for that kind of device.
 CPU_MODULES = ("warp_binning", "warp_tiles")
@@ -308,6 +309,20 @@ def _on_cpu_threads(total: int, grain: int, launch) -> int:
     return workers
 
 
+def _workers(workers: int, work) -> int:
+    """``work(worker)`` for each worker index, on that many CPU threads (this one among them)."""
+    if workers == 1:
+        work(0)
+        return 1
+    futures = [_executor(workers - 1).submit(work, w) for w in range(1, workers)]
+    try:
+        work(0)
+    finally:
+        for future in futures:
+            future.result()
+    return workers
+
+
 class _Plan:
     """One camera's binning: each tile's list of splats in depth order (``offsets``, ``ids``)."""
 
@@ -330,7 +345,8 @@ class _Plan:
         geometry = [_arr(m2, wp.vec2), _arr(rd, wp.vec2i), _arr(cn, wp.vec3), _arr(op), self.ts, self.tiles_x,
                     self.tiles_y]
         counts = torch.zeros(n, dtype=torch.int32, device=tdev)
-        self._per_splat(binning.count_tiles, n, geometry, [_arr(counts)])
+        self.reach = torch.zeros(n, dtype=torch.float32, device=tdev)
+        self._per_splat(binning.count_tiles, n, geometry, [_arr(counts), _arr(self.reach)])
         counts64 = counts.long()
         total = int(counts64.sum()) if n else 0
         if total > MAX_PAIRS:
@@ -368,24 +384,27 @@ class _Plan:
                                                                    device="cpu"))
 
     def launch(self, forward: bool, means2d: Tensor, conics: Tensor, opacities: Tensor, group: Tensor, tail) -> int:
-        """Launch the forward or backward compositing kernel over the frame: one launch on a GPU, ranges of
-        tiles on the CPU's threads. ``tail(worker)`` gives the arguments after the launch geometry
-        (outputs; on the CPU each worker its own gradient buffers). Returns the number of workers used."""
+        """Launch the forward or backward compositing kernel over the frame: one launch on a GPU; on the CPU
+        one launch per worker thread, the workers taking tiles from a shared counter. ``tail(worker)`` gives
+        the arguments after the launch geometry (outputs; on the CPU each worker its own gradient buffers).
+        Returns the number of workers used."""
         head = [_arr(self.offsets), _arr(self.ids), _arr(means2d, wp.vec2), _arr(conics, wp.vec3), _arr(opacities)]
         if self.cuda or _pixel_kernels_on_cpu():
             kernel = pixels.composite_forward if forward else pixels.composite_backward
             head += [_arr(self.cutoffs), _arr(group, wp.vec4), self.width, self.height, self.ts, self.tiles_x]
             per_tile = self.ts * self.ts
-        else:
-            kernel = tiles.composite_forward_cpu if forward else tiles.composite_backward_cpu
-            head += [_arr(group, wp.vec4), self.width, self.height, self.tiles_x]
-            per_tile = 1  # one launch index per tile
-        if self.cuda:
-            wp.launch(kernel, dim=self.n_tiles * per_tile, inputs=[*head, 0, *tail(0)], device=self.device,
-                      stream=_stream(self.device), block_dim=per_tile)
-            return 1
-        return _on_cpu_threads(self.n_tiles, 64, lambda a, b, w: wp.launch(
-            kernel, dim=(b - a) * per_tile, inputs=[*head, a, *tail(w)], device="cpu"))
+            if self.cuda:
+                wp.launch(kernel, dim=self.n_tiles * per_tile, inputs=[*head, 0, *tail(0)], device=self.device,
+                          stream=_stream(self.device), block_dim=per_tile)
+                return 1
+            return _on_cpu_threads(self.n_tiles, 64, lambda a, b, w: wp.launch(
+                kernel, dim=(b - a) * per_tile, inputs=[*head, a, *tail(w)], device="cpu"))
+        kernel = tiles.composite_forward_cpu if forward else tiles.composite_backward_cpu
+        counter = torch.zeros(1, dtype=torch.int32)
+        head += [_arr(self.reach), _arr(group, wp.vec4), self.width, self.height, self.tiles_x, self.n_tiles,
+                 _arr(counter), TILE_CHUNK]
+        workers = max(1, min(_threads(), self.n_tiles // (4 * TILE_CHUNK)))
+        return _workers(workers, lambda w: wp.launch(kernel, dim=1, inputs=[*head, *tail(w)], device="cpu"))
 
 
 def _pixel_kernels_on_cpu() -> bool:

@@ -63,13 +63,34 @@ def ellipse_meets_tile(m: wp.vec2, q: wp.vec3, o: float, tx: int, ty: int, ts: i
     return least <= wp.log(wp.float64(o) / wp.float64(1.0 / 255.0)) + margin
 
 
+@wp.func
+def row_reach(q: wp.vec3, o: float, r: wp.vec2i, ts: int) -> float:
+    """How far (pixels) from the mean in y a pixel centre can be and still get alpha >= 1/255: the half
+    height of the ellipse sigma = log(255 o), widened by the margin ``ellipse_meets_tile`` allows for the
+    rounding of sigma (whose terms, within the splat's box and one tile around it, stay under ``size``).
+    The CPU kernels apply a splat only to the rows of a tile within this reach. Infinity when unsure."""
+    a = wp.float64(q[0])
+    b = wp.float64(q[1])
+    c = wp.float64(q[2])
+    det = a * c - b * b
+    ex = wp.float64(r[0] + ts)
+    ey = wp.float64(r[1] + ts)
+    size = wp.float64(0.5) * (a * ex * ex + c * ey * ey) + wp.abs(b) * ex * ey
+    level = wp.log(wp.float64(o) / wp.float64(1.0 / 255.0)) + wp.float64(1e-3) + wp.float64(1e-5) * size
+    reach = wp.float64(1e30)
+    if det > wp.float64(0.0) and a > wp.float64(0.0) and level >= wp.float64(0.0) and size < wp.float64(1e30):
+        reach = wp.sqrt(wp.float64(2.0) * level * a / det) * wp.float64(1.000001) + wp.float64(1e-3)
+    return float(wp.min(reach, wp.float64(1e30)))
+
+
 @wp.kernel
 def count_tiles(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i), conics: wp.array(dtype=wp.vec3),
                 opacities: wp.array(dtype=float), ts: int, tiles_x: int, tiles_y: int, first: int,
-                counts: wp.array(dtype=wp.int32)):
+                counts: wp.array(dtype=wp.int32), reach: wp.array(dtype=float)):
     i = first + wp.tid()
     r = radii[i]
     n = int(0)
+    reach[i] = 0.0
     if r[0] > 0 and r[1] > 0:
         m = means2d[i]
         x0, x1 = tile_range(m[0], r[0], ts, tiles_x)
@@ -78,6 +99,7 @@ def count_tiles(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i
             for tx in range(x0, x1):
                 if ellipse_meets_tile(m, conics[i], opacities[i], tx, ty, ts):
                     n += 1
+        reach[i] = row_reach(conics[i], opacities[i], r, ts)
     counts[i] = n
 
 
