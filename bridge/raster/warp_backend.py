@@ -344,14 +344,26 @@ class _Plan:
         self.cutoffs = (torch.log(op.clamp_min(1e-30) * 255.0) + 1e-3).contiguous()
         geometry = [_arr(m2, wp.vec2), _arr(rd, wp.vec2i), _arr(cn, wp.vec3), _arr(op), self.ts, self.tiles_x,
                     self.tiles_y]
+        self.perm = None  # the CPU kernels': packed record -> splat
+        if self.cuda or _pixel_kernels_on_cpu():
+            self._bin(n, geometry, depths, width, height)
+        else:
+            self._bin_cpu(n, geometry, m2, rd, depths, width, height)
+
+    def _check_pairs(self, total: int, width: int, height: int) -> None:
+        if total > MAX_PAIRS:
+            raise ValueError(f"{total:,} splat-tile pairs in a {width}x{height} frame, more than the compiled "
+                             f"rasterizer's limit of {MAX_PAIRS:,}: use backend='torch' or fewer splats")
+
+    def _bin(self, n: int, geometry: list, depths: Tensor, width: int, height: int) -> None:
+        """The GPU's binning: count, write the pairs with the splats laid out in depth order, stable sort by tile."""
+        tdev = depths.device
         counts = torch.zeros(n, dtype=torch.int32, device=tdev)
         self.reach = torch.zeros(n, dtype=torch.float32, device=tdev)
         self._per_splat(binning.count_tiles, n, geometry, [_arr(counts), _arr(self.reach)])
         counts64 = counts.long()
         total = int(counts64.sum()) if n else 0
-        if total > MAX_PAIRS:
-            raise ValueError(f"{total:,} splat-tile pairs in a {width}x{height} frame, more than the compiled "
-                             f"rasterizer's limit of {MAX_PAIRS:,}: use backend='torch' or fewer splats")
+        self._check_pairs(total, width, height)
         # Splats laid out in depth order (ties by index), so a stable sort by tile leaves each list in depth order.
         order = torch.sort(depths.detach(), stable=True).indices
         ends = torch.cumsum(counts64[order], 0)
@@ -364,15 +376,54 @@ class _Plan:
         per_tile = torch.bincount(tile_of_pair, minlength=self.n_tiles)
         self.offsets = torch.zeros(self.n_tiles + 1, dtype=torch.int32, device=tdev)
         torch.cumsum(per_tile, 0, out=self.offsets[1:])
-        if self.cuda:
-            self.ids = splat_of_pair[torch.sort(tile_of_pair, stable=True).indices]
-        else:  # one pass on one thread: cheaper than a general sort on the CPU
-            self.ids = torch.empty_like(splat_of_pair)
-            if total:
-                cursor = self.offsets[:-1].clone()
-                wp.launch(binning.counting_sort, dim=1, device="cpu",
-                          inputs=[_arr(tile_of_pair), _arr(splat_of_pair), _arr(cursor), _arr(self.ids)])
+        self.ids = splat_of_pair[torch.sort(tile_of_pair, stable=True).indices]
         self.pairs = total
+
+    def _bin_cpu(self, n: int, geometry: list, m2: Tensor, rd: Tensor, depths: Tensor, width: int,
+                 height: int) -> None:
+        """The CPU's binning (``warp_binning.bin_count_cpu``/``bin_emit_cpu``): the lists hold record numbers,
+        the visible splats numbered by the tile their mean is in (``perm``), so that the splats of
+        neighbouring tiles lie near each other in memory."""
+        visible = (rd > 0).all(-1).nonzero()[:, 0]
+        order = visible[torch.sort(depths.detach()[visible], stable=True).indices].to(torch.int32)
+        held = m2[visible]
+        cx = torch.clamp(torch.nan_to_num(held[:, 0] / self.ts), 0, self.tiles_x - 1).to(torch.int32)
+        cy = torch.clamp(torch.nan_to_num(held[:, 1] / self.ts), 0, self.tiles_y - 1).to(torch.int32)
+        self.perm = visible[torch.sort(cy * self.tiles_x + cx, stable=True).indices].to(torch.int32)
+        labels = torch.zeros(n, dtype=torch.int32)
+        labels[self.perm.long()] = torch.arange(len(visible), dtype=torch.int32)
+        count = len(visible)
+        workers = max(1, min(_threads(), count // 4096))
+        bounds = [count * w // workers for w in range(workers + 1)]
+        tile_counts = torch.zeros(workers, self.n_tiles, dtype=torch.int32)
+        masks = torch.empty(n, dtype=torch.int64)
+        self.reach = torch.zeros(n, dtype=torch.float32)
+        _workers(workers, lambda w: wp.launch(binning.bin_count_cpu, dim=1, device="cpu", inputs=[
+            *geometry, _arr(order), bounds[w], bounds[w + 1], _arr(tile_counts[w]), _arr(masks, wp.uint64),
+            _arr(self.reach)]))
+        per_tile = tile_counts.sum(0)
+        self.pairs = total = int(per_tile.sum())
+        self._check_pairs(total, width, height)
+        self.offsets = torch.zeros(self.n_tiles + 1, dtype=torch.int32)
+        torch.cumsum(per_tile, 0, out=self.offsets[1:])
+        cursor = (self.offsets[:-1] + torch.cumsum(tile_counts, 0) - tile_counts).to(torch.int32)
+        self.ids = torch.empty(total, dtype=torch.int32)
+        _workers(workers, lambda w: wp.launch(binning.bin_emit_cpu, dim=1, device="cpu", inputs=[
+            *geometry, _arr(order), bounds[w], bounds[w + 1], _arr(masks, wp.uint64), _arr(labels),
+            _arr(cursor[w]), _arr(self.ids)]))
+
+    def splat_ids(self) -> Tensor:
+        """Each tile's list as splat indices (the CPU's lists hold record numbers)."""
+        return self.ids if self.perm is None else self.perm[self.ids.long()]
+
+    def records(self, means2d: Tensor, conics: Tensor, opacities: Tensor, group: Tensor) -> Tensor:
+        """The CPU kernels' [visible, 16] records with the features ``group`` [N, 4]."""
+        out = torch.empty(len(self.perm), 16, dtype=torch.float32)
+        if len(self.perm):
+            wp.launch(binning.pack_records, dim=len(self.perm), device="cpu", inputs=[
+                _arr(self.perm), _arr(means2d, wp.vec2), _arr(conics, wp.vec3), _arr(opacities), _arr(self.reach),
+                _arr(group, wp.vec4), _arr(out)])
+        return out
 
     def _per_splat(self, kernel, n: int, geometry: list, outputs: list) -> None:
         if n == 0:
@@ -388,8 +439,9 @@ class _Plan:
         one launch per worker thread, the workers taking tiles from a shared counter. ``tail(worker)`` gives
         the arguments after the launch geometry (outputs; on the CPU each worker its own gradient buffers).
         Returns the number of workers used."""
-        head = [_arr(self.offsets), _arr(self.ids), _arr(means2d, wp.vec2), _arr(conics, wp.vec3), _arr(opacities)]
-        if self.cuda or _pixel_kernels_on_cpu():
+        if self.perm is None:
+            head = [_arr(self.offsets), _arr(self.ids), _arr(means2d, wp.vec2), _arr(conics, wp.vec3),
+                    _arr(opacities)]
             kernel = pixels.composite_forward if forward else pixels.composite_backward
             head += [_arr(self.cutoffs), _arr(group, wp.vec4), self.width, self.height, self.ts, self.tiles_x]
             per_tile = self.ts * self.ts
@@ -401,8 +453,8 @@ class _Plan:
                 kernel, dim=(b - a) * per_tile, inputs=[*head, a, *tail(w)], device="cpu"))
         kernel = tiles.composite_forward_cpu if forward else tiles.composite_backward_cpu
         counter = torch.zeros(1, dtype=torch.int32)
-        head += [_arr(self.reach), _arr(group, wp.vec4), self.width, self.height, self.tiles_x, self.n_tiles,
-                 _arr(counter), TILE_CHUNK]
+        head = [_arr(self.offsets), _arr(self.ids), _arr(group.reshape(-1)), self.width, self.height, self.tiles_x,
+                self.n_tiles, _arr(counter), TILE_CHUNK]
         workers = max(1, min(_threads(), self.n_tiles // (4 * TILE_CHUNK)))
         return _workers(workers, lambda w: wp.launch(kernel, dim=1, inputs=[*head, *tail(w)], device="cpu"))
 
@@ -428,6 +480,8 @@ class _Composite(torch.autograd.Function):
         means2d, conics, opacities = means2d.contiguous(), conics.contiguous(), opacities.contiguous()
         height, width, d = plan.height, plan.width, feats.shape[1]
         groups = _groups(feats)
+        if plan.perm is not None:  # the CPU's kernels read a record per splat
+            groups = [plan.records(means2d, conics, opacities, group) for group in groups]
         trans = torch.empty(height * width, dtype=feats.dtype, device=feats.device)
         last = torch.empty(height * width, dtype=torch.int32, device=feats.device)
         colours = []
@@ -454,34 +508,72 @@ class _Composite(torch.autograd.Function):
         g_groups = _groups(g_colour)
         with_trans = g_trans is not None
         g_trans = g_trans.reshape(pixels).contiguous() if with_trans else trans
-        slots = 1 if plan.cuda else _threads()
-        def zeros(*shape):
-            return torch.zeros(*shape, dtype=dtype, device=dev)
-
-        bufs = [dict(means2d=zeros(n, 2), conics=zeros(n, 3), opac=zeros(n), absgrad=zeros(n, 2),
-                     feats=[zeros(n, 4) for _ in groups]) for _ in range(slots)]
-        used = 1
-        for i, (group, g_group) in enumerate(zip(groups, g_groups, strict=True)):
-            first = i == 0  # the transmittance's and absgrad's share is taken once
-
-            def tail(w, i=i, first=first, g_group=g_group):
-                b = bufs[w]
-                return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
-                        _arr(b["means2d"], wp.vec2), _arr(b["conics"], wp.vec3), _arr(b["opac"]),
-                        _arr(b["feats"][i], wp.vec4), _arr(b["absgrad"], wp.vec2), int(sink is not None and first)]
-
-            used = max(used, plan.launch(False, means2d, conics, opacities, group, tail))
-        total = bufs[0]
-        for b in bufs[1:used]:
-            for key in ("means2d", "conics", "opac", "absgrad"):
-                total[key] += b[key]
-            for mine, theirs in zip(total["feats"], b["feats"], strict=True):
-                mine += theirs
-        g_feats = torch.cat(total["feats"], dim=1)[:, :d] if len(groups) > 1 else total["feats"][0][:, :d]
+        if plan.perm is not None:
+            g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_cpu(
+                plan, groups, g_groups, trans, last, g_trans, with_trans, sink is not None, n, d)
+        else:
+            g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_pixels(
+                plan, means2d, conics, opacities, groups, g_groups, trans, last, g_trans, with_trans,
+                sink is not None, n, d)
         if sink is not None:
             target, ids = sink if isinstance(sink, tuple) else (sink, None)
-            target[:n] += total["absgrad"].to(target.dtype)
-        return total["means2d"], total["conics"], total["opac"], g_feats, None, None
+            target[:n] += absgrad.to(target.dtype)
+        return g_means2d, g_conics, g_opac, g_feats, None, None
+
+
+def _backward_cpu(plan, records, g_groups, trans, last, g_trans, with_trans, with_absgrad, n, d):
+    """The CPU kernels' backward: each worker sums into its own [visible, 8 + 4 groups] buffer (mean, conic,
+    opacity, absgrad, features), the buffers summed and scattered back to the splats."""
+    stride = 8 + 4 * len(records)
+    slots = _threads()
+    bufs = [torch.zeros(len(plan.perm), stride) for _ in range(slots)]
+    used = 1
+    for i, (rec, g_group) in enumerate(zip(records, g_groups, strict=True)):
+        first = i == 0  # the transmittance's and absgrad's share is taken once
+
+        def tail(w, first=first, g_group=g_group, i=i):
+            return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
+                    _arr(bufs[w].reshape(-1)), stride, 8 + 4 * i, int(with_absgrad and first)]
+
+        used = max(used, plan.launch(False, None, None, None, rec, tail))
+    total = bufs[0]
+    for b in bufs[1:used]:
+        total += b
+    full = torch.zeros(n, stride)
+    full[plan.perm.long()] = total
+    return full[:, 0:2], full[:, 2:5], full[:, 5], full[:, 8:8 + d], full[:, 6:8]
+
+
+def _backward_pixels(plan, means2d, conics, opacities, groups, g_groups, trans, last, g_trans, with_trans,
+                     with_absgrad, n, d):
+    """The per-pixel kernels' backward (a GPU; the CPU under the test hook): atomic sums per splat."""
+    dev, dtype = means2d.device, means2d.dtype
+    slots = 1 if plan.cuda else _threads()
+
+    def zeros(*shape):
+        return torch.zeros(*shape, dtype=dtype, device=dev)
+
+    bufs = [dict(means2d=zeros(n, 2), conics=zeros(n, 3), opac=zeros(n), absgrad=zeros(n, 2),
+                 feats=[zeros(n, 4) for _ in groups]) for _ in range(slots)]
+    used = 1
+    for i, (group, g_group) in enumerate(zip(groups, g_groups, strict=True)):
+        first = i == 0  # the transmittance's and absgrad's share is taken once
+
+        def tail(w, i=i, first=first, g_group=g_group):
+            b = bufs[w]
+            return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
+                    _arr(b["means2d"], wp.vec2), _arr(b["conics"], wp.vec3), _arr(b["opac"]),
+                    _arr(b["feats"][i], wp.vec4), _arr(b["absgrad"], wp.vec2), int(with_absgrad and first)]
+
+        used = max(used, plan.launch(False, means2d, conics, opacities, group, tail))
+    total = bufs[0]
+    for b in bufs[1:used]:
+        for key in ("means2d", "conics", "opac", "absgrad"):
+            total[key] += b[key]
+        for mine, theirs in zip(total["feats"], b["feats"], strict=True):
+            mine += theirs
+    g_feats = torch.cat(total["feats"], dim=1)[:, :d] if len(groups) > 1 else total["feats"][0][:, :d]
+    return total["means2d"], total["conics"], total["opac"], g_feats, total["absgrad"]
 
 
 def composite_camera(means2d: Tensor, conics: Tensor, opacities: Tensor, feats: Tensor, radii: Tensor, depths: Tensor,

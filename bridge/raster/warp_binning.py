@@ -124,11 +124,86 @@ def emit_pairs(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i)
                     k += 1
 
 
+# ---- the CPU's binning: straight into each tile's list, one launch per worker --------------------------
+# The visible splats in depth order are cut into one run per worker. Each worker counts its run's pairs per
+# tile (its own counters, and a bit per tile of the splat's box, when the box has at most 64 tiles, so the
+# ellipse test is not made twice), then writes its run's splats into the lists from where the runs before it
+# end: every list comes out in depth order (ties by index) without a sort of the pairs.
+
+
 @wp.kernel
-def counting_sort(tile_of_pair: wp.array(dtype=wp.int32), splat_of_pair: wp.array(dtype=wp.int32),
-                  cursor: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32)):
-    """One thread (the CPU's): pairs to their tile's list, keeping their (depth) order: a stable sort."""
-    for k in range(tile_of_pair.shape[0]):
-        t = tile_of_pair[k]
-        ids[cursor[t]] = splat_of_pair[k]
-        cursor[t] = cursor[t] + 1
+def bin_count_cpu(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i), conics: wp.array(dtype=wp.vec3),
+                  opacities: wp.array(dtype=float), ts: int, tiles_x: int, tiles_y: int,
+                  order: wp.array(dtype=wp.int32), first: int, after: int,
+                  tile_counts: wp.array(dtype=wp.int32), masks: wp.array(dtype=wp.uint64),
+                  reach: wp.array(dtype=float)):
+    for j in range(first, after):
+        i = order[j]
+        r = radii[i]
+        m = means2d[i]
+        x0, x1 = tile_range(m[0], r[0], ts, tiles_x)
+        y0, y1 = tile_range(m[1], r[1], ts, tiles_y)
+        nx = x1 - x0
+        small = nx * (y1 - y0) <= 64
+        bits = wp.uint64(0)
+        for ty in range(y0, y1):
+            for tx in range(x0, x1):
+                if ellipse_meets_tile(m, conics[i], opacities[i], tx, ty, ts):
+                    t = ty * tiles_x + tx
+                    tile_counts[t] = tile_counts[t] + 1
+                    if small:
+                        bits = bits | (wp.uint64(1) << wp.uint64((ty - y0) * nx + tx - x0))
+        masks[i] = bits
+        reach[i] = row_reach(conics[i], opacities[i], r, ts)
+
+
+@wp.kernel
+def bin_emit_cpu(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i), conics: wp.array(dtype=wp.vec3),
+                 opacities: wp.array(dtype=float), ts: int, tiles_x: int, tiles_y: int,
+                 order: wp.array(dtype=wp.int32), first: int, after: int, masks: wp.array(dtype=wp.uint64),
+                 labels: wp.array(dtype=wp.int32), cursor: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32)):
+    for j in range(first, after):
+        i = order[j]
+        r = radii[i]
+        m = means2d[i]
+        x0, x1 = tile_range(m[0], r[0], ts, tiles_x)
+        y0, y1 = tile_range(m[1], r[1], ts, tiles_y)
+        nx = x1 - x0
+        small = nx * (y1 - y0) <= 64
+        bits = masks[i]
+        label = labels[i]
+        for ty in range(y0, y1):
+            for tx in range(x0, x1):
+                hit = False
+                if small:
+                    hit = ((bits >> wp.uint64((ty - y0) * nx + tx - x0)) & wp.uint64(1)) != wp.uint64(0)
+                else:
+                    hit = ellipse_meets_tile(m, conics[i], opacities[i], tx, ty, ts)
+                if hit:
+                    t = ty * tiles_x + tx
+                    ids[cursor[t]] = label
+                    cursor[t] = cursor[t] + 1
+
+
+@wp.kernel
+def pack_records(perm: wp.array(dtype=wp.int32), means2d: wp.array(dtype=wp.vec2), conics: wp.array(dtype=wp.vec3),
+                 opacities: wp.array(dtype=float), reach: wp.array(dtype=float), feats: wp.array(dtype=wp.vec4),
+                 records: wp.array2d(dtype=float)):
+    """The CPU kernels' 64-byte record of each splat (``warp_tiles``), in the order ``perm``."""
+    p = wp.tid()
+    i = perm[p]
+    m = means2d[i]
+    q = conics[i]
+    f = feats[i]
+    records[p, 0] = m[0]
+    records[p, 1] = m[1]
+    records[p, 2] = q[0]
+    records[p, 3] = q[1]
+    records[p, 4] = q[2]
+    records[p, 5] = opacities[i]
+    records[p, 6] = reach[i]
+    records[p, 7] = 0.0
+    records[p, 8] = f[0]
+    records[p, 9] = f[1]
+    records[p, 10] = f[2]
+    records[p, 11] = f[3]

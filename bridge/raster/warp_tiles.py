@@ -45,8 +45,9 @@ auto exp_neg = [](v8 s) -> v8 {
     v8i n = __builtin_convertvector(s * 1.4426950408889634f + 0.5f, v8i);
     v8 fn = __builtin_convertvector(n, v8);
     v8 x = (fn * 0.693145751953125f - s) + fn * 1.428606765330187e-06f;
-    v8 p = 0.008333334f + x * (0.0013888889f + x * 0.0001984127f);
-    p = 1.0f + x * (1.0f + x * (0.5f + x * (0.16666667f + x * (0.041666668f + x * p))));
+    const v8 x2 = x * x;  // Estrin's scheme: a shorter chain of dependent operations than Horner's
+    const v8 p = ((1.0f + x) + x2 * (0.5f + x * 0.16666667f))
+                 + (x2 * x2) * ((0.041666668f + x * 0.008333334f) + x2 * (0.0013888889f + x * 0.0001984127f));
     return p * (v8)((127 - n) << 23);
 };
 // A select whose other side is the stored value would become a masked store (slow on x86, and no
@@ -67,11 +68,10 @@ auto any = [](v8i m) -> bool { return __builtin_reduce_or(m) != 0; };
 auto all = [](v8i m) -> bool { return __builtin_reduce_and(m) != 0; };
 const int* offs = (const int*)offsets.data;
 const int* idx = (const int*)ids.data;
-const float* M = (const float*)means2d.data;
-const float* Q = (const float*)conics.data;
-const float* O = (const float*)opacities.data;
-const float* R = (const float*)reach.data;
-const float* F = (const float*)feats.data;
+// One 64-byte record per splat (warp_binning.pack_records): mean x y, conic a b c, opacity, reach, -,
+// the four features of this launch, -: the splat's one cache line, fetched ahead (PREFETCH splats on).
+const float* S = (const float*)records.data;
+const int PREFETCH = 8;
 int* counter_ = (int*)counter.data;
 #if defined(__x86_64__) || defined(_M_X64)
 // Flush subnormals to zero while this kernel runs (restored at its end): exp(-sigma) of a distant pixel
@@ -83,8 +83,8 @@ __builtin_ia32_ldmxcsr(csr_saved | 0x8040u);
 
 # Rows of a tile that a splat's ellipse reaches: bits r0..r1 (a NaN reach means all of them).
 _ROWS = r"""
-        float lo = my - R[g] - (float)y0 - 0.5f;
-        float hi = my + R[g] - (float)y0 - 0.5f;
+        float lo = my - s_[6] - (float)y0 - 0.5f;
+        float hi = my + s_[6] - (float)y0 - 0.5f;
         if (hi < 0.0f || lo > 7.0f) continue;
         int r0 = lo > 0.0f ? (int)__builtin_ceilf(lo) : 0;
         int r1 = hi < 7.0f ? (int)__builtin_floorf(hi) : 7;
@@ -105,33 +105,37 @@ for (;;) {
     const int start = offs[tile], end = offs[tile + 1];
     const v8 u = LANE + (float)x0;
     const v8i outside = (LANE_I + x0) >= width;  // lanes past the image's right edge start finished
-    v8 T[8], C0[8], C1[8], C2[8], C3[8];
-    v8i done[8], stop[8];
+    // rows 0-7, and row 8: a scratch row, finished from the start, for the odd row out of a pair
+    v8 T[9], C0[9], C1[9], C2[9], C3[9];
+    v8i done[9], stop[9];
     unsigned open = 0u;  // rows with a pixel that still takes splats
-    for (int r = 0; r < 8; ++r) {
+    for (int r = 0; r < 9; ++r) {
       T[r] = 1.0f; C0[r] = 0.0f; C1[r] = 0.0f; C2[r] = 0.0f; C3[r] = 0.0f;
-      done[r] = outside; stop[r] = start;
-      if (y0 + r < height) open |= 1u << r;
+      done[r] = r < 8 ? outside : (v8i)(-1); stop[r] = start;
+      if (r < 8 && y0 + r < height) open |= 1u << r;
     }
     for (int k = start; k < end && open != 0u; ++k) {
-      const int g = idx[k];
-      const float my = M[2 * g + 1];
+      if (k + PREFETCH < end) __builtin_prefetch(S + 16 * idx[k + PREFETCH]);
+      const float* s_ = S + 16 * idx[k];
+      const float my = s_[1];
       unsigned rows = open;
 """ + _ROWS + r"""
-      const float mx = M[2 * g], a = Q[3 * g], b = Q[3 * g + 1], c = Q[3 * g + 2], o = O[g];
-      const float f0 = F[4 * g], f1 = F[4 * g + 1], f2 = F[4 * g + 2], f3 = F[4 * g + 3];
+      const float mx = s_[0], a = s_[2], b = s_[3], c = s_[4], o = s_[5];
+      const float f0 = s_[8], f1 = s_[9], f2 = s_[10], f3 = s_[11];
       const v8 dx = mx - u;
       const v8 adx2 = a * dx * dx, bdx = b * dx;
-      while (rows != 0u) {
-        const int r = __builtin_ctz(rows);
-        rows &= rows - 1u;
+      // Two rows at a time: their exp chains are independent, so the CPU overlaps them.
+      auto alpha_of = [&](int r, v8& alpha, v8i& ok) {
         const float dy = my - ((float)(y0 + r) + 0.5f);
         const v8 sigma = 0.5f * (adx2 + c * dy * dy) + bdx * dy;
-        v8 alpha = o * exp_neg(sigma);
+        alpha = o * exp_neg(sigma);
         alpha = alpha < ALPHA_MAX ? alpha : ALPHA_MAX;
+        ok = (sigma >= 0.0f) & (alpha >= ALPHA_MIN);
+      };
+      auto apply = [&](int r, v8 alpha, v8i ok) {
         const v8 t = T[r];
         const v8 nt = t * (1.0f - alpha);
-        const v8i ok = (sigma >= 0.0f) & (alpha >= ALPHA_MIN) & ~done[r];
+        ok &= ~done[r];
         const v8i take = ok & (nt > T_MIN);
         const v8i ends = ok & ~(nt > T_MIN);
         const v8 w = take ? alpha * t : 0.0f;
@@ -144,8 +148,23 @@ for (;;) {
         stop[r] = stop_next;
         if (any(ends)) {
           done[r] |= ends;
-          if (all(done[r])) open &= ~(1u << r);
+          if (r < 8 && all(done[r])) open &= ~(1u << r);
         }
+      };
+      while (rows != 0u) {
+        const int ra = __builtin_ctz(rows);
+        rows &= rows - 1u;
+        int rb = 8;
+        if (rows != 0u) {
+          rb = __builtin_ctz(rows);
+          rows &= rows - 1u;
+        }
+        v8 alpha_a, alpha_b;
+        v8i ok_a, ok_b;
+        alpha_of(ra, alpha_a, ok_a);
+        alpha_of(rb, alpha_b, ok_b);
+        apply(ra, alpha_a, ok_a);
+        apply(rb, alpha_b, ok_b);
       }
     }
     for (int r = 0; r < 8 && y0 + r < height; ++r) {
@@ -169,11 +188,7 @@ const float* in_t = (const float*)trans.data;
 const int* in_k = (const int*)last.data;
 const float* in_gc = (const float*)g_colour.data;
 const float* in_gt = (const float*)g_trans.data;
-float* gM = (float*)g_means2d.data;
-float* gQ = (float*)g_conics.data;
-float* gO = (float*)g_opacities.data;
-float* gF = (float*)g_feats.data;
-float* gA = (float*)absgrad.data;
+float* G = (float*)grads.data;  // per splat: mean x y, conic a b c, opacity, absgrad x y, then features
 for (;;) {
   const int first = __atomic_fetch_add(counter_, chunk, __ATOMIC_RELAXED);
   if (first >= n_tiles) break;
@@ -206,13 +221,15 @@ for (;;) {
       k_end = row_end[r] > k_end ? row_end[r] : k_end;
     }
     for (int k = k_end - 1; k >= start; --k) {
+      if (k - PREFETCH >= start) __builtin_prefetch(S + 16 * idx[k - PREFETCH]);
       const int g = idx[k];
-      const float my = M[2 * g + 1];
+      const float* s_ = S + 16 * g;
+      const float my = s_[1];
       unsigned rows = 0u;
       for (int r = 0; r < 8; ++r) rows |= (unsigned)(row_end[r] > k) << r;
 """ + _ROWS + r"""
-      const float mx = M[2 * g], a = Q[3 * g], b = Q[3 * g + 1], c = Q[3 * g + 2], o = O[g];
-      const float f0 = F[4 * g], f1 = F[4 * g + 1], f2 = F[4 * g + 2], f3 = F[4 * g + 3];
+      const float mx = s_[0], a = s_[2], b = s_[3], c = s_[4], o = s_[5];
+      const float f0 = s_[8], f1 = s_[9], f2 = s_[10], f3 = s_[11];
       const v8 dx = mx - u;
       const v8 adx2 = a * dx * dx, bdx = b * dx, adx = a * dx;
       v8 s_f0 = 0.0f, s_f1 = 0.0f, s_f2 = 0.0f, s_f3 = 0.0f, s_a = 0.0f, s_b = 0.0f, s_c = 0.0f;
@@ -247,12 +264,12 @@ for (;;) {
         s_ax += vabs(gx); s_ay += vabs(gy);
         s_o += passes ? e * g_alpha : 0.0f;
       }
-      gF[4 * g] += hsum(s_f0); gF[4 * g + 1] += hsum(s_f1); gF[4 * g + 2] += hsum(s_f2);
-      gF[4 * g + 3] += hsum(s_f3);
-      gQ[3 * g] += hsum(s_a); gQ[3 * g + 1] += hsum(s_b); gQ[3 * g + 2] += hsum(s_c);
-      gM[2 * g] += hsum(s_x); gM[2 * g + 1] += hsum(s_y);
-      gO[g] += hsum(s_o);
-      if (with_absgrad != 0) { gA[2 * g] += hsum(s_ax); gA[2 * g + 1] += hsum(s_ay); }
+      float* gg = G + (long)gstride * g;
+      gg[foff] += hsum(s_f0); gg[foff + 1] += hsum(s_f1); gg[foff + 2] += hsum(s_f2); gg[foff + 3] += hsum(s_f3);
+      gg[0] += hsum(s_x); gg[1] += hsum(s_y);
+      gg[2] += hsum(s_a); gg[3] += hsum(s_b); gg[4] += hsum(s_c);
+      gg[5] += hsum(s_o);
+      if (with_absgrad != 0) { gg[6] += hsum(s_ax); gg[7] += hsum(s_ay); }
     }
   }
 }
@@ -263,9 +280,7 @@ __builtin_ia32_ldmxcsr(csr_saved);
 
 
 @wp.func_native(_FORWARD)
-def _forward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32),
-                   means2d: wp.array(dtype=wp.vec2), conics: wp.array(dtype=wp.vec3),
-                   opacities: wp.array(dtype=float), reach: wp.array(dtype=float), feats: wp.array(dtype=wp.vec4),
+def _forward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32), records: wp.array(dtype=float),
                    width: int, height: int, tiles_x: int, n_tiles: int, counter: wp.array(dtype=wp.int32),
                    chunk: int, colour: wp.array(dtype=wp.vec4), trans: wp.array(dtype=float),
                    last: wp.array(dtype=wp.int32)):
@@ -273,43 +288,32 @@ def _forward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int
 
 
 @wp.func_native(_BACKWARD)
-def _backward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32),
-                    means2d: wp.array(dtype=wp.vec2), conics: wp.array(dtype=wp.vec3),
-                    opacities: wp.array(dtype=float), reach: wp.array(dtype=float), feats: wp.array(dtype=wp.vec4),
+def _backward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32), records: wp.array(dtype=float),
                     width: int, height: int, tiles_x: int, n_tiles: int, counter: wp.array(dtype=wp.int32),
                     chunk: int, trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
                     g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
-                    g_means2d: wp.array(dtype=wp.vec2), g_conics: wp.array(dtype=wp.vec3),
-                    g_opacities: wp.array(dtype=float), g_feats: wp.array(dtype=wp.vec4),
-                    absgrad: wp.array(dtype=wp.vec2), with_absgrad: int):
+                    grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
     ...
 
 
 @wp.kernel
 def composite_forward_cpu(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32),
-                          means2d: wp.array(dtype=wp.vec2), conics: wp.array(dtype=wp.vec3),
-                          opacities: wp.array(dtype=float), reach: wp.array(dtype=float),
-                          feats: wp.array(dtype=wp.vec4), width: int, height: int, tiles_x: int, n_tiles: int,
+                          records: wp.array(dtype=float), width: int, height: int, tiles_x: int, n_tiles: int,
                           counter: wp.array(dtype=wp.int32), chunk: int,
                           colour: wp.array(dtype=wp.vec4), trans: wp.array(dtype=float),
                           last: wp.array(dtype=wp.int32)):
     """One worker: tiles from ``counter`` (``chunk`` at a time) until ``n_tiles`` are taken."""
-    _forward_tiles(offsets, ids, means2d, conics, opacities, reach, feats, width, height, tiles_x, n_tiles, counter,
-                   chunk, colour, trans, last)
+    _forward_tiles(offsets, ids, records, width, height, tiles_x, n_tiles, counter, chunk, colour, trans, last)
 
 
 @wp.kernel
 def composite_backward_cpu(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32),
-                           means2d: wp.array(dtype=wp.vec2), conics: wp.array(dtype=wp.vec3),
-                           opacities: wp.array(dtype=float), reach: wp.array(dtype=float),
-                           feats: wp.array(dtype=wp.vec4), width: int, height: int, tiles_x: int, n_tiles: int,
+                           records: wp.array(dtype=float), width: int, height: int, tiles_x: int, n_tiles: int,
                            counter: wp.array(dtype=wp.int32), chunk: int,
                            trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
                            g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
-                           g_means2d: wp.array(dtype=wp.vec2), g_conics: wp.array(dtype=wp.vec3),
-                           g_opacities: wp.array(dtype=float), g_feats: wp.array(dtype=wp.vec4),
-                           absgrad: wp.array(dtype=wp.vec2), with_absgrad: int):
-    """One worker, as the forward; gradients go into this worker's own buffers (summed by the caller)."""
-    _backward_tiles(offsets, ids, means2d, conics, opacities, reach, feats, width, height, tiles_x, n_tiles, counter,
-                    chunk, trans, last, g_colour, g_trans, with_trans, g_means2d, g_conics, g_opacities, g_feats,
-                    absgrad, with_absgrad)
+                           grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
+    """One worker, as the forward; gradients go into this worker's own buffer ``grads`` (``gstride`` floats a
+    splat, this launch's features at ``foff``), which the caller sums."""
+    _backward_tiles(offsets, ids, records, width, height, tiles_x, n_tiles, counter, chunk, trans, last, g_colour,
+                    g_trans, with_trans, grads, gstride, foff, with_absgrad)
