@@ -41,7 +41,7 @@ GPU_TILE = 16  # gsplat's: one tile is one block of 256 threads
 TILE_CHUNK = 2  # tiles a CPU worker takes from the shared counter at a time
 MAX_PAIRS = (1 << 31) - 1  # int32 indices in the kernels
 # Warp modules compiled per device: binning, then the compositing kernels for that kind of device.
-CPU_MODULES = ("warp_binning", "warp_tiles")
+CPU_MODULES = ("warp_binning", "warp_geometry", "warp_tiles")
 GPU_MODULES = ("warp_binning", "warp_pixels")
 
 _lock = threading.Lock()
@@ -49,7 +49,7 @@ _probe: str | None = None  # "" when warp imported, else why not
 _prepared: dict[str, str] = {}  # device -> "" when ready, else why not
 _pool: ThreadPoolExecutor | None = None
 wp = None  # the warp module once imported
-binning = pixels = tiles = None  # the kernel modules once imported
+binning = geometry = pixels = tiles = None  # the kernel modules once imported
 
 
 class CompileError(RuntimeError):
@@ -180,13 +180,13 @@ def prepare(device="cpu", progress=None) -> str:
 
 
 def _prepare(device: str, progress) -> str:
-    global binning, pixels, tiles
+    global binning, geometry, pixels, tiles
     try:
         if device != "cpu" and not wp.is_cuda_available():
             return "Warp finds no CUDA driver for the GPU"
-        from . import warp_binning, warp_pixels, warp_tiles
+        from . import warp_binning, warp_geometry, warp_pixels, warp_tiles
 
-        binning, pixels, tiles = warp_binning, warp_pixels, warp_tiles
+        binning, geometry, pixels, tiles = warp_binning, warp_geometry, warp_pixels, warp_tiles
     except Exception as exc:  # noqa: BLE001
         return f"the kernels do not import ({type(exc).__name__}: {exc})"
     report = progress if progress is not None and not os.path.isfile(_marker(device)) else None
@@ -266,8 +266,28 @@ def _self_test(device: str) -> None:
 # ---- compositing -------------------------------------------------------------------------------
 
 
+THREADS_ENV = "SPLATWORK_RASTER_THREADS"
+
+
+def cpu_threads() -> int:
+    """The compiled rasterizer's threads on the CPU: ``$SPLATWORK_RASTER_THREADS``, else one per core this
+    process may use. They are its own (Python threads, each running kernels without the GIL), not torch's:
+    a process that trains with it keeps torch's ops on one thread (the trainer does), so that torch's idle
+    OpenMP workers do not spin against them."""
+    try:
+        wanted = int(os.environ.get(THREADS_ENV, "0") or 0)
+    except ValueError:
+        wanted = 0
+    if wanted > 0:
+        return wanted
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _threads() -> int:
-    return max(1, torch.get_num_threads())
+    return cpu_threads()
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
@@ -597,12 +617,134 @@ def _composite_any(means2d, conics, opacities, feats, radii, depths, width, heig
                             absgrad_sink=absgrad_sink)
 
 
+# ---- projection and SH colours (the CPU) ----------------------------------------------------------
+
+
+def _cameras(viewmats: Tensor, Ks: Tensor, width: int, height: int, eps2d: float, near: float, far: float,
+             radius_clip: float, antialiased: bool) -> list:
+    cams = []
+    for view, k in zip(viewmats.detach().double().tolist(), Ks.detach().double().tolist(), strict=True):
+        cam = geometry.Camera()
+        cam.rot = wp.mat33(*view[0][:3], *view[1][:3], *view[2][:3])
+        cam.trans = wp.vec3(view[0][3], view[1][3], view[2][3])
+        cam.fx, cam.fy, cam.cx, cam.cy = k[0][0], k[1][1], k[0][2], k[1][2]
+        cam.width, cam.height = width, height
+        cam.eps2d, cam.near, cam.far, cam.radius_clip = eps2d, near, far, radius_clip
+        cam.antialiased = int(antialiased)
+        cams.append(cam)
+    return cams
+
+
+def _per_splat_cpu(kernel, n: int, head: list, tail: list) -> None:
+    """``kernel`` over splats [0, n) on the CPU's threads, in ranges (each launch's first splat after ``head``)."""
+    if n:
+        _on_cpu_threads(n, 16384, lambda a, b, _w: wp.launch(kernel, dim=b - a, inputs=[*head, a, *tail],
+                                                             device="cpu"))
+
+
+class _Project(torch.autograd.Function):
+    """``projection.project`` for every camera as one autograd node (``warp_geometry.project_*``)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, cams):
+        means, quats, scales, opacities = (t.detach().contiguous() for t in (means, quats, scales, opacities))
+        c, n = len(cams), means.shape[0]
+        means2d, conics = torch.empty(c, n, 2), torch.empty(c, n, 3)
+        depths, opac = torch.empty(c, n), torch.empty(c, n)
+        radii = torch.empty(c, n, 2, dtype=torch.int32)
+        inputs = [_arr(means, wp.vec3), _arr(quats, wp.vec4), _arr(scales, wp.vec3), _arr(opacities)]
+        for i, cam in enumerate(cams):
+            _per_splat_cpu(geometry.project_forward, n, [*inputs, cam], [
+                _arr(means2d[i], wp.vec2), _arr(conics[i], wp.vec3), _arr(depths[i]), _arr(radii[i], wp.vec2i),
+                _arr(opac[i])])
+        ctx.cams = cams
+        ctx.save_for_backward(means, quats, scales, opacities, radii)
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, depths, radii, opac
+
+    @staticmethod
+    def backward(ctx, g_means2d, g_conics, g_depths, _g_radii, g_opac):
+        means, quats, scales, opacities, radii = ctx.saved_tensors
+        c, n = len(ctx.cams), means.shape[0]
+
+        def grad(g, *shape):
+            return torch.zeros(c, n, *shape) if g is None else g.contiguous()
+
+        g_means2d, g_conics, g_depths, g_opac = grad(g_means2d, 2), grad(g_conics, 3), grad(g_depths), grad(g_opac)
+        out = torch.zeros(n, 3), torch.zeros(n, 4), torch.zeros(n, 3), torch.zeros(n)
+        inputs = [_arr(means, wp.vec3), _arr(quats, wp.vec4), _arr(scales, wp.vec3), _arr(opacities)]
+        for i, cam in enumerate(ctx.cams):
+            _per_splat_cpu(geometry.project_backward, n, [*inputs, cam], [
+                _arr(radii[i], wp.vec2i), _arr(g_means2d[i], wp.vec2), _arr(g_conics[i], wp.vec3),
+                _arr(g_depths[i]), _arr(g_opac[i]), _arr(out[0], wp.vec3), _arr(out[1], wp.vec4),
+                _arr(out[2], wp.vec3), _arr(out[3])])
+        return (*out, None)
+
+
+class _Colours(torch.autograd.Function):
+    """``max(eval_sh(degree, means - camera centre, coeffs) + 0.5, 0)`` for every camera ([C, N, 3])."""
+
+    @staticmethod
+    def forward(ctx, means, coeffs, centres, degree):
+        means, coeffs = means.detach().contiguous(), coeffs.detach().contiguous()
+        n, stride = means.shape[0], coeffs.shape[1] * 3
+        colours = torch.empty(len(centres), n, 3)
+        for i, centre in enumerate(centres):
+            _per_splat_cpu(geometry.sh_forward, n, [_arr(means, wp.vec3), _arr(coeffs.reshape(-1)), stride, degree,
+                                                    wp.vec3(*centre)], [_arr(colours[i], wp.vec3)])
+        ctx.centres, ctx.degree = centres, degree
+        ctx.save_for_backward(means, coeffs)
+        return colours
+
+    @staticmethod
+    def backward(ctx, g_colours):
+        means, coeffs = ctx.saved_tensors
+        n, stride = means.shape[0], coeffs.shape[1] * 3
+        g_colours = g_colours.contiguous()
+        g_means, g_coeffs = torch.zeros(n, 3), torch.zeros_like(coeffs)
+        with_means = int(ctx.needs_input_grad[0])
+        for i, centre in enumerate(ctx.centres):
+            _per_splat_cpu(geometry.sh_backward, n, [_arr(means, wp.vec3), _arr(coeffs.reshape(-1)), stride,
+                                                     ctx.degree, wp.vec3(*centre)], [
+                _arr(g_colours[i], wp.vec3), _arr(g_coeffs.reshape(-1)), _arr(g_means, wp.vec3), with_means])
+        return (g_means if with_means else None), g_coeffs, None, None
+
+
+def _compiled_geometry(means: Tensor, viewmats: Tensor, Ks: Tensor) -> bool:
+    """Projection and SH as kernels: on the CPU, when the cameras take no gradient (else torch's ops)."""
+    return (means.device.type == "cpu" and means.shape[0] > 0 and not viewmats.requires_grad
+            and not Ks.requires_grad)
+
+
+def _project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=0.3, near_plane=0.01,
+             far_plane=1e10, radius_clip=0.0, antialiased=False):
+    from .projection import Projected, project
+
+    if not _compiled_geometry(means, viewmats, Ks):
+        return project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=eps2d,
+                       near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, antialiased=antialiased)
+    cams = _cameras(viewmats, Ks, width, height, eps2d, near_plane, far_plane, radius_clip, antialiased)
+    means2d, conics, depths, radii, opac = _Project.apply(means, quats, scales, opacities, cams)
+    return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii, opacities=opac)
+
+
+def _colours(degree: int, means: Tensor, coeffs: Tensor, viewmats: Tensor) -> Tensor | None:
+    """[C, N, 3] SH colours from [N, K, 3] coefficients, or None where torch's ops are to do it."""
+    if not _compiled_geometry(means, viewmats, viewmats) or coeffs.dim() != 3:
+        return None
+    rot, trans = viewmats[:, :3, :3].detach(), viewmats[:, :3, 3:].detach()
+    centres = (-(rot.transpose(1, 2) @ trans)[..., 0]).tolist()
+    return _Colours.apply(means, coeffs, centres, degree)
+
+
 def rasterize_warp(*args, **kwargs) -> tuple[Tensor, Tensor, dict]:
-    """``rasterize``'s work with the compiled compositor (float32 tensors on the CPU or a CUDA GPU)."""
+    """``rasterize``'s work with the compiled compositor (float32 tensors on the CPU or a CUDA GPU); on the CPU
+    projection and SH colours are kernels too."""
     from .torch_backend import rasterize_torch
 
     means = args[0] if args else kwargs["means"]
     reason = prepare(means.device)
     if reason:
         raise CompileError(f"the compiled rasterizer is not available: {reason}")
-    return rasterize_torch(*args, composite=_composite_any, name="warp", **kwargs)
+    return rasterize_torch(*args, composite=_composite_any, project=_project, colours=_colours, name="warp",
+                           **kwargs)

@@ -34,6 +34,18 @@ def tile_range(m: float, r: int, ts: int, tiles: int):
 def ellipse_meets_tile(m: wp.vec2, q: wp.vec3, o: float, tx: int, ty: int, ts: int) -> bool:
     """Can the splat's alpha reach 1/255 at one of the tile's pixel centres? ``composite._ellipse_meets_tile``,
     in float64 with its rounding margin: the least sigma over the tile's rectangle of pixel centres."""
+    return ellipse_meets_tile_at(m, q, alpha_level(o), tx, ty, ts)
+
+
+@wp.func
+def alpha_level(o: float) -> wp.float64:
+    """The sigma at which the splat's alpha falls to 1/255: log(255 o)."""
+    return wp.log(wp.float64(o) / wp.float64(1.0 / 255.0))
+
+
+@wp.func
+def ellipse_meets_tile_at(m: wp.vec2, q: wp.vec3, level: wp.float64, tx: int, ty: int, ts: int) -> bool:
+    """:func:`ellipse_meets_tile` with the splat's ``alpha_level`` computed once."""
     half = wp.float64(0.5) * wp.float64(ts - 1)
     ex = wp.float64(m[0]) - (wp.float64(tx) + wp.float64(0.5)) * wp.float64(ts)
     ey = wp.float64(m[1]) - (wp.float64(ty) + wp.float64(0.5)) * wp.float64(ts)
@@ -60,7 +72,7 @@ def ellipse_meets_tile(m: wp.vec2, q: wp.vec3, o: float, tx: int, ty: int, ts: i
             + half * (wp.abs(a * ex + b * ey) + wp.abs(c * ey + b * ex))
             + half * half * (a + c + wp.float64(2.0) * wp.abs(b)))
     margin = wp.float64(1e-3) + wp.float64(1e-5) * size
-    return least <= wp.log(wp.float64(o) / wp.float64(1.0 / 255.0)) + margin
+    return least <= level + margin
 
 
 @wp.func
@@ -146,9 +158,11 @@ def bin_count_cpu(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec
         nx = x1 - x0
         small = nx * (y1 - y0) <= 64
         bits = wp.uint64(0)
+        q = conics[i]
+        level = alpha_level(opacities[i])
         for ty in range(y0, y1):
             for tx in range(x0, x1):
-                if ellipse_meets_tile(m, conics[i], opacities[i], tx, ty, ts):
+                if ellipse_meets_tile_at(m, q, level, tx, ty, ts):
                     t = ty * tiles_x + tx
                     tile_counts[t] = tile_counts[t] + 1
                     if small:
@@ -172,13 +186,15 @@ def bin_emit_cpu(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2
         small = nx * (y1 - y0) <= 64
         bits = masks[i]
         label = labels[i]
+        q = conics[i]
+        level = alpha_level(opacities[i])
         for ty in range(y0, y1):
             for tx in range(x0, x1):
                 hit = False
                 if small:
                     hit = ((bits >> wp.uint64((ty - y0) * nx + tx - x0)) & wp.uint64(1)) != wp.uint64(0)
                 else:
-                    hit = ellipse_meets_tile(m, conics[i], opacities[i], tx, ty, ts)
+                    hit = ellipse_meets_tile_at(m, q, level, tx, ty, ts)
                 if hit:
                     t = ty * tiles_x + tx
                     ids[cursor[t]] = label
