@@ -309,7 +309,8 @@ def _on_cpu_threads(total: int, grain: int, launch) -> int:
     """``launch(a, b, worker)`` over [0, total) in ranges of about ``grain``, on the CPU's threads (each
     worker index on one thread at a time, for its own buffers); returns the number of workers."""
     workers = max(1, min(_threads(), math.ceil(total / max(1, grain))))
-    step = max(1, min(grain, math.ceil(total / (workers * 8))))
+    # one range per worker when there is one worker, else about 8 each (threads finish together)
+    step = total if workers == 1 else max(1, min(grain, math.ceil(total / (workers * 8))))
     ranges = [(a, min(total, a + step)) for a in range(0, total, step)]
     if workers == 1:
         for a, b in ranges:
