@@ -1,13 +1,15 @@
 """The compiled rasterizer: gsplat's tile rasterizer as NVIDIA Warp kernels, on the CPU (every core) and
 on NVIDIA GPUs with nothing but the driver (Warp's wheel carries its own Clang/LLVM and NVRTC).
 
-Projection, SH and the info dict are the PyTorch backend's (``torch_backend.rasterize_torch``, the
-same ops, so both backends cull and project alike); compositing, the part that costs, runs in Warp
-kernels: binning into per-tile depth-ordered lists (``warp_binning``), a front-to-back walk per pixel
-that stops at gsplat's transmittance threshold, and a backward that walks back to front from the
-stored final transmittance (``warp_pixels`` on a GPU, ``warp_tiles`` on the CPU: SIMD over a tile's
-pixels). On the CPU a frame is split into ranges of tiles, one launch per thread (a CPU launch runs
-on the thread that makes it, without the GIL).
+The work goes through ``torch_backend.rasterize_torch``'s steps (the render modes, packing, absgrad, the
+info dict), with Warp kernels for what costs: binning into per-tile depth-ordered lists
+(``warp_binning``), a front-to-back walk per pixel that stops at gsplat's transmittance threshold and a
+backward that walks back to front from the stored final transmittance (``warp_pixels`` on a GPU: a
+thread per pixel; ``warp_tiles`` on the CPU: 8-wide vector rows of 8x8 tiles, from a record per splat);
+on the CPU also projection and SH colours with their backward passes (``warp_geometry``; on a GPU
+those stay torch's ops). On the CPU the rasterizer runs its own threads, one per core
+(:func:`cpu_threads`): the compositing kernels take tiles from a shared counter, the per-splat kernels
+ranges of splats; a CPU launch runs on the thread that makes it, without the GIL.
 
 Loading: :func:`unavailable` says whether Warp imports (never compiles); :func:`prepare` compiles the
 kernels for a device, or loads them from the cache, with progress (the first compile takes seconds);
