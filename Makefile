@@ -1,6 +1,8 @@
 # Thin wrappers around dev.py, which needs only Python 3.11.
 PY ?= python3.11
-.PHONY: demo test build bench lint
+.PHONY: env demo test build bench lint
+env:
+	$(PY) dev.py env
 demo:
 	$(PY) dev.py demo
 test:

@@ -8,6 +8,7 @@
                                Python 3.13, with the bridge started from .venv)
     python3.11 dev.py build    build the extension zips (per platform) into dist/
     python3.11 dev.py bench    run the benchmarks in benchmarks/
+    python3.11 dev.py env      only create (or update) .venv
 
 Extra arguments after the command go to the tool (pytest, the demo, the builder). For `test`,
 `--blender 5.3.0[,5.0.1...]` picks the Blender versions to run on (default: all supported).
@@ -156,6 +157,45 @@ def ensure_sshd() -> None:
             policy.unlink()
 
 
+WEB_TOOLS = ROOT / "tools" / "web"
+
+
+def _apt_install(*packages: str) -> bool:
+    """Install Debian packages when this runs as root with apt-get (a CI container); False otherwise."""
+    if os.name == "nt" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env)
+        return subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env).returncode == 0
+    return True
+
+
+def ensure_web_tools() -> None:
+    """The glTF tests read our files with someone else's readers: the glTF Validator and Babylon.js in
+    headless Chromium. Chromium comes from Debian's packages, the npm packages from
+    tools/web/package-lock.json (npm ci: pinned, no install scripts); where that cannot be done the
+    tests skip and say why."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        print("installing Chromium for the glTF browser test ...", flush=True)
+        if not _apt_install("chromium"):
+            print("note: no Chromium here; the glTF browser test will skip (apt-get install chromium)", flush=True)
+    if not shutil.which("npm"):
+        if not _apt_install("nodejs", "npm"):
+            print("note: no npm here; the glTF Validator and browser tests will skip", flush=True)
+            return
+    stamp = WEB_TOOLS / "node_modules" / STAMP_NAME
+    wanted = _hash(["tools/web/package-lock.json"])
+    if stamp.exists() and stamp.read_text().strip() == wanted:
+        return
+    print("installing the pinned npm packages of tools/web (npm ci) ...", flush=True)
+    npm = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=WEB_TOOLS)
+    if npm.returncode == 0:
+        stamp.write_text(wanted)
+    else:
+        print("note: npm ci failed in tools/web; the glTF Validator and browser tests will skip", flush=True)
+
+
 def test(rest: list[str]) -> int:
     versions = list(SUPPORTED_BLENDERS)
     if "--blender" in rest:
@@ -168,6 +208,7 @@ def test(rest: list[str]) -> int:
     # Set every environment up first, so a missing Python 3.13 fails before minutes of tests.
     others = {v: ensure_blender_env(v) for v in OTHER_BLENDERS if v in versions}
     ensure_sshd()
+    ensure_web_tools()
     code = run(["-m", "ruff", "check", "."])  # lint first (fast)
     if code != 0:
         return code

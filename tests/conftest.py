@@ -47,6 +47,19 @@ import bpy  # noqa: E402  (after the environment above)
 
 EXTENSION_MODULE = "bl_ext.user_default.splatwork"
 
+
+def _load_compat():
+    """addon/common/compat.py, the one place that asks what this Blender has, loaded on its own (it imports
+    only bpy) so tests can ask it at collection time, before the extension is installed."""
+    spec = importlib.util.spec_from_file_location("splatwork_test_compat", ROOT / "addon" / "common" / "compat.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Version differences in tests, as in the add-on, only through compat (NATIVE_SPLATS, FLOAT4, ...).
+compat = _load_compat()
+
 # Modules that need torch in this process and have no Blender tests: on a Blender whose Python has
 # no torch (bpy 5.2/5.3), they are not collected; the main environment runs them.
 TORCH_MODULES = ["test_raster_autograd.py", "test_raster_reference.py", "test_raster_gpu.py", "test_train_parts.py",

@@ -3,7 +3,7 @@
 Used by ``tests/test_fuzz.py`` (a short run) and ``benchmarks/bench_fuzz.py`` (a long one). Imports
 neither bpy nor torch, nor conftest.
 
-Seeds are small files made by our own writers (every splat format and SPZ version, ASCII PLY, COLMAP
+Seeds are small files made by our own writers (every splat format and SPZ version, ASCII PLY, glTF, COLMAP
 binary and text models) plus the real splat files in ``../shared/data/splats`` when that folder is
 there. Input ``i`` of a seed is a pure function of the seed's bytes and ``(seed name, i)``
 (:func:`mutate`), so any finding is reproduced from those two values alone.
@@ -118,6 +118,7 @@ def build_seeds(shared: Path | None = SHARED_SPLATS) -> list[Seed]:
         for ext, label in ((".bin", "colmap_binary"), (".txt", "colmap_text")):
             files = {p.name: p.read_bytes() for p in sorted(tracks.iterdir()) if p.suffix == ext}
             seeds.append(Seed(f"{label}_tracks", label, files))
+    seeds += gltf_seeds(splats)
     if shared is not None and shared.is_dir():
         for path in sorted(shared.iterdir()):
             if path.suffix in (".ply", ".spz", ".splat"):
@@ -231,6 +232,9 @@ def mutate(seed: Seed, index: int) -> dict[str, bytes]:
     files = dict(seed.files)
     name = rng.choice(sorted(files))
     data = files[name]
+    if seed.label in GLTF_LABELS and rng.random() < 0.7:
+        files[name] = mutate_gltf(rng, data)
+        return files
     gzipped = data.startswith(b"\x1f\x8b")
     if gzipped and rng.random() < 0.6:
         # Mutating the compressed bytes mostly breaks the CRC: reach the SPZ parser behind it too.
@@ -416,6 +420,121 @@ def _edit_line(rng: random.Random, data: bytearray) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The worker: reads inputs, one per line of stdin ("SEED INDEX"), answers one JSON line each
+
+
+# ---------------------------------------------------------------------------------------------
+# glTF (KHR_gaussian_splatting): seeds and structure-aware mutations of the JSON, re-packed so the
+# container stays valid and the mutation reaches the accessors, buffer views, nodes and extension
+
+GLTF_LABELS = ("glb", "gltf_json")
+GLTF_NUMBERS = [0, 1, -1, 2, 3, 4, 5, 7, 12, 16, 255, 256, 5120, 5121, 5122, 5123, 5125, 5126, 65535, 2 ** 31,
+                2 ** 32, 2 ** 53, 10 ** 12, 1e308, -1e308, 0.5, -0.0, True, None, "", "VEC3", "VEC4", "SCALAR",
+                "ellipse", "lin_rec709_display", [], {}]
+
+
+def gltf_seeds(splats) -> list[Seed]:
+    """Our writer's .glb and .gltf, and a hand-made .glb of every other accessor form (quantised
+    types, an interleaved view, a sparse accessor, indices, a node hierarchy)."""
+    import numpy as np
+
+    from bridge.formats import gltf
+
+    seeds = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, n, degree in (("seed.glb", 4, 1), ("seed.gltf", 3, 2)):
+            path = Path(folder) / name
+            gltf.write(path, splats(n, degree))
+            label = "glb" if name.endswith(".glb") else "gltf_json"
+            seeds.append(Seed(f"{label}_{n}x{degree}", label, {name: path.read_bytes()}))
+    doc, arrays = gltf.document(splats(5, 1))
+    body = bytearray(b"".join(a.tobytes() + b"\0" * (-a.nbytes % 4) for a in arrays))
+
+    def add(blob: bytes) -> int:  # a new buffer view holding ``blob``
+        doc["bufferViews"].append({"buffer": 0, "byteOffset": len(body), "byteLength": len(blob)})
+        body.extend(blob + b"\0" * (-len(blob) % 4))
+        return len(doc["bufferViews"]) - 1
+
+    attributes = doc["meshes"][0]["primitives"][0]["attributes"]
+    rotation = doc["accessors"][attributes[gltf.ROTATION]]
+    quats = arrays[attributes[gltf.ROTATION]]
+    rotation.update(bufferView=add(np.rint(quats * 32767).astype("<i2").tobytes()), componentType=5122,
+                    normalized=True)
+    doc["accessors"].append({"bufferView": add(np.array([4, 0, 2], "<u2").tobytes()), "componentType": 5123,
+                             "count": 3, "type": "SCALAR"})
+    doc["meshes"][0]["primitives"][0]["indices"] = len(doc["accessors"]) - 1
+    doc["accessors"][attributes[gltf.sh_semantic(1, 1)]]["sparse"] = {
+        "count": 2, "indices": {"bufferView": add(np.array([1, 3], "<u1").tobytes()), "componentType": 5121},
+        "values": {"bufferView": add(np.full((2, 3), 0.25, np.float32).tobytes())}}
+    doc["nodes"] = [{"children": [1], "rotation": [0, 0.6, 0, 0.8]}, {"mesh": 0, "scale": [2, 2, 2]}]
+    doc["buffers"] = [{"byteLength": len(body)}]
+    seeds.append(Seed("glb_quantised_sparse_indexed", "glb", {"seed.glb": _pack_glb(doc, bytes(body))}))
+    return seeds
+
+
+def _pack_glb(doc: dict, body: bytes) -> bytes:
+    import struct
+
+    text = json.dumps(doc).encode()
+    text += b" " * (-len(text) % 4)
+    body += b"\0" * (-len(body) % 4)
+    head = struct.pack("<4sII", b"glTF", 2, 28 + len(text) + len(body))
+    return head + struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", len(body), 0x004E4942) + body
+
+
+def _unpack_gltf(data: bytes) -> tuple[dict, bytes | None] | None:
+    import struct
+
+    try:
+        if data.startswith(b"glTF"):
+            (length,) = struct.unpack_from("<I", data, 12)
+            doc = json.loads(data[20:20 + length])
+            return doc, data[20 + length + 8:]
+        return json.loads(data), None
+    except (ValueError, struct.error, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _slots(doc) -> list[tuple]:
+    """Every (container, key or index) of the JSON, depth first (iteratively: mutations may nest deep)."""
+    slots, stack = [], [doc]
+    while stack:
+        node = stack.pop()
+        keys = list(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+        for key in keys:
+            slots.append((node, key))
+            stack.append(node[key])
+    return slots
+
+
+def mutate_gltf(rng: random.Random, data: bytes) -> bytes:
+    """One to three edits of the JSON (a value replaced, a key dropped, a list entry repeated, an
+    attribute pointed elsewhere), the container re-packed with correct lengths."""
+    unpacked = _unpack_gltf(data)
+    if unpacked is None:
+        return _mutations(rng, data, 1)
+    doc, body = unpacked
+    for _ in range(rng.randint(1, 3)):
+        slots = _slots(doc)
+        if not slots:
+            break
+        parent, key = rng.choice(slots)
+        action = rng.random()
+        if action < 0.55:
+            parent[key] = rng.choice(GLTF_NUMBERS)
+        elif action < 0.7:
+            if isinstance(parent, dict):
+                del parent[key]
+            else:
+                parent.pop(key)
+        elif action < 0.85 and isinstance(parent, list):
+            parent.extend([parent[key]] * rng.choice([1, 2, 100, 5000]))
+        elif isinstance(parent[key], (int, float)) and not isinstance(parent[key], bool):
+            parent[key] = parent[key] + rng.choice([-4, -1, 1, 4, 12, 1 << 20])
+        else:
+            parent[key] = rng.choice(GLTF_NUMBERS)
+    if body is None:
+        return json.dumps(doc).encode()
+    return _pack_glb(doc, body)
 
 
 def _worker(seed_dir: Path, memory_limit: int) -> None:

@@ -18,22 +18,37 @@ import bench_train_gpu as gpu  # noqa: E402
 import bench_train_speedups as cpu  # noqa: E402
 
 
-def test_gpu_bench_fails_fast_and_clearly_without_cuda(tmp_path):
+@pytest.fixture
+def capture_dir(tmp_path) -> Path:
+    """An (empty) capture folder as the benchmark's --data wants it: parse_args checks only that images/ and
+    sparse/0 are there, and its default, the statue in ../shared/data, is absent on a fresh clone."""
+    data = tmp_path / "capture"
+    (data / "sparse" / "0").mkdir(parents=True)
+    (data / "images").mkdir()
+    return data
+
+
+def test_gpu_bench_fails_fast_and_clearly_without_cuda(tmp_path, capture_dir):
+    # CUDA hidden, so the refusal is what runs on a GPU machine too.
     out = subprocess.run([BRIDGE_PYTHON, str(ROOT / "benchmarks" / "bench_train_gpu.py"), "--runs", "ours",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    if out.returncode == 0:
-        pytest.skip("CUDA is available here")
-    assert out.returncode == 2 and "needs a CUDA GPU" in out.stderr and "--dry" in out.stderr
+                          "--data", str(capture_dir), "--out", str(tmp_path / "out")], capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert out.returncode == 2 and "needs a CUDA GPU" in out.stderr and "--dry" in out.stderr, out.stderr
+    assert not (tmp_path / "out").exists()
 
 
-def test_gpu_bench_arguments(capsys):
+def test_gpu_bench_arguments(capsys, capture_dir):
+    data = ["--data", str(capture_dir)]
     with pytest.raises(SystemExit):
-        gpu.parse_args(["--runs", "ours,bogus"])
+        gpu.parse_args(["--runs", "ours,bogus", *data])
     assert "unknown run(s) bogus" in capsys.readouterr().err
-    dry = gpu.parse_args(["--dry"])
+    dry = gpu.parse_args(["--dry", *data])
     assert dry.steps == 20 and "anchor" not in dry.runs and dry.runs == ["ours", "ours_fast", "ours_mcmc",
                                                                          "ours_mcmc_fast"]
-    args = gpu.parse_args(["--kit", "/kit", "--steps", "30000", "--cap-max", "500000"])
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--dry", "--data", str(capture_dir / "images")])
+    assert "needs images/ and sparse/0" in capsys.readouterr().err
+    args = gpu.parse_args(["--kit", "/kit", "--steps", "30000", "--cap-max", "500000", *data])
     argv, cwd = gpu.anchor_command(args, "anchor_mcmc", ROOT / "w")
     assert argv[2] == "mcmc" and argv[argv.index("--max_steps") + 1] == "30000" and str(cwd) == "/kit/gsplat-examples"
     assert argv[argv.index("--strategy.cap-max") + 1] == "500000" and argv[argv.index("--test_every") + 1] == "8"
@@ -89,19 +104,15 @@ def test_speedup_bench_curves():
     assert "| baseline | 200 | 30 | - |" in cpu.table({"baseline": run, "same": run})
 
 
-def test_paths_are_absolute_for_simple_trainer_which_runs_in_the_kit(tmp_path, monkeypatch):
-    data = tmp_path / "capture"
-    (data / "sparse" / "0").mkdir(parents=True)
-    (data / "images").mkdir()
+def test_paths_are_absolute_for_simple_trainer_which_runs_in_the_kit(tmp_path, capture_dir, monkeypatch):
+    data = capture_dir
     (tmp_path / "kit").mkdir()
     monkeypatch.chdir(tmp_path)
     args = gpu.parse_args(["--data", "capture", "--kit", "kit", "--out", "out", "--runs", "anchor"])
     assert args.data == data and args.kit == tmp_path / "kit" and args.out == tmp_path / "out"
 
 
-def test_seeds_run_each_trainer_again_and_are_summarised(tmp_path):
-    (tmp_path / "capture" / "sparse" / "0").mkdir(parents=True)
-    (tmp_path / "capture" / "images").mkdir()
+def test_seeds_run_each_trainer_again_and_are_summarised(tmp_path, capture_dir):
     args = gpu.parse_args(["--dry", "--data", str(tmp_path / "capture"), "--seeds", "0,1,2", "--runs", "ours,ours_fast",
                            "--out", str(tmp_path)])
     assert args.seeds == [0, 1, 2]
@@ -136,8 +147,8 @@ def _anchor_site() -> Path:
     return Path(os.environ.get("SPLATWORK_ANCHOR_SITE", "/tmp/anchor-site"))
 
 
-def _kit() -> Path | None:
-    return gpu.parse_args(["--dry"]).kit
+def _kit(data: Path) -> Path | None:
+    return gpu.parse_args(["--dry", "--data", str(data)]).kit
 
 
 def _capture(folder: Path, model: str = "SIMPLE_RADIAL", size=(64, 96), views: int = 9) -> Path:
@@ -289,7 +300,7 @@ def test_cpu_anchor_wrapper_fails_loudly_when_simple_trainer_changed(tmp_path):
     assert out.returncode != 0 and "'pin_memory=True,' occurs 0 times" in out.stderr
 
 
-def test_cpu_table_and_splat_curves(tmp_path):
+def test_cpu_table_and_splat_curves(tmp_path, capture_dir):
     log = tmp_path / "anchor.log"
     log.write_text("Model initialized. Number of GS: 100\n"
                    "Step 599: 10 GSs duplicated, 5 GSs split. Now having 115 GSs.\n"
@@ -307,20 +318,21 @@ def test_cpu_table_and_splat_curves(tmp_path):
     assert ("| ours | 2 | 19.00 ± 1.41 | 0.500 ± 0.000 | 200.00 ± 141.42 | 100.00 ± 70.71 | 15.00 ± 7.07 "
             "| 75.00 ± 35.36 |") in text
     assert "anchor" not in text and gpu.mean_sd([None]) == "-"
-    args = gpu.parse_args(["--kit", "/kit", "--runs", "anchor_nonorm"])
+    data = ["--data", str(capture_dir)]
+    args = gpu.parse_args(["--kit", "/kit", "--runs", "anchor_nonorm", *data])
     assert gpu.anchor_command(args, "anchor_nonorm", tmp_path)[0][-1] == "--no-normalize_world_space"
-    assert "anchor_nonorm" not in gpu.parse_args(["--kit", "/kit"]).runs
+    assert "anchor_nonorm" not in gpu.parse_args(["--kit", "/kit", *data]).runs
 
 
 def test_cpu_mode_runs_both_trainers(tmp_path):
     """simple_trainer itself (the kit's) and ours, a few steps each on the CPU, through main()."""
-    kit = _kit()
+    data = _capture(tmp_path / "capture")
+    kit = _kit(data)
     if kit is None or not (kit / "gsplat-examples" / "simple_trainer.py").is_file():
         pytest.skip("the gpu-kit (.gpu/kit or ../shared/gpu-kit) is not here")
     if not (_anchor_site() / "tyro").is_dir():
         pytest.skip(f"simple_trainer's dependencies are not in {_anchor_site()} (set SPLATWORK_ANCHOR_SITE; "
                     "BENCHMARKS.md has the pip line)")
-    data = _capture(tmp_path / "capture")
     code = gpu.main(["--cpu", "--data", str(data), "--kit", str(kit), "--anchor-site", str(_anchor_site()),
                      "--shrink", "2", "--steps", "12", "--runs", "anchor,ours", "--out", str(tmp_path / "out"),
                      "--timeout", "300"])

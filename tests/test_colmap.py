@@ -121,8 +121,12 @@ def test_find_models_lists_sparse_children(tmp_path):
     assert [p.name for p in colmap.find_models(tmp_path)] == ["0", "1"]
 
 
-def _copy_model(tmp_path):
+def _copy_model(tmp_path, real: bool = True):
+    """A binary model to damage: the statue's (COLMAP's own files), or one our writer makes (no tracks)."""
     dst = tmp_path / "model"
+    if not real:
+        colmap.write_model(small_reconstruction(), dst, binary=True)
+        return dst
     shutil.copytree(_statue(), dst)
     for txt in dst.glob("*.txt"):
         txt.unlink()
@@ -171,7 +175,8 @@ def _corrupt_missing_file(folder):
                                      _corrupt_camera_reference, _corrupt_track_reference, _corrupt_missing_file],
                          ids=lambda f: f.__name__[9:])
 def test_corrupt_binary_models_raise_a_named_format_error(tmp_path, corrupt):
-    folder = _copy_model(tmp_path)
+    # Only the track check needs a model with tracks (COLMAP's); the others damage what every binary model has.
+    folder = _copy_model(tmp_path, real=corrupt is _corrupt_track_reference)
     file_name, problem = corrupt(folder)
     with pytest.raises(FormatError, match=problem) as info:
         colmap.read_model(folder)

@@ -293,9 +293,10 @@ def test_spz_degree_4_keeps_bands_1_to_3_and_warns(tmp_path):
 def test_one_table_of_formats_gives_names_extensions_and_labels():
     from bridge.formats import table
 
-    assert table.FORMAT_NAMES == ("ply", "compressed_ply", "splat", "spz")
-    assert table.FILE_EXTENSIONS == (".ply", ".splat", ".spz") and table.extensions_text() == ".ply, .splat, .spz"
+    assert table.FORMAT_NAMES == ("ply", "compressed_ply", "splat", "spz", "glb", "gltf")
+    assert table.FILE_EXTENSIONS == (".ply", ".splat", ".spz", ".glb", ".gltf")
+    assert table.extensions_text() == ".ply, .splat, .spz, .glb, .gltf"
     for name, path in [("compressed_ply", "a.Compressed.PLY"), ("ply", "a.b.ply"), ("splat", "x.splat"),
-                       ("spz", "x.SPZ"), (None, "x.bin")]:
+                       ("spz", "x.SPZ"), ("glb", "scene.GLB"), ("gltf", "a.gltf"), (None, "x.bin")]:
         assert table.format_for_extension(path) == name
     assert table.strip_extension("shot.compressed.ply") == "shot" and table.strip_extension("x.bin") == "x.bin"

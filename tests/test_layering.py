@@ -195,3 +195,22 @@ def test_only_clients_import_the_client():
     bad = {f"{module} -> {dep}" for module, deps in _module_graph().items() if module.startswith("bridge")
            and not module.startswith("bridge.client") for dep in deps if dep.startswith("bridge.client")}
     assert not bad, sorted(bad)
+
+
+
+def _version_reads(source: str) -> list[int]:
+    """Lines that read ``bpy.app.version`` (the number, not ``version_string``, which only names it)."""
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and node.attr in ("version", "version_file")
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "app"
+            and isinstance(node.value.value, ast.Name) and node.value.value.id == "bpy"]
+
+
+def test_only_compat_compares_blender_versions():
+    """What differs between Blender versions is asked of addon/common/compat.py, in the add-on and in the tests."""
+    assert _version_reads("import bpy\nif bpy.app.version >= (5, 2, 0):\n    pass\n") == [2]
+    assert _version_reads("print(bpy.app.version_string)") == []
+    compat = ROOT / "addon" / "common" / "compat.py"
+    found = {str(p.relative_to(ROOT)): lines for p in [*_sources("addon"), *_sources("tests"), ROOT / "__init__.py"]
+             if p != compat and (lines := _version_reads(p.read_text()))}
+    assert not found, f"bpy.app.version read outside addon/common/compat.py: {found}"

@@ -13,11 +13,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from conftest import assert_splats_close
+from conftest import assert_splats_close, compat
 
 DATA = Path(__file__).resolve().parent / "data"
-NATIVE = "type" in bpy.types.PointCloud.bl_rna.properties and \
-    "GAUSSIAN_SPLAT" in bpy.types.PointCloud.bl_rna.properties["type"].enum_items.keys()
+NATIVE = compat.NATIVE_SPLATS
 
 
 def _open(splatwork):

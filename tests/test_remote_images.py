@@ -100,7 +100,10 @@ def test_a_cut_short_jpeg_goes_as_it_is_for_the_bridge_to_refuse(blender_with_sp
     # Blender decodes a truncated JPEG without an error (grey below the cut); PIL, the bridge's reader,
     # refuses it naming the file. So it is not reduced here: the run fails there with that message.
     remote_images = splatwork.addon.training.remote_images
-    (photo,) = _photos(1)
+    photo = tmp_path / "photo.jpg"  # a textured JPEG made here: what matters is how it is cut, not what it shows
+    rng = np.random.default_rng(3)
+    texture = rng.integers(0, 256, (75, 100, 3), dtype=np.uint8)
+    Image.fromarray(texture).resize((400, 300), Image.Resampling.BICUBIC).save(photo, quality=90)
     data = photo.read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) * 2 // 3])

@@ -96,6 +96,15 @@ def noise_photo(path: Path, seed: int, size=(320, 240)) -> None:
     Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(path, quality=92)
 
 
+def noise_photos(folder: Path, count: int, seed: int = 0) -> Path:
+    """A folder of ``count`` unrelated photos: for refusals that happen before any matching, which need
+    photos but no scene (so they run on a fresh clone, without the shared statue)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        noise_photo(folder / f"noise_{i}.jpg", seed=seed + i)
+    return folder
+
+
 def assert_failed_cleanly(run: Run, out: Path, kinds: set[str]) -> None:
     assert run.code != 0, run.events
     assert run.done is None, "a failed run must not also report success"
@@ -231,7 +240,7 @@ def test_stop_cancels_cleanly(tmp_path, how):
 
 
 def test_too_few_photos(tmp_path):
-    images = link_photos(tmp_path / "photos", OVERLAPPING[:2])
+    images = noise_photos(tmp_path / "photos", 2)
     run = run_sfm(tmp_path, "--images", images, "--out", tmp_path / "out")
     assert_failed_cleanly(run, tmp_path / "out", {"bad_input"})
     assert run.code == protocol.EXIT_BAD_INPUT
@@ -247,7 +256,7 @@ def test_no_photos_names_what_was_found(tmp_path):
 
 
 def test_unreadable_photo_is_named(tmp_path):
-    images = link_photos(tmp_path / "photos", OVERLAPPING[:4])
+    images = noise_photos(tmp_path / "photos", 4)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
     run = run_sfm(tmp_path, "--images", images, "--out", tmp_path / "out")
     assert_failed_cleanly(run, tmp_path / "out", {"bad_input"})
@@ -276,7 +285,7 @@ def test_too_few_photos_placed_is_an_error_not_a_result(tmp_path):
 
 
 def test_refuses_an_output_folder_it_did_not_make(tmp_path):
-    images = link_photos(tmp_path / "photos", OVERLAPPING[:3])
+    images = noise_photos(tmp_path / "photos", 3)
     out = tmp_path / "project"
     (out / "sparse").mkdir(parents=True)
     (out / "sparse" / "keep.txt").write_text("the artist's")
@@ -290,7 +299,7 @@ def test_refuses_an_output_folder_it_did_not_make(tmp_path):
 def test_an_output_folder_in_use_is_busy_and_untouched(tmp_path):
     import fcntl
 
-    images = link_photos(tmp_path / "photos", OVERLAPPING[:3])
+    images = noise_photos(tmp_path / "photos", 3)
     out = tmp_path / "out"
     out.mkdir()
     with open(out / protocol.jobs.OUTPUT_LOCK, "w") as lock:  # another run's, as the bridge holds it

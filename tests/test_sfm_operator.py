@@ -11,7 +11,7 @@ import time
 
 import pytest
 from PIL import Image
-from test_sfm import OVERLAPPING, link_photos
+from test_sfm import OVERLAPPING, link_photos, noise_photos
 
 
 def test_reconstruct_then_import_ready_to_train(blender_with_splatwork, tmp_path):
@@ -56,7 +56,7 @@ def test_missing_photo_folder_is_reported_without_starting(blender_with_splatwor
 
 def test_bridge_failure_is_one_clear_report_and_no_data(blender_with_splatwork, tmp_path):
     bpy = blender_with_splatwork
-    images = link_photos(tmp_path / "photos", OVERLAPPING[:2])
+    images = noise_photos(tmp_path / "photos", 2)
     collections, objects = len(bpy.data.collections), len(bpy.data.objects)
     with pytest.raises(RuntimeError, match="2 photo\\(s\\); at least 3 are needed"):
         bpy.ops.splatwork.reconstruct(images_dir=str(images), out_dir=str(tmp_path / "out"), threads=2)

@@ -10,10 +10,9 @@ from contextlib import nullcontext
 import bpy
 import numpy as np
 import pytest
-from conftest import assert_splats_close, shared_data
+from conftest import assert_splats_close, compat, shared_data
 
-NATIVE = "GAUSSIAN_SPLAT" in bpy.types.PointCloud.bl_rna.properties["type"].enum_items.keys() \
-    if "type" in bpy.types.PointCloud.bl_rna.properties else False
+NATIVE = compat.NATIVE_SPLATS
 
 
 def _random_splats(formats, n: int, degree: int, extras: dict | None = None, seed: int = 0):
@@ -66,7 +65,7 @@ def test_object_round_trip_keeps_every_field_and_extra(blender_with_splatwork, s
     assert {f"extra:{name}" for name in extras} <= names
     assert not {"opacity", "sh_dc", "sh_rest_1", "sharp_face", "material_index", "radius"} & names
     base = obj.data.attributes["radiance:base"]
-    assert base.data_type == ("FLOAT4" if bpy.app.version >= (5, 2, 0) else "FLOAT_COLOR")
+    assert base.data_type == ("FLOAT4" if compat.FLOAT4 else "FLOAT_COLOR")
     scale = np.empty(n * 3, np.float32)
     obj.data.attributes["scale"].data.foreach_get("vector", scale)
     np.testing.assert_allclose(scale.reshape(n, 3), np.exp(splats.scales), rtol=1e-6)
@@ -193,7 +192,8 @@ def test_missing_file_is_reported(blender_with_splatwork, tmp_path):
 def test_entry_points_are_registered(blender_with_splatwork, splatwork):
     operators = splatwork.addon.splats.operators
     handler = bpy.types.FileHandler.bl_rna_get_subclass_py("SPLATWORK_FH_splats")
-    assert handler is not None and set(handler.bl_file_extensions.split(";")) == {".ply", ".spz", ".splat"}
+    assert handler is not None and set(handler.bl_file_extensions.split(";")) == {".ply", ".spz", ".splat", ".glb",
+                                                                                  ".gltf"}
     assert handler.bl_file_extensions == ";".join(splatwork.bridge.formats.FILE_EXTENSIONS), "from the one table"
     assert bpy.types.Operator.bl_rna_get_subclass_py("SPLATWORK_OT_convert_splats") is not None
     assert handler.bl_import_operator == "splatwork.import_splats"

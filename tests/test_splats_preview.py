@@ -12,15 +12,14 @@ import tempfile
 import bpy
 import numpy as np
 import pytest
-from conftest import reference_render, shared_data
+from conftest import compat, reference_render, shared_data
 from mathutils import Vector
 
 from bridge.formats.cameras import blender_to_intrinsics, matrix_world_to_pose
 from bridge.formats.transform import quat_to_matrix, sh_basis
 
 WIDTH, HEIGHT = 160, 120
-NATIVE = "GAUSSIAN_SPLAT" in bpy.types.PointCloud.bl_rna.properties["type"].enum_items.keys() \
-    if "type" in bpy.types.PointCloud.bl_rna.properties else False
+NATIVE = compat.NATIVE_SPLATS
 quads_only = pytest.mark.skipif(NATIVE, reason="Blender 5.3+ draws native splats; the quad preview serves 5.0-5.2")
 native_only = pytest.mark.skipif(not NATIVE, reason="native Gaussian splats need Blender 5.3+")
 

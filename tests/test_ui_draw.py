@@ -24,7 +24,8 @@ from ui_harness import Harness, RecordingLayout, discover, draw_everything, pyth
 # Some of what the extension draws, by name: discovery must find at least these.
 KNOWN = {
     "Panel": {"SPLATWORK_PT_splats", "SPLATWORK_PT_colmap", "VIEW3D_PT_splatwork_training",
-              "VIEW3D_PT_splatwork_training_advanced", "SPLATWORK_PT_reconstruct", "SPLATWORK_PT_render_passes"},
+              "VIEW3D_PT_splatwork_training_advanced", "SPLATWORK_PT_reconstruct", "SPLATWORK_PT_render_passes",
+              "SPLATWORK_PT_cleanup"},
     "UIList": {"SPLATWORK_UL_colmap_cameras"},
     "AddonPreferences": {"SplatworkPreferences"},
     "Operator": {"SPLATWORK_OT_import_colmap", "SPLATWORK_OT_import_splats", "SPLATWORK_OT_export_splats",

@@ -1,4 +1,4 @@
-"""What differs between the Blender versions Splatwork supports (5.0, 5.2 LTS, 5.3), in one place.
+"""What differs between the Blender versions Splatwork supports (5.0, 5.1, 5.2 LTS, 5.3), in one place.
 
 Everything else in the add-on asks these questions instead of comparing version numbers, so a
 feature is used where it exists and the older way is kept only where it must be:

@@ -1,6 +1,7 @@
 """``blender --command splatwork ...``: the whole pipeline without a UI.
 
-Import a COLMAP model, train, import the result, save the .blend and render a preview; or, with
+Import a COLMAP model, train, import the result, clean it up (``--cleanup``), save the .blend, render
+a preview and export the splats; or import a splat file (``--splats``) and do the same to it; or, with
 ``--check``, say what the training environment has (the words of Preferences > Check Environment and
 ``python -m bridge check``; ``--json`` for scripts). ``main(argv)`` is the command (also callable
 from Python, e.g. under the bpy module, which has no blender binary).
@@ -15,7 +16,9 @@ import sys
 
 import bpy
 
+from ...bridge.formats import FormatError, table
 from ...bridge.formats.atomic import atomic_path
+from ...bridge.formats.cleanup import CLEANUP_KEYS, CleanupError, parse_cleanup_spec
 from ...bridge.protocol import TRAIN_PRESETS, JobError, TrainJob, job_from_dict
 from ...bridge.protocol.flags import add_job_flags, flag_name
 from ...bridge.protocol.jobs import panel_fields
@@ -65,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--machine", default="", help="train on this remote machine (Preferences > Splatwork > "
                    "Remote Machines; default: this computer)")
+    p.add_argument("--splats", help="import this splat file (.ply, .spz, .splat, ...) instead of training, to clean "
+                   "up (--cleanup), save (--blend) or export (--export) it")
+    p.add_argument("--cleanup", metavar="KEY=VALUE,...",
+                   help="select splats after training or import and hide (or delete) them; keys: "
+                   + "; ".join(f"{key}: {words}" for key, words in CLEANUP_KEYS.items()).replace("%", "%%")
+                   + " (e.g. opacity=0.05,outliers=2.5)")
+    p.add_argument("--export", metavar="FILE", help="write the splats left visible to FILE, in the format its name "
+                   "ends in: " + ", ".join(f.extension for f in table.FORMATS) + " (.glb and .gltf: glTF 2.0 with "
+                   "KHR_gaussian_splatting, for web viewers)")
     p.add_argument("--blend", help="save the scene to this .blend file")
     p.add_argument("--render", help="render a preview PNG here with Cycles")
     p.add_argument("--camera", help="image name of the camera to render from (default: the first image)")
@@ -79,6 +91,18 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
         if args.check:
             return _check(args.json)
+        if args.export and table.format_for_extension(args.export) is None:
+            parser.error(f"--export {args.export}: the name must end in one of "
+                         + ", ".join(f.extension for f in table.FORMATS))
+        if args.cleanup is not None:
+            try:
+                args.cleanup = parse_cleanup_spec(args.cleanup)
+            except CleanupError as exc:
+                parser.error(f"--cleanup: {exc}")
+        if args.splats is not None:
+            if args.render:
+                parser.error("--render needs the training cameras: it works with --model, not --splats")
+            return _finish(args, None, _import_splat_file(args.splats))
         missing = [f"--{name}" for name in ("model", "out") if getattr(args, name) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)} (or --check)")
@@ -159,7 +183,50 @@ def _run(args) -> int:
     obj = settings.result_object
     print(f"splatwork: {obj.name}: {len(obj.data.points):,} splats, held-out PSNR {settings.eval_psnr:.2f} dB",
           flush=True)
+    return _finish(args, collection, obj)
 
+
+def _import_splat_file(path: str):
+    from ..splats import import_splats
+
+    path = os.path.abspath(path)
+    try:
+        obj = import_splats(path, bpy.context.scene.collection)
+    except FormatError as exc:
+        raise _Exit(_fail(EXIT_BAD_INPUT, str(exc))) from None
+    print(f"splatwork: imported {obj.name}: {len(obj.data.points):,} splats", flush=True)
+    return obj
+
+
+def _apply_cleanup(obj, spec) -> int:
+    from ..splats import SplatLayoutError, cleanup
+
+    try:
+        outcomes = cleanup(obj, spec)
+    except (CleanupError, SplatLayoutError) as exc:
+        return _fail(EXIT_BAD_INPUT, f"--cleanup: {exc}")
+    for outcome in outcomes:
+        print(f"splatwork: cleanup: {outcome.message}", flush=True)
+    return EXIT_OK
+
+
+def _finish(args, collection, obj) -> int:
+    """What follows training or an import: cleanup, .blend, preview render, export."""
+    scene = bpy.context.scene
+    if args.cleanup is not None:
+        code = _apply_cleanup(obj, args.cleanup)
+        if code != EXIT_OK:
+            return code
+    if args.export:
+        from ..output.export import export_objects
+
+        path = os.path.abspath(args.export)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            count = export_objects([obj], path, None, None)
+        except (FormatError, OSError) as exc:
+            return _fail(EXIT_BAD_INPUT, f"export failed: {exc}")
+        print(f"splatwork: exported {count:,} splats to {path}", flush=True)
     if args.blend:
         path = os.path.abspath(args.blend)
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -1,6 +1,8 @@
 """Export edited splats: File > Export > Gaussian Splats and ``bpy.ops.splatwork.export_splats``.
 
-Writes the selected splat objects as they now are (edits included) into one file, with each
+Writes the selected splat objects as they now are (edits included, and only the splats their Splat
+Controls let through to a render: not hidden by the cleanup tools, not below the Opacity Threshold,
+inside the Crop Box) into one file, with each
 object's world transform baked into means, rotations, scales and SH
 (``bridge.formats.transform.place_splats``), so the file shows in another tool what the scene shows.
 """
@@ -17,7 +19,7 @@ from ...bridge.formats import FormatError, FormatWarning, table, write_splats
 from ...bridge.formats.detect import format_for_extension
 from ...bridge.formats.transform import place_splats
 from ..common.reports import failure
-from ..splats import SplatLayoutError, is_splat_object, object_to_splats
+from ..splats import SplatLayoutError, is_splat_object, object_to_splats, shown_in_renders
 from ..splats.pointcloud import describe_splat_objects
 
 
@@ -34,11 +36,16 @@ def objects_to_export(context, use_selection: bool, collection: str = "") -> lis
     return [o for o in context.view_layer.objects if is_splat_object(o)]
 
 
-def export_objects(objects, filepath: str, fmt: str, sh_degree: int | None, apply_transform: bool = True) -> int:
-    """Write ``objects`` to ``filepath``; returns the splat count. FormatError names file and problem."""
+def export_objects(objects, filepath: str, fmt: str, sh_degree: int | None, apply_transform: bool = True,
+                   visible_only: bool = True) -> int:
+    """Write ``objects`` to ``filepath``; returns the splat count. FormatError names file and problem.
+    ``visible_only`` leaves out the splats each object's controls hide from renders."""
     entries = []
     for obj in objects:
         splats = object_to_splats(obj, apply_transform=False)
+        shown = shown_in_renders(obj) if visible_only else None
+        if shown is not None:
+            splats = splats.subset(shown)
         if sh_degree is not None:
             # Dropping bands first lets a non-uniform scale bake exactly when SH degree 0 is asked for.
             splats = splats.with_sh_degree(min(sh_degree, splats.sh_degree))
@@ -50,7 +57,7 @@ def export_objects(objects, filepath: str, fmt: str, sh_degree: int | None, appl
 
 
 class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
-    """Export the selected splat objects, transform and edits baked in, as PLY, compressed PLY, .splat or SPZ"""
+    """Export the selected splat objects, transform and edits baked in, as PLY, compressed PLY, .splat, SPZ or glTF"""
 
     bl_idname = "splatwork.export_splats"
     bl_label = "Export Gaussian Splats"
@@ -79,6 +86,11 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
     )
     apply_transform: bpy.props.BoolProperty(
         name="Apply Transform", description="Bake each object's world transform into its splats", default=True,
+    )
+    visible_only: bpy.props.BoolProperty(
+        name="Visible Splats Only", default=True,
+        description="Leave out the splats the Splat Controls hide from renders: hidden by the cleanup tools, "
+        "below the Opacity Threshold or outside the Crop Box",
     )
     collection: bpy.props.StringProperty(
         name="Collection", description="Export this collection's splat objects (set by collection exporters)",
@@ -119,7 +131,7 @@ class SPLATWORK_OT_export_splats(bpy.types.Operator, ExportHelper):
             # What a format drops (SH bands in .splat, extras) is worth telling the artist about.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", FormatWarning)
-                count = export_objects(objects, path, fmt, degree, self.apply_transform)
+                count = export_objects(objects, path, fmt, degree, self.apply_transform, self.visible_only)
         except (FormatError, SplatLayoutError, OSError) as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}

@@ -6,7 +6,8 @@ are a light geometry-nodes modifier ("Splat Controls") that keeps the point clou
 splat (geometry nodes carry the type through) and only removes points, SH bands or scales splats:
 
 * SH Degree: drops the ``radiance:sh_<k>`` bands above it, so the renderers use fewer bands;
-* Opacity Threshold, Crop Box and Display Ratio (viewport only): delete the splats they hide;
+* Opacity Threshold, Crop Box and Display Ratio (viewport only): delete the splats they hide, as
+  they do the splats the cleanup tools hid (``.splatwork_hidden``);
 * Scale Multiplier: multiplies ``scale``.
 
 On 5.0-5.2 the "Splat Preview" modifier (``preview_nodes.py``) draws the splats as camera-facing
@@ -14,16 +15,19 @@ quads and has the same controls plus its own. ``attach_splat_modifier`` picks th
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ...bridge.formats import cleanup
 from ...bridge.formats.splatset import SH_REST_COUNT
 from ..common import compat
 from .node_builder import NodeBuilder, versioned_group
-from .pointcloud import SCALE, is_native, sh_name
+from .pointcloud import SCALE, is_native, read_alphas, read_hidden, read_positions, sh_name
 from .preview_nodes import INPUTS, MODIFIER_NAME, attach_preview, common_parts, declare_interface, hidden_splats
 
 GROUP_NAME = "Splatwork Splat Controls"
 CONTROLS_MODIFIER = "Splat Controls"
 VERSION_KEY = "splatwork_controls_version"
-CONTROLS_VERSION = 1
+CONTROLS_VERSION = 2
 CONTROL_NAMES = ("SH Degree", "Opacity Threshold", "Scale Multiplier", "Display Ratio", "Crop Box")
 CONTROL_INPUTS = tuple(row for row in INPUTS if row[0] in CONTROL_NAMES)
 
@@ -35,6 +39,43 @@ def splat_modifier(obj):
         if mod is not None and mod.type == "NODES" and mod.node_group is not None:
             return mod
     return None
+
+
+def crop_box(obj):
+    """The Crop Box object the object's controls use, or None."""
+    mod = splat_modifier(obj)
+    if mod is None or "Crop Box" not in _input_names(mod):
+        return None
+    return compat.get_modifier_input(mod, "Crop Box")
+
+
+def to_crop_box(obj, box) -> np.ndarray:
+    """4x4 from the object's own space into the box's unit cube (the controls' Object Info is relative)."""
+    return np.linalg.inv(np.array(box.matrix_world, np.float64)) @ np.array(obj.matrix_world, np.float64)
+
+
+def _input_names(mod) -> set[str]:
+    return {item.name for item in mod.node_group.interface.items_tree if item.item_type == "SOCKET"}
+
+
+def shown_in_renders(obj) -> np.ndarray | None:
+    """The splats the object's controls let through to a render (and export writes): not hidden by
+    the cleanup tools, not below the Opacity Threshold, inside the Crop Box. None: all of them.
+
+    The renderers' own cut-off (alpha below 1/255, which 3DGS never draws) and the viewport's
+    Display Ratio are not applied: the first is the renderers' business, not an edit, and the
+    second is a viewport setting."""
+    hidden = read_hidden(obj)
+    mod = splat_modifier(obj)
+    if mod is not None:
+        names = _input_names(mod)
+        threshold = compat.get_modifier_input(mod, "Opacity Threshold") if "Opacity Threshold" in names else 0.0
+        if threshold > 0:
+            hidden |= cleanup.below_opacity(read_alphas(obj), threshold)
+        box = compat.get_modifier_input(mod, "Crop Box") if "Crop Box" in names else None
+        if box is not None:
+            hidden |= cleanup.outside_box(read_positions(obj), to_crop_box(obj, box))
+    return None if not hidden.any() else ~hidden
 
 
 def attach_splat_modifier(obj, scene=None):
@@ -59,7 +100,7 @@ def attach_splat_modifier(obj, scene=None):
 
 
 def _carry_settings(old, new) -> None:
-    names = {item.name for item in old.node_group.interface.items_tree if item.item_type == "SOCKET"}
+    names = _input_names(old)
     for name in CONTROL_NAMES:
         if name in names:
             compat.set_modifier_input(new, name, compat.get_modifier_input(old, name))

@@ -54,11 +54,19 @@ def import_splats(path: str, collection=None, sh_degree: int = 3, z_up: bool = T
         name = table.strip_extension(base)
         if name == base:  # read by content whatever it is called
             name = os.path.splitext(base)[0]
+    obj = new_splat_object(splats, name, collection, sh_degree, setup_render)
+    # 3DGS scenes are usually y-down (COLMAP); turning the object, not the data, keeps them raw.
+    if z_up:
+        obj.rotation_euler = (-1.5707963267948966, 0.0, 0.0)
+    return obj
+
+
+def new_splat_object(splats, name: str, collection=None, sh_degree: int = 3, setup_render: bool = True):
+    """A new splat object holding ``splats`` with its controls, the SH degree shown and a viewport
+    display ratio: what :func:`import_splats` and the glTF importer make. Nothing is left behind when
+    a step fails."""
     obj = splats_to_object(splats, name, collection)
     try:
-        # 3DGS scenes are usually y-down (COLMAP); turning the object, not the data, keeps them raw.
-        if z_up:
-            obj.rotation_euler = (-1.5707963267948966, 0.0, 0.0)
         mod = attach_splat_modifier(obj)
         compat.set_modifier_input(mod, "SH Degree", min(sh_degree, splats.sh_degree))
         compat.set_modifier_input(mod, "Display Ratio", min(1.0, VIEWPORT_SPLATS / max(1, len(splats))))

@@ -24,6 +24,11 @@ bit for bit. What the attributes cannot say (the SH degree, which attributes are
 original dtypes) is JSON in the data-block's ``splatwork_layout`` property; any ``GAUSSIAN_SPLAT``
 point cloud without it (Blender's own importers make those) is read by the attribute names alone.
 
+Two more point attributes belong to the cleanup tools (``cleanup.py``): ``.selection`` (BOOLEAN), the
+selection Blender's own point cloud edit mode makes and reads (no attribute: every point selected,
+as Blender treats it), and ``.splatwork_hidden`` (BOOLEAN), the splats the Splat Controls hide and
+export leaves out; neither is part of a SplatSet.
+
 Layout 1 (Splatwork 0.1, Blender 5.0 files) kept log-scales, opacity logits and unnormalised
 quaternions under ``scale``/``rotation``/``opacity``, names that mean something else to Blender
 5.3: such objects are still read (export, render passes) and :func:`convert_legacy` rewrites them.
@@ -52,6 +57,8 @@ SCALE = "scale"
 ROTATION = "rotation"
 BASE = "radiance:base"
 EXTRA_PREFIX = "extra:"
+SELECTION = ".selection"  # Blender's point cloud edit mode selection
+HIDDEN = ".splatwork_hidden"
 NATIVE_TYPE = "GAUSSIAN_SPLAT"
 BASE_TYPE = "FLOAT4" if compat.FLOAT4 else "FLOAT_COLOR"
 # Blender attribute names are at most 63 bytes.
@@ -301,6 +308,9 @@ def update_object_splats(obj, splats: SplatSet) -> None:
     same_shape = len(old.points) == len(splats) and _stored_layout(obj) == json.loads(_layout_json(splats))
     if same_shape:
         _write_columns(old.attributes, _columns(splats), len(splats), obj.name)
+        for name in (SELECTION, HIDDEN):  # they were about the splats just replaced
+            if old.attributes.get(name) is not None:
+                old.attributes.remove(old.attributes[name])
         old.update_tag()
         return
     pc = _new_pointcloud(old.name, splats, bpy.context.scene)
@@ -403,10 +413,252 @@ def make_native(obj) -> None:
     obj.data.type = NATIVE_TYPE
 
 
+def point_count(obj) -> int:
+    return len(obj.data.points)
+
+
+def read_positions(obj) -> np.ndarray:
+    """(N, 3) float32 positions in the object's own space."""
+    _layout(obj)
+    return _read(obj.data.attributes, POSITION, ("FLOAT_VECTOR",), point_count(obj), np.float32, obj.name)
+
+
+def read_scales(obj) -> np.ndarray:
+    """(N, 3) float32 linear scales (one standard deviation along each axis)."""
+    layout = _layout(obj)
+    scale = _read(obj.data.attributes, SCALE, ("FLOAT_VECTOR",), point_count(obj), np.float32, obj.name)
+    if layout["version"] == LEGACY_LAYOUT:  # log scales
+        with np.errstate(over="ignore"):
+            np.exp(scale, out=scale)
+    return scale
+
+
+def read_alphas(obj) -> np.ndarray:
+    """(N,) float32 opacities in [0, 1] (after the sigmoid)."""
+    layout = _layout(obj)
+    n, a = point_count(obj), obj.data.attributes
+    if layout["version"] == LEGACY_LAYOUT:
+        return _sigmoid(_read(a, "opacity", ("FLOAT",), n, np.float32, obj.name))
+    attr = a.get(BASE)
+    if attr is None or attr.data_type not in ("FLOAT4", "FLOAT_COLOR"):
+        raise SplatLayoutError(f"{obj.name!r} has no opacity: its point attribute {BASE!r} (colour and opacity) "
+                               "is missing, so it is a plain point cloud rather than splats")
+    return np.ascontiguousarray(_read(a, BASE, ("FLOAT4", "FLOAT_COLOR"), n, np.float32, obj.name)[:, 3])
+
+
+def _read_flags(obj, name: str, default: bool) -> np.ndarray:
+    n = point_count(obj)
+    attr = obj.data.attributes.get(name)
+    if attr is None or attr.domain != "POINT" or n == 0:
+        return np.full(n, default, bool)
+    if attr.data_type == "BOOLEAN":
+        out = np.empty(n, bool)
+        attr.data.foreach_get("value", out)
+        return out
+    if attr.data_type == "FLOAT":  # a soft selection
+        out = np.empty(n, np.float32)
+        attr.data.foreach_get("value", out)
+        return out > 0
+    return np.full(n, default, bool)
+
+
+def _write_flags(obj, name: str, mask: np.ndarray, drop_when_false: bool) -> None:
+    pc = obj.data
+    mask = np.ascontiguousarray(mask, bool)
+    if len(mask) != len(pc.points):
+        raise SplatLayoutError(f"{obj.name!r}: {len(mask)} flags for {len(pc.points)} splats")
+    attr = pc.attributes.get(name)
+    if drop_when_false and not mask.any():
+        if attr is not None:
+            pc.attributes.remove(attr)
+    else:
+        if attr is not None and (attr.data_type != "BOOLEAN" or attr.domain != "POINT"):
+            pc.attributes.remove(attr)
+            attr = None
+        if attr is None:
+            attr = pc.attributes.new(name, "BOOLEAN", "POINT")
+        if len(mask):
+            attr.data.foreach_set("value", mask)
+    pc.update_tag()
+
+
+def read_selection(obj) -> np.ndarray:
+    """The points selected in Blender's point cloud edit mode (no selection attribute: all of them)."""
+    return _read_flags(obj, SELECTION, True)
+
+
+def write_selection(obj, mask: np.ndarray) -> None:
+    _write_flags(obj, SELECTION, mask, drop_when_false=False)
+
+
+def read_hidden(obj) -> np.ndarray:
+    """The splats the cleanup tools hid (the Splat Controls leave them out; so does export)."""
+    return _read_flags(obj, HIDDEN, False)
+
+
+def write_hidden(obj, mask: np.ndarray) -> None:
+    """Hide exactly ``mask``; with nothing hidden the attribute goes."""
+    _write_flags(obj, HIDDEN, mask, drop_when_false=True)
+
+
+# foreach_get/foreach_set key, numpy dtype and values a point of each attribute type has. Raw copies:
+# BYTE_COLOR through its sRGB floats (byte / 255, exact both ways), INT8 through int32.
+_RAW = {
+    "FLOAT": ("value", np.float32, 1), "INT": ("value", np.int32, 1), "INT8": ("value", np.int32, 1),
+    "BOOLEAN": ("value", bool, 1), "FLOAT_VECTOR": ("vector", np.float32, 3), "FLOAT2": ("vector", np.float32, 2),
+    "FLOAT4": ("vector", np.float32, 4), "FLOAT_COLOR": ("color", np.float32, 4),
+    "BYTE_COLOR": ("color_srgb", np.float32, 4), "QUATERNION": ("value", np.float32, 4),
+    "FLOAT4X4": ("value", np.float32, 16), "INT16_2D": ("value", np.int32, 2), "INT32_2D": ("value", np.int32, 2),
+}
+
+
+def _raw(attr, n: int) -> np.ndarray:
+    key, dtype, width = _RAW[attr.data_type]
+    out = np.empty(n * width, dtype)
+    if n:
+        attr.data.foreach_get(key, out)
+    return out.reshape(n, width)
+
+
+def remove_points(obj, remove: np.ndarray) -> int:
+    """Delete the points where ``remove`` is True, keeping every other point's attributes (all of
+    them, whoever made them) bit for bit, in order; returns how many went. The object, its
+    transform, modifiers and materials stay. On Blender 5.1+ the data-block shrinks in place; 5.0
+    cannot size a point cloud from Python, so there Blender's own point cloud edit-mode Delete
+    does it (in place too), or, for an object outside the view layer, a new data-block with the
+    same name, properties and materials replaces it (this object's only). The selection of the
+    points kept is kept."""
+    pc = obj.data
+    n = len(pc.points)
+    remove = np.asarray(remove, bool)
+    if len(remove) != n:
+        raise SplatLayoutError(f"{obj.name!r}: a mask of {len(remove)} for {n} splats")
+    keep = ~remove
+    kept = int(keep.sum())
+    if kept == n:
+        return 0
+    names = [a.name for a in pc.attributes if a.domain == "POINT" and a.data_type in _RAW]
+    if compat.POINTCLOUD_RESIZE:
+        for name in names:
+            attr = pc.attributes[name]
+            key = _RAW[attr.data_type][0]
+            values = _raw(attr, n)
+            values[:kept] = values[keep]
+            attr.data.foreach_set(key, values.reshape(-1))
+        pc.resize(kept)
+        pc.update_tag()
+        return n - kept
+    if not _delete_in_edit_mode(obj, remove, keep, kept):
+        _replace_with_subset(obj, keep, kept, names)
+    return n - kept
+
+
+def _delete_in_edit_mode(obj, remove: np.ndarray, keep: np.ndarray, kept: int) -> bool:
+    """Blender 5.0: point cloud edit mode's Delete on ``remove`` (fast, in place); False, with
+    nothing changed, where the object cannot enter edit mode here. Other selected point clouds are
+    deselected meanwhile, so that multi-object editing cannot touch them."""
+    view_layer = bpy.context.view_layer
+    if obj.mode != "OBJECT" or obj.name not in bpy.context.scene.objects:
+        return False
+    pc = obj.data
+    had_selection = pc.attributes.get(SELECTION) is not None
+    selection = read_selection(obj)
+
+    def restore(values) -> None:
+        if had_selection:
+            write_selection(obj, values)
+        elif pc.attributes.get(SELECTION) is not None:
+            pc.attributes.remove(pc.attributes[SELECTION])
+
+    # Switching modes evaluates the object: its preview (quads for every splat) need not run for that.
+    shown = [m for m in obj.modifiers if m.show_viewport]
+    for mod in shown:
+        mod.show_viewport = False
+    view_layer.update()  # an object linked a moment ago has no place in the view layer before this
+    if view_layer.objects.get(obj.name) != obj:
+        for mod in shown:
+            mod.show_viewport = True
+        return False
+    others = [o for o in view_layer.objects if o is not None and o != obj and o.type == "POINTCLOUD"
+              and o.select_get()]
+    was_selected, was_active = obj.select_get(), view_layer.objects.active
+    view_layer.objects.active = obj  # edit mode's Delete asks the view layer, not the context
+    for other in others:
+        other.select_set(False)
+    obj.select_set(True)
+    write_selection(obj, remove)
+    try:
+        with bpy.context.temp_override(active_object=obj, object=obj, selected_objects=[obj],
+                                       selected_editable_objects=[obj]):
+            bpy.ops.object.mode_set(mode="EDIT")
+            try:
+                bpy.ops.pointcloud.delete()
+            finally:
+                bpy.ops.object.mode_set(mode="OBJECT")
+    except RuntimeError:
+        if len(pc.points) != len(remove):
+            raise
+        restore(selection)
+        return False
+    finally:
+        obj.select_set(was_selected)
+        view_layer.objects.active = was_active
+        for other in others:
+            other.select_set(True)
+        for mod in shown:
+            mod.show_viewport = True
+    if len(pc.points) != kept:
+        raise SplatLayoutError(f"{obj.name!r}: Blender's Delete left {len(pc.points)} points, not {kept}")
+    restore(selection[keep])
+    return True
+
+
+def _replace_with_subset(obj, keep: np.ndarray, kept: int, names: list[str]) -> None:
+    """Blender 5.0: the kept points into a mesh's vertices, converted into a new point cloud."""
+    old = obj.data
+    n = len(old.points)
+    scene = bpy.context.scene
+    mesh = bpy.data.meshes.new(old.name)
+    holder = None
+    try:
+        mesh.vertices.add(kept)
+        for name in names:
+            if name == SELECTION:
+                continue  # the converter keeps only its own selection; the kept points were unselected
+            attr = old.attributes[name]
+            values = _raw(attr, n)[keep]
+            target = mesh.attributes.get(name)
+            if target is None:
+                target = mesh.attributes.new(name, attr.data_type, "POINT")
+            if target is None:
+                raise SplatLayoutError(f"{obj.name!r}: Blender refused the point attribute {name!r}")
+            if kept:
+                target.data.foreach_set(_RAW[attr.data_type][0], values.reshape(-1))
+        holder = bpy.data.objects.new(old.name, mesh)
+        scene.collection.objects.link(holder)
+        pc = convert_to_pointcloud(holder, scene)
+    finally:
+        if holder is not None:
+            bpy.data.objects.remove(holder)
+        if mesh.users == 0:
+            bpy.data.meshes.remove(mesh)
+    for key in old.keys():
+        pc[key] = old[key]
+    for material in old.materials:
+        pc.materials.append(material)
+    name = old.name
+    obj.data = pc
+    if old.users == 0:
+        bpy.data.pointclouds.remove(old)
+    pc.name = name
+    write_selection(obj, np.zeros(kept, bool))
+
+
 def sh_degree_of(obj) -> int:
     return _layout(obj)["sh_degree"]
 
 
-__all__ = ["SplatLayoutError", "convert_legacy", "is_legacy", "is_native", "is_splat_object", "make_native",
-           "object_to_splats", "sh_degree_of", "splats_to_object",
-           "update_object_splats"]
+__all__ = ["HIDDEN", "SELECTION", "SplatLayoutError", "convert_legacy", "is_legacy", "is_native", "is_splat_object",
+           "make_native", "object_to_splats", "point_count", "read_alphas", "read_hidden", "read_positions",
+           "read_scales", "read_selection", "remove_points", "sh_degree_of", "splats_to_object",
+           "update_object_splats", "write_hidden", "write_selection"]

@@ -26,7 +26,7 @@ from ...bridge.formats.sh import SH_C0, SH_C1, SH_C2, SH_C3
 from ..common import compat
 from . import material
 from .node_builder import NodeBuilder, build_group, versioned_group
-from .pointcloud import BASE, EXTRA_PREFIX, ROTATION, SCALE, sh_name
+from .pointcloud import BASE, EXTRA_PREFIX, HIDDEN, ROTATION, SCALE, sh_name
 from .viewport import ensure_view_camera
 
 # Splatwork 0.1 (layout 1) files keep their own "Splatwork Splat Preview" group, which reads that
@@ -36,7 +36,7 @@ PART_PREFIX = "Splatwork Quad Part: "  # the small groups the preview is made of
 LEGACY_GROUP_NAME = "Splatwork Splat Preview"
 MODIFIER_NAME = "Splat Preview"
 VERSION_KEY = "splatwork_preview_version"
-PREVIEW_VERSION = 4
+PREVIEW_VERSION = 5
 
 NEAR = 0.01  # camera units; quads are not built closer than this (or behind), as 3DGS culls near z
 MIN_ALPHA = 1.0 / 255.0
@@ -111,9 +111,11 @@ def declare_interface(group, inputs) -> None:
 
 
 def hidden_splats(b, arg, parts, alpha):
-    """True for splats the controls hide: fainter than Opacity Threshold (or than 3DGS draws),
-    outside the Crop Box, or (in the viewport only) outside the Display Ratio's random subset."""
+    """True for splats the controls hide: hidden by the cleanup tools (the ``.splatwork_hidden``
+    attribute), fainter than Opacity Threshold (or than 3DGS draws), outside the Crop Box, or (in
+    the viewport only) outside the Display Ratio's random subset."""
     drop = b.compare("LESS_THAN", alpha, b.math("MAXIMUM", arg["Opacity Threshold"], MIN_ALPHA))
+    drop = b.boolean("OR", drop, _attribute(b, HIDDEN, "BOOLEAN"))
     drop = b.boolean("OR", drop, b.out(b.group(parts["Outside Crop Box"], {"Box": arg["Crop Box"]}), "Outside"))
     subset = b.node("FunctionNodeRandomValue", {"Probability": arg["Display Ratio"],
                                                  "ID": b.node("GeometryNodeInputIndex").outputs[0]},

@@ -1,7 +1,8 @@
 """Which splat format a file holds, decided from its bytes (the name only breaks a tie for .splat).
 
 Format names: ``"ply"`` (standard 3DGS PLY), ``"compressed_ply"`` (PlayCanvas SuperSplat),
-``"splat"`` (antimatter15), ``"spz"`` (Niantic).
+``"splat"`` (antimatter15), ``"spz"`` (Niantic), ``"glb"`` and ``"gltf"`` (glTF 2.0 binary and JSON,
+read for their KHR_gaussian_splatting primitives).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ OTHER_MAGIC = [
     (b"GIF8", "a GIF image"),
     (b"PK\x03\x04", "a ZIP archive"),
     (b"%PDF", "a PDF document"),
-    (b"glTF", "a binary glTF (.glb) model"),
     (b"BLENDER", "a .blend file"),
     (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"),
     (b"\x76\x2f\x31\x01", "an OpenEXR image"),
 ]
 SPZ_MAGIC = b"NGSP"
+GLB_MAGIC = b"glTF"
 SPLAT_ROW_BYTES = 32
 
 
@@ -46,6 +47,10 @@ def detect_format(path: str | os.PathLike) -> str:
         return "ply"
     if head.startswith(SPZ_MAGIC):
         return "spz"
+    if head.startswith(GLB_MAGIC):
+        return "glb"
+    if _looks_like_gltf_json(path, head):
+        return "gltf"
     if head.startswith(b"\x1f\x8b"):
         if _gunzip_head(head).startswith(SPZ_MAGIC):
             return "spz"
@@ -55,7 +60,15 @@ def detect_format(path: str | os.PathLike) -> str:
             raise FormatError(path, f"not a splat file: this is {what}")
     if size % SPLAT_ROW_BYTES == 0 and (os.fspath(path).lower().endswith(".splat") or _plausible_splat(head)):
         return "splat"
-    raise FormatError(path, f"unrecognised file: not PLY, SPZ or .splat (starts with {head[:8]!r})")
+    raise FormatError(path, f"unrecognised file: not PLY, SPZ, glTF or .splat (starts with {head[:8]!r})")
+
+
+def _looks_like_gltf_json(path, head: bytes) -> bool:
+    """glTF JSON: a JSON object named .gltf, or one whose first bytes name glTF's ``asset``."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text.startswith(b"{"):
+        return False
+    return os.fspath(path).lower().endswith(".gltf") or b'"asset"' in text[:4096]
 
 
 def _gunzip_head(head: bytes) -> bytes:

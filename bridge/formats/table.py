@@ -31,6 +31,11 @@ FORMATS = (
                 "SuperSplat compressed PLY: quantised, much smaller", "compressed_ply"),
     SplatFormat("splat", ".splat", ".splat", "antimatter15 .splat: small, no view-dependent colour", "splat"),
     SplatFormat("spz", "SPZ", ".spz", "Niantic SPZ: the smallest, quantised and compressed", "spz"),
+    SplatFormat("glb", "glTF Binary", ".glb",
+                "glTF 2.0 with KHR_gaussian_splatting: web viewers (Babylon.js, CesiumJS, three.js, PlayCanvas)",
+                "gltf"),
+    SplatFormat("gltf", "glTF (embedded)", ".gltf",
+                "glTF 2.0 JSON with KHR_gaussian_splatting, its data embedded (base64)", "gltf"),
 )
 FORMAT_NAMES = tuple(f.name for f in FORMATS)
 BY_NAME = {f.name: f for f in FORMATS}

@@ -87,10 +87,11 @@ def rotate_sh(sh_rest: np.ndarray, rotation: np.ndarray, mirrored: bool = False)
     if k == 0:
         return rest.copy()
     degree = {3: 1, 8: 2, 15: 3}[k]
-    block = _sh_block_matrix(rotation, degree, mirrored).astype(rest.dtype)
-    # One (3N, K) x (K, K) product: BLAS does the work instead of N small products.
-    flat = rest.transpose(0, 2, 1).reshape(-1, k)
-    return np.ascontiguousarray((flat @ block.T).reshape(n, 3, k).transpose(0, 2, 1))
+    block = _sh_block_matrix(rotation, degree, mirrored)
+    # One (N, 3K) x (3K, 3K) product on the rows as stored (coefficient-major, then RGB): the block
+    # applied to each colour channel is kron(block, I3), so BLAS does the work with no transposed copies.
+    full = np.kron(block, np.eye(3)).T.astype(rest.dtype)
+    return (np.ascontiguousarray(rest).reshape(n, 3 * k) @ full).reshape(n, k, 3)
 
 
 def quat_to_matrix(quats: np.ndarray) -> np.ndarray:
