@@ -67,7 +67,7 @@ def _rasterizer(info: dict) -> dict:
             out["compiled"] = warp_backend.compiled(choice.device)
             out["cache"] = warp_backend.kernel_cache_dir()
             if choice.device == "cpu":
-                out["threads"] = importlib.import_module("torch").get_num_threads()  # by name, as above
+                out["threads"] = warp_backend.cpu_threads()
         return out
     except Exception as exc:  # noqa: BLE001 - the check reports, it never fails
         return {"backend": "", "device": "", "reason": "", "notice": "", "error": f"{type(exc).__name__}: {exc}"}

@@ -330,7 +330,7 @@ def test_warp_binning_gives_the_same_depth_ordered_tile_lists(seed, backend):
     tile_ids, splat_ids = bin_tiles(m2, radii, depths, plan.ts, tiles_x, tiles_y, conics, opac)
     counts = torch.bincount(tile_ids, minlength=tiles_x * tiles_y)
     assert plan.offsets[1:].tolist() == torch.cumsum(counts, 0).tolist()
-    assert plan.ids.tolist() == splat_ids.tolist()
+    assert plan.splat_ids().tolist() == splat_ids.tolist()
     assert plan.pairs > 1000
 
 

@@ -40,10 +40,14 @@ def rasterize_torch(
     budget: int = DEFAULT_BUDGET,
     slice_splats: int = DEFAULT_SLICE,
     composite=None,
+    project=project,
+    colours=None,
     name: str = "torch",
 ) -> tuple[Tensor, Tensor, dict]:
     """``composite`` (default: ``composite.composite_camera``) composites one camera; the compiled backend
-    passes its own and its ``name``, which goes into ``info["backend"]``."""
+    passes its own, its ``project`` (``projection.project``'s signature), its ``colours(degree, means, coeffs,
+    viewmats)`` (the SH colours [C, N, 3], or None to use the ops here) and its ``name``, which goes into
+    ``info["backend"]``."""
     n_cams, n = viewmats.shape[0], means.shape[0]
     composite = composite or composite_camera
     proj = project(
@@ -55,11 +59,13 @@ def rasterize_torch(
     if sh_degree is None:
         feats = colors if colors.dim() == 3 else colors[None].expand(n_cams, -1, -1)
     else:
-        # The camera centre -R^T t of the rigid world-to-camera matrix (no general inverse: MPS lacks one).
-        campos = -(viewmats[:, :3, :3].transpose(1, 2) @ viewmats[:, :3, 3:])[..., 0]  # [C, 3]
-        dirs = means[None] - campos[:, None]  # [C, N, 3]
-        coeffs = colors if colors.dim() == 4 else colors[None].expand(n_cams, -1, -1, -1)
-        feats = torch.clamp_min(eval_sh(sh_degree, dirs, coeffs) + 0.5, 0.0)
+        feats = None if colours is None else colours(sh_degree, means, colors, viewmats)
+        if feats is None:
+            # The camera centre -R^T t of the rigid world-to-camera matrix (no general inverse: MPS lacks one).
+            campos = -(viewmats[:, :3, :3].transpose(1, 2) @ viewmats[:, :3, 3:])[..., 0]  # [C, 3]
+            dirs = means[None] - campos[:, None]  # [C, N, 3]
+            coeffs = colors if colors.dim() == 4 else colors[None].expand(n_cams, -1, -1, -1)
+            feats = torch.clamp_min(eval_sh(sh_degree, dirs, coeffs) + 0.5, 0.0)
 
     bg = backgrounds
     if render_mode in ("D", "ED"):

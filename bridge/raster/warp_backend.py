@@ -1,13 +1,15 @@
 """The compiled rasterizer: gsplat's tile rasterizer as NVIDIA Warp kernels, on the CPU (every core) and
 on NVIDIA GPUs with nothing but the driver (Warp's wheel carries its own Clang/LLVM and NVRTC).
 
-Projection, SH and the info dict are the PyTorch backend's (``torch_backend.rasterize_torch``, the
-same ops, so both backends cull and project alike); compositing, the part that costs, runs in Warp
-kernels: binning into per-tile depth-ordered lists (``warp_binning``), a front-to-back walk per pixel
-that stops at gsplat's transmittance threshold, and a backward that walks back to front from the
-stored final transmittance (``warp_pixels`` on a GPU, ``warp_tiles`` on the CPU: SIMD over a tile's
-pixels). On the CPU a frame is split into ranges of tiles, one launch per thread (a CPU launch runs
-on the thread that makes it, without the GIL).
+The work goes through ``torch_backend.rasterize_torch``'s steps (the render modes, packing, absgrad, the
+info dict), with Warp kernels for what costs: binning into per-tile depth-ordered lists
+(``warp_binning``), a front-to-back walk per pixel that stops at gsplat's transmittance threshold and a
+backward that walks back to front from the stored final transmittance (``warp_pixels`` on a GPU: a
+thread per pixel; ``warp_tiles`` on the CPU: 8-wide vector rows of 8x8 tiles, from a record per splat);
+on the CPU also projection and SH colours with their backward passes (``warp_geometry``; on a GPU
+those stay torch's ops). On the CPU the rasterizer runs its own threads, one per core
+(:func:`cpu_threads`): the compositing kernels take tiles from a shared counter, the per-splat kernels
+ranges of splats; a CPU launch runs on the thread that makes it, without the GIL.
 
 Loading: :func:`unavailable` says whether Warp imports (never compiles); :func:`prepare` compiles the
 kernels for a device, or loads them from the cache, with progress (the first compile takes seconds);
@@ -38,9 +40,10 @@ FORCE_ENV = "SPLATWORK_WARP"
 CACHE_ENV = "SPLATWORK_CACHE_DIR"
 CPU_TILE = 8  # on the CPU smaller tiles mean fewer splats walked in vain; the image does not depend on it
 GPU_TILE = 16  # gsplat's: one tile is one block of 256 threads
+TILE_CHUNK = 2  # tiles a CPU worker takes from the shared counter at a time
 MAX_PAIRS = (1 << 31) - 1  # int32 indices in the kernels
 # Warp modules compiled per device: binning, then the compositing kernels for that kind of device.
-CPU_MODULES = ("warp_binning", "warp_tiles")
+CPU_MODULES = ("warp_binning", "warp_geometry", "warp_tiles")
 GPU_MODULES = ("warp_binning", "warp_pixels")
 
 _lock = threading.Lock()
@@ -48,7 +51,7 @@ _probe: str | None = None  # "" when warp imported, else why not
 _prepared: dict[str, str] = {}  # device -> "" when ready, else why not
 _pool: ThreadPoolExecutor | None = None
 wp = None  # the warp module once imported
-binning = pixels = tiles = None  # the kernel modules once imported
+binning = geometry = pixels = tiles = None  # the kernel modules once imported
 
 
 class CompileError(RuntimeError):
@@ -179,13 +182,13 @@ def prepare(device="cpu", progress=None) -> str:
 
 
 def _prepare(device: str, progress) -> str:
-    global binning, pixels, tiles
+    global binning, geometry, pixels, tiles
     try:
         if device != "cpu" and not wp.is_cuda_available():
             return "Warp finds no CUDA driver for the GPU"
-        from . import warp_binning, warp_pixels, warp_tiles
+        from . import warp_binning, warp_geometry, warp_pixels, warp_tiles
 
-        binning, pixels, tiles = warp_binning, warp_pixels, warp_tiles
+        binning, geometry, pixels, tiles = warp_binning, warp_geometry, warp_pixels, warp_tiles
     except Exception as exc:  # noqa: BLE001
         return f"the kernels do not import ({type(exc).__name__}: {exc})"
     report = progress if progress is not None and not os.path.isfile(_marker(device)) else None
@@ -265,8 +268,28 @@ def _self_test(device: str) -> None:
 # ---- compositing -------------------------------------------------------------------------------
 
 
+THREADS_ENV = "SPLATWORK_RASTER_THREADS"
+
+
+def cpu_threads() -> int:
+    """The compiled rasterizer's threads on the CPU: ``$SPLATWORK_RASTER_THREADS``, else one per core this
+    process may use. They are its own (Python threads, each running kernels without the GIL), not torch's:
+    a process that trains with it keeps torch's ops on one thread (the trainer does), so that torch's idle
+    OpenMP workers do not spin against them."""
+    try:
+        wanted = int(os.environ.get(THREADS_ENV, "0") or 0)
+    except ValueError:
+        wanted = 0
+    if wanted > 0:
+        return wanted
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _threads() -> int:
-    return max(1, torch.get_num_threads())
+    return cpu_threads()
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
@@ -288,7 +311,8 @@ def _on_cpu_threads(total: int, grain: int, launch) -> int:
     """``launch(a, b, worker)`` over [0, total) in ranges of about ``grain``, on the CPU's threads (each
     worker index on one thread at a time, for its own buffers); returns the number of workers."""
     workers = max(1, min(_threads(), math.ceil(total / max(1, grain))))
-    step = max(1, min(grain, math.ceil(total / (workers * 8))))
+    # one range per worker when there is one worker, else about 8 each (threads finish together)
+    step = total if workers == 1 else max(1, min(grain, math.ceil(total / (workers * 8))))
     ranges = [(a, min(total, a + step)) for a in range(0, total, step)]
     if workers == 1:
         for a, b in ranges:
@@ -305,6 +329,20 @@ def _on_cpu_threads(total: int, grain: int, launch) -> int:
 
     for future in [_executor(workers).submit(work, w) for w in range(workers)]:
         future.result()
+    return workers
+
+
+def _workers(workers: int, work) -> int:
+    """``work(worker)`` for each worker index, on that many CPU threads (this one among them)."""
+    if workers == 1:
+        work(0)
+        return 1
+    futures = [_executor(workers - 1).submit(work, w) for w in range(1, workers)]
+    try:
+        work(0)
+    finally:
+        for future in futures:
+            future.result()
     return workers
 
 
@@ -329,13 +367,26 @@ class _Plan:
         self.cutoffs = (torch.log(op.clamp_min(1e-30) * 255.0) + 1e-3).contiguous()
         geometry = [_arr(m2, wp.vec2), _arr(rd, wp.vec2i), _arr(cn, wp.vec3), _arr(op), self.ts, self.tiles_x,
                     self.tiles_y]
-        counts = torch.zeros(n, dtype=torch.int32, device=tdev)
-        self._per_splat(binning.count_tiles, n, geometry, [_arr(counts)])
-        counts64 = counts.long()
-        total = int(counts64.sum()) if n else 0
+        self.perm = None  # the CPU kernels': packed record -> splat
+        if self.cuda or _pixel_kernels_on_cpu():
+            self._bin(n, geometry, depths, width, height)
+        else:
+            self._bin_cpu(n, geometry, m2, rd, depths, width, height)
+
+    def _check_pairs(self, total: int, width: int, height: int) -> None:
         if total > MAX_PAIRS:
             raise ValueError(f"{total:,} splat-tile pairs in a {width}x{height} frame, more than the compiled "
                              f"rasterizer's limit of {MAX_PAIRS:,}: use backend='torch' or fewer splats")
+
+    def _bin(self, n: int, geometry: list, depths: Tensor, width: int, height: int) -> None:
+        """The GPU's binning: count, write the pairs with the splats laid out in depth order, stable sort by tile."""
+        tdev = depths.device
+        counts = torch.zeros(n, dtype=torch.int32, device=tdev)
+        self.reach = torch.zeros(n, dtype=torch.float32, device=tdev)
+        self._per_splat(binning.count_tiles, n, geometry, [_arr(counts), _arr(self.reach)])
+        counts64 = counts.long()
+        total = int(counts64.sum()) if n else 0
+        self._check_pairs(total, width, height)
         # Splats laid out in depth order (ties by index), so a stable sort by tile leaves each list in depth order.
         order = torch.sort(depths.detach(), stable=True).indices
         ends = torch.cumsum(counts64[order], 0)
@@ -348,15 +399,54 @@ class _Plan:
         per_tile = torch.bincount(tile_of_pair, minlength=self.n_tiles)
         self.offsets = torch.zeros(self.n_tiles + 1, dtype=torch.int32, device=tdev)
         torch.cumsum(per_tile, 0, out=self.offsets[1:])
-        if self.cuda:
-            self.ids = splat_of_pair[torch.sort(tile_of_pair, stable=True).indices]
-        else:  # one pass on one thread: cheaper than a general sort on the CPU
-            self.ids = torch.empty_like(splat_of_pair)
-            if total:
-                cursor = self.offsets[:-1].clone()
-                wp.launch(binning.counting_sort, dim=1, device="cpu",
-                          inputs=[_arr(tile_of_pair), _arr(splat_of_pair), _arr(cursor), _arr(self.ids)])
+        self.ids = splat_of_pair[torch.sort(tile_of_pair, stable=True).indices]
         self.pairs = total
+
+    def _bin_cpu(self, n: int, geometry: list, m2: Tensor, rd: Tensor, depths: Tensor, width: int,
+                 height: int) -> None:
+        """The CPU's binning (``warp_binning.bin_count_cpu``/``bin_emit_cpu``): the lists hold record numbers,
+        the visible splats numbered by the tile their mean is in (``perm``), so that the splats of
+        neighbouring tiles lie near each other in memory."""
+        visible = (rd > 0).all(-1).nonzero()[:, 0]
+        order = visible[torch.sort(depths.detach()[visible], stable=True).indices].to(torch.int32)
+        held = m2[visible]
+        cx = torch.clamp(torch.nan_to_num(held[:, 0] / self.ts), 0, self.tiles_x - 1).to(torch.int32)
+        cy = torch.clamp(torch.nan_to_num(held[:, 1] / self.ts), 0, self.tiles_y - 1).to(torch.int32)
+        self.perm = visible[torch.sort(cy * self.tiles_x + cx, stable=True).indices].to(torch.int32)
+        labels = torch.zeros(n, dtype=torch.int32)
+        labels[self.perm.long()] = torch.arange(len(visible), dtype=torch.int32)
+        count = len(visible)
+        workers = max(1, min(_threads(), count // 4096))
+        bounds = [count * w // workers for w in range(workers + 1)]
+        tile_counts = torch.zeros(workers, self.n_tiles, dtype=torch.int32)
+        masks = torch.empty(n, dtype=torch.int64)
+        self.reach = torch.zeros(n, dtype=torch.float32)
+        _workers(workers, lambda w: wp.launch(binning.bin_count_cpu, dim=1, device="cpu", inputs=[
+            *geometry, _arr(order), bounds[w], bounds[w + 1], _arr(tile_counts[w]), _arr(masks, wp.uint64),
+            _arr(self.reach)]))
+        per_tile = tile_counts.sum(0)
+        self.pairs = total = int(per_tile.sum())
+        self._check_pairs(total, width, height)
+        self.offsets = torch.zeros(self.n_tiles + 1, dtype=torch.int32)
+        torch.cumsum(per_tile, 0, out=self.offsets[1:])
+        cursor = (self.offsets[:-1] + torch.cumsum(tile_counts, 0) - tile_counts).to(torch.int32)
+        self.ids = torch.empty(total, dtype=torch.int32)
+        _workers(workers, lambda w: wp.launch(binning.bin_emit_cpu, dim=1, device="cpu", inputs=[
+            *geometry, _arr(order), bounds[w], bounds[w + 1], _arr(masks, wp.uint64), _arr(labels),
+            _arr(cursor[w]), _arr(self.ids)]))
+
+    def splat_ids(self) -> Tensor:
+        """Each tile's list as splat indices (the CPU's lists hold record numbers)."""
+        return self.ids if self.perm is None else self.perm[self.ids.long()]
+
+    def records(self, means2d: Tensor, conics: Tensor, opacities: Tensor, group: Tensor) -> Tensor:
+        """The CPU kernels' [visible, 16] records with the features ``group`` [N, 4]."""
+        out = torch.empty(len(self.perm), 16, dtype=torch.float32)
+        if len(self.perm):
+            wp.launch(binning.pack_records, dim=len(self.perm), device="cpu", inputs=[
+                _arr(self.perm), _arr(means2d, wp.vec2), _arr(conics, wp.vec3), _arr(opacities), _arr(self.reach),
+                _arr(group, wp.vec4), _arr(out)])
+        return out
 
     def _per_splat(self, kernel, n: int, geometry: list, outputs: list) -> None:
         if n == 0:
@@ -368,24 +458,28 @@ class _Plan:
                                                                    device="cpu"))
 
     def launch(self, forward: bool, means2d: Tensor, conics: Tensor, opacities: Tensor, group: Tensor, tail) -> int:
-        """Launch the forward or backward compositing kernel over the frame: one launch on a GPU, ranges of
-        tiles on the CPU's threads. ``tail(worker)`` gives the arguments after the launch geometry
-        (outputs; on the CPU each worker its own gradient buffers). Returns the number of workers used."""
-        head = [_arr(self.offsets), _arr(self.ids), _arr(means2d, wp.vec2), _arr(conics, wp.vec3), _arr(opacities)]
-        if self.cuda or _pixel_kernels_on_cpu():
+        """Launch the forward or backward compositing kernel over the frame: one launch on a GPU; on the CPU
+        one launch per worker thread, the workers taking tiles from a shared counter. ``tail(worker)`` gives
+        the arguments after the launch geometry (outputs; on the CPU each worker its own gradient buffers).
+        Returns the number of workers used."""
+        if self.perm is None:
+            head = [_arr(self.offsets), _arr(self.ids), _arr(means2d, wp.vec2), _arr(conics, wp.vec3),
+                    _arr(opacities)]
             kernel = pixels.composite_forward if forward else pixels.composite_backward
             head += [_arr(self.cutoffs), _arr(group, wp.vec4), self.width, self.height, self.ts, self.tiles_x]
             per_tile = self.ts * self.ts
-        else:
-            kernel = tiles.composite_forward_cpu if forward else tiles.composite_backward_cpu
-            head += [_arr(group, wp.vec4), self.width, self.height, self.tiles_x]
-            per_tile = 1  # one launch index per tile
-        if self.cuda:
-            wp.launch(kernel, dim=self.n_tiles * per_tile, inputs=[*head, 0, *tail(0)], device=self.device,
-                      stream=_stream(self.device), block_dim=per_tile)
-            return 1
-        return _on_cpu_threads(self.n_tiles, 64, lambda a, b, w: wp.launch(
-            kernel, dim=(b - a) * per_tile, inputs=[*head, a, *tail(w)], device="cpu"))
+            if self.cuda:
+                wp.launch(kernel, dim=self.n_tiles * per_tile, inputs=[*head, 0, *tail(0)], device=self.device,
+                          stream=_stream(self.device), block_dim=per_tile)
+                return 1
+            return _on_cpu_threads(self.n_tiles, 64, lambda a, b, w: wp.launch(
+                kernel, dim=(b - a) * per_tile, inputs=[*head, a, *tail(w)], device="cpu"))
+        kernel = tiles.composite_forward_cpu if forward else tiles.composite_backward_cpu
+        counter = torch.zeros(1, dtype=torch.int32)
+        head = [_arr(self.offsets), _arr(self.ids), _arr(group.reshape(-1)), self.width, self.height, self.tiles_x,
+                self.n_tiles, _arr(counter), TILE_CHUNK]
+        workers = max(1, min(_threads(), self.n_tiles // (4 * TILE_CHUNK)))
+        return _workers(workers, lambda w: wp.launch(kernel, dim=1, inputs=[*head, *tail(w)], device="cpu"))
 
 
 def _pixel_kernels_on_cpu() -> bool:
@@ -409,6 +503,8 @@ class _Composite(torch.autograd.Function):
         means2d, conics, opacities = means2d.contiguous(), conics.contiguous(), opacities.contiguous()
         height, width, d = plan.height, plan.width, feats.shape[1]
         groups = _groups(feats)
+        if plan.perm is not None:  # the CPU's kernels read a record per splat
+            groups = [plan.records(means2d, conics, opacities, group) for group in groups]
         trans = torch.empty(height * width, dtype=feats.dtype, device=feats.device)
         last = torch.empty(height * width, dtype=torch.int32, device=feats.device)
         colours = []
@@ -435,34 +531,72 @@ class _Composite(torch.autograd.Function):
         g_groups = _groups(g_colour)
         with_trans = g_trans is not None
         g_trans = g_trans.reshape(pixels).contiguous() if with_trans else trans
-        slots = 1 if plan.cuda else _threads()
-        def zeros(*shape):
-            return torch.zeros(*shape, dtype=dtype, device=dev)
-
-        bufs = [dict(means2d=zeros(n, 2), conics=zeros(n, 3), opac=zeros(n), absgrad=zeros(n, 2),
-                     feats=[zeros(n, 4) for _ in groups]) for _ in range(slots)]
-        used = 1
-        for i, (group, g_group) in enumerate(zip(groups, g_groups, strict=True)):
-            first = i == 0  # the transmittance's and absgrad's share is taken once
-
-            def tail(w, i=i, first=first, g_group=g_group):
-                b = bufs[w]
-                return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
-                        _arr(b["means2d"], wp.vec2), _arr(b["conics"], wp.vec3), _arr(b["opac"]),
-                        _arr(b["feats"][i], wp.vec4), _arr(b["absgrad"], wp.vec2), int(sink is not None and first)]
-
-            used = max(used, plan.launch(False, means2d, conics, opacities, group, tail))
-        total = bufs[0]
-        for b in bufs[1:used]:
-            for key in ("means2d", "conics", "opac", "absgrad"):
-                total[key] += b[key]
-            for mine, theirs in zip(total["feats"], b["feats"], strict=True):
-                mine += theirs
-        g_feats = torch.cat(total["feats"], dim=1)[:, :d] if len(groups) > 1 else total["feats"][0][:, :d]
+        if plan.perm is not None:
+            g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_cpu(
+                plan, groups, g_groups, trans, last, g_trans, with_trans, sink is not None, n, d)
+        else:
+            g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_pixels(
+                plan, means2d, conics, opacities, groups, g_groups, trans, last, g_trans, with_trans,
+                sink is not None, n, d)
         if sink is not None:
             target, ids = sink if isinstance(sink, tuple) else (sink, None)
-            target[:n] += total["absgrad"].to(target.dtype)
-        return total["means2d"], total["conics"], total["opac"], g_feats, None, None
+            target[:n] += absgrad.to(target.dtype)
+        return g_means2d, g_conics, g_opac, g_feats, None, None
+
+
+def _backward_cpu(plan, records, g_groups, trans, last, g_trans, with_trans, with_absgrad, n, d):
+    """The CPU kernels' backward: each worker sums into its own [visible, 8 + 4 groups] buffer (mean, conic,
+    opacity, absgrad, features), the buffers summed and scattered back to the splats."""
+    stride = 8 + 4 * len(records)
+    slots = _threads()
+    bufs = [torch.zeros(len(plan.perm), stride) for _ in range(slots)]
+    used = 1
+    for i, (rec, g_group) in enumerate(zip(records, g_groups, strict=True)):
+        first = i == 0  # the transmittance's and absgrad's share is taken once
+
+        def tail(w, first=first, g_group=g_group, i=i):
+            return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
+                    _arr(bufs[w].reshape(-1)), stride, 8 + 4 * i, int(with_absgrad and first)]
+
+        used = max(used, plan.launch(False, None, None, None, rec, tail))
+    total = bufs[0]
+    for b in bufs[1:used]:
+        total += b
+    full = torch.zeros(n, stride)
+    full[plan.perm.long()] = total
+    return full[:, 0:2], full[:, 2:5], full[:, 5], full[:, 8:8 + d], full[:, 6:8]
+
+
+def _backward_pixels(plan, means2d, conics, opacities, groups, g_groups, trans, last, g_trans, with_trans,
+                     with_absgrad, n, d):
+    """The per-pixel kernels' backward (a GPU; the CPU under the test hook): atomic sums per splat."""
+    dev, dtype = means2d.device, means2d.dtype
+    slots = 1 if plan.cuda else _threads()
+
+    def zeros(*shape):
+        return torch.zeros(*shape, dtype=dtype, device=dev)
+
+    bufs = [dict(means2d=zeros(n, 2), conics=zeros(n, 3), opac=zeros(n), absgrad=zeros(n, 2),
+                 feats=[zeros(n, 4) for _ in groups]) for _ in range(slots)]
+    used = 1
+    for i, (group, g_group) in enumerate(zip(groups, g_groups, strict=True)):
+        first = i == 0  # the transmittance's and absgrad's share is taken once
+
+        def tail(w, i=i, first=first, g_group=g_group):
+            b = bufs[w]
+            return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
+                    _arr(b["means2d"], wp.vec2), _arr(b["conics"], wp.vec3), _arr(b["opac"]),
+                    _arr(b["feats"][i], wp.vec4), _arr(b["absgrad"], wp.vec2), int(with_absgrad and first)]
+
+        used = max(used, plan.launch(False, means2d, conics, opacities, group, tail))
+    total = bufs[0]
+    for b in bufs[1:used]:
+        for key in ("means2d", "conics", "opac", "absgrad"):
+            total[key] += b[key]
+        for mine, theirs in zip(total["feats"], b["feats"], strict=True):
+            mine += theirs
+    g_feats = torch.cat(total["feats"], dim=1)[:, :d] if len(groups) > 1 else total["feats"][0][:, :d]
+    return total["means2d"], total["conics"], total["opac"], g_feats, total["absgrad"]
 
 
 def composite_camera(means2d: Tensor, conics: Tensor, opacities: Tensor, feats: Tensor, radii: Tensor, depths: Tensor,
@@ -486,12 +620,134 @@ def _composite_any(means2d, conics, opacities, feats, radii, depths, width, heig
                             absgrad_sink=absgrad_sink)
 
 
+# ---- projection and SH colours (the CPU) ----------------------------------------------------------
+
+
+def _cameras(viewmats: Tensor, Ks: Tensor, width: int, height: int, eps2d: float, near: float, far: float,
+             radius_clip: float, antialiased: bool) -> list:
+    cams = []
+    for view, k in zip(viewmats.detach().double().tolist(), Ks.detach().double().tolist(), strict=True):
+        cam = geometry.Camera()
+        cam.rot = wp.mat33(*view[0][:3], *view[1][:3], *view[2][:3])
+        cam.trans = wp.vec3(view[0][3], view[1][3], view[2][3])
+        cam.fx, cam.fy, cam.cx, cam.cy = k[0][0], k[1][1], k[0][2], k[1][2]
+        cam.width, cam.height = width, height
+        cam.eps2d, cam.near, cam.far, cam.radius_clip = eps2d, near, far, radius_clip
+        cam.antialiased = int(antialiased)
+        cams.append(cam)
+    return cams
+
+
+def _per_splat_cpu(kernel, n: int, head: list, tail: list) -> None:
+    """``kernel`` over splats [0, n) on the CPU's threads, in ranges (each launch's first splat after ``head``)."""
+    if n:
+        _on_cpu_threads(n, 16384, lambda a, b, _w: wp.launch(kernel, dim=b - a, inputs=[*head, a, *tail],
+                                                             device="cpu"))
+
+
+class _Project(torch.autograd.Function):
+    """``projection.project`` for every camera as one autograd node (``warp_geometry.project_*``)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, cams):
+        means, quats, scales, opacities = (t.detach().contiguous() for t in (means, quats, scales, opacities))
+        c, n = len(cams), means.shape[0]
+        means2d, conics = torch.empty(c, n, 2), torch.empty(c, n, 3)
+        depths, opac = torch.empty(c, n), torch.empty(c, n)
+        radii = torch.empty(c, n, 2, dtype=torch.int32)
+        inputs = [_arr(means, wp.vec3), _arr(quats, wp.vec4), _arr(scales, wp.vec3), _arr(opacities)]
+        for i, cam in enumerate(cams):
+            _per_splat_cpu(geometry.project_forward, n, [*inputs, cam], [
+                _arr(means2d[i], wp.vec2), _arr(conics[i], wp.vec3), _arr(depths[i]), _arr(radii[i], wp.vec2i),
+                _arr(opac[i])])
+        ctx.cams = cams
+        ctx.save_for_backward(means, quats, scales, opacities, radii)
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, depths, radii, opac
+
+    @staticmethod
+    def backward(ctx, g_means2d, g_conics, g_depths, _g_radii, g_opac):
+        means, quats, scales, opacities, radii = ctx.saved_tensors
+        c, n = len(ctx.cams), means.shape[0]
+
+        def grad(g, *shape):
+            return torch.zeros(c, n, *shape) if g is None else g.contiguous()
+
+        g_means2d, g_conics, g_depths, g_opac = grad(g_means2d, 2), grad(g_conics, 3), grad(g_depths), grad(g_opac)
+        out = torch.zeros(n, 3), torch.zeros(n, 4), torch.zeros(n, 3), torch.zeros(n)
+        inputs = [_arr(means, wp.vec3), _arr(quats, wp.vec4), _arr(scales, wp.vec3), _arr(opacities)]
+        for i, cam in enumerate(ctx.cams):
+            _per_splat_cpu(geometry.project_backward, n, [*inputs, cam], [
+                _arr(radii[i], wp.vec2i), _arr(g_means2d[i], wp.vec2), _arr(g_conics[i], wp.vec3),
+                _arr(g_depths[i]), _arr(g_opac[i]), _arr(out[0], wp.vec3), _arr(out[1], wp.vec4),
+                _arr(out[2], wp.vec3), _arr(out[3])])
+        return (*out, None)
+
+
+class _Colours(torch.autograd.Function):
+    """``max(eval_sh(degree, means - camera centre, coeffs) + 0.5, 0)`` for every camera ([C, N, 3])."""
+
+    @staticmethod
+    def forward(ctx, means, coeffs, centres, degree):
+        means, coeffs = means.detach().contiguous(), coeffs.detach().contiguous()
+        n, stride = means.shape[0], coeffs.shape[1] * 3
+        colours = torch.empty(len(centres), n, 3)
+        for i, centre in enumerate(centres):
+            _per_splat_cpu(geometry.sh_forward, n, [_arr(means, wp.vec3), _arr(coeffs.reshape(-1)), stride, degree,
+                                                    wp.vec3(*centre)], [_arr(colours[i], wp.vec3)])
+        ctx.centres, ctx.degree = centres, degree
+        ctx.save_for_backward(means, coeffs)
+        return colours
+
+    @staticmethod
+    def backward(ctx, g_colours):
+        means, coeffs = ctx.saved_tensors
+        n, stride = means.shape[0], coeffs.shape[1] * 3
+        g_colours = g_colours.contiguous()
+        g_means, g_coeffs = torch.zeros(n, 3), torch.zeros_like(coeffs)
+        with_means = int(ctx.needs_input_grad[0])
+        for i, centre in enumerate(ctx.centres):
+            _per_splat_cpu(geometry.sh_backward, n, [_arr(means, wp.vec3), _arr(coeffs.reshape(-1)), stride,
+                                                     ctx.degree, wp.vec3(*centre)], [
+                _arr(g_colours[i], wp.vec3), _arr(g_coeffs.reshape(-1)), _arr(g_means, wp.vec3), with_means])
+        return (g_means if with_means else None), g_coeffs, None, None
+
+
+def _compiled_geometry(means: Tensor, viewmats: Tensor, Ks: Tensor) -> bool:
+    """Projection and SH as kernels: on the CPU, when the cameras take no gradient (else torch's ops)."""
+    return (means.device.type == "cpu" and means.shape[0] > 0 and not viewmats.requires_grad
+            and not Ks.requires_grad)
+
+
+def _project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=0.3, near_plane=0.01,
+             far_plane=1e10, radius_clip=0.0, antialiased=False):
+    from .projection import Projected, project
+
+    if not _compiled_geometry(means, viewmats, Ks):
+        return project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=eps2d,
+                       near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, antialiased=antialiased)
+    cams = _cameras(viewmats, Ks, width, height, eps2d, near_plane, far_plane, radius_clip, antialiased)
+    means2d, conics, depths, radii, opac = _Project.apply(means, quats, scales, opacities, cams)
+    return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii, opacities=opac)
+
+
+def _colours(degree: int, means: Tensor, coeffs: Tensor, viewmats: Tensor) -> Tensor | None:
+    """[C, N, 3] SH colours from [N, K, 3] coefficients, or None where torch's ops are to do it."""
+    if not _compiled_geometry(means, viewmats, viewmats) or coeffs.dim() != 3:
+        return None
+    rot, trans = viewmats[:, :3, :3].detach(), viewmats[:, :3, 3:].detach()
+    centres = (-(rot.transpose(1, 2) @ trans)[..., 0]).tolist()
+    return _Colours.apply(means, coeffs, centres, degree)
+
+
 def rasterize_warp(*args, **kwargs) -> tuple[Tensor, Tensor, dict]:
-    """``rasterize``'s work with the compiled compositor (float32 tensors on the CPU or a CUDA GPU)."""
+    """``rasterize``'s work with the compiled compositor (float32 tensors on the CPU or a CUDA GPU); on the CPU
+    projection and SH colours are kernels too."""
     from .torch_backend import rasterize_torch
 
     means = args[0] if args else kwargs["means"]
     reason = prepare(means.device)
     if reason:
         raise CompileError(f"the compiled rasterizer is not available: {reason}")
-    return rasterize_torch(*args, composite=_composite_any, name="warp", **kwargs)
+    return rasterize_torch(*args, composite=_composite_any, project=_project, colours=_colours, name="warp",
+                           **kwargs)

@@ -1,215 +1,319 @@
 """The compiled rasterizer's compositing kernels for the CPU (NVIDIA Warp's bundled Clang/LLVM).
 
-One launch index per 8x8 tile, its 64 pixels the inner loop: the per-pixel walk of ``warp_pixels``
-branches at every splat, which on a CPU costs more than the arithmetic; here the pixels' state lives in
-64-wide vectors updated without branches (selects), which the compiler turns into SIMD, and a tile
-stops once all its pixels have. The rules are the same (skip under 1/255, stop before the splat that
-would bring the transmittance to 1e-4 or less; the backward walks back from each pixel's end,
-dividing out (1 - alpha)), and so are the results, to float32 rounding: the exp here is accurate to
-about one unit in the last place where the C library's is correctly rounded, and the backward sums a
-splat's gradient over the tile's pixels in a different order (``-mreassociate`` lets those sums use
-SIMD too). A frame is split into ranges of tiles, one launch per thread, each thread with its own
-gradient buffers (Warp runs a CPU launch on the calling thread, without the GIL).
+The rules are ``warp_pixels``' (gsplat's): skip an alpha under 1/255, stop before the splat that would
+bring the transmittance to 1e-4 or less, and walk back from each pixel's end in the backward, dividing
+out (1 - alpha). Only the layout differs, for a CPU's SIMD units instead of a GPU's threads:
+
+* a launch is one worker thread; it takes 8x8 tiles from a shared counter (an atomic add) until none
+  are left, so tiles of unequal depth balance themselves across the threads;
+* a tile's 8 rows are 8-wide vectors (Clang's vector extensions: one AVX register on x86-64, two NEON
+  registers on arm64), its pixels' state held in them and updated without branches (selects);
+* a splat is applied only to the rows its 1/255 ellipse reaches (``reach`` from the binning, with a
+  rounding margin: the rows left out are ones where every pixel would skip it anyway), and in the
+  forward only to rows with a pixel still open; the backward walks each row only from its pixels'
+  last contributing splat (stored by the forward, as gsplat does) to the front;
+* exp(-sigma) is a polynomial with an exact power of two (about one unit in the last place from the C
+  library's), and a splat's gradient is summed over the rows' lanes in a tree: so the results equal the
+  per-pixel kernels' and the PyTorch backend's to float32 rounding.
+
+The kernels are C++ (``wp.func_native``) because the loop over a tile's rows has to stay in vector
+registers; Warp compiles them with its own Clang like any other kernel and caches the result.
 """
 from __future__ import annotations
 
 import warp as wp
 
-from .warp_binning import ALPHA_THRESHOLD, MAX_ALPHA, MIN_TRANSMITTANCE
+wp.set_module_options({"enable_backward": False, "cpu_compiler_flags": "-march=native -ffp-contract=fast"})
 
-wp.set_module_options({"enable_backward": False, "cpu_compiler_flags": (
-    "-march=native -mllvm=-inline-threshold=9000 -mllvm=-inline-cold-callsite-threshold=3000"
-    " -mllvm=-slp-recursion-max-depth=4 -mreassociate -fno-signed-zeros")})
+CPU_TILE_SIZE = 8  # a row is one 8-wide vector; warp_backend.CPU_TILE must match
 
-CPU_TILE_SIZE = 8
-vec64 = wp.types.vector(length=64, dtype=float)
-ivec64 = wp.types.vector(length=64, dtype=wp.int32)
+_PRELUDE = r"""
+typedef float v8 __attribute__((ext_vector_type(8)));
+typedef int v8i __attribute__((ext_vector_type(8)));
+typedef float v4 __attribute__((ext_vector_type(4)));
+typedef float v2 __attribute__((ext_vector_type(2)));
+const float ALPHA_MIN = 1.0f / 255.0f;
+const float ALPHA_MAX = 0.999f;
+const float T_MIN = 1e-4f;
+const v8 LANE = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
+const v8i LANE_I = {0, 1, 2, 3, 4, 5, 6, 7};
+// exp(-s) for s >= 0: s = n ln2 + r, |r| <= ln2 / 2, exp(-r) by its Taylor series to the 8th term
+// (error under 1e-8), times 2^-n made from its exponent bits (exact).
+auto exp_neg = [](v8 s) -> v8 {
+    s = s > 0.0f ? s : 0.0f;  // (a NaN becomes 0; callers reject sigma < 0 and NaN themselves)
+    s = s < 87.0f ? s : 87.0f;
+    v8i n = __builtin_convertvector(s * 1.4426950408889634f + 0.5f, v8i);
+    v8 fn = __builtin_convertvector(n, v8);
+    v8 x = (fn * 0.693145751953125f - s) + fn * 1.428606765330187e-06f;
+    const v8 x2 = x * x;  // Estrin's scheme: a shorter chain of dependent operations than Horner's
+    const v8 p = ((1.0f + x) + x2 * (0.5f + x * 0.16666667f))
+                 + (x2 * x2) * ((0.041666668f + x * 0.008333334f) + x2 * (0.0013888889f + x * 0.0001984127f));
+    return p * (v8)((127 - n) << 23);
+};
+// A select whose other side is the stored value would become a masked store (slow on x86, and no
+// store-to-load forwarding from it): the empty asm makes it a blend and a plain store.
+#if defined(__x86_64__) || defined(_M_X64)
+#define PLAIN(v) __asm__("" : "+x"(v))
+#else
+#define PLAIN(v)
+#endif
+auto hsum = [](v8 v) -> float {
+    v4 a = v.lo + v.hi;
+    v2 b = a.lo + a.hi;
+    return b.x + b.y;
+};
+auto vload = [](const float* p) -> v8 { v8 v; __builtin_memcpy(&v, p, sizeof(v)); return v; };
+auto vabs = [](v8 v) -> v8 { return (v8)((v8i)v & 0x7fffffff); };
+auto any = [](v8i m) -> bool { return __builtin_reduce_or(m) != 0; };
+auto all = [](v8i m) -> bool { return __builtin_reduce_and(m) != 0; };
+const int* offs = (const int*)offsets.data;
+const int* idx = (const int*)ids.data;
+// One 64-byte record per splat (warp_binning.pack_records): mean x y, conic a b c, opacity, reach, -,
+// the four features of this launch, -: the splat's one cache line, fetched ahead (PREFETCH splats on).
+const float* S = (const float*)records.data;
+const int PREFETCH = 8;
+int* counter_ = (int*)counter.data;
+#if defined(__x86_64__) || defined(_M_X64)
+// Flush subnormals to zero while this kernel runs (restored at its end): exp(-sigma) of a distant pixel
+// is tiny, and x86 takes a slow path for each subnormal operand; none of them can reach 1/255.
+const unsigned csr_saved = __builtin_ia32_stmxcsr();
+__builtin_ia32_ldmxcsr(csr_saved | 0x8040u);
+#endif
+"""
+
+# Rows of a tile that a splat's ellipse reaches: bits r0..r1 (a NaN reach means all of them).
+_ROWS = r"""
+        float lo = my - s_[6] - (float)y0 - 0.5f;
+        float hi = my + s_[6] - (float)y0 - 0.5f;
+        if (hi < 0.0f || lo > 7.0f) continue;
+        int r0 = lo > 0.0f ? (int)__builtin_ceilf(lo) : 0;
+        int r1 = hi < 7.0f ? (int)__builtin_floorf(hi) : 7;
+        rows &= (2u << r1) - (1u << r0);
+        if (rows == 0u) continue;
+"""
+
+_FORWARD = _PRELUDE + r"""
+float* out_c = (float*)colour.data;
+float* out_t = (float*)trans.data;
+int* out_k = (int*)last.data;
+for (;;) {
+  const int first = __atomic_fetch_add(counter_, chunk, __ATOMIC_RELAXED);
+  if (first >= n_tiles) break;
+  const int after = first + chunk < n_tiles ? first + chunk : n_tiles;
+  for (int tile = first; tile < after; ++tile) {
+    const int x0 = (tile % tiles_x) * 8, y0 = (tile / tiles_x) * 8;
+    const int start = offs[tile], end = offs[tile + 1];
+    const v8 u = LANE + (float)x0;
+    const v8i outside = (LANE_I + x0) >= width;  // lanes past the image's right edge start finished
+    // rows 0-7, and row 8: a scratch row, finished from the start, for the odd row out of a pair
+    v8 T[9], C0[9], C1[9], C2[9], C3[9];
+    v8i done[9], stop[9];
+    unsigned open = 0u;  // rows with a pixel that still takes splats
+    for (int r = 0; r < 9; ++r) {
+      T[r] = 1.0f; C0[r] = 0.0f; C1[r] = 0.0f; C2[r] = 0.0f; C3[r] = 0.0f;
+      done[r] = r < 8 ? outside : (v8i)(-1); stop[r] = start;
+      if (r < 8 && y0 + r < height) open |= 1u << r;
+    }
+    for (int k = start; k < end && open != 0u; ++k) {
+      if (k + PREFETCH < end) __builtin_prefetch(S + 16 * idx[k + PREFETCH]);
+      const float* s_ = S + 16 * idx[k];
+      const float my = s_[1];
+      unsigned rows = open;
+""" + _ROWS + r"""
+      const float mx = s_[0], a = s_[2], b = s_[3], c = s_[4], o = s_[5];
+      const float f0 = s_[8], f1 = s_[9], f2 = s_[10], f3 = s_[11];
+      const v8 dx = mx - u;
+      const v8 adx2 = a * dx * dx, bdx = b * dx;
+      // Two rows at a time: their exp chains are independent, so the CPU overlaps them.
+      auto alpha_of = [&](int r, v8& alpha, v8i& ok) {
+        const float dy = my - ((float)(y0 + r) + 0.5f);
+        const v8 sigma = 0.5f * (adx2 + c * dy * dy) + bdx * dy;
+        alpha = o * exp_neg(sigma);
+        alpha = alpha < ALPHA_MAX ? alpha : ALPHA_MAX;
+        ok = (sigma >= 0.0f) & (alpha >= ALPHA_MIN);
+      };
+      auto apply = [&](int r, v8 alpha, v8i ok) {
+        const v8 t = T[r];
+        const v8 nt = t * (1.0f - alpha);
+        ok &= ~done[r];
+        const v8i take = ok & (nt > T_MIN);
+        const v8i ends = ok & ~(nt > T_MIN);
+        const v8 w = take ? alpha * t : 0.0f;
+        C0[r] += w * f0; C1[r] += w * f1; C2[r] += w * f2; C3[r] += w * f3;
+        v8 t_next = take ? nt : t;
+        v8i stop_next = take ? k + 1 : stop[r];
+        PLAIN(t_next);
+        PLAIN(stop_next);
+        T[r] = t_next;
+        stop[r] = stop_next;
+        if (any(ends)) {
+          done[r] |= ends;
+          if (r < 8 && all(done[r])) open &= ~(1u << r);
+        }
+      };
+      while (rows != 0u) {
+        const int ra = __builtin_ctz(rows);
+        rows &= rows - 1u;
+        int rb = 8;
+        if (rows != 0u) {
+          rb = __builtin_ctz(rows);
+          rows &= rows - 1u;
+        }
+        v8 alpha_a, alpha_b;
+        v8i ok_a, ok_b;
+        alpha_of(ra, alpha_a, ok_a);
+        alpha_of(rb, alpha_b, ok_b);
+        apply(ra, alpha_a, ok_a);
+        apply(rb, alpha_b, ok_b);
+      }
+    }
+    for (int r = 0; r < 8 && y0 + r < height; ++r) {
+      for (int l = 0; l < 8 && x0 + l < width; ++l) {
+        const long p = (long)(y0 + r) * width + x0 + l;
+        out_c[4 * p] = C0[r][l]; out_c[4 * p + 1] = C1[r][l]; out_c[4 * p + 2] = C2[r][l];
+        out_c[4 * p + 3] = C3[r][l];
+        out_t[p] = T[r][l];
+        out_k[p] = stop[r][l];
+      }
+    }
+  }
+}
+#if defined(__x86_64__) || defined(_M_X64)
+__builtin_ia32_ldmxcsr(csr_saved);
+#endif
+"""
+
+_BACKWARD = _PRELUDE + r"""
+const float* in_t = (const float*)trans.data;
+const int* in_k = (const int*)last.data;
+const float* in_gc = (const float*)g_colour.data;
+const float* in_gt = (const float*)g_trans.data;
+float* G = (float*)grads.data;  // per splat: mean x y, conic a b c, opacity, absgrad x y, then features
+for (;;) {
+  const int first = __atomic_fetch_add(counter_, chunk, __ATOMIC_RELAXED);
+  if (first >= n_tiles) break;
+  const int after = first + chunk < n_tiles ? first + chunk : n_tiles;
+  for (int tile = first; tile < after; ++tile) {
+    const int x0 = (tile % tiles_x) * 8, y0 = (tile / tiles_x) * 8;
+    const int start = offs[tile];
+    const v8 u = LANE + (float)x0;
+    v8 T[8], GT[8], G0[8], G1[8], G2[8], G3[8], B0[8], B1[8], B2[8], B3[8];
+    v8i stop[8];
+    int row_end[8];  // one past the last splat any pixel of the row took
+    int k_end = start;
+    for (int r = 0; r < 8; ++r) {
+      T[r] = 0.0f; GT[r] = 0.0f; G0[r] = 0.0f; G1[r] = 0.0f; G2[r] = 0.0f; G3[r] = 0.0f;
+      B0[r] = 0.0f; B1[r] = 0.0f; B2[r] = 0.0f; B3[r] = 0.0f;
+      stop[r] = start;
+      row_end[r] = start;
+      if (y0 + r >= height) continue;
+      for (int l = 0; l < 8 && x0 + l < width; ++l) {
+        const long p = (long)(y0 + r) * width + x0 + l;
+        const float t = in_t[p];
+        T[r][l] = t;
+        // dT_final/dalpha_k = -T_final / (1 - alpha_k): the loss's pull through the final transmittance
+        GT[r][l] = with_trans != 0 ? in_gt[p] * t : 0.0f;
+        G0[r][l] = in_gc[4 * p]; G1[r][l] = in_gc[4 * p + 1]; G2[r][l] = in_gc[4 * p + 2];
+        G3[r][l] = in_gc[4 * p + 3];
+        stop[r][l] = in_k[p];
+      }
+      row_end[r] = __builtin_reduce_max(stop[r]);
+      k_end = row_end[r] > k_end ? row_end[r] : k_end;
+    }
+    for (int k = k_end - 1; k >= start; --k) {
+      if (k - PREFETCH >= start) __builtin_prefetch(S + 16 * idx[k - PREFETCH]);
+      const int g = idx[k];
+      const float* s_ = S + 16 * g;
+      const float my = s_[1];
+      unsigned rows = 0u;
+      for (int r = 0; r < 8; ++r) rows |= (unsigned)(row_end[r] > k) << r;
+""" + _ROWS + r"""
+      const float mx = s_[0], a = s_[2], b = s_[3], c = s_[4], o = s_[5];
+      const float f0 = s_[8], f1 = s_[9], f2 = s_[10], f3 = s_[11];
+      const v8 dx = mx - u;
+      const v8 adx2 = a * dx * dx, bdx = b * dx, adx = a * dx;
+      v8 s_f0 = 0.0f, s_f1 = 0.0f, s_f2 = 0.0f, s_f3 = 0.0f, s_a = 0.0f, s_b = 0.0f, s_c = 0.0f;
+      v8 s_x = 0.0f, s_y = 0.0f, s_ax = 0.0f, s_ay = 0.0f, s_o = 0.0f;
+      while (rows != 0u) {
+        const int r = __builtin_ctz(rows);
+        rows &= rows - 1u;
+        const float dy = my - ((float)(y0 + r) + 0.5f);
+        const v8 sigma = 0.5f * (adx2 + c * dy * dy) + bdx * dy;
+        const v8 e = exp_neg(sigma);
+        const v8 raw = o * e;
+        const v8 alpha = raw < ALPHA_MAX ? raw : ALPHA_MAX;
+        const v8i valid = (k < stop[r]) & (sigma >= 0.0f) & (alpha >= ALPHA_MIN);
+        const v8 ra = 1.0f / (1.0f - alpha);
+        v8 t = valid ? T[r] * ra : T[r];  // the transmittance in front of this splat
+        PLAIN(t);
+        T[r] = t;
+        const v8 w = valid ? alpha * t : 0.0f;
+        const v8 gc0 = G0[r], gc1 = G1[r], gc2 = G2[r], gc3 = G3[r];
+        s_f0 += w * gc0; s_f1 += w * gc1; s_f2 += w * gc2; s_f3 += w * gc3;
+        const v8 g_alpha = ((t * f0 - ra * B0[r]) * gc0 + (t * f1 - ra * B1[r]) * gc1
+                            + (t * f2 - ra * B2[r]) * gc2 + (t * f3 - ra * B3[r]) * gc3) - GT[r] * ra;
+        B0[r] += w * f0; B1[r] += w * f1; B2[r] += w * f2; B3[r] += w * f3;
+        const v8i passes = valid & (raw < ALPHA_MAX);  // a clamped alpha passes no gradient to its splat
+        const v8 gs = passes ? -raw * g_alpha : 0.0f;
+        s_a += 0.5f * gs * dx * dx;
+        s_b += gs * dx * dy;
+        s_c += 0.5f * gs * dy * dy;
+        const v8 gx = gs * (adx + b * dy);
+        const v8 gy = gs * (bdx + c * dy);
+        s_x += gx; s_y += gy;
+        s_ax += vabs(gx); s_ay += vabs(gy);
+        s_o += passes ? e * g_alpha : 0.0f;
+      }
+      float* gg = G + (long)gstride * g;
+      gg[foff] += hsum(s_f0); gg[foff + 1] += hsum(s_f1); gg[foff + 2] += hsum(s_f2); gg[foff + 3] += hsum(s_f3);
+      gg[0] += hsum(s_x); gg[1] += hsum(s_y);
+      gg[2] += hsum(s_a); gg[3] += hsum(s_b); gg[4] += hsum(s_c);
+      gg[5] += hsum(s_o);
+      if (with_absgrad != 0) { gg[6] += hsum(s_ax); gg[7] += hsum(s_ay); }
+    }
+  }
+}
+#if defined(__x86_64__) || defined(_M_X64)
+__builtin_ia32_ldmxcsr(csr_saved);
+#endif
+"""
 
 
-@wp.func
-def exp_neg(s: float) -> float:
-    """exp(-s) for s >= 0, branch free: s = n ln2 + r with |r| <= ln2 / 2, exp(-r) by its Taylor series
-    to the 8th term (error under 1e-8), times 2^-n built from n's bits (exact)."""
-    s = wp.clamp(s, 0.0, 87.0)
-    n = int(s * 1.4426950408889634 + 0.5)
-    fn = float(n)
-    x = (fn * 0.693145751953125 - s) + fn * 1.428606765330187e-06  # -r, ln2 split in two for exactness
-    p = 0.008333334 + x * (0.0013888889 + x * 0.0001984127)
-    p = 1.0 + x * (1.0 + x * (0.5 + x * (0.16666667 + x * (0.041666668 + x * p))))
-    p = p * wp.where((n & 1) != 0, 0.5, 1.0) * wp.where((n & 2) != 0, 0.25, 1.0) * wp.where((n & 4) != 0, 0.0625, 1.0)
-    p = p * wp.where((n & 8) != 0, 0.00390625, 1.0) * wp.where((n & 16) != 0, 1.52587890625e-05, 1.0)
-    p = p * wp.where((n & 32) != 0, 2.3283064365386963e-10, 1.0) * wp.where((n & 64) != 0, 5.421010862427522e-20, 1.0)
-    return p
+@wp.func_native(_FORWARD)
+def _forward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32), records: wp.array(dtype=float),
+                   width: int, height: int, tiles_x: int, n_tiles: int, counter: wp.array(dtype=wp.int32),
+                   chunk: int, colour: wp.array(dtype=wp.vec4), trans: wp.array(dtype=float),
+                   last: wp.array(dtype=wp.int32)):
+    ...
+
+
+@wp.func_native(_BACKWARD)
+def _backward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32), records: wp.array(dtype=float),
+                    width: int, height: int, tiles_x: int, n_tiles: int, counter: wp.array(dtype=wp.int32),
+                    chunk: int, trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
+                    g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
+                    grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
+    ...
 
 
 @wp.kernel
 def composite_forward_cpu(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32),
-                          means2d: wp.array(dtype=wp.vec2), conics: wp.array(dtype=wp.vec3),
-                          opacities: wp.array(dtype=float), feats: wp.array(dtype=wp.vec4),
-                          width: int, height: int, tiles_x: int, tile0: int,
+                          records: wp.array(dtype=float), width: int, height: int, tiles_x: int, n_tiles: int,
+                          counter: wp.array(dtype=wp.int32), chunk: int,
                           colour: wp.array(dtype=wp.vec4), trans: wp.array(dtype=float),
                           last: wp.array(dtype=wp.int32)):
-    tile = tile0 + wp.tid()
-    x0 = (tile % tiles_x) * CPU_TILE_SIZE
-    y0 = (tile / tiles_x) * CPU_TILE_SIZE
-    start = offsets[tile]
-    end = offsets[tile + 1]
-    u = vec64()
-    v = vec64()
-    for j in range(64):
-        u[j] = float(x0 + j % CPU_TILE_SIZE) + 0.5
-        v[j] = float(y0 + j / CPU_TILE_SIZE) + 0.5
-    t = vec64(1.0)
-    done = vec64()
-    c0 = vec64()
-    c1 = vec64()
-    c2 = vec64()
-    c3 = vec64()
-    stop = ivec64(start)
-    k = start
-    while k < end:
-        g = ids[k]
-        m = means2d[g]
-        q = conics[g]
-        o = opacities[g]
-        f = feats[g]
-        k1 = k + 1
-        for j in range(64):
-            dx = m[0] - u[j]
-            dy = m[1] - v[j]
-            sigma = 0.5 * (q[0] * dx * dx + q[2] * dy * dy) + q[1] * dx * dy
-            alpha = wp.min(MAX_ALPHA, o * exp_neg(sigma))
-            tj = t[j]
-            nt = tj * (1.0 - alpha)
-            ok = sigma >= 0.0 and alpha >= ALPHA_THRESHOLD and done[j] == 0.0
-            ends = ok and nt <= MIN_TRANSMITTANCE
-            take = ok and nt > MIN_TRANSMITTANCE
-            w = wp.where(take, alpha * tj, 0.0)
-            c0[j] = c0[j] + w * f[0]
-            c1[j] = c1[j] + w * f[1]
-            c2[j] = c2[j] + w * f[2]
-            c3[j] = c3[j] + w * f[3]
-            t[j] = wp.where(take, nt, tj)
-            done[j] = wp.where(ends, 1.0, done[j])
-            stop[j] = wp.where(take, k1, stop[j])
-        k = k1
-        if (k - start) % 8 == 0:
-            finished = float(0.0)
-            for j in range(64):
-                finished += done[j]
-            if finished == 64.0:
-                break
-    for j in range(64):
-        x = x0 + j % CPU_TILE_SIZE
-        y = y0 + j / CPU_TILE_SIZE
-        if x < width and y < height:
-            p = y * width + x
-            colour[p] = wp.vec4(c0[j], c1[j], c2[j], c3[j])
-            trans[p] = t[j]
-            last[p] = stop[j]
+    """One worker: tiles from ``counter`` (``chunk`` at a time) until ``n_tiles`` are taken."""
+    _forward_tiles(offsets, ids, records, width, height, tiles_x, n_tiles, counter, chunk, colour, trans, last)
 
 
 @wp.kernel
 def composite_backward_cpu(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32),
-                           means2d: wp.array(dtype=wp.vec2), conics: wp.array(dtype=wp.vec3),
-                           opacities: wp.array(dtype=float), feats: wp.array(dtype=wp.vec4),
-                           width: int, height: int, tiles_x: int, tile0: int,
+                           records: wp.array(dtype=float), width: int, height: int, tiles_x: int, n_tiles: int,
+                           counter: wp.array(dtype=wp.int32), chunk: int,
                            trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
                            g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
-                           g_means2d: wp.array(dtype=wp.vec2), g_conics: wp.array(dtype=wp.vec3),
-                           g_opacities: wp.array(dtype=float), g_feats: wp.array(dtype=wp.vec4),
-                           absgrad: wp.array(dtype=wp.vec2), with_absgrad: int):
-    tile = tile0 + wp.tid()
-    x0 = (tile % tiles_x) * CPU_TILE_SIZE
-    y0 = (tile / tiles_x) * CPU_TILE_SIZE
-    start = offsets[tile]
-    u = vec64()
-    v = vec64()
-    t = vec64()
-    gt = vec64()
-    gc0 = vec64()
-    gc1 = vec64()
-    gc2 = vec64()
-    gc3 = vec64()
-    stop = ivec64(start)
-    kmax = start
-    for j in range(64):
-        x = x0 + j % CPU_TILE_SIZE
-        y = y0 + j / CPU_TILE_SIZE
-        u[j] = float(x) + 0.5
-        v[j] = float(y) + 0.5
-        if x < width and y < height:
-            p = y * width + x
-            t[j] = trans[p]
-            if with_trans != 0:
-                gt[j] = g_trans[p] * trans[p]
-            gc = g_colour[p]
-            gc0[j] = gc[0]
-            gc1[j] = gc[1]
-            gc2[j] = gc[2]
-            gc3[j] = gc[3]
-            stop[j] = last[p]
-            kmax = wp.max(kmax, last[p])
-    b0 = vec64()
-    b1 = vec64()
-    b2 = vec64()
-    b3 = vec64()
-    k = kmax - 1
-    while k >= start:
-        g = ids[k]
-        m = means2d[g]
-        q = conics[g]
-        o = opacities[g]
-        f = feats[g]
-        s_f0 = float(0.0)
-        s_f1 = float(0.0)
-        s_f2 = float(0.0)
-        s_f3 = float(0.0)
-        s_a = float(0.0)
-        s_b = float(0.0)
-        s_c = float(0.0)
-        s_x = float(0.0)
-        s_y = float(0.0)
-        s_o = float(0.0)
-        s_ax = float(0.0)
-        s_ay = float(0.0)
-        for j in range(64):
-            dx = m[0] - u[j]
-            dy = m[1] - v[j]
-            sigma = 0.5 * (q[0] * dx * dx + q[2] * dy * dy) + q[1] * dx * dy
-            raw = o * exp_neg(sigma)
-            alpha = wp.min(MAX_ALPHA, raw)
-            valid = k < stop[j] and sigma >= 0.0 and alpha >= ALPHA_THRESHOLD
-            ra = 1.0 / (1.0 - alpha)
-            tj = wp.where(valid, t[j] * ra, t[j])
-            t[j] = tj
-            w = wp.where(valid, alpha * tj, 0.0)
-            s_f0 += w * gc0[j]
-            s_f1 += w * gc1[j]
-            s_f2 += w * gc2[j]
-            s_f3 += w * gc3[j]
-            g_alpha = ((tj * f[0] - ra * b0[j]) * gc0[j] + (tj * f[1] - ra * b1[j]) * gc1[j]
-                       + (tj * f[2] - ra * b2[j]) * gc2[j] + (tj * f[3] - ra * b3[j]) * gc3[j]) - gt[j] * ra
-            b0[j] = b0[j] + w * f[0]
-            b1[j] = b1[j] + w * f[1]
-            b2[j] = b2[j] + w * f[2]
-            b3[j] = b3[j] + w * f[3]
-            passes = valid and raw < MAX_ALPHA
-            gs = wp.where(passes, -raw * g_alpha, 0.0)
-            s_a += 0.5 * gs * dx * dx
-            s_b += gs * dx * dy
-            s_c += 0.5 * gs * dy * dy
-            gx = gs * (q[0] * dx + q[1] * dy)
-            gy = gs * (q[1] * dx + q[2] * dy)
-            s_x += gx
-            s_y += gy
-            s_ax += wp.abs(gx)
-            s_ay += wp.abs(gy)
-            s_o += wp.where(passes, raw / o * g_alpha, 0.0)
-        g_feats[g] = g_feats[g] + wp.vec4(s_f0, s_f1, s_f2, s_f3)
-        g_conics[g] = g_conics[g] + wp.vec3(s_a, s_b, s_c)
-        g_means2d[g] = g_means2d[g] + wp.vec2(s_x, s_y)
-        g_opacities[g] = g_opacities[g] + s_o
-        if with_absgrad != 0:
-            absgrad[g] = absgrad[g] + wp.vec2(s_ax, s_ay)
-        k = k - 1
+                           grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
+    """One worker, as the forward; gradients go into this worker's own buffer ``grads`` (``gstride`` floats a
+    splat, this launch's features at ``foff``), which the caller sums."""
+    _backward_tiles(offsets, ids, records, width, height, tiles_x, n_tiles, counter, chunk, trans, last, g_colour,
+                    g_trans, with_trans, grads, gstride, foff, with_absgrad)

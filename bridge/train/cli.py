@@ -66,6 +66,10 @@ def train(ctx: RunContext, job: TrainJob) -> protocol.Done:
         raise bad_job("out", f"cannot create {job.out} ({exc.strerror})") from None
     import torch
 
+    if choice.backend == "warp" and choice.device == "cpu":
+        # The compiled rasterizer runs its own threads, one per core; torch's ops (loss, Adam) stay on one,
+        # or its idle OpenMP workers spin against the rasterizer's threads after each of them.
+        torch.set_num_threads(1)
     # Before the checkpoint is read: a Resume may find the run before it still saving there.
     with output_lock(ctx, job.out, job.lock_wait) as held:
         if not held:
