@@ -42,7 +42,7 @@ def test_strategy_options_in_range_pass_and_out_of_range_name_the_option():
     options = {"refine_every": 50, "absgrad": True, "prune_opa": 0.01, "grow_grad2d": 1, "reset_every": 1}
     assert make_job({**GOOD, "strategy_options": options}).strategy_options == options
     assert make_job({**GOOD, "strategy": "mcmc", "strategy_options": {"noise_lr": 0, "min_opacity": 0.5}})
-    with pytest.raises(BridgeError, match="'strategy_options.reset_every': must be at least 1, got 0"):
+    with pytest.raises(BridgeError, match="'strategy_options.reset_every': must be between 1 and 1000000, got 0"):
         make_job({**GOOD, "strategy_options": {"reset_every": 0}})
     with pytest.raises(BridgeError, match="'strategy_options.min_opacity': must be between 0 and 0.999, got 1"):
         make_job({**GOOD, "strategy": "mcmc", "strategy_options": {"min_opacity": 1}})
