@@ -24,3 +24,23 @@ def convert_to_pointcloud(holder, scene):
     for attr in [a for a in pc.attributes if a.name.startswith(".select")]:  # the converter's selection state
         pc.attributes.remove(attr)
     return pc
+
+
+def pointcloud_through_mesh(name: str, n: int, scene, fill):
+    """A new point cloud of ``n`` points made through a mesh: ``fill(mesh)`` writes the vertices'
+    attributes, then Blender's converter turns the mesh into the point cloud (returned). The mesh and
+    its holder object are removed whatever happens; an exception from ``fill`` or the converter passes on.
+    """
+    mesh = bpy.data.meshes.new(name)
+    holder = None
+    try:
+        mesh.vertices.add(n)
+        fill(mesh)
+        holder = bpy.data.objects.new(name, mesh)
+        scene.collection.objects.link(holder)
+        return convert_to_pointcloud(holder, scene)
+    finally:
+        if holder is not None:
+            bpy.data.objects.remove(holder)
+        if mesh.users == 0:
+            bpy.data.meshes.remove(mesh)

@@ -46,7 +46,7 @@ from ...bridge.formats import SplatSet
 from ...bridge.formats.splatset import SH_REST_COUNT
 from ...bridge.formats.transform import bake_transform
 from ..common import compat
-from ..common.pointclouds import convert_to_pointcloud
+from ..common.pointclouds import pointcloud_through_mesh
 
 LAYOUT_KEY = "splatwork_layout"
 LAYOUT_VERSION = 2
@@ -272,19 +272,7 @@ def _new_pointcloud(name: str, splats: SplatSet, scene):
             bpy.data.pointclouds.remove(pc)
             raise
     else:
-        mesh = bpy.data.meshes.new(name)
-        holder = None
-        try:
-            mesh.vertices.add(n)
-            _write_columns(mesh.attributes, cols, n, name)
-            holder = bpy.data.objects.new(name, mesh)
-            scene.collection.objects.link(holder)
-            pc = convert_to_pointcloud(holder, scene)
-        finally:
-            if holder is not None:
-                bpy.data.objects.remove(holder)
-            if mesh.users == 0:
-                bpy.data.meshes.remove(mesh)
+        pc = pointcloud_through_mesh(name, n, scene, lambda mesh: _write_columns(mesh.attributes, cols, n, name))
     pc[LAYOUT_KEY] = _layout_json(splats)
     if compat.NATIVE_SPLATS:
         pc.type = NATIVE_TYPE
@@ -617,11 +605,8 @@ def _replace_with_subset(obj, keep: np.ndarray, kept: int, names: list[str]) -> 
     """Blender 5.0: the kept points into a mesh's vertices, converted into a new point cloud."""
     old = obj.data
     n = len(old.points)
-    scene = bpy.context.scene
-    mesh = bpy.data.meshes.new(old.name)
-    holder = None
-    try:
-        mesh.vertices.add(kept)
+
+    def fill(mesh) -> None:
         for name in names:
             if name == SELECTION:
                 continue  # the converter keeps only its own selection; the kept points were unselected
@@ -634,14 +619,8 @@ def _replace_with_subset(obj, keep: np.ndarray, kept: int, names: list[str]) -> 
                 raise SplatLayoutError(f"{obj.name!r}: Blender refused the point attribute {name!r}")
             if kept:
                 target.data.foreach_set(_RAW[attr.data_type][0], values.reshape(-1))
-        holder = bpy.data.objects.new(old.name, mesh)
-        scene.collection.objects.link(holder)
-        pc = convert_to_pointcloud(holder, scene)
-    finally:
-        if holder is not None:
-            bpy.data.objects.remove(holder)
-        if mesh.users == 0:
-            bpy.data.meshes.remove(mesh)
+
+    pc = pointcloud_through_mesh(old.name, kept, bpy.context.scene, fill)
     for key in old.keys():
         pc[key] = old[key]
     for material in old.materials:
