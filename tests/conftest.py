@@ -33,6 +33,10 @@ BLENDER_FIXTURES = {"blender", "splatwork", "blender_with_splatwork", "extension
 
 # Tests import torch next to Blender and run bridge subprocesses beside them: no busy-waiting pools.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The compiled rasterizer's kernels, compiled once (half a minute on 2 cores) and shared by every test
+# session on every Blender, not once per session in each one's throwaway extension folder. The tests of
+# the cache itself (tests/test_raster_warp.py) and of where the add-on puts it set their own.
+os.environ.setdefault("SPLATWORK_CACHE_DIR", str(ROOT / "out" / "test-kernel-cache"))
 
 _BLENDER_HOME = tempfile.mkdtemp(prefix="splatwork-test-blender-")
 atexit.register(shutil.rmtree, _BLENDER_HOME, ignore_errors=True)

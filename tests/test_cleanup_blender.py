@@ -450,6 +450,7 @@ def test_cli_bad_cleanup_is_exit_2_with_the_reason(blender_with_splatwork, splat
     assert not out.exists()
 
 
+@pytest.mark.ends_only
 def test_cli_cleans_after_training_and_exports(blender_with_splatwork, splatwork, synthetic_scene, tmp_path, capsys):
     """Train (a few steps), then --cleanup with every selection the command line has, deleting, and
     export: the file holds exactly the splats left, each one of the trained splats."""

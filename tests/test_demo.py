@@ -27,6 +27,7 @@ CYCLES_SAMPLES = 8
 
 
 @pytest.mark.slow
+@pytest.mark.ends_only
 def test_demo_writes_blend_renders_and_a_report_with_held_out_psnr(blender_with_splatwork, tmp_path):
     """The demo as a user runs it (default scene, steps and resolution; fewer Cycles samples, to save time)."""
     out = tmp_path / "out"

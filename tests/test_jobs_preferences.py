@@ -82,3 +82,19 @@ def test_build_gpu_kernels_fails_cleanly_and_the_install_step_only_warns(splatwo
     import bpy
 
     assert hasattr(bpy.types, "SPLATWORK_OT_build_kernels")
+
+
+def test_the_bridges_keep_compiled_kernels_in_the_extensions_user_folder(splatwork, blender_with_splatwork,
+                                                                         monkeypatch):
+    """Enabling the add-on points the bridges it starts at the extension's user folder for the compiled
+    rasterizer's kernel cache, unless the environment names one (the tests do, to share it across runs)."""
+    import bpy
+
+    runtime = splatwork.addon.setup.runtime
+    monkeypatch.setenv(runtime.CACHE_ENV, "/somewhere/else")
+    runtime.use_kernel_cache()
+    assert os.environ[runtime.CACHE_ENV] == "/somewhere/else"
+    monkeypatch.delenv(runtime.CACHE_ENV)
+    runtime.use_kernel_cache()
+    folder = bpy.utils.extension_path_user(runtime.ADDON_ID, path="kernel-cache")
+    assert os.environ[runtime.CACHE_ENV] == folder and os.path.isdir(folder)

@@ -120,6 +120,7 @@ def _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps, snapshot_eve
     return scene, settings
 
 
+@pytest.mark.ends_only
 def test_training_there_looks_like_a_local_run(blender_with_splatwork, splatwork, sshd, synthetic_scene, tmp_path):
     jobs, training = splatwork.addon.common.jobs, splatwork.addon.training
     scene, settings = _train_there(splatwork, sshd, tmp_path, synthetic_scene, steps=6, snapshot_every=3)
@@ -153,6 +154,7 @@ def test_training_there_looks_like_a_local_run(blender_with_splatwork, splatwork
     assert machine.sync(images, str(data)) == 0
 
 
+@pytest.mark.ends_only
 def test_photos_go_over_at_the_training_size_once_and_again_only_when_changed(blender_with_splatwork, splatwork,
                                                                                 sshd, tmp_path):
     from PIL import Image
@@ -230,6 +232,7 @@ def test_cancel_while_images_are_reduced_stops_the_job(blender_with_splatwork, s
     assert not (tmp_path / "far" / "out").exists(), "nothing started there"
 
 
+@pytest.mark.ends_only
 def test_a_dropped_connection_stops_the_run_there_with_a_checkpoint_and_resume_continues(
         blender_with_splatwork, splatwork, sshd, synthetic_scene, tmp_path):
     jobs, training = splatwork.addon.common.jobs, splatwork.addon.training
@@ -273,6 +276,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.ends_only
 def test_render_passes_there_come_back_as_if_rendered_here(blender_with_splatwork, splatwork, sshd, tmp_path):
     import numpy as np
     from test_render_passes import _plane_of_splats, read_exr, set_camera
