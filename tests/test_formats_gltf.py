@@ -12,26 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_formats import random_splats
 
 from bridge.formats import FormatError, FormatWarning, SplatSet, detect_format, gltf, read_splats, write_splats
-from bridge.formats.splatset import SH_REST_COUNT
 from bridge.formats.spz import flip_yz
 from bridge.formats.transform import bake_transform
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def random_splats(n: int = 60, degree: int = 3, seed: int = 0) -> SplatSet:
-    rng = np.random.default_rng(seed)
-    f = np.float32
-    return SplatSet(
-        means=rng.uniform(-5, 5, (n, 3)).astype(f),
-        scales=rng.uniform(-6, 0, (n, 3)).astype(f),
-        quats=rng.normal(size=(n, 4)).astype(f),
-        opacities=rng.uniform(-4, 4, n).astype(f),
-        sh_dc=rng.uniform(-1.5, 1.5, (n, 3)).astype(f),
-        sh_rest=rng.uniform(-0.5, 0.5, (n, SH_REST_COUNT[degree], 3)).astype(f),
-    )
 
 
 def assert_glb_equal(got: SplatSet, want: SplatSet) -> None:
@@ -75,7 +62,7 @@ def accessor_of(doc: dict, semantic: str) -> dict:
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 @pytest.mark.parametrize("suffix", [".glb", ".gltf"])
 def test_write_then_read_keeps_the_splats(tmp_path, degree, suffix):
-    splats = random_splats(degree=degree, seed=degree)
+    splats = random_splats(60, degree, seed=degree)
     path = tmp_path / f"s{suffix}"
     write_splats(path, splats)
     assert detect_format(path) == suffix[1:]
