@@ -544,15 +544,14 @@ class _Composite(torch.autograd.Function):
         if g_colour is None:
             g_colour = torch.zeros(pixels, d, dtype=dtype, device=dev)
         g_colour = g_colour.reshape(pixels, d)
-        g_groups = _groups(g_colour)
         with_trans = g_trans is not None
         g_trans = g_trans.reshape(pixels).contiguous() if with_trans else trans
         if plan.perm is not None:
             g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_cpu(
-                plan, groups, g_groups, trans, last, g_trans, with_trans, sink is not None, n, d)
+                plan, groups, g_colour.contiguous(), trans, last, g_trans, with_trans, sink is not None, n, d)
         else:
             g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_pixels(
-                plan, means2d, conics, opacities, groups, g_groups, trans, last, g_trans, with_trans,
+                plan, means2d, conics, opacities, groups, _groups(g_colour), trans, last, g_trans, with_trans,
                 sink is not None, n, d)
         if sink is not None:
             target, ids = sink if isinstance(sink, tuple) else (sink, None)
@@ -560,19 +559,22 @@ class _Composite(torch.autograd.Function):
         return g_means2d, g_conics, g_opac, g_feats, None, None
 
 
-def _backward_cpu(plan, records, g_groups, trans, last, g_trans, with_trans, with_absgrad, n, d):
+def _backward_cpu(plan, records, g_colour, trans, last, g_trans, with_trans, with_absgrad, n, d):
     """The CPU kernels' backward: each worker sums into its own [visible, 8 + 4 groups] buffer (mean, conic,
-    opacity, absgrad, features), the buffers summed and scattered back to the splats."""
+    opacity, absgrad, features), the buffers summed and scattered back to the splats. ``g_colour`` [pixels,
+    d], contiguous: each launch reads its group's channels from it."""
     stride = 8 + 4 * len(records)
     slots = _threads()
     bufs = [torch.zeros(len(plan.perm), stride) for _ in range(slots)]
     used = 1
-    for i, (rec, g_group) in enumerate(zip(records, g_groups, strict=True)):
+    flat = g_colour.reshape(-1)
+    for i, rec in enumerate(records):
         first = i == 0  # the transmittance's and absgrad's share is taken once
 
-        def tail(w, first=first, g_group=g_group, i=i):
-            return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
-                    _arr(bufs[w].reshape(-1)), stride, 8 + 4 * i, int(with_absgrad and first)]
+        def tail(w, first=first, i=i):
+            return [_arr(trans), _arr(last), _arr(flat), d, 4 * i, min(4, d - 4 * i), _arr(g_trans),
+                    int(with_trans and first), _arr(bufs[w].reshape(-1)), stride, 8 + 4 * i,
+                    int(with_absgrad and first)]
 
         used = max(used, plan.launch(False, None, None, None, rec, tail))
     total = bufs[0]

@@ -213,8 +213,10 @@ for (;;) {
         T[r][l] = t;
         // dT_final/dalpha_k = -T_final / (1 - alpha_k): the loss's pull through the final transmittance
         GT[r][l] = with_trans != 0 ? in_gt[p] * t : 0.0f;
-        G0[r][l] = in_gc[4 * p]; G1[r][l] = in_gc[4 * p + 1]; G2[r][l] = in_gc[4 * p + 2];
-        G3[r][l] = in_gc[4 * p + 3];
+        // this launch's channels of the pixel's [channels] gradient row (zero past the last one)
+        const float* gc = in_gc + (long)gc_stride * p + gc_first;
+        G0[r][l] = gc[0]; G1[r][l] = gc_count > 1 ? gc[1] : 0.0f; G2[r][l] = gc_count > 2 ? gc[2] : 0.0f;
+        G3[r][l] = gc_count > 3 ? gc[3] : 0.0f;
         stop[r][l] = in_k[p];
       }
       row_end[r] = __builtin_reduce_max(stop[r]);
@@ -291,8 +293,9 @@ def _forward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int
 def _backward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32), records: wp.array(dtype=float),
                     width: int, height: int, tiles_x: int, n_tiles: int, counter: wp.array(dtype=wp.int32),
                     chunk: int, trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
-                    g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
-                    grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
+                    g_colour: wp.array(dtype=float), gc_stride: int, gc_first: int, gc_count: int,
+                    g_trans: wp.array(dtype=float), with_trans: int, grads: wp.array(dtype=float), gstride: int,
+                    foff: int, with_absgrad: int):
     ...
 
 
@@ -311,12 +314,14 @@ def composite_backward_cpu(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtyp
                            records: wp.array(dtype=float), width: int, height: int, tiles_x: int, n_tiles: int,
                            counter: wp.array(dtype=wp.int32), chunk: int,
                            trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
-                           g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
+                           g_colour: wp.array(dtype=float), gc_stride: int, gc_first: int, gc_count: int,
+                           g_trans: wp.array(dtype=float), with_trans: int,
                            grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
     """One worker, as the forward; gradients go into this worker's own buffer ``grads`` (``gstride`` floats a
-    splat, this launch's features at ``foff``), which the caller sums."""
+    splat, this launch's features at ``foff``), which the caller sums. ``g_colour`` is the colour's gradient,
+    ``gc_stride`` floats a pixel, of which this launch takes ``gc_count`` (at most 4) from ``gc_first``."""
     _backward_tiles(offsets, ids, records, width, height, tiles_x, n_tiles, counter, chunk, trans, last, g_colour,
-                    g_trans, with_trans, grads, gstride, foff, with_absgrad)
+                    gc_stride, gc_first, gc_count, g_trans, with_trans, grads, gstride, foff, with_absgrad)
 
 
 # ---- the CPU's binning order: the visible splats in depth order, and their record numbers ----------------
