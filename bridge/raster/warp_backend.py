@@ -312,8 +312,10 @@ def _on_cpu_threads(total: int, grain: int, launch, per_worker: int = 8, least: 
     worker index on one thread at a time, for its own buffers), a worker for each ``least`` (default
     ``grain``) of the total; returns the number of workers."""
     workers = max(1, min(_threads(), math.ceil(total / max(1, least or grain))))
-    # one range per worker when there is one worker, else about ``per_worker`` each (threads finish together)
-    step = total if workers == 1 else max(1, min(grain, math.ceil(total / (workers * per_worker))))
+    # one range per worker when there is one worker, else at least ``per_worker`` each, of equal sizes and a
+    # whole number of them per worker (threads finish together)
+    pieces = max(workers * per_worker, math.ceil(total / max(1, grain)))
+    step = total if workers == 1 else max(1, math.ceil(total / (math.ceil(pieces / workers) * workers)))
     ranges = [(a, min(total, a + step)) for a in range(0, total, step)]
     if workers == 1:
         for a, b in ranges:
@@ -531,6 +533,7 @@ class _Composite(torch.autograd.Function):
             colours.append(colour)
         colour = torch.cat(colours, dim=1)[:, :d] if len(colours) > 1 else colours[0][:, :d]
         ctx.plan, ctx.absgrad_sink, ctx.channels = plan, absgrad_sink, d
+        ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not a tensor of zeros
         ctx.save_for_backward(means2d, conics, opacities, trans, last, *groups)
         ctx.mark_non_differentiable(last)
         return colour.reshape(height, width, d), trans.reshape(height, width)
