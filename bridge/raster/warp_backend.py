@@ -729,12 +729,15 @@ class _Colours(torch.autograd.Function):
         means, coeffs = ctx.saved_tensors
         n, stride = means.shape[0], coeffs.shape[1] * 3
         g_colours = g_colours.contiguous()
-        g_means, g_coeffs = torch.zeros(n, 3), torch.zeros_like(coeffs)
+        # written over by the first camera's kernel (every coefficient, and the means when they take a gradient)
+        new = torch.empty if ctx.centres else torch.zeros
+        g_means, g_coeffs = new(n, 3), new(coeffs.shape)
         with_means = int(ctx.needs_input_grad[0])
         for i, centre in enumerate(ctx.centres):
             _per_splat_cpu(geometry.sh_backward, n, [_arr(means, wp.vec3), _arr(coeffs.reshape(-1)), stride,
                                                      ctx.degree, wp.vec3(*centre)], [
-                _arr(g_colours[i], wp.vec3), _arr(g_coeffs.reshape(-1)), _arr(g_means, wp.vec3), with_means])
+                _arr(g_colours[i], wp.vec3), _arr(g_coeffs.reshape(-1)), _arr(g_means, wp.vec3), with_means,
+                int(i == 0)])
         return (g_means if with_means else None), g_coeffs, None, None
 
 
