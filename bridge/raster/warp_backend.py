@@ -307,12 +307,15 @@ def _stream(device: str):
     return wp.stream_from_torch(torch.device(device))
 
 
-def _on_cpu_threads(total: int, grain: int, launch) -> int:
-    """``launch(a, b, worker)`` over [0, total) in ranges of about ``grain``, on the CPU's threads (each
-    worker index on one thread at a time, for its own buffers); returns the number of workers."""
-    workers = max(1, min(_threads(), math.ceil(total / max(1, grain))))
-    # one range per worker when there is one worker, else about 8 each (threads finish together)
-    step = total if workers == 1 else max(1, min(grain, math.ceil(total / (workers * 8))))
+def _on_cpu_threads(total: int, grain: int, launch, per_worker: int = 8, least: int | None = None) -> int:
+    """``launch(a, b, worker)`` over [0, total) in ranges of at most ``grain``, on the CPU's threads (each
+    worker index on one thread at a time, for its own buffers), a worker for each ``least`` (default
+    ``grain``) of the total; returns the number of workers."""
+    workers = max(1, min(_threads(), math.ceil(total / max(1, least or grain))))
+    # one range per worker when there is one worker, else at least ``per_worker`` each, of equal sizes and a
+    # whole number of them per worker (threads finish together)
+    pieces = max(workers * per_worker, math.ceil(total / max(1, grain)))
+    step = total if workers == 1 else max(1, math.ceil(total / (math.ceil(pieces / workers) * workers)))
     ranges = [(a, min(total, a + step)) for a in range(0, total, step)]
     if workers == 1:
         for a, b in ranges:
@@ -363,12 +366,12 @@ class _Plan:
         cn = conics.detach().contiguous()
         op = opacities.detach().contiguous()
         rd = radii.detach().to(torch.int32).contiguous()
-        # Past this sigma, alpha = opacity exp(-sigma) is under 1/255: the kernels skip the exp.
-        self.cutoffs = (torch.log(op.clamp_min(1e-30) * 255.0) + 1e-3).contiguous()
         geometry = [_arr(m2, wp.vec2), _arr(rd, wp.vec2i), _arr(cn, wp.vec3), _arr(op), self.ts, self.tiles_x,
                     self.tiles_y]
         self.perm = None  # the CPU kernels': packed record -> splat
         if self.cuda or _pixel_kernels_on_cpu():
+            # Past this sigma, alpha = opacity exp(-sigma) is under 1/255: the per-pixel kernels skip the exp.
+            self.cutoffs = (torch.log(op.clamp_min(1e-30) * 255.0) + 1e-3).contiguous()
             self._bin(n, geometry, depths, width, height)
         else:
             self._bin_cpu(n, geometry, m2, rd, depths, width, height)
@@ -407,15 +410,26 @@ class _Plan:
         """The CPU's binning (``warp_binning.bin_count_cpu``/``bin_emit_cpu``): the lists hold record numbers,
         the visible splats numbered by the tile their mean is in (``perm``), so that the splats of
         neighbouring tiles lie near each other in memory."""
-        visible = (rd > 0).all(-1).nonzero()[:, 0]
-        order = visible[torch.sort(depths.detach()[visible], stable=True).indices].to(torch.int32)
-        held = m2[visible]
-        cx = torch.clamp(torch.nan_to_num(held[:, 0] / self.ts), 0, self.tiles_x - 1).to(torch.int32)
-        cy = torch.clamp(torch.nan_to_num(held[:, 1] / self.ts), 0, self.tiles_y - 1).to(torch.int32)
-        self.perm = visible[torch.sort(cy * self.tiles_x + cx, stable=True).indices].to(torch.int32)
-        labels = torch.zeros(n, dtype=torch.int32)
-        labels[self.perm.long()] = torch.arange(len(visible), dtype=torch.int32)
-        count = len(visible)
+        # The visible splats in depth order (``order``) and their record numbers (``perm``, ``labels``): two
+        # independent compiled tasks (``warp_tiles.bin_order_cpu``), one on each of two threads.
+        order = torch.empty(n, dtype=torch.int32)
+        perm = torch.empty(n, dtype=torch.int32)
+        labels = torch.empty(n, dtype=torch.int32)
+        counts = torch.zeros(2, dtype=torch.int32)
+        scratch = [torch.empty(3 * n, dtype=torch.int32), torch.empty(n + self.n_tiles + 1, dtype=torch.int32)]
+        head = [_arr(m2, wp.vec2), _arr(rd, wp.vec2i), _arr(depths.detach().contiguous()), n, self.ts, self.tiles_x,
+                self.tiles_y, self.n_tiles]
+        tasks = [(0, 1)] if _threads() == 1 or n < 4096 else [(0,), (1,)]
+
+        def order_tasks(w: int) -> None:
+            for task in tasks[w]:
+                wp.launch(tiles.bin_order_cpu, dim=1, device="cpu", inputs=[
+                    *head, task, _arr(order), _arr(perm), _arr(labels), _arr(counts[task:task + 1]),
+                    _arr(scratch[task])])
+
+        _workers(len(tasks), order_tasks)
+        count = int(counts[0])
+        order, self.perm = order[:count], perm[:count]
         workers = max(1, min(_threads(), count // 4096))
         bounds = [count * w // workers for w in range(workers + 1)]
         tile_counts = torch.zeros(workers, self.n_tiles, dtype=torch.int32)
@@ -491,8 +505,12 @@ def _groups(feats: Tensor) -> list[Tensor]:
     """Features as contiguous [N, 4] groups (the kernels' vec4), the last padded with zeros."""
     n, d = feats.shape
     g = math.ceil(d / 4)
-    padded = torch.nn.functional.pad(feats, (0, 4 * g - d)) if 4 * g != d else feats
-    return [padded[:, 4 * i:4 * i + 4].contiguous() for i in range(g)]
+    if 4 * g != d:  # one copy into a zeroed tail (torch's pad is twice as slow on one thread)
+        padded = torch.empty(n, 4 * g, dtype=feats.dtype, device=feats.device)
+        padded[:, :d].copy_(feats)
+        padded[:, d:].zero_()
+        feats = padded
+    return [feats[:, 4 * i:4 * i + 4].contiguous() for i in range(g)]
 
 
 class _Composite(torch.autograd.Function):
@@ -515,6 +533,7 @@ class _Composite(torch.autograd.Function):
             colours.append(colour)
         colour = torch.cat(colours, dim=1)[:, :d] if len(colours) > 1 else colours[0][:, :d]
         ctx.plan, ctx.absgrad_sink, ctx.channels = plan, absgrad_sink, d
+        ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not a tensor of zeros
         ctx.save_for_backward(means2d, conics, opacities, trans, last, *groups)
         ctx.mark_non_differentiable(last)
         return colour.reshape(height, width, d), trans.reshape(height, width)
@@ -528,15 +547,14 @@ class _Composite(torch.autograd.Function):
         if g_colour is None:
             g_colour = torch.zeros(pixels, d, dtype=dtype, device=dev)
         g_colour = g_colour.reshape(pixels, d)
-        g_groups = _groups(g_colour)
         with_trans = g_trans is not None
         g_trans = g_trans.reshape(pixels).contiguous() if with_trans else trans
         if plan.perm is not None:
             g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_cpu(
-                plan, groups, g_groups, trans, last, g_trans, with_trans, sink is not None, n, d)
+                plan, groups, g_colour.contiguous(), trans, last, g_trans, with_trans, sink is not None, n, d)
         else:
             g_means2d, g_conics, g_opac, g_feats, absgrad = _backward_pixels(
-                plan, means2d, conics, opacities, groups, g_groups, trans, last, g_trans, with_trans,
+                plan, means2d, conics, opacities, groups, _groups(g_colour), trans, last, g_trans, with_trans,
                 sink is not None, n, d)
         if sink is not None:
             target, ids = sink if isinstance(sink, tuple) else (sink, None)
@@ -544,26 +562,32 @@ class _Composite(torch.autograd.Function):
         return g_means2d, g_conics, g_opac, g_feats, None, None
 
 
-def _backward_cpu(plan, records, g_groups, trans, last, g_trans, with_trans, with_absgrad, n, d):
+def _backward_cpu(plan, records, g_colour, trans, last, g_trans, with_trans, with_absgrad, n, d):
     """The CPU kernels' backward: each worker sums into its own [visible, 8 + 4 groups] buffer (mean, conic,
-    opacity, absgrad, features), the buffers summed and scattered back to the splats."""
+    opacity, absgrad, features), the buffers summed and scattered back to the splats. ``g_colour`` [pixels,
+    d], contiguous: each launch reads its group's channels from it."""
     stride = 8 + 4 * len(records)
     slots = _threads()
     bufs = [torch.zeros(len(plan.perm), stride) for _ in range(slots)]
     used = 1
-    for i, (rec, g_group) in enumerate(zip(records, g_groups, strict=True)):
+    flat = g_colour.reshape(-1)
+    for i, rec in enumerate(records):
         first = i == 0  # the transmittance's and absgrad's share is taken once
 
-        def tail(w, first=first, g_group=g_group, i=i):
-            return [_arr(trans), _arr(last), _arr(g_group, wp.vec4), _arr(g_trans), int(with_trans and first),
-                    _arr(bufs[w].reshape(-1)), stride, 8 + 4 * i, int(with_absgrad and first)]
+        def tail(w, first=first, i=i):
+            return [_arr(trans), _arr(last), _arr(flat), d, 4 * i, min(4, d - 4 * i), _arr(g_trans),
+                    int(with_trans and first), _arr(bufs[w].reshape(-1)), stride, 8 + 4 * i,
+                    int(with_absgrad and first)]
 
         used = max(used, plan.launch(False, None, None, None, rec, tail))
     total = bufs[0]
-    for b in bufs[1:used]:
+    for b in bufs[1:used - 1]:
         total += b
     full = torch.zeros(n, stride)
-    full[plan.perm.long()] = total
+    if len(plan.perm):  # the last worker's buffer is added as the rows are scattered to their splats
+        last_buf = bufs[used - 1] if used > 1 else total
+        wp.launch(tiles.scatter_grads, dim=len(plan.perm), device="cpu", inputs=[
+            _arr(plan.perm), _arr(total), _arr(last_buf), int(used > 1), _arr(full)])
     return full[:, 0:2], full[:, 2:5], full[:, 5], full[:, 8:8 + d], full[:, 6:8]
 
 
@@ -641,8 +665,9 @@ def _cameras(viewmats: Tensor, Ks: Tensor, width: int, height: int, eps2d: float
 def _per_splat_cpu(kernel, n: int, head: list, tail: list) -> None:
     """``kernel`` over splats [0, n) on the CPU's threads, in ranges (each launch's first splat after ``head``)."""
     if n:
+        # the same work for every splat: two ranges a worker balance the threads, each launch costs ~50 us
         _on_cpu_threads(n, 16384, lambda a, b, _w: wp.launch(kernel, dim=b - a, inputs=[*head, a, *tail],
-                                                             device="cpu"))
+                                                             device="cpu"), per_worker=2, least=4096)
 
 
 class _Project(torch.autograd.Function):
@@ -704,12 +729,15 @@ class _Colours(torch.autograd.Function):
         means, coeffs = ctx.saved_tensors
         n, stride = means.shape[0], coeffs.shape[1] * 3
         g_colours = g_colours.contiguous()
-        g_means, g_coeffs = torch.zeros(n, 3), torch.zeros_like(coeffs)
+        # written over by the first camera's kernel (every coefficient, and the means when they take a gradient)
+        new = torch.empty if ctx.centres else torch.zeros
+        g_means, g_coeffs = new(n, 3), new(coeffs.shape)
         with_means = int(ctx.needs_input_grad[0])
         for i, centre in enumerate(ctx.centres):
             _per_splat_cpu(geometry.sh_backward, n, [_arr(means, wp.vec3), _arr(coeffs.reshape(-1)), stride,
                                                      ctx.degree, wp.vec3(*centre)], [
-                _arr(g_colours[i], wp.vec3), _arr(g_coeffs.reshape(-1)), _arr(g_means, wp.vec3), with_means])
+                _arr(g_colours[i], wp.vec3), _arr(g_coeffs.reshape(-1)), _arr(g_means, wp.vec3), with_means,
+                int(i == 0)])
         return (g_means if with_means else None), g_coeffs, None, None
 
 

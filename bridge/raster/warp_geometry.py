@@ -335,8 +335,9 @@ def sh_forward(means: wp.array(dtype=wp.vec3), coeffs: wp.array(dtype=float), st
 @wp.kernel
 def sh_backward(means: wp.array(dtype=wp.vec3), coeffs: wp.array(dtype=float), stride: int, degree: int,
                 campos: wp.vec3, first: int, g_colours: wp.array(dtype=wp.vec3),
-                g_coeffs: wp.array(dtype=float), g_means: wp.array(dtype=wp.vec3), with_means: int):
-    """Adds this camera's share of the gradients (cameras run one after another)."""
+                g_coeffs: wp.array(dtype=float), g_means: wp.array(dtype=wp.vec3), with_means: int, fresh: int):
+    """Adds this camera's share of the gradients (cameras run one after another); the first camera
+    (``fresh``) writes them over whatever the buffers held, as if added to zeros."""
     i = first + wp.tid()
     raw_d = means[i] - campos
     length = wp.length(raw_d)
@@ -354,13 +355,22 @@ def sh_backward(means: wp.array(dtype=wp.vec3), coeffs: wp.array(dtype=float), s
     g_d = wp.vec3()
     for k in range(n):
         j = base + 3 * k
-        g_coeffs[j] = g_coeffs[j] + b[k] * g[0]
-        g_coeffs[j + 1] = g_coeffs[j + 1] + b[k] * g[1]
-        g_coeffs[j + 2] = g_coeffs[j + 2] + b[k] * g[2]
+        p = wp.vec3()
+        if fresh == 0:
+            p = wp.vec3(g_coeffs[j], g_coeffs[j + 1], g_coeffs[j + 2])
+        g_coeffs[j] = p[0] + b[k] * g[0]
+        g_coeffs[j + 1] = p[1] + b[k] * g[1]
+        g_coeffs[j + 2] = p[2] + b[k] * g[2]
         g_b = coeffs[j] * g[0] + coeffs[j + 1] * g[1] + coeffs[j + 2] * g[2]
         g_d = g_d + g_b * wp.vec3(bx[k], by[k], bz[k])
+    if fresh != 0:
+        for j in range(base + 3 * n, base + stride):  # the coefficients past the degree
+            g_coeffs[j] = 0.0
     if with_means != 0:
+        m = wp.vec3()
+        if fresh == 0:
+            m = g_means[i]
         if length > 1e-12:
-            g_means[i] = g_means[i] + (g_d - d * wp.dot(d, g_d)) / length
+            g_means[i] = m + (g_d - d * wp.dot(d, g_d)) / length
         else:
-            g_means[i] = g_means[i] + g_d / 1e-12
+            g_means[i] = m + g_d / 1e-12

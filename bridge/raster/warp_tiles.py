@@ -213,8 +213,10 @@ for (;;) {
         T[r][l] = t;
         // dT_final/dalpha_k = -T_final / (1 - alpha_k): the loss's pull through the final transmittance
         GT[r][l] = with_trans != 0 ? in_gt[p] * t : 0.0f;
-        G0[r][l] = in_gc[4 * p]; G1[r][l] = in_gc[4 * p + 1]; G2[r][l] = in_gc[4 * p + 2];
-        G3[r][l] = in_gc[4 * p + 3];
+        // this launch's channels of the pixel's [channels] gradient row (zero past the last one)
+        const float* gc = in_gc + (long)gc_stride * p + gc_first;
+        G0[r][l] = gc[0]; G1[r][l] = gc_count > 1 ? gc[1] : 0.0f; G2[r][l] = gc_count > 2 ? gc[2] : 0.0f;
+        G3[r][l] = gc_count > 3 ? gc[3] : 0.0f;
         stop[r][l] = in_k[p];
       }
       row_end[r] = __builtin_reduce_max(stop[r]);
@@ -291,8 +293,9 @@ def _forward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int
 def _backward_tiles(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtype=wp.int32), records: wp.array(dtype=float),
                     width: int, height: int, tiles_x: int, n_tiles: int, counter: wp.array(dtype=wp.int32),
                     chunk: int, trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
-                    g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
-                    grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
+                    g_colour: wp.array(dtype=float), gc_stride: int, gc_first: int, gc_count: int,
+                    g_trans: wp.array(dtype=float), with_trans: int, grads: wp.array(dtype=float), gstride: int,
+                    foff: int, with_absgrad: int):
     ...
 
 
@@ -311,9 +314,125 @@ def composite_backward_cpu(offsets: wp.array(dtype=wp.int32), ids: wp.array(dtyp
                            records: wp.array(dtype=float), width: int, height: int, tiles_x: int, n_tiles: int,
                            counter: wp.array(dtype=wp.int32), chunk: int,
                            trans: wp.array(dtype=float), last: wp.array(dtype=wp.int32),
-                           g_colour: wp.array(dtype=wp.vec4), g_trans: wp.array(dtype=float), with_trans: int,
+                           g_colour: wp.array(dtype=float), gc_stride: int, gc_first: int, gc_count: int,
+                           g_trans: wp.array(dtype=float), with_trans: int,
                            grads: wp.array(dtype=float), gstride: int, foff: int, with_absgrad: int):
     """One worker, as the forward; gradients go into this worker's own buffer ``grads`` (``gstride`` floats a
-    splat, this launch's features at ``foff``), which the caller sums."""
+    splat, this launch's features at ``foff``), which the caller sums. ``g_colour`` is the colour's gradient,
+    ``gc_stride`` floats a pixel, of which this launch takes ``gc_count`` (at most 4) from ``gc_first``."""
     _backward_tiles(offsets, ids, records, width, height, tiles_x, n_tiles, counter, chunk, trans, last, g_colour,
-                    g_trans, with_trans, grads, gstride, foff, with_absgrad)
+                    gc_stride, gc_first, gc_count, g_trans, with_trans, grads, gstride, foff, with_absgrad)
+
+
+# ---- the CPU's binning order: the visible splats in depth order, and their record numbers ----------------
+# Task 0 lists the visible splats (both radii > 0) in depth order, ties by index (a stable LSD radix sort of
+# the depths' bits, as ``torch.sort(..., stable=True)`` orders them); task 1 numbers them by the tile their
+# mean is in (a stable counting sort: ``perm``, record -> splat, and ``labels``, splat -> record). The two
+# tasks are independent: the caller runs them on two threads.
+
+_ORDER = r"""
+const float* M = (const float*)means2d.data;  // x y per splat
+const int* R = (const int*)radii.data;
+const float* D = (const float*)depths.data;
+int* out = task == 0 ? (int*)order.data : (int*)perm.data;
+int* lab = (int*)labels.data;
+unsigned* sc = (unsigned*)scratch.data;  // task 0: 3 n words; task 1: n + n_tiles + 1
+int m = 0;
+if (task == 0) {
+  unsigned* key = sc;
+  unsigned* key2 = sc + n;
+  int* tmp = (int*)(sc + 2 * n);
+  unsigned hist[4][256];
+  for (int p = 0; p < 4; ++p) for (int b = 0; b < 256; ++b) hist[p][b] = 0u;
+  for (int i = 0; i < n; ++i) {
+    if (R[2 * i] > 0 && R[2 * i + 1] > 0) {
+      float d = D[i] + 0.0f;  // -0 is +0, as in a comparison
+      unsigned u;
+      __builtin_memcpy(&u, &d, 4);
+      u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+      if (d != d) u = 0xffffffffu;  // NaN last, as torch.sort puts it
+      key[m] = u;
+      out[m] = i;
+      for (int p = 0; p < 4; ++p) hist[p][(u >> (8 * p)) & 255u] += 1u;
+      ++m;
+    }
+  }
+  int* src = out;
+  int* dst = tmp;
+  unsigned* ksrc = key;
+  unsigned* kdst = key2;
+  for (int p = 0; p < 4; ++p) {
+    unsigned* h = hist[p];
+    bool trivial = false;
+    for (int b = 0; b < 256; ++b) if (h[b] == (unsigned)m) trivial = true;
+    if (trivial || m == 0) continue;  // every key has this byte: the pass would keep the order
+    unsigned sum = 0u;
+    for (int b = 0; b < 256; ++b) { const unsigned c = h[b]; h[b] = sum; sum += c; }
+    for (int j = 0; j < m; ++j) {
+      const unsigned u = ksrc[j];
+      const unsigned at = h[(u >> (8 * p)) & 255u]++;
+      kdst[at] = u;
+      dst[at] = src[j];
+    }
+    int* t = src; src = dst; dst = t;
+    unsigned* kt = ksrc; ksrc = kdst; kdst = kt;
+  }
+  if (src != out) for (int j = 0; j < m; ++j) out[j] = src[j];
+} else {
+  int* cell = (int*)sc;
+  unsigned* h = sc + n;
+  for (int t = 0; t <= n_tiles; ++t) h[t] = 0u;
+  for (int i = 0; i < n; ++i) {
+    lab[i] = 0;
+    if (R[2 * i] > 0 && R[2 * i + 1] > 0) {
+      float cx = M[2 * i] / (float)ts, cy = M[2 * i + 1] / (float)ts;
+      cx = cx != cx ? 0.0f : cx;
+      cy = cy != cy ? 0.0f : cy;
+      cx = cx < 0.0f ? 0.0f : cx;
+      cy = cy < 0.0f ? 0.0f : cy;
+      cx = cx > (float)(tiles_x - 1) ? (float)(tiles_x - 1) : cx;
+      cy = cy > (float)(tiles_y - 1) ? (float)(tiles_y - 1) : cy;
+      const int c = (int)cy * tiles_x + (int)cx;
+      cell[m] = c;
+      out[m] = i;
+      h[c + 1] += 1u;
+      ++m;
+    }
+  }
+  for (int t = 0; t < n_tiles; ++t) h[t + 1] += h[t];
+  // out holds the visible splats in index order: their record numbers into labels, then out from labels.
+  for (int j = 0; j < m; ++j) lab[out[j]] = (int)(h[cell[j]]++);
+  for (int i = 0; i < n; ++i) if (R[2 * i] > 0 && R[2 * i + 1] > 0) out[lab[i]] = i;
+}
+((int*)count.data)[0] = m;
+"""
+
+
+@wp.func_native(_ORDER)
+def _bin_order(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i), depths: wp.array(dtype=float),
+               n: int, ts: int, tiles_x: int, tiles_y: int, n_tiles: int, task: int, order: wp.array(dtype=wp.int32),
+               perm: wp.array(dtype=wp.int32), labels: wp.array(dtype=wp.int32), count: wp.array(dtype=wp.int32),
+               scratch: wp.array(dtype=wp.int32)):
+    ...
+
+
+@wp.kernel
+def bin_order_cpu(means2d: wp.array(dtype=wp.vec2), radii: wp.array(dtype=wp.vec2i), depths: wp.array(dtype=float),
+                  n: int, ts: int, tiles_x: int, tiles_y: int, n_tiles: int, task: int,
+                  order: wp.array(dtype=wp.int32), perm: wp.array(dtype=wp.int32), labels: wp.array(dtype=wp.int32),
+                  count: wp.array(dtype=wp.int32), scratch: wp.array(dtype=wp.int32)):
+    """One task of the binning's order (above); ``count`` receives the number of visible splats."""
+    _bin_order(means2d, radii, depths, n, ts, tiles_x, tiles_y, n_tiles, task, order, perm, labels, count, scratch)
+
+
+@wp.kernel
+def scatter_grads(perm: wp.array(dtype=wp.int32), first: wp.array2d(dtype=float), second: wp.array2d(dtype=float),
+                  with_second: int, out: wp.array2d(dtype=float)):
+    """The backward's per-record gradient rows (``first``, plus ``second`` when ``with_second``) to their splats."""
+    p = wp.tid()
+    i = perm[p]
+    for k in range(out.shape[1]):
+        v = first[p, k]
+        if with_second != 0:
+            v = v + second[p, k]
+        out[i, k] = v
