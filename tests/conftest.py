@@ -193,23 +193,29 @@ def centroid(weights: np.ndarray) -> np.ndarray:
 def reference_render(splats, K, world_to_camera, width: int, height: int, **options) -> np.ndarray:
     """``bridge.raster.render_splats`` (our reference rasterizer, torch): in this process where torch
     imports, else in the bridge's interpreter (bpy 5.2/5.3 run on a Python without torch)."""
+    return reference_renders(splats, [(K, world_to_camera)], width, height, **options)[0]
+
+
+def reference_renders(splats, cameras, width: int, height: int, **options) -> list:
+    """:func:`reference_render` of each ``(K, world_to_camera)`` in ``cameras``; where torch does not
+    import here, all of them in one run of the bridge's interpreter (its start-up costs seconds)."""
     try:
         import torch  # noqa: F401
     except ImportError:
-        return _reference_render_in_bridge(splats, K, world_to_camera, width, height, options)
+        return _reference_renders_in_bridge(splats, cameras, width, height, options)
     from bridge.raster import render_splats
 
-    return render_splats(splats, K, world_to_camera, width, height, **options)
+    return [render_splats(splats, K, w2c, width, height, **options) for K, w2c in cameras]
 
 
-def _reference_render_in_bridge(splats, K, world_to_camera, width, height, options) -> np.ndarray:
+def _reference_renders_in_bridge(splats, cameras, width, height, options) -> list:
     import json
 
     with tempfile.TemporaryDirectory(prefix="splatwork-reference-") as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "in.npz", means=splats.means, scales=splats.scales, quats=splats.quats,
                  opacities=splats.opacities, sh_dc=splats.sh_dc, sh_rest=splats.sh_rest,
-                 K=np.asarray(K, np.float64), w2c=np.asarray(world_to_camera, np.float64))
+                 K=np.asarray([c[0] for c in cameras], np.float64), w2c=np.asarray([c[1] for c in cameras], np.float64))
         code = (
             "import json, sys, numpy as np\n"
             "from bridge.formats import SplatSet\n"
@@ -218,14 +224,18 @@ def _reference_render_in_bridge(splats, K, world_to_camera, width, height, optio
             "s = SplatSet(**{k: d[k] for k in ('means','scales','quats','opacities','sh_dc','sh_rest')})\n"
             "opts = json.loads(sys.argv[5])\n"
             "if opts.get('background') is not None: opts['background'] = np.asarray(opts['background'], np.float32)\n"
-            "out = render_splats(s, d['K'], d['w2c'], int(sys.argv[3]), int(sys.argv[4]), **opts)\n"
-            "np.savez(sys.argv[2], **out)\n"
+            "for i, (K, w2c) in enumerate(zip(d['K'], d['w2c'])):\n"
+            "    out = render_splats(s, K, w2c, int(sys.argv[3]), int(sys.argv[4]), **opts)\n"
+            "    np.savez(f'{sys.argv[2]}{i}.npz', **out)\n"
         )
         plain = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in options.items()}
-        subprocess.run([BRIDGE_PYTHON, "-c", code, str(tmp / "in.npz"), str(tmp / "out.npz"), str(width),
+        subprocess.run([BRIDGE_PYTHON, "-c", code, str(tmp / "in.npz"), str(tmp / "out"), str(width),
                         str(height), json.dumps(plain)], cwd=ROOT, check=True, timeout=600)
-        with np.load(tmp / "out.npz") as out:
-            return {k: out[k] for k in out.files}
+        renders = []
+        for i in range(len(cameras)):
+            with np.load(tmp / f"out{i}.npz") as out:
+                renders.append({k: out[k] for k in out.files})
+        return renders
 
 
 def install_extension(zip_path: Path):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import BRIDGE_PYTHON, ROOT, reference_render
+from conftest import BRIDGE_PYTHON, ROOT, reference_renders
 from PIL import Image
 
 from bridge import client, protocol
@@ -51,10 +51,10 @@ def make_scene(folder: Path, seed: int = 0) -> SimpleNamespace:
     for i in range(NUM_VIEWS):
         angle = 2 * np.pi * i / NUM_VIEWS
         R, t = _look_at(np.array([4 * np.cos(angle), 4 * np.sin(angle), 1.0 + 0.5 * np.sin(3 * angle)]))
-        view = View(i + 1, f"view_{i:03d}.png", 1, R, t)
-        rgb = reference_render(gt, camera.K(), view.world_to_camera(), WIDTH, HEIGHT)["rgb"]
-        Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(images / view.name)
-        views.append(view)
+        views.append(View(i + 1, f"view_{i:03d}.png", 1, R, t))
+    renders = reference_renders(gt, [(camera.K(), view.world_to_camera()) for view in views], WIDTH, HEIGHT)
+    for view, render in zip(views, renders, strict=True):
+        Image.fromarray((np.clip(render["rgb"], 0, 1) * 255 + 0.5).astype(np.uint8)).save(images / view.name)
     # "SfM" points: the true centres, slightly off, with their colours.
     points = gt.means + rng.normal(size=(n, 3)) * 0.01
     colors = (gt.colors() * 255 + 0.5).astype(np.uint8)
