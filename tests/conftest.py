@@ -72,6 +72,18 @@ TORCH_MODULES = ["test_raster_autograd.py", "test_raster_reference.py", "test_ra
 collect_ignore = [] if importlib.util.find_spec("torch") is not None else TORCH_MODULES
 
 
+def pytest_collection_finish(session):
+    """Slow preparations that can overlap the run: a test module's ``start_early(names)`` is called with
+    its selected tests' names once the selection is known (the EEVEE probe of test_splats_preview)."""
+    selected: dict = {}
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if module is not None and hasattr(module, "start_early"):
+            selected.setdefault(module, []).append(item.originalname)
+    for module, names in selected.items():
+        module.start_early(names)
+
+
 def pytest_collection_modifyitems(config, items):
     cuda = _cuda_available()
     skip_gpu = pytest.mark.skip(reason=f"needs a CUDA GPU: {cuda[1]}")

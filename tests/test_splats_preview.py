@@ -448,10 +448,18 @@ print("EEVEE-OK")
 EEVEE_PROBE_SECONDS = 240
 
 
-def _start_eevee_probe():
-    """The probe's Blender, started when this module is collected: its first EEVEE render compiles
-    EEVEE's shaders on the CPU (over a minute with llvmpipe on 2 cores), which then overlaps the tests
-    that run before the EEVEE one instead of adding to the run."""
+def start_early(names: list[str]) -> None:
+    """Called by conftest once the tests are selected (``names``: this module's): when the EEVEE test is
+    among them, its probe starts now. The probe's first EEVEE render compiles EEVEE's shaders on the CPU
+    (over a minute with llvmpipe on 2 cores), which then overlaps the tests that run before the EEVEE
+    one instead of adding to the run."""
+    if test_eevee_render_matches_the_reference_rasterizer.__name__ in names:
+        _eevee_probe()
+
+
+@functools.cache
+def _eevee_probe():
+    """The probe's Blender, started on the first call: (process, its folder, when it started)."""
     folder = tempfile.mkdtemp(prefix="splatwork-eevee-probe-")
     code = EEVEE_PROBE.format(path=os.path.join(folder, "probe.png"))
     with open(os.path.join(folder, "log.txt"), "wb") as log:  # a file, not a pipe nobody reads until the end
@@ -467,14 +475,11 @@ def _end_probe(proc, folder) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-_EEVEE_PROBE = _start_eevee_probe()
-
-
 @functools.cache
 def _eevee_unavailable() -> str | None:
     """Why EEVEE cannot render here, or None. EEVEE needs OpenGL: a GPU, or Mesa's software llvmpipe
     through EGL (what CI has). A context that cannot be made may hang, so a subprocess asks, bounded."""
-    proc, folder, started = _EEVEE_PROBE
+    proc, folder, started = _eevee_probe()
     try:
         proc.wait(timeout=max(1.0, started + EEVEE_PROBE_SECONDS - time.monotonic()))
     except subprocess.TimeoutExpired:
